@@ -1,0 +1,80 @@
+"""What the guardian is doing in one database, as plain data for the CLI to print."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pg_guardian.install import installed
+
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
+
+
+def _exists(conn: psycopg.Connection, relation: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()
+    return bool(row and row[0])
+
+
+def status(conn: psycopg.Connection) -> dict[str, Any]:
+    """Version, install path, environment, mode, watched tables, jobs, open alerts."""
+    state = installed(conn)
+    result: dict[str, Any] = {
+        "database": conn.info.dbname,
+        "installed": state.version is not None,
+        "version": state.version,
+        "install_method": state.method,
+    }
+    if not state.version:
+        return result
+    cur = conn.cursor(row_factory=dict_row)
+    env = cur.execute(
+        "SELECT environment, mode, changed_at, changed_by, table_modes FROM guardian.environment_status"
+    ).fetchone()
+    assert env is not None
+    result.update(
+        environment=env["environment"],
+        mode=env["mode"],
+        mode_changed_at=env["changed_at"].isoformat() if env["changed_at"] else None,
+        table_modes=env["table_modes"],
+    )
+    result["features"] = {
+        "plpython3u": bool(
+            conn.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_language WHERE lanname = 'plpython3u')").fetchone()[0]  # type: ignore[index]
+        ),
+        "pg_cron": _exists(conn, "cron.job"),
+        "trigger_protection": bool(
+            conn.execute(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'guardian_protect_triggers_alter')"
+            ).fetchone()[0]  # type: ignore[index]
+        ),
+    }
+    if _exists(conn, "guardian.watched_tables"):
+        result["watched_tables"] = [
+            dict(r)
+            for r in cur.execute(
+                "SELECT relid::text AS table, guardian.effective_mode(relid) AS mode "
+                "FROM guardian.watched_tables ORDER BY 1"
+            ).fetchall()
+        ]
+    else:
+        result["watched_tables"] = []
+    if result["features"]["pg_cron"]:
+        result["jobs"] = [
+            dict(r)
+            for r in cur.execute(
+                "SELECT jobname, schedule, active FROM cron.job "
+                "WHERE jobname LIKE 'guardian\\_%' AND database = current_database() ORDER BY jobname"
+            ).fetchall()
+        ]
+    else:
+        result["jobs"] = []
+    counts = dict(
+        conn.execute(
+            "SELECT severity, count(*) FROM guardian.monitoring_alerts "
+            "WHERE resolved_at IS NULL GROUP BY severity"
+        ).fetchall()
+    )
+    result["open_alerts"] = {s: int(counts.get(s, 0)) for s in SEVERITIES}
+    return result

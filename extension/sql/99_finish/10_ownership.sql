@@ -1,0 +1,31 @@
+-- Everything in the guardian schema belongs to guardian_owner (NOLOGIN, not a superuser), so
+-- SECURITY DEFINER functions run with no more than the guardian's own rights. Event triggers
+-- stay with the installing superuser: only a superuser may own them.
+DO $owner$
+DECLARE
+    v_object record;
+BEGIN
+    FOR v_object IN
+        SELECT format('ALTER %s guardian.%I OWNER TO guardian_owner',
+                      CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                     WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname) AS ddl
+          FROM pg_catalog.pg_class AS c
+         WHERE c.relnamespace = 'guardian'::regnamespace
+           AND c.relkind IN ('r', 'p', 'v', 'm')
+        UNION ALL
+        SELECT format('ALTER %s %s OWNER TO guardian_owner',
+                      CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                      p.oid::regprocedure)
+          FROM pg_catalog.pg_proc AS p
+         WHERE p.pronamespace = 'guardian'::regnamespace
+        UNION ALL
+        SELECT format('ALTER TYPE guardian.%I OWNER TO guardian_owner', t.typname)
+          FROM pg_catalog.pg_type AS t
+         WHERE t.typnamespace = 'guardian'::regnamespace
+           AND t.typtype IN ('e', 'd', 'c')
+           AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = t.typrelid) = 'c')
+    LOOP
+        EXECUTE v_object.ddl;
+    END LOOP;
+END
+$owner$;
