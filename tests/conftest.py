@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from pg_guardian import install as install_mod
 from pg_guardian.cluster import LocalCluster
 
 TEMPLATE = "guardian_template"
@@ -58,12 +59,18 @@ def _janitor(pg: LocalCluster, dbname: str, *, template: str | None = None,
 
 @pytest.fixture(scope="session")
 def template_db(cluster: LocalCluster) -> Iterator[str]:
-    """A template database with plpython3u and pg_guardian installed."""
+    """A template database with plpython3u and pg_guardian installed.
+
+    By default with CREATE EXTENSION (the files `make install` put on the server);
+    GUARDIAN_TEST_INSTALL=sql installs this checkout's scripts as plain SQL instead, so that
+    work in a second checkout can be tested without touching the server's extension files.
+    """
     janitor = _janitor(cluster, TEMPLATE, as_template=True)
     janitor.init()
     with psycopg.connect(cluster.dsn(TEMPLATE), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION plpython3u")
-        conn.execute("CREATE EXTENSION pg_guardian CASCADE")
+        method = os.environ.get("GUARDIAN_TEST_INSTALL", "extension")
+        install_mod.install(conn, method=method)
     yield TEMPLATE
     janitor.drop()
 

@@ -144,7 +144,7 @@ def test_status_reports_version_environment_mode_and_open_alerts(cluster: LocalC
     db.execute("SELECT guardian.set_mode('strict')")
     code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 0, out
-    assert "pg_guardian 0.1.0 (extension)" in out
+    assert "pg_guardian 0.1.0 (" in out
     assert "environment: production   mode: strict" in out
     assert "HIGH 1" in out  # the environment change to production is audited as HIGH
     code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname), "--format", "json")
@@ -153,7 +153,7 @@ def test_status_reports_version_environment_mode_and_open_alerts(cluster: LocalC
     data = json.loads(out)
     assert data["open_alerts"]["HIGH"] == 1 and data["open_alerts"]["INFO"] == 1
     assert data["features"]["plpython3u"] is True
-    assert data["install_method"] == "extension"
+    assert data["install_method"] in ("extension", "sql")
 
 
 def test_status_of_a_database_without_guardian(cluster: LocalCluster, blank_dbname: str) -> None:

@@ -190,6 +190,8 @@ def uninstall(conn: psycopg.Connection, *, drop_alerts: bool = False) -> str | N
                     sql.Identifier(f"monitoring_alerts_{stamp}"),
                 )
             )
+        if conn.execute("SELECT to_regprocedure('guardian.unregister_jobs()')").fetchone()[0]:  # type: ignore[index]
+            conn.execute("SELECT guardian.unregister_jobs()")
         # Triggers on user tables are not extension members; remove them first.
         triggers = conn.execute(
             """SELECT t.tgname, t.tgrelid::regclass::text

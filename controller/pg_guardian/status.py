@@ -60,16 +60,19 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
         ]
     else:
         result["watched_tables"] = []
-    if result["features"]["pg_cron"]:
-        result["jobs"] = [
-            dict(r)
-            for r in cur.execute(
-                "SELECT jobname, schedule, active FROM cron.job "
-                "WHERE jobname LIKE 'guardian\\_%' AND database = current_database() ORDER BY jobname"
-            ).fetchall()
-        ]
-    else:
-        result["jobs"] = []
+    cron_join = (
+        "LEFT JOIN cron.job AS c ON c.jobname = 'guardian_' || j.name AND c.database = current_database()"
+        if result["features"]["pg_cron"] else ""
+    )
+    cron_col = "c.jobid IS NOT NULL" if cron_join else "false"
+    result["jobs"] = [
+        dict(r)
+        for r in cur.execute(
+            f"""SELECT j.name AS jobname, j.schedule, j.enabled, {cron_col} AS in_pg_cron,
+                       j.last_status, j.last_finished_at, j.lag, j.overdue, j.last_error
+                  FROM guardian.job_status AS j {cron_join} ORDER BY j.name"""
+        ).fetchall()
+    ]
     counts = dict(
         conn.execute(
             "SELECT severity, count(*) FROM guardian.monitoring_alerts "
