@@ -123,7 +123,39 @@ def install(
             conn.execute("CREATE SCHEMA guardian")
             conn.execute((migrations_dir() / "version_table.sql").read_text())
             _apply_plain(conn, scripts.released_script(version), version, "install")
+        _ensure_dblink(conn)
     return installed(conn)
+
+
+RECORDER_SCHEMA = "guardian_ext"
+
+
+def _ensure_dblink(conn: psycopg.Connection) -> bool:
+    """Install dblink (for strict-mode rejection records that survive the rollback) if the
+    server has it and it is not there yet. Optional: without it rejections go to the log."""
+    present = conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'dblink'").fetchone()
+    if present:
+        return True
+    available = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'dblink'"
+    ).fetchone()
+    if not available:
+        return False
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(RECORDER_SCHEMA)))
+            conn.execute(
+                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                    sql.Identifier(RECORDER_SCHEMA),
+                    sql.Literal("pg_guardian: dblink, for strict-mode rejections that survive the rollback"),
+                )
+            )
+            conn.execute(
+                sql.SQL("CREATE EXTENSION dblink SCHEMA {}").format(sql.Identifier(RECORDER_SCHEMA))
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return True
 
 
 def _apply_plain(conn: psycopg.Connection, script: str, version: str, kind: str) -> None:
@@ -210,4 +242,10 @@ def uninstall(conn: psycopg.Connection, *, drop_alerts: bool = False) -> str | N
             conn.execute("DROP SCHEMA IF EXISTS guardian")
         else:
             conn.execute("DROP SCHEMA guardian CASCADE")
+        if conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s "
+            "AND obj_description(oid, 'pg_namespace') LIKE 'pg_guardian:%%'",
+            (RECORDER_SCHEMA,),
+        ).fetchone():
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(RECORDER_SCHEMA)))
     return archive

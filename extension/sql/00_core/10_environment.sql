@@ -42,7 +42,7 @@ SELECT pg_catalog.pg_extension_config_dump('guardian.settings', '');
 
 CREATE FUNCTION guardian.current_environment()
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE PARALLEL SAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -53,7 +53,7 @@ COMMENT ON FUNCTION guardian.current_environment() IS
 
 CREATE FUNCTION guardian.current_mode()
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE PARALLEL SAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -64,7 +64,7 @@ COMMENT ON FUNCTION guardian.current_mode() IS
 
 CREATE FUNCTION guardian.setting(p_key text, p_default jsonb DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(

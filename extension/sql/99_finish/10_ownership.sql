@@ -1,6 +1,7 @@
 -- Everything in the guardian schema belongs to guardian_owner (NOLOGIN, not a superuser), so
 -- SECURITY DEFINER functions run with no more than the guardian's own rights. Event triggers
 -- stay with the installing superuser: only a superuser may own them.
+-- guardian_owner regenerates the compiled prefilter functions, so it may create in the schema.
 DO $owner$
 DECLARE
     v_object record;
@@ -18,6 +19,8 @@ BEGIN
                       p.oid::regprocedure)
           FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'guardian'::regnamespace
+           -- dblink connects without a password only for a superuser: this one stays with the installer.
+           AND p.proname <> '_record_rejection'
         UNION ALL
         SELECT format('ALTER TYPE guardian.%I OWNER TO guardian_owner', t.typname)
           FROM pg_catalog.pg_type AS t
@@ -29,3 +32,5 @@ BEGIN
     END LOOP;
 END
 $owner$;
+
+GRANT CREATE ON SCHEMA guardian TO guardian_owner;

@@ -1,0 +1,37 @@
+-- The two hot-path primitives of the WHEN clauses on watched tables. Where the server has the
+-- extension's shared library they are C (a single pass over the value); on managed Postgres
+-- (plain-SQL install, no library) the same functions are SQL with the same results, slower.
+DO $matchers$
+BEGIN
+    CREATE FUNCTION guardian._contains_any(p_value text, p_needles text[])
+    RETURNS boolean
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS '$libdir/pg_guardian', 'pg_guardian_contains_any';
+    CREATE FUNCTION guardian._uuid_matches(p_value uuid, p_bounds uuid[])
+    RETURNS boolean
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS '$libdir/pg_guardian', 'pg_guardian_uuid_matches';
+EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function THEN
+    RAISE NOTICE 'pg_guardian: shared library not available, using SQL matchers (slower writes on watched tables)';
+    CREATE FUNCTION guardian._contains_any(p_value text, p_needles text[])
+    RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $sql$
+        SELECT EXISTS (SELECT FROM unnest(p_needles) AS n(needle)
+                        WHERE strpos(lower(p_value COLLATE "C"), lower(n.needle COLLATE "C")) > 0)
+    $sql$;
+    CREATE FUNCTION guardian._uuid_matches(p_value uuid, p_bounds uuid[])
+    RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $sql$
+        SELECT EXISTS (SELECT FROM generate_series(1, coalesce(array_length(p_bounds, 1), 0), 2) AS g(i)
+                        WHERE p_value BETWEEN p_bounds[g.i] AND p_bounds[g.i + 1])
+    $sql$;
+END
+$matchers$;
+COMMENT ON FUNCTION guardian._contains_any(text, text[]) IS
+    'Internal prefilter: does the value contain any needle (ASCII case-insensitive)? An empty needle matches everything.';
+COMMENT ON FUNCTION guardian._uuid_matches(uuid, uuid[]) IS
+    'Internal prefilter: does the uuid fall in any [low, high] pair of the bounds array?';

@@ -1,0 +1,208 @@
+-- The rule catalogue. Users add, disable and tune rules with plain SQL; every change is
+-- validated here and recompiles the write-path prefilters (see 40_compile.sql).
+CREATE TABLE guardian.kinds (
+    kind        text PRIMARY KEY,
+    description text NOT NULL
+);
+COMMENT ON TABLE guardian.kinds IS 'Semantic kinds of columns that rules apply to.';
+INSERT INTO guardian.kinds (kind, description) VALUES
+    ('email',        'e-mail addresses'),
+    ('person_name',  'names of people (first, last, full, display names)'),
+    ('organization', 'names of clinics, practices, companies, tenants'),
+    ('phone',        'telephone and fax numbers'),
+    ('identifier',   'UUIDs and other record identifiers'),
+    ('free_text',    'notes, descriptions, titles and other text');
+
+CREATE TABLE guardian.rules (
+    name                text PRIMARY KEY,
+    pack                text NOT NULL DEFAULT 'custom',
+    kinds               text[] NOT NULL DEFAULT '{}',
+    column_pattern      text,
+    match_type          text NOT NULL,
+    pattern             text,
+    terms               text[],
+    anchors             text[],
+    severity            text NOT NULL DEFAULT 'HIGH',
+    enabled             boolean NOT NULL DEFAULT true,
+    environments        text[],
+    safe_for_automation boolean NOT NULL DEFAULT false,
+    description         text NOT NULL,
+    example_match       text,
+    example_nonmatch    text,
+    builtin             boolean NOT NULL DEFAULT false,
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_by          text NOT NULL DEFAULT CURRENT_USER,
+    CONSTRAINT rules_name_chk CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    CONSTRAINT rules_match_type_chk
+        CHECK (match_type IN ('regex', 'words', 'exact', 'prefix', 'domains', 'uuids', 'digits')),
+    CONSTRAINT rules_severity_chk CHECK (severity IN ('CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'INFO')),
+    CONSTRAINT rules_target_chk CHECK (cardinality(kinds) > 0 OR column_pattern IS NOT NULL)
+);
+COMMENT ON TABLE guardian.rules IS
+    'Test-data rules: what they apply to (kinds and/or a column-name pattern), how they match, severity, environments. Edit with SQL; invalid rules are rejected on write.';
+COMMENT ON COLUMN guardian.rules.match_type IS
+    'regex: pattern (case-insensitive) on the normalised value; words: any term as a whole word; exact: the whole normalised value is a term; prefix: starts with pattern; domains: e-mail domain equals or ends with a term; uuids: value equals a term or starts with a term ending in ''-''; digits: pattern (regex) on the value''s digits only.';
+COMMENT ON COLUMN guardian.rules.anchors IS
+    'Literal substrings, one of which every matching value contains: the write-path prefilter. NULL: derived from terms; for regex rules without anchors every value is checked (slower).';
+COMMENT ON COLUMN guardian.rules.environments IS 'Environments the rule applies to; NULL means every environment.';
+SELECT pg_catalog.pg_extension_config_dump('guardian.rules', 'WHERE NOT builtin');
+
+CREATE TABLE guardian.allowlist (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    rule        text REFERENCES guardian.rules (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    relid       regclass,
+    column_name text,
+    value       text,
+    reason      text NOT NULL,
+    expires_at  timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by  text NOT NULL DEFAULT CURRENT_USER,
+    CONSTRAINT allowlist_scope_chk CHECK (num_nonnulls(rule, relid, column_name, value) > 0),
+    CONSTRAINT allowlist_column_needs_table_chk CHECK (column_name IS NULL OR relid IS NOT NULL)
+);
+COMMENT ON TABLE guardian.allowlist IS
+    'Known false positives: an entry silences findings that match all of its non-NULL fields (rule, table, column, normalised value) until it expires. Add with guardian.allow().';
+SELECT pg_catalog.pg_extension_config_dump('guardian.allowlist', '');
+SELECT pg_catalog.pg_extension_config_dump('guardian.allowlist_id_seq', '');
+
+-- Normalisation used by every precise match: Unicode NFKC, lower case, collapsed white space.
+CREATE FUNCTION guardian._normalize(p_value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT btrim(regexp_replace(lower(normalize(p_value, NFKC)), '\s+', ' ', 'g'))
+$$;
+COMMENT ON FUNCTION guardian._normalize(text) IS
+    'Internal: NFKC, lower case, single spaces, trimmed: the form every rule sees.';
+
+-- The precise test of one rule against one normalised value.
+CREATE FUNCTION guardian._rule_matches(p_rule guardian.rules, p_value text)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_domain text;
+    v_term   text;
+BEGIN
+    IF p_value IS NULL OR p_value = '' THEN
+        RETURN false;
+    END IF;
+    CASE p_rule.match_type
+    WHEN 'regex' THEN
+        RETURN p_value ~* p_rule.pattern;
+    WHEN 'words' THEN
+        RETURN p_value ~* ('(^|[^[:alnum:]])(' ||
+            (SELECT string_agg(regexp_replace(lower(t), '([^[:alnum:][:space:]])', '\\\1', 'g'), '|')
+               FROM unnest(p_rule.terms) AS t) || ')($|[^[:alnum:]])');
+    WHEN 'exact' THEN
+        RETURN p_value = ANY (p_rule.terms);
+    WHEN 'prefix' THEN
+        RETURN left(p_value, length(p_rule.pattern)) = lower(p_rule.pattern);
+    WHEN 'domains' THEN
+        IF strpos(p_value, '@') = 0 THEN
+            RETURN false;
+        END IF;
+        v_domain := rtrim(substring(p_value FROM '@([^@]*)$'), '.>');
+        FOREACH v_term IN ARRAY p_rule.terms LOOP
+            IF v_domain = v_term OR right(v_domain, length(v_term) + 1) = '.' || v_term THEN
+                RETURN true;
+            END IF;
+        END LOOP;
+        RETURN false;
+    WHEN 'uuids' THEN
+        FOREACH v_term IN ARRAY p_rule.terms LOOP
+            IF p_value = v_term OR (right(v_term, 1) = '-' AND left(p_value, length(v_term)) = v_term) THEN
+                RETURN true;
+            END IF;
+        END LOOP;
+        RETURN false;
+    WHEN 'digits' THEN
+        v_term := regexp_replace(p_value, '[^0-9]', '', 'g');
+        RETURN v_term <> '' AND v_term ~ p_rule.pattern;
+    END CASE;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION guardian._rule_matches(guardian.rules, text) IS
+    'Internal: does this rule match this normalised value?';
+
+CREATE FUNCTION guardian._validate_rule()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_kind  text;
+    v_regex text;
+BEGIN
+    NEW.severity := upper(btrim(NEW.severity));
+    NEW.match_type := lower(btrim(NEW.match_type));
+    NEW.updated_at := now();
+    NEW.updated_by := SESSION_USER;
+    FOREACH v_kind IN ARRAY NEW.kinds LOOP
+        IF NOT EXISTS (SELECT FROM guardian.kinds AS k WHERE k.kind = v_kind) THEN
+            RAISE EXCEPTION 'rule %: unknown kind %', NEW.name, quote_literal(v_kind)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Known kinds: ' || (SELECT string_agg(k.kind, ', ' ORDER BY k.kind) FROM guardian.kinds AS k);
+        END IF;
+    END LOOP;
+    IF NEW.match_type IN ('regex', 'prefix', 'digits') AND coalesce(NEW.pattern, '') = '' THEN
+        RAISE EXCEPTION 'rule %: match_type % needs a pattern', NEW.name, NEW.match_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set pattern, e.g. pattern => ''^test[0-9]*@''.';
+    END IF;
+    IF NEW.match_type IN ('words', 'exact', 'domains', 'uuids') AND coalesce(cardinality(NEW.terms), 0) = 0 THEN
+        RAISE EXCEPTION 'rule %: match_type % needs terms', NEW.name, NEW.match_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set terms, e.g. terms => ARRAY[''example.com''].';
+    END IF;
+    FOREACH v_regex IN ARRAY ARRAY[CASE WHEN NEW.match_type IN ('regex', 'digits') THEN NEW.pattern END,
+                                   NEW.column_pattern] LOOP
+        CONTINUE WHEN v_regex IS NULL;
+        BEGIN
+            PERFORM '' ~ v_regex;
+        EXCEPTION WHEN invalid_regular_expression THEN
+            RAISE EXCEPTION 'rule %: invalid regular expression %', NEW.name, quote_literal(v_regex)
+                USING ERRCODE = 'invalid_regular_expression',
+                      DETAIL = SQLERRM,
+                      HINT = 'Patterns use PostgreSQL POSIX regular expressions (\m and \M for word boundaries).';
+        END;
+    END LOOP;
+    -- Terms are compared with normalised values, so store them normalised.
+    IF NEW.terms IS NOT NULL THEN
+        NEW.terms := ARRAY(SELECT DISTINCT guardian._normalize(t) FROM unnest(NEW.terms) AS t
+                            WHERE guardian._normalize(t) <> '' ORDER BY 1);
+    END IF;
+    IF NEW.anchors IS NOT NULL THEN
+        NEW.anchors := ARRAY(SELECT DISTINCT lower(a) FROM unnest(NEW.anchors) AS a WHERE a IS NOT NULL ORDER BY 1);
+    END IF;
+    IF NEW.example_match IS NOT NULL
+       AND NOT guardian._rule_matches(NEW, guardian._normalize(NEW.example_match)) THEN
+        RAISE EXCEPTION 'rule %: example_match % does not match the rule', NEW.name, quote_literal(NEW.example_match)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Fix the pattern or terms, or the example.';
+    END IF;
+    IF NEW.example_nonmatch IS NOT NULL
+       AND guardian._rule_matches(NEW, guardian._normalize(NEW.example_nonmatch)) THEN
+        RAISE EXCEPTION 'rule %: example_nonmatch % matches the rule', NEW.name, quote_literal(NEW.example_nonmatch)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The rule is too broad: tighten the pattern or terms.';
+    END IF;
+    IF NEW.anchors IS NOT NULL AND NEW.example_match IS NOT NULL
+       AND NOT guardian._contains_any(NEW.example_match, NEW.anchors) THEN
+        RAISE EXCEPTION 'rule %: example_match % contains none of the anchors %', NEW.name,
+                        quote_literal(NEW.example_match), NEW.anchors
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Every value the rule matches must contain one of its anchors; add one, or set anchors to NULL.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION guardian._validate_rule() IS
+    'Internal: rejects invalid rules (unknown kind, bad regex, examples that contradict the rule) on INSERT or UPDATE.';
+
+CREATE TRIGGER rules_validate
+    BEFORE INSERT OR UPDATE ON guardian.rules
+    FOR EACH ROW EXECUTE FUNCTION guardian._validate_rule();

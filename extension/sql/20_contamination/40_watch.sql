@@ -1,0 +1,423 @@
+CREATE TABLE guardian.watched_tables (
+    relid      regclass PRIMARY KEY,
+    columns    jsonb NOT NULL,
+    key_columns text[],
+    key_source text NOT NULL,
+    watched_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    watched_by text NOT NULL DEFAULT SESSION_USER
+);
+COMMENT ON TABLE guardian.watched_tables IS
+    'Tables the guardian watches: the kind of each watched column and how records are identified. Change with guardian.watch() / guardian.unwatch().';
+COMMENT ON COLUMN guardian.watched_tables.columns IS
+    'JSON array of {"column", "kind", "source"}: source is auto (inferred from name and type) or override.';
+SELECT pg_catalog.pg_extension_config_dump('guardian.watched_tables', '');
+
+-- One row per contaminated value found, by the triggers or by a recorded scan. Alerts group
+-- them (one per table and rule); every affected record stays findable here.
+CREATE TABLE guardian.findings (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alert_id    uuid REFERENCES guardian.monitoring_alerts (id) ON DELETE SET NULL,
+    relid       regclass NOT NULL,
+    record_id   text,
+    record_key  jsonb,
+    column_name text NOT NULL,
+    rule        text NOT NULL,
+    severity    text NOT NULL,
+    sample      text,
+    operation   text NOT NULL,
+    backend_pid integer NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+COMMENT ON TABLE guardian.findings IS
+    'Every contaminated value the guardian found (trigger or recorded scan), with the alert that reported it.';
+SELECT pg_catalog.pg_extension_config_dump('guardian.findings', '');
+SELECT pg_catalog.pg_extension_config_dump('guardian.findings_id_seq', '');
+CREATE INDEX findings_alert_id_idx ON guardian.findings (alert_id);
+CREATE INDEX findings_pending_idx ON guardian.findings (backend_pid, relid) WHERE alert_id IS NULL;
+CREATE INDEX findings_created_at_idx ON guardian.findings (created_at);
+
+CREATE FUNCTION guardian._infer_kind(p_table text, p_column text, p_type regtype)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_col   text := lower(p_column);
+    v_table text := lower(coalesce(p_table, ''));
+BEGIN
+    IF p_type = 'uuid'::regtype THEN
+        RETURN 'identifier';
+    END IF;
+    IF p_type NOT IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype, 'name'::regtype)
+       AND (SELECT t.typname FROM pg_catalog.pg_type AS t WHERE t.oid = p_type) IS DISTINCT FROM 'citext' THEN
+        RETURN NULL;
+    END IF;
+    RETURN CASE
+        WHEN v_col ~ '(^|_)(e_?mail|mail_address)(_|$)|^email' THEN 'email'
+        WHEN v_col ~ '(^|_)(phone|mobile|tel|telephone|fax|cell|msisdn)(_|$)' THEN 'phone'
+        WHEN v_col ~ '^(first|last|middle|given|family|full|display|maiden|nick|preferred|legal)_?name$'
+          OR v_col ~ '^(surname|forename|firstname|lastname|fullname|givenname|familyname)$'
+          OR v_col ~ '^(patient|contact|user|customer|member|owner|parent|guardian|doctor|dentist|provider|employee|staff|person|holder|emergency_contact|recipient|sender)_?name$'
+            THEN 'person_name'
+        WHEN v_col ~ '^(clinic|practice|company|organi[sz]ation|org|business|tenant|office|hospital|lab|vendor|employer|insurer|insurance|account)(_?name)?$'
+            THEN 'organization'
+        WHEN v_col IN ('name', 'title', 'display') THEN
+            CASE WHEN v_table ~ '(clinic|practice|org|compan|tenant|business|office|account|vendor|lab|hospital|insurer|team|workspace)' THEN 'organization'
+                 WHEN v_table ~ '(user|patient|person|people|customer|member|contact|employee|staff|doctor|dentist|provider|client)' THEN 'person_name'
+                 ELSE 'free_text' END
+        WHEN v_col ~ '(^id$|_id$|^uuid$|_uuid$|^guid$|_guid$|external_?id)' THEN 'identifier'
+        ELSE 'free_text'
+    END;
+END
+$$;
+COMMENT ON FUNCTION guardian._infer_kind(text, text, regtype) IS
+    'Internal: the kind of a column (or JSON key) from its name, its table''s name and its type (NULL: not watched).';
+
+CREATE FUNCTION guardian._guard_watchable(p_table regclass)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_class pg_catalog.pg_class;
+    v_root  regclass;
+BEGIN
+    IF p_table IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a table, e.g. SELECT guardian.watch(''public.patients'');';
+    END IF;
+    SELECT * INTO v_class FROM pg_catalog.pg_class AS c WHERE c.oid = p_table;
+    IF v_class.relkind IN ('v', 'm') THEN
+        RAISE EXCEPTION '% is a %, not a table', p_table, CASE v_class.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Watch the table(s) the view reads from instead.';
+    END IF;
+    IF v_class.relkind NOT IN ('r', 'p', 'f') THEN
+        RAISE EXCEPTION '% is not a table (relkind %)', p_table, v_class.relkind
+            USING ERRCODE = 'wrong_object_type', HINT = 'Only tables, partitioned tables and foreign tables can be watched.';
+    END IF;
+    IF v_class.relnamespace IN ('guardian'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+       OR (SELECT n.nspname FROM pg_catalog.pg_namespace AS n WHERE n.oid = v_class.relnamespace) LIKE 'guardian\_%'
+       OR (SELECT n.nspname FROM pg_catalog.pg_namespace AS n WHERE n.oid = v_class.relnamespace) IN ('cron', 'pg_toast') THEN
+        RAISE EXCEPTION '% belongs to the guardian or the system and cannot be watched', p_table
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Watch your application''s own tables.';
+    END IF;
+    IF v_class.relispartition THEN
+        v_root := pg_partition_root(p_table);
+        IF EXISTS (SELECT FROM guardian.watched_tables AS w WHERE w.relid = v_root) THEN
+            RAISE EXCEPTION '% is a partition of %, which is already watched', p_table, v_root
+                USING ERRCODE = 'duplicate_object',
+                      HINT = 'Partitions of a watched table are watched through it; nothing to do.';
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._guard_watchable(regclass) IS 'Internal: refuses views, system and guardian tables, and partitions of watched tables.';
+
+CREATE FUNCTION guardian._record_key(p_table regclass, OUT key_columns text[], OUT key_source text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- The primary key, else the first unique index without expressions or predicate.
+    SELECT coalesce(k.cols, NULL), coalesce(k.source, 'row fingerprint')
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (
+          SELECT ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS u(attnum, ord)
+                         JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = u.attnum
+                        ORDER BY u.ord) AS cols,
+                 CASE WHEN i.indisprimary THEN 'primary key'
+                      ELSE format('unique index %s', i.indexrelid::regclass) END AS source
+            FROM pg_catalog.pg_index AS i
+           WHERE i.indrelid = p_table AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+             AND 0 <> ALL (i.indkey::int2[])
+           ORDER BY i.indisprimary DESC, i.indexrelid
+           LIMIT 1) AS k ON true
+$$;
+COMMENT ON FUNCTION guardian._record_key(regclass) IS
+    'Internal: the columns that identify a record (primary key, else a unique index; NULL: a fingerprint of the row).';
+
+CREATE FUNCTION guardian._plan_watch(p_table regclass, p_columns jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key    text;
+    v_kind   text;
+    v_result jsonb := '[]';
+    v_col    record;
+BEGIN
+    IF p_columns IS NOT NULL AND jsonb_typeof(p_columns) <> 'object' THEN
+        RAISE EXCEPTION 'column overrides must be a JSON object, not %', p_columns
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map column names to kinds (or null to skip), e.g. ''{"notes": "free_text", "code": null}''.';
+    END IF;
+    FOR v_key IN SELECT jsonb_object_keys(coalesce(p_columns, '{}')) LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                        WHERE a.attrelid = p_table AND a.attname = v_key AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'table % has no column %', p_table, quote_ident(v_key)
+                USING ERRCODE = 'undefined_column',
+                      HINT = 'Column overrides name existing columns; check the spelling.';
+        END IF;
+        v_kind := p_columns ->> v_key;
+        IF v_kind IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.kinds AS k WHERE k.kind = v_kind) THEN
+            RAISE EXCEPTION 'unknown kind % for column %', quote_literal(v_kind), quote_ident(v_key)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Known kinds: ' || (SELECT string_agg(k.kind, ', ' ORDER BY k.kind) FROM guardian.kinds AS k) || ', or null to skip the column.';
+        END IF;
+    END LOOP;
+    FOR v_col IN
+        SELECT a.attname, a.atttypid::regtype AS typ
+          FROM pg_catalog.pg_attribute AS a
+         WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum
+    LOOP
+        IF p_columns ? v_col.attname THEN
+            CONTINUE WHEN p_columns -> v_col.attname = 'null'::jsonb;
+            v_result := v_result || jsonb_build_object('column', v_col.attname, 'kind', p_columns ->> v_col.attname,
+                                                       'source', 'override', 'type', v_col.typ::text);
+        ELSE
+            v_kind := guardian._infer_kind((SELECT c.relname FROM pg_catalog.pg_class AS c WHERE c.oid = p_table), v_col.attname, v_col.typ);
+            CONTINUE WHEN v_kind IS NULL;
+            v_result := v_result || jsonb_build_object('column', v_col.attname, 'kind', v_kind,
+                                                       'source', 'auto', 'type', v_col.typ::text);
+        END IF;
+    END LOOP;
+    RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION guardian._plan_watch(regclass, jsonb) IS 'Internal: which columns to watch, as which kind.';
+
+-- The value expression a WHEN clause tests for one column.
+CREATE FUNCTION guardian._column_test(p_ref text, p_column jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN p_column ->> 'type' = 'uuid' THEN
+            format('guardian._uuid_matches(%s.%I, guardian._uuid_bounds(%L))', p_ref, p_column ->> 'column', p_column ->> 'column')
+        WHEN p_column ->> 'type' IN ('text', 'character varying', 'character', 'name') THEN
+            format('guardian._contains_any(%s.%I::text, guardian._anchors(%L, %L))', p_ref, p_column ->> 'column',
+                   p_column ->> 'kind', p_column ->> 'column')
+        ELSE
+            format('guardian._contains_any(%s.%I::text, guardian._anchors(%L, %L))', p_ref, p_column ->> 'column',
+                   p_column ->> 'kind', p_column ->> 'column')
+    END
+$$;
+COMMENT ON FUNCTION guardian._column_test(text, jsonb) IS 'Internal: the prefilter expression for one column of a WHEN clause.';
+
+CREATE FUNCTION guardian._trigger_ddl(p_table regclass, p_columns jsonb)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_insert text;
+    v_update text;
+    v_cols   text;
+    v_ddl    text[] := '{}';
+BEGIN
+    IF jsonb_array_length(p_columns) > 0 THEN
+        SELECT string_agg(guardian._column_test('NEW', c), E'\n     OR ' ORDER BY o),
+               string_agg(format('(NEW.%I IS DISTINCT FROM OLD.%I AND %s)', c ->> 'column', c ->> 'column',
+                                 guardian._column_test('NEW', c)), E'\n     OR ' ORDER BY o),
+               string_agg(format('%I', c ->> 'column'), ', ' ORDER BY o)
+          INTO v_insert, v_update, v_cols
+          FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o);
+        v_ddl := v_ddl || format(
+            E'CREATE TRIGGER guardian_contamination_insert AFTER INSERT ON %s\n  FOR EACH ROW WHEN (%s)\n  EXECUTE FUNCTION guardian._on_contamination()',
+            p_table, v_insert);
+        v_ddl := v_ddl || format(
+            E'CREATE TRIGGER guardian_contamination_update AFTER UPDATE OF %s ON %s\n  FOR EACH ROW WHEN (%s)\n  EXECUTE FUNCTION guardian._on_contamination()',
+            v_cols, p_table, v_update);
+    END IF;
+    v_ddl := v_ddl || ARRAY(
+        SELECT format('CREATE TRIGGER %I %s INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian.%I(%L)',
+                      t.name, t.timing, p.relid, t.func, c.relkind)
+          FROM guardian._relation_tree(p_table) AS p
+          JOIN pg_catalog.pg_class AS c ON c.oid = p.relid
+         CROSS JOIN (VALUES ('guardian_activity_start', 'BEFORE', '_before_statement'),
+                            ('guardian_activity', 'AFTER', '_on_statement')) AS t(name, timing, func)
+         ORDER BY p.level, p.relid::text, t.name);
+    RETURN v_ddl;
+END
+$$;
+COMMENT ON FUNCTION guardian._trigger_ddl(regclass, jsonb) IS 'Internal: the CREATE TRIGGER statements that watch a table.';
+
+CREATE FUNCTION guardian._relation_tree(p_table regclass)
+RETURNS TABLE (relid regclass, level integer, isleaf boolean)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- pg_partition_tree() is empty for a table that is not partitioned: it is its own tree.
+    SELECT p.relid, p.level, p.isleaf FROM pg_partition_tree(p_table) AS p
+    UNION ALL
+    SELECT p_table, 0, true WHERE NOT EXISTS (SELECT FROM pg_partition_tree(p_table))
+$$;
+COMMENT ON FUNCTION guardian._relation_tree(regclass) IS 'Internal: a table and, if partitioned, all its partitions.';
+
+CREATE FUNCTION guardian._trigger_names(p_columns jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_array_length(p_columns) > 0
+                THEN ARRAY['guardian_activity', 'guardian_activity_start', 'guardian_contamination_insert', 'guardian_contamination_update']
+                ELSE ARRAY['guardian_activity', 'guardian_activity_start'] END
+$$;
+COMMENT ON FUNCTION guardian._trigger_names(jsonb) IS 'Internal: the guardian triggers a watched table carries.';
+
+CREATE FUNCTION guardian._drop_watch_triggers(p_table regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_name name;
+    v_rel  regclass;
+BEGIN
+    -- Statement triggers are not inherited by partitions: each partition carries its own.
+    FOR v_rel, v_name IN
+        SELECT t.tgrelid::regclass, t.tgname FROM pg_catalog.pg_trigger AS t
+         WHERE t.tgrelid IN (SELECT p.relid FROM guardian._relation_tree(p_table) AS p)
+           AND NOT t.tgisinternal AND t.tgparentid = 0
+           AND t.tgname IN ('guardian_contamination_insert', 'guardian_contamination_update', 'guardian_activity',
+                            'guardian_activity_start')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', v_name, v_rel);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._drop_watch_triggers(regclass) IS 'Internal: removes the guardian triggers from a table.';
+
+CREATE FUNCTION guardian._register_watch(p_table regclass, p_columns jsonb, p_key text[], p_key_source text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_columns IS NULL THEN
+        DELETE FROM guardian.watched_tables AS w WHERE w.relid = p_table;
+        RETURN;
+    END IF;
+    INSERT INTO guardian.watched_tables AS w (relid, columns, key_columns, key_source)
+    VALUES (p_table, p_columns, p_key, p_key_source)
+    ON CONFLICT (relid) DO UPDATE
+       SET columns = EXCLUDED.columns, key_columns = EXCLUDED.key_columns, key_source = EXCLUDED.key_source,
+           watched_at = now(), watched_by = SESSION_USER;
+END
+$$;
+COMMENT ON FUNCTION guardian._register_watch(regclass, jsonb, text[], text) IS
+    'Internal: records (or with NULL columns forgets) a watched table; called by watch() and unwatch().';
+
+CREATE FUNCTION guardian.watch(p_table regclass, p_columns jsonb DEFAULT NULL, p_mode text DEFAULT NULL)
+RETURNS TABLE (column_name text, kind text, source text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_plan     jsonb;
+    v_key      record;
+    v_ddl      text[];
+    v_existing text[];
+    v_stmt     text;
+BEGIN
+    IF NOT guardian._is_admin() THEN
+        RAISE EXCEPTION 'role % may not watch tables', CURRENT_USER
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Ask for guardian_admin: GRANT guardian_admin TO ' || quote_ident(CURRENT_USER) || ';';
+    END IF;
+    PERFORM guardian._guard_watchable(p_table);
+    v_plan := guardian._plan_watch(p_table, p_columns);
+    v_key := guardian._record_key(p_table);
+    IF v_key.key_columns IS NULL THEN
+        RAISE NOTICE '% has no primary key or unique index: findings identify rows by a fingerprint of their values', p_table
+            USING HINT = 'Add a primary key so that alerts name the exact record.';
+    END IF;
+    v_ddl := guardian._trigger_ddl(p_table, v_plan);
+    SELECT array_agg(t.tgname::text ORDER BY t.tgname) INTO v_existing
+      FROM pg_catalog.pg_trigger AS t
+     WHERE t.tgrelid = p_table AND t.tgparentid = 0 AND t.tgname LIKE 'guardian\_%';
+    -- Idempotent: recreate the triggers only when the plan changed or one is missing.
+    IF v_existing IS DISTINCT FROM (SELECT array_agg(x ORDER BY x) FROM unnest(guardian._trigger_names(v_plan)) AS x)
+       OR v_plan IS DISTINCT FROM (SELECT w.columns FROM guardian.watched_tables AS w WHERE w.relid = p_table) THEN
+        PERFORM guardian._drop_watch_triggers(p_table);
+        FOREACH v_stmt IN ARRAY v_ddl LOOP
+            EXECUTE v_stmt;
+        END LOOP;
+    END IF;
+    PERFORM guardian._register_watch(p_table, v_plan, v_key.key_columns, v_key.key_source);
+    IF p_mode IS NOT NULL THEN
+        PERFORM guardian.set_table_mode(p_table, p_mode);
+    END IF;
+    RETURN QUERY SELECT c ->> 'column', c ->> 'kind', c ->> 'source' FROM jsonb_array_elements(v_plan) AS c;
+END
+$$;
+COMMENT ON FUNCTION guardian.watch(regclass, jsonb, text) IS
+    'Watch a table for test data: columns are mapped to kinds from their names and types (override with p_columns, e.g. ''{"notes": "free_text", "code": null}''), optional per-table mode. Idempotent. Returns the watched columns.';
+
+CREATE FUNCTION guardian.unwatch(p_table regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT guardian._is_admin() THEN
+        RAISE EXCEPTION 'role % may not unwatch tables', CURRENT_USER
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Ask for guardian_admin: GRANT guardian_admin TO ' || quote_ident(CURRENT_USER) || ';';
+    END IF;
+    IF NOT EXISTS (SELECT FROM guardian.watched_tables AS w WHERE w.relid = p_table) THEN
+        RETURN false;
+    END IF;
+    PERFORM guardian._drop_watch_triggers(p_table);
+    PERFORM guardian._register_watch(p_table, NULL, NULL, NULL);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION guardian.unwatch(regclass) IS
+    'Stop watching a table (drops its guardian triggers; findings and alerts stay). Returns false if it was not watched.';
+
+CREATE FUNCTION guardian.allow(
+    p_rule text DEFAULT NULL, p_table regclass DEFAULT NULL, p_column text DEFAULT NULL,
+    p_value text DEFAULT NULL, p_reason text DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    IF p_rule IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.rules AS r WHERE r.name = p_rule) THEN
+        RAISE EXCEPTION 'unknown rule %', quote_literal(p_rule)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'List rules with: SELECT name FROM guardian.rules;';
+    END IF;
+    IF p_column IS NOT NULL AND p_table IS NULL THEN
+        RAISE EXCEPTION 'an allowlisted column needs its table'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass p_table as well as p_column.';
+    END IF;
+    IF p_column IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                                             WHERE a.attrelid = p_table AND a.attname = p_column AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'table % has no column %', p_table, quote_ident(p_column)
+            USING ERRCODE = 'undefined_column', HINT = 'Check the column name.';
+    END IF;
+    IF coalesce(btrim(p_reason), '') = '' THEN
+        RAISE EXCEPTION 'an allowlist entry needs a reason'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Say why it is not test data: p_reason => ''real patient, surname Doe''.';
+    END IF;
+    IF num_nonnulls(p_rule, p_table, p_value) = 0 THEN
+        RAISE EXCEPTION 'an allowlist entry needs a rule, a table or a value'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'To stop a rule everywhere, disable it: UPDATE guardian.rules SET enabled = false WHERE name = ...;';
+    END IF;
+    INSERT INTO guardian.allowlist (rule, relid, column_name, value, reason, expires_at)
+    VALUES (p_rule, p_table, p_column, guardian._normalize(p_value), p_reason, p_expires_at)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION guardian.allow(text, regclass, text, text, text, timestamptz) IS
+    'Allowlist a known false positive: by rule, table, column and/or value (any combination), with a reason and an optional expiry.';

@@ -1,0 +1,118 @@
+-- Precise matching, used by the row trigger (candidate rows only), the scanner and
+-- guardian.check_payload(): one implementation over one catalogue.
+CREATE FUNCTION guardian._redact(p_value text, p_kind text, p_anchors text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Words that hold the evidence (contain an anchor) stay; other words keep their first
+    -- character only; the e-mail domain and identifiers are kept whole.
+    SELECT left(CASE
+        WHEN p_kind = 'identifier' THEN p_value
+        WHEN p_kind = 'email' AND strpos(p_value, '@') > 0 THEN
+            guardian._redact(split_part(p_value, '@', 1), 'free_text', p_anchors) || '@' ||
+            substring(p_value FROM '@([^@]*)$')
+        ELSE (SELECT string_agg(CASE WHEN w.word = '' OR guardian._contains_any(w.word, p_anchors)
+                                     OR w.word !~ '[[:alnum:]]' THEN w.word
+                                     ELSE left(w.word, 1) || repeat('*', length(w.word) - 1) END,
+                                '' ORDER BY w.n)
+                FROM regexp_split_to_table(p_value, '(?=[^[:alnum:]])|(?<=[^[:alnum:]])') WITH ORDINALITY AS w(word, n))
+    END, 120)
+$$;
+COMMENT ON FUNCTION guardian._redact(text, text, text[]) IS
+    'Internal: a sample of a matched value that shows the evidence and masks the rest.';
+
+CREATE FUNCTION guardian._match(
+    p_kind text, p_column text, p_value text, p_relid regclass DEFAULT NULL, p_exact_only boolean DEFAULT false)
+RETURNS TABLE (rule text, severity text, sample text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_norm text := guardian._normalize(p_value);
+    v_rule guardian.rules;
+BEGIN
+    IF v_norm IS NULL OR v_norm = '' THEN
+        RETURN;
+    END IF;
+    FOR v_rule IN
+        SELECT r.* FROM guardian._applicable_rules() AS r
+         WHERE (p_kind = ANY (r.kinds) OR (r.column_pattern IS NOT NULL AND p_column ~* r.column_pattern))
+           AND (NOT p_exact_only OR r.match_type = 'exact')
+         ORDER BY array_position(ARRAY['CRITICAL','HIGH','MEDIUM','LOW','INFO'], r.severity), r.name
+    LOOP
+        CONTINUE WHEN NOT guardian._rule_matches(v_rule, v_norm);
+        CONTINUE WHEN EXISTS (
+            SELECT FROM guardian.allowlist AS a
+             WHERE (a.rule IS NULL OR a.rule = v_rule.name)
+               AND (a.relid IS NULL OR a.relid = p_relid)
+               AND (a.column_name IS NULL OR a.column_name = p_column)
+               AND (a.value IS NULL OR a.value = v_norm)
+               AND (a.expires_at IS NULL OR a.expires_at > now()));
+        rule := v_rule.name;
+        severity := v_rule.severity;
+        sample := guardian._redact(p_value, p_kind, guardian._rule_anchors(v_rule));
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._match(text, text, text, regclass, boolean) IS
+    'Internal: the rules a value matches (allowlist applied), with a redacted sample.';
+
+-- Every finding in one row of one table: the value of each watched column that changed,
+-- plus the person's full name across name columns (John / Doe).
+CREATE FUNCTION guardian._row_findings(
+    p_watch guardian.watched_tables, p_new jsonb, p_old jsonb DEFAULT NULL)
+RETURNS TABLE (column_name text, rule text, severity text, sample text, value text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_col     jsonb;
+    v_value   text;
+    v_names   text[] := '{}';
+    v_changed boolean := false;
+BEGIN
+    FOR v_col IN SELECT c FROM jsonb_array_elements(p_watch.columns) AS c LOOP
+        v_value := p_new ->> (v_col ->> 'column');
+        IF v_col ->> 'kind' = 'person_name' AND v_value IS NOT NULL THEN
+            v_names := v_names || v_value;
+        END IF;
+        CONTINUE WHEN v_value IS NULL OR v_value = '';
+        CONTINUE WHEN p_old IS NOT NULL AND (p_old ->> (v_col ->> 'column')) IS NOT DISTINCT FROM v_value;
+        IF v_col ->> 'kind' = 'person_name' THEN
+            v_changed := true;
+        END IF;
+        RETURN QUERY
+            SELECT v_col ->> 'column', m.rule, m.severity, m.sample, v_value
+              FROM guardian._match(v_col ->> 'kind', v_col ->> 'column', v_value, p_watch.relid) AS m;
+    END LOOP;
+    IF cardinality(v_names) > 1 AND (p_old IS NULL OR v_changed) THEN
+        RETURN QUERY
+            SELECT (SELECT string_agg(c ->> 'column', '+') FROM jsonb_array_elements(p_watch.columns) AS c
+                     WHERE c ->> 'kind' = 'person_name'),
+                   m.rule, m.severity, m.sample, array_to_string(v_names, ' ')
+              FROM guardian._match('person_name', '', array_to_string(v_names, ' '), p_watch.relid, true) AS m;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._row_findings(guardian.watched_tables, jsonb, jsonb) IS
+    'Internal: the findings in one row (only changed columns when p_old is given).';
+
+CREATE FUNCTION guardian._record_ref(p_watch guardian.watched_tables, p_row jsonb, OUT record_id text, OUT record_key jsonb)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+             WHEN p_watch.key_columns IS NULL THEN 'row:' || left(md5(p_row::text), 16)
+             WHEN cardinality(p_watch.key_columns) = 1 THEN p_row ->> p_watch.key_columns[1]
+             ELSE '(' || (SELECT string_agg(coalesce(p_row ->> k, ''), ',' ORDER BY o)
+                            FROM unnest(p_watch.key_columns) WITH ORDINALITY AS u(k, o)) || ')'
+           END,
+           CASE
+             WHEN p_watch.key_columns IS NULL THEN jsonb_build_object('row_md5', md5(p_row::text))
+             ELSE (SELECT jsonb_object_agg(k, p_row -> k) FROM unnest(p_watch.key_columns) AS k)
+           END
+$$;
+COMMENT ON FUNCTION guardian._record_ref(guardian.watched_tables, jsonb) IS
+    'Internal: the record id (primary key as text) and key of a row, or a fingerprint when the table has no key.';

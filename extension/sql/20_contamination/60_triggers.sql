@@ -1,0 +1,184 @@
+-- Strict mode rejects the write, and a rejected write rolls back everything in its transaction,
+-- an alert row included. The rejection is recorded through a second connection (dblink, when
+-- installed) that commits on its own; failing that, the ERROR itself is in the server log,
+-- which the log reader turns into an alert.
+CREATE FUNCTION guardian._record_rejection(p_alert jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_schema text;
+    v_dsn    text;
+    v_sql    text;
+BEGIN
+    SELECT n.nspname INTO v_schema
+      FROM pg_catalog.pg_extension AS x JOIN pg_catalog.pg_namespace AS n ON n.oid = x.extnamespace
+     WHERE x.extname = 'dblink';
+    IF v_schema IS NULL THEN
+        RETURN 'log';
+    END IF;
+    v_dsn := coalesce(guardian.setting('strict.recorder_dsn') #>> '{}',
+        format('dbname=%s port=%s user=%s application_name=%s',
+               quote_ident(current_database()), current_setting('port'),
+               quote_ident((SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE r.oid = 10)),
+               'pg_guardian_recorder')
+        || coalesce(' host=' || nullif(split_part(current_setting('unix_socket_directories'), ',', 1), ''), ''));
+    v_sql := format('SELECT guardian.raise_alert(%L, %L, %L, %L, %L, %L::jsonb, %L)',
+                    p_alert ->> 'type', p_alert ->> 'severity', p_alert ->> 'message', p_alert ->> 'table_name',
+                    p_alert ->> 'record_id', p_alert -> 'metadata', p_alert ->> 'fingerprint');
+    BEGIN
+        EXECUTE format('SELECT %I.dblink_exec($1, $2)', v_schema) USING v_dsn, v_sql;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_guardian: could not record the strict-mode rejection through dblink: %', SQLERRM
+            USING HINT = 'Set the connection string with: INSERT INTO guardian.settings (key, value) VALUES (''strict.recorder_dsn'', ''"host=... user=..."'');';
+        RETURN 'log';
+    END;
+    RETURN 'dblink';
+END
+$$;
+COMMENT ON FUNCTION guardian._record_rejection(jsonb) IS
+    'Internal: records a strict-mode rejection as an alert in its own transaction (dblink), so that it survives the rollback. Owned by the installing superuser, which dblink needs to connect without a password.';
+
+CREATE FUNCTION guardian._watch_of(p_relid regclass)
+RETURNS guardian.watched_tables
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- A partition is watched through its root.
+    SELECT w.* FROM guardian.watched_tables AS w
+     WHERE w.relid IN (p_relid, pg_partition_root(p_relid))
+     ORDER BY w.relid = p_relid DESC
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION guardian._watch_of(regclass) IS 'Internal: the watch that covers a table or partition.';
+
+CREATE FUNCTION guardian._on_contamination()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_watch   guardian.watched_tables := guardian._watch_of(TG_RELID);
+    v_mode    text;
+    v_new     jsonb;
+    v_ref     record;
+    v_finding record;
+    v_first   record;
+    v_count   integer := 0;
+BEGIN
+    IF v_watch.relid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v_mode := guardian.effective_mode(v_watch.relid);
+    IF v_mode = 'off' THEN
+        RETURN NULL;
+    END IF;
+    v_new := to_jsonb(NEW);
+    v_ref := guardian._record_ref(v_watch, v_new);
+    FOR v_finding IN
+        SELECT * FROM guardian._row_findings(v_watch, v_new, CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END)
+    LOOP
+        v_count := v_count + 1;
+        IF v_count = 1 THEN
+            v_first := v_finding;
+        END IF;
+        IF v_mode = 'warn' THEN
+            INSERT INTO guardian.findings (relid, record_id, record_key, column_name, rule, severity, sample, operation)
+            VALUES (v_watch.relid, v_ref.record_id, v_ref.record_key, v_finding.column_name, v_finding.rule,
+                    v_finding.severity, v_finding.sample, TG_OP);
+        END IF;
+    END LOOP;
+    IF v_count = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF v_mode = 'warn' THEN
+        PERFORM set_config('guardian.pending_findings', 'on', true);
+        RETURN NULL;
+    END IF;
+
+    -- strict: record the rejection where it survives, then reject the write.
+    PERFORM guardian._record_rejection(jsonb_build_object(
+        'type', 'STRICT_MODE_REJECTION',
+        'severity', v_first.severity,
+        'message', format('strict mode rejected test data in %s.%s (rule %s): %s',
+                          v_watch.relid, v_first.column_name, v_first.rule, v_first.sample),
+        'table_name', v_watch.relid::text,
+        'record_id', v_ref.record_id,
+        'fingerprint', md5(concat_ws('|', 'STRICT_MODE_REJECTION', guardian.current_environment(),
+                                     v_watch.relid::text, v_first.rule)),
+        'metadata', jsonb_build_object('rule', v_first.rule, 'column', v_first.column_name,
+                                       'sample', v_first.sample, 'operation', TG_OP,
+                                       'findings_in_row', v_count, 'mode', 'strict',
+                                       'session', guardian._session_context())));
+    RAISE EXCEPTION 'pg_guardian: strict mode rejected test data in %.% (rule %)',
+                    v_watch.relid, v_first.column_name, v_first.rule
+        USING ERRCODE = 'GD001',
+              DETAIL = format('%s matches %s (%s); %s finding(s) in this row. Record: %s.',
+                              v_first.sample, v_first.rule,
+                              (SELECT r.description FROM guardian.rules AS r WHERE r.name = v_first.rule),
+                              v_count, v_ref.record_id),
+              HINT = format('If this is real data, allowlist it: SELECT guardian.allow(%L, %L, %s, %L, p_reason => ''why it is real'');',
+                            v_first.rule, v_watch.relid::text,
+                            CASE WHEN strpos(v_first.column_name, '+') > 0 THEN 'NULL' ELSE quote_literal(v_first.column_name) END,
+                            v_first.value);
+END
+$$;
+COMMENT ON FUNCTION guardian._on_contamination() IS
+    'Row trigger on watched tables, fired only for rows that pass the prefilter: records findings (warn) or rejects the write (strict, SQLSTATE GD001).';
+
+CREATE FUNCTION guardian._flush_findings(p_relid regclass)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_group record;
+    v_alert uuid;
+    v_count integer := 0;
+    v_env   text := guardian.current_environment();
+BEGIN
+    FOR v_group IN
+        SELECT f.rule,
+               (array_agg(f.severity ORDER BY array_position(ARRAY['CRITICAL','HIGH','MEDIUM','LOW','INFO'], f.severity)))[1] AS severity,
+               count(*) AS n, count(DISTINCT f.record_id) AS records,
+               (array_agg(f.record_id ORDER BY f.id))[1] AS first_record,
+               (array_agg(DISTINCT f.record_id))[1:20] AS record_ids,
+               array_agg(DISTINCT f.column_name) AS columns,
+               (array_agg(f.sample ORDER BY f.id))[1:3] AS samples,
+               (array_agg(f.operation ORDER BY f.id))[1] AS operation
+          FROM guardian.findings AS f
+         WHERE f.backend_pid = pg_backend_pid() AND f.alert_id IS NULL AND f.relid = p_relid
+         GROUP BY f.rule
+    LOOP
+        v_alert := guardian.raise_alert(
+            'TEST_DATA_CONTAMINATION',
+            v_group.severity,
+            CASE WHEN v_group.records = 1
+                 THEN format('test data in %s.%s (rule %s): %s', p_relid, v_group.columns[1], v_group.rule, v_group.samples[1])
+                 ELSE format('%s records with test data in %s (%s; rule %s), e.g. %s', v_group.records, p_relid,
+                             array_to_string(v_group.columns, ', '), v_group.rule, v_group.samples[1]) END,
+            p_relid::text,
+            v_group.first_record,
+            jsonb_build_object('rule', v_group.rule, 'columns', to_jsonb(v_group.columns),
+                               'last_record_ids', to_jsonb(v_group.record_ids), 'samples', to_jsonb(v_group.samples),
+                               'last_operation', v_group.operation, 'mode', 'warn',
+                               'findings_query', format('SELECT * FROM guardian.findings WHERE relid = %L::regclass AND rule = %L', p_relid::text, v_group.rule)),
+            md5(concat_ws('|', 'TEST_DATA_CONTAMINATION', v_env, p_relid::text, v_group.rule)));
+        UPDATE guardian.findings AS f SET alert_id = v_alert
+         WHERE f.backend_pid = pg_backend_pid() AND f.alert_id IS NULL AND f.relid = p_relid AND f.rule = v_group.rule;
+        UPDATE guardian.monitoring_alerts AS a
+           SET metadata = a.metadata || jsonb_build_object(
+                   'affected_records', (SELECT count(DISTINCT f.record_id) FROM guardian.findings AS f WHERE f.alert_id = v_alert))
+         WHERE a.id = v_alert;
+        v_count := v_count + 1;
+    END LOOP;
+    PERFORM set_config('guardian.pending_findings', '', true);
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION guardian._flush_findings(regclass) IS
+    'Internal: groups this session''s new findings on a table into one TEST_DATA_CONTAMINATION alert per rule.';

@@ -1,0 +1,144 @@
+CREATE FUNCTION guardian._scan_plan(p_table regclass)
+RETURNS guardian.watched_tables
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_watch guardian.watched_tables := guardian._watch_of(p_table);
+    v_key   record;
+BEGIN
+    -- A watched table is scanned as watched; any other table as watch() would map it.
+    IF v_watch.relid IS NOT NULL THEN
+        RETURN v_watch;
+    END IF;
+    v_key := guardian._record_key(p_table);
+    v_watch.relid := p_table;
+    v_watch.columns := guardian._plan_watch(p_table, NULL);
+    v_watch.key_columns := v_key.key_columns;
+    v_watch.key_source := v_key.key_source;
+    RETURN v_watch;
+END
+$$;
+COMMENT ON FUNCTION guardian._scan_plan(regclass) IS 'Internal: the columns and key a scan of a table uses.';
+
+CREATE FUNCTION guardian.scan(
+    p_table regclass, p_record boolean DEFAULT false,
+    p_from_page bigint DEFAULT NULL, p_to_page bigint DEFAULT NULL)
+RETURNS TABLE (record_id text, column_name text, rule text, severity text, sample text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_watch   guardian.watched_tables;
+    v_filter  text;
+    v_range   text := '';
+    v_query   text;
+BEGIN
+    IF p_table IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. SELECT * FROM guardian.scan(''public.patients'');';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = p_table) NOT IN ('r', 'p', 'f', 'm') THEN
+        RAISE EXCEPTION '% is not a table', p_table
+            USING ERRCODE = 'wrong_object_type', HINT = 'Scan the tables a view reads from.';
+    END IF;
+    v_watch := guardian._scan_plan(p_table);
+    IF jsonb_array_length(v_watch.columns) = 0 THEN
+        RETURN;
+    END IF;
+    -- The same prefilter as the triggers, but from the rules directly: a scan works in any mode.
+    SELECT string_agg(CASE WHEN c ->> 'type' = 'uuid'
+                           THEN format('guardian._uuid_matches(t.%I, %L::uuid[])', c ->> 'column',
+                                       (SELECT coalesce(array_agg(b), '{}') FROM guardian._applicable_rules() AS r,
+                                               unnest(r.terms) AS term, unnest(guardian._uuid_range(term)) AS b
+                                         WHERE r.match_type = 'uuids' AND 'identifier' = ANY (r.kinds)))
+                           ELSE format('guardian._contains_any(t.%I::text, %L::text[])', c ->> 'column',
+                                       ARRAY(SELECT DISTINCT a FROM guardian._applicable_rules() AS r,
+                                                    unnest(guardian._rule_anchors(r)) AS a
+                                              WHERE c ->> 'kind' = ANY (r.kinds)
+                                                 OR (r.column_pattern IS NOT NULL AND c ->> 'column' ~* r.column_pattern)))
+                      END, ' OR ')
+      INTO v_filter
+      FROM jsonb_array_elements(v_watch.columns) AS c;
+    IF p_from_page IS NOT NULL OR p_to_page IS NOT NULL THEN
+        v_range := format(' AND t.ctid >= %L::tid AND t.ctid < %L::tid',
+                          format('(%s,0)', coalesce(p_from_page, 0)), format('(%s,0)', coalesce(p_to_page, 4294967295)));
+    END IF;
+    v_query := format(
+        'SELECT (guardian._record_ref($1, to_jsonb(t))).record_id, f.column_name, f.rule, f.severity, f.sample,
+                (guardian._record_ref($1, to_jsonb(t))).record_key
+           FROM %s AS t, LATERAL guardian._row_findings($1, to_jsonb(t)) AS f
+          WHERE (%s)%s', p_table, v_filter, v_range);
+    IF NOT p_record THEN
+        RETURN QUERY EXECUTE format('SELECT record_id, column_name, rule, severity, sample FROM (%s) AS s', v_query)
+            USING v_watch;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'WITH found AS (%s), kept AS (SELECT guardian._record_scan_finding($2, f.record_id, f.record_key, f.column_name,
+                                                                         f.rule, f.severity, f.sample) AS ok, f.*
+                                      FROM found AS f)
+         SELECT record_id, column_name, rule, severity, sample FROM kept', v_query)
+        USING v_watch, v_watch.relid;
+    PERFORM guardian._flush_findings(v_watch.relid);
+END
+$$;
+COMMENT ON FUNCTION guardian.scan(regclass, boolean, bigint, bigint) IS
+    'Find the contaminated rows already in a table: one row per finding (record_id = primary key as text). Works in every mode and does not block writers. p_record => true also records the findings as alerts; p_from_page/p_to_page scan a block range (for progress on large tables).';
+
+CREATE FUNCTION guardian._record_scan_finding(
+    p_relid regclass, p_record_id text, p_record_key jsonb, p_column text, p_rule text, p_severity text, p_sample text)
+RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO guardian.findings (relid, record_id, record_key, column_name, rule, severity, sample, operation)
+    VALUES (p_relid, p_record_id, p_record_key, p_column, p_rule, p_severity, p_sample, 'SCAN')
+    RETURNING true
+$$;
+COMMENT ON FUNCTION guardian._record_scan_finding(regclass, text, jsonb, text, text, text, text) IS
+    'Internal: keeps one scan finding so that it is grouped into an alert.';
+
+CREATE FUNCTION guardian.check_payload(p_payload jsonb, p_table text DEFAULT NULL)
+RETURNS TABLE (path text, key text, kind text, rule text, severity text, sample text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_item record;
+BEGIN
+    -- Walk every string in the document; each key is mapped to a kind as a column of that
+    -- name would be (in a table named p_table), and UUID-shaped strings are identifiers.
+    FOR v_item IN
+        WITH RECURSIVE walk(path, key, value) AS (
+            SELECT '$', NULL::text, p_payload
+            UNION ALL
+            SELECT w.path || CASE WHEN jsonb_typeof(w.value) = 'object' THEN '.' || e.k ELSE '[' || e.k || ']' END,
+                   CASE WHEN jsonb_typeof(w.value) = 'object' THEN e.k ELSE w.key END,
+                   e.v
+              FROM walk AS w,
+                   LATERAL (SELECT o.key, o.value FROM jsonb_each(CASE WHEN jsonb_typeof(w.value) = 'object' THEN w.value END) AS o
+                            UNION ALL
+                            SELECT (a.n - 1)::text, a.value
+                              FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.value) = 'array' THEN w.value END)
+                                   WITH ORDINALITY AS a(value, n)) AS e(k, v))
+        SELECT w.path, w.key, w.value #>> '{}' AS text_value
+          FROM walk AS w
+         WHERE jsonb_typeof(w.value) = 'string'
+    LOOP
+        kind := CASE WHEN v_item.text_value ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                     THEN 'identifier'
+                     ELSE coalesce(guardian._infer_kind(p_table, coalesce(v_item.key, 'value'), 'text'::regtype), 'free_text') END;
+        path := v_item.path;
+        key := v_item.key;
+        FOR rule, severity, sample IN
+            SELECT m.rule, m.severity, m.sample FROM guardian._match(kind, coalesce(v_item.key, ''), v_item.text_value) AS m
+        LOOP
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian.check_payload(jsonb, text) IS
+    'The application-side check: the test-data findings in a JSON document (e.g. a request body) before it is written, using the same rule catalogue as the triggers. Keys map to kinds like column names.';

@@ -1,0 +1,230 @@
+-- Activity on watched tables. The statement trigger appends one row per writing statement to
+-- an UNLOGGED log (row counts come from the transaction's own statistics counters, so no
+-- transition tables and no per-row work); the per-minute roll-up folds the log into windows
+-- and evaluates the rules that need time: rows per minute and per second, off-hours writes,
+-- the rate of contamination findings.
+CREATE UNLOGGED TABLE guardian.activity_log (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    relid       regclass NOT NULL,
+    operation   text NOT NULL,
+    rows        bigint NOT NULL,
+    role        text NOT NULL,
+    application text,
+    at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+COMMENT ON TABLE guardian.activity_log IS
+    'Writes to watched tables not yet rolled up (one row per statement). UNLOGGED: a crash loses at most the last minute of counts.';
+
+CREATE TABLE guardian.activity_windows (
+    relid        regclass NOT NULL,
+    minute       timestamptz NOT NULL,
+    inserts      bigint NOT NULL DEFAULT 0,
+    updates      bigint NOT NULL DEFAULT 0,
+    deletes      bigint NOT NULL DEFAULT 0,
+    statements   bigint NOT NULL DEFAULT 0,
+    peak_inserts_per_second bigint NOT NULL DEFAULT 0,
+    roles        jsonb NOT NULL DEFAULT '{}',
+    applications jsonb NOT NULL DEFAULT '{}',
+    CONSTRAINT activity_windows_pkey PRIMARY KEY (relid, minute)
+);
+COMMENT ON TABLE guardian.activity_windows IS
+    'Per watched table and minute: rows inserted, updated, deleted, and by which roles and applications. Kept for activity.retention_days (default 30).';
+SELECT pg_catalog.pg_extension_config_dump('guardian.activity_windows', '');
+CREATE INDEX activity_windows_minute_idx ON guardian.activity_windows (minute);
+
+CREATE TABLE guardian.activity_rules (
+    name        text PRIMARY KEY,
+    alert_type  text NOT NULL,
+    severity    text NOT NULL,
+    threshold   numeric NOT NULL,
+    enabled     boolean NOT NULL DEFAULT true,
+    params      jsonb NOT NULL DEFAULT '{}',
+    description text NOT NULL,
+    CONSTRAINT activity_rules_severity_chk CHECK (severity IN ('CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'INFO'))
+);
+COMMENT ON TABLE guardian.activity_rules IS
+    'Activity rules and their global thresholds; per-table overrides live in guardian.table_activity_rules.';
+
+CREATE TABLE guardian.table_activity_rules (
+    relid     regclass NOT NULL,
+    name      text NOT NULL REFERENCES guardian.activity_rules (name) ON DELETE CASCADE,
+    threshold numeric,
+    enabled   boolean,
+    CONSTRAINT table_activity_rules_pkey PRIMARY KEY (relid, name)
+);
+COMMENT ON TABLE guardian.table_activity_rules IS
+    'Per-table overrides of activity rules (NULL threshold or enabled: use the global value).';
+SELECT pg_catalog.pg_extension_config_dump('guardian.table_activity_rules', '');
+
+INSERT INTO guardian.activity_rules (name, alert_type, severity, threshold, params, description) VALUES
+    ('bulk_statement', 'BULK_OPERATION', 'HIGH', 50, '{}',
+     'One statement writes more than threshold rows to a watched table.'),
+    ('bulk_minute', 'BULK_OPERATION', 'HIGH', 50, '{}',
+     'A watched table receives more than threshold inserted rows in one minute.'),
+    ('rapid_creation', 'RAPID_CREATION', 'HIGH', 10, '{}',
+     'Rows are created faster than threshold per second.'),
+    ('off_hours', 'OFF_HOURS_ACTIVITY', 'MEDIUM', 0,
+     '{"start": "22:00", "end": "06:00", "timezone": "UTC"}',
+     'Rows inserted between start and end (local time in timezone) number more than threshold.'),
+    ('suspicious_rate', 'SUSPICIOUS_PATTERN_RATE', 'HIGH', 5, '{}',
+     'More than threshold contamination findings on a table within an hour.'),
+    ('unfiltered_write', 'UNFILTERED_WRITE', 'HIGH', 1, '{}',
+     'An UPDATE or DELETE without a WHERE clause changes more than threshold rows of a watched table.');
+
+CREATE FUNCTION guardian._validate_activity_rule()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_params jsonb;
+BEGIN
+    IF TG_TABLE_NAME = 'activity_rules' THEN
+        NEW.severity := upper(btrim(NEW.severity));
+        v_params := NEW.params;
+    END IF;
+    IF NEW.threshold IS NOT NULL AND (NEW.threshold < 0 OR NEW.threshold <> trunc(NEW.threshold)) THEN
+        RAISE EXCEPTION 'activity rule %: threshold must be a whole number >= 0, not %', NEW.name, NEW.threshold
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. UPDATE guardian.activity_rules SET threshold = 100 WHERE name = ''bulk_statement'';';
+    END IF;
+    IF v_params ? 'timezone' THEN
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names AS z WHERE z.name = v_params ->> 'timezone')
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_abbrevs AS z WHERE z.abbrev = v_params ->> 'timezone') THEN
+            RAISE EXCEPTION 'activity rule %: unknown time zone %', NEW.name, quote_literal(v_params ->> 'timezone')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use an IANA name such as Europe/London or America/New_York (see pg_timezone_names).';
+        END IF;
+    END IF;
+    IF v_params ? 'start' OR v_params ? 'end' THEN
+        IF coalesce(v_params ->> 'start', '') !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
+           OR coalesce(v_params ->> 'end', '') !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$' THEN
+            RAISE EXCEPTION 'activity rule %: off-hours window needs start and end as HH:MM, got % and %',
+                            NEW.name, coalesce(v_params ->> 'start', 'NULL'), coalesce(v_params ->> 'end', 'NULL')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'e.g. params = ''{"start": "22:00", "end": "06:00", "timezone": "Europe/London"}''.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION guardian._validate_activity_rule() IS
+    'Internal: rejects negative or fractional thresholds, unknown time zones and malformed windows.';
+
+CREATE TRIGGER activity_rules_validate
+    BEFORE INSERT OR UPDATE ON guardian.activity_rules
+    FOR EACH ROW EXECUTE FUNCTION guardian._validate_activity_rule();
+CREATE TRIGGER table_activity_rules_validate
+    BEFORE INSERT OR UPDATE ON guardian.table_activity_rules
+    FOR EACH ROW EXECUTE FUNCTION guardian._validate_activity_rule();
+
+CREATE FUNCTION guardian._activity_rule(p_relid regclass, p_name text, OUT enabled boolean, OUT threshold numeric,
+                                        OUT severity text, OUT alert_type text, OUT params jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(t.enabled, r.enabled), coalesce(t.threshold, r.threshold), r.severity, r.alert_type, r.params
+      FROM guardian.activity_rules AS r
+      LEFT JOIN guardian.table_activity_rules AS t ON t.name = r.name AND t.relid = p_relid
+     WHERE r.name = p_name
+$$;
+COMMENT ON FUNCTION guardian._activity_rule(regclass, text) IS 'Internal: an activity rule as it applies to one table.';
+
+CREATE FUNCTION guardian._xact_rows(p_relid regclass, p_op text, p_partitioned boolean)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Rows this transaction has inserted/updated/deleted in the table (all partitions).
+    SELECT coalesce(sum(CASE p_op WHEN 'INSERT' THEN pg_stat_get_xact_tuples_inserted(t.relid)
+                                  WHEN 'UPDATE' THEN pg_stat_get_xact_tuples_updated(t.relid)
+                                  ELSE pg_stat_get_xact_tuples_deleted(t.relid) END), 0)::bigint
+      FROM (SELECT p_relid::oid AS relid WHERE NOT p_partitioned
+            UNION ALL
+            SELECT p.relid FROM guardian._relation_tree(p_relid) AS p WHERE p_partitioned AND p.isleaf) AS t
+$$;
+COMMENT ON FUNCTION guardian._xact_rows(regclass, text, boolean) IS
+    'Internal: rows written by this transaction to a table (summed over partitions), from the statistics counters.';
+
+CREATE FUNCTION guardian._is_unfiltered(p_query text, p_op text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- A single UPDATE/DELETE statement whose text has no WHERE (comments stripped).
+    SELECT q !~ ';\s*\S' AND q ~* ('^\s*(with\s.*\)\s*)?' || CASE p_op WHEN 'DELETE' THEN 'delete\s+from' ELSE 'update' END || '\s')
+           AND q !~* '\mwhere\M'
+      FROM (SELECT regexp_replace(regexp_replace(coalesce(p_query, ''), '--[^\n]*', '', 'g'), '/\*.*?\*/', '', 'g') AS q) AS x
+$$;
+COMMENT ON FUNCTION guardian._is_unfiltered(text, text) IS 'Internal: is this the text of an UPDATE/DELETE without a WHERE clause?';
+
+-- The statistics counters of a backend also hold counts of its earlier transactions that are
+-- not yet flushed, so the baseline is taken when the statement starts.
+CREATE FUNCTION guardian._before_statement()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('guardian.rows_' || TG_RELID::oid || '_' || TG_OP,
+                       guardian._xact_rows(TG_RELID, TG_OP, TG_ARGV[0] = 'p')::text, true);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION guardian._before_statement() IS
+    'Statement trigger on watched tables: notes the row counters before the statement runs.';
+
+CREATE FUNCTION guardian._on_statement()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_relid regclass := TG_RELID;
+    v_key   text := 'guardian.rows_' || TG_RELID::oid || '_' || TG_OP;
+    v_total bigint := guardian._xact_rows(TG_RELID, TG_OP, TG_ARGV[0] = 'p');
+    v_rows  bigint := v_total - coalesce(nullif(current_setting(v_key, true), '')::bigint, 0);
+    v_rule  record;
+BEGIN
+    IF current_setting('guardian.pending_findings', true) = 'on' THEN
+        PERFORM guardian._flush_findings(coalesce((guardian._watch_of(TG_RELID)).relid, TG_RELID));
+    END IF;
+    IF v_rows <= 0 THEN
+        RETURN NULL;
+    END IF;
+    IF TG_ARGV[0] IS DISTINCT FROM 'p' AND (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = TG_RELID) THEN
+        v_relid := pg_partition_root(TG_RELID);
+    END IF;
+    INSERT INTO guardian.activity_log (relid, operation, rows, role, application)
+    VALUES (v_relid, TG_OP, v_rows, SESSION_USER, nullif(current_setting('application_name', true), ''));
+    IF v_rows > 1 THEN
+        v_rule := guardian._activity_rule(v_relid, 'bulk_statement');
+        IF v_rule.enabled AND v_rows > v_rule.threshold THEN
+            PERFORM guardian.raise_alert(v_rule.alert_type, v_rule.severity,
+                format('one %s statement wrote %s rows to %s (threshold %s)', TG_OP, v_rows, v_relid, v_rule.threshold),
+                v_relid::text, NULL,
+                jsonb_build_object('rule', 'bulk_statement', 'rows', v_rows, 'operation', TG_OP,
+                                   'threshold', v_rule.threshold, 'role', SESSION_USER,
+                                   'application', current_setting('application_name', true)),
+                md5(concat_ws('|', 'bulk_statement', guardian.current_environment(), v_relid::text)));
+        END IF;
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            v_rule := guardian._activity_rule(v_relid, 'unfiltered_write');
+            IF v_rule.enabled AND v_rows > v_rule.threshold AND guardian._is_unfiltered(current_query(), TG_OP) THEN
+                PERFORM guardian.raise_alert(v_rule.alert_type,
+                    CASE WHEN guardian.current_environment() = 'production' THEN 'CRITICAL' ELSE v_rule.severity END,
+                    format('%s without a WHERE clause changed %s rows of %s', TG_OP, v_rows, v_relid),
+                    v_relid::text, NULL,
+                    jsonb_build_object('rule', 'unfiltered_write', 'rows', v_rows, 'operation', TG_OP,
+                                       'query', left(current_query(), 500), 'role', SESSION_USER),
+                    md5(concat_ws('|', 'unfiltered_write', guardian.current_environment(), v_relid::text, TG_OP)));
+            END IF;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION guardian._on_statement() IS
+    'Statement trigger on watched tables: groups the statement''s findings into alerts, logs its row count, and raises BULK_OPERATION / UNFILTERED_WRITE at once.';

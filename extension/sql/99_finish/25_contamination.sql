@@ -1,0 +1,34 @@
+-- The WHEN clauses of guardian triggers run as whoever writes to a watched table.
+GRANT EXECUTE ON FUNCTION guardian._contains_any(text, text[]), guardian._uuid_matches(uuid, uuid[]),
+    guardian._anchors(text, text), guardian._uuid_bounds(text)
+    TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION guardian._record_rejection(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian._record_rejection(jsonb) TO guardian_owner;
+
+-- The application-side check is for everyone; it only reads the catalogue.
+ALTER FUNCTION guardian.check_payload(jsonb, text) SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION guardian.check_payload(jsonb, text) TO PUBLIC;
+
+GRANT SELECT ON guardian.kinds, guardian.rules, guardian.allowlist, guardian.watched_tables, guardian.findings,
+    guardian.activity_windows, guardian.activity_rules, guardian.table_activity_rules
+    TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.scan(regclass, boolean, bigint, bigint), guardian._scan_plan(regclass),
+    guardian._row_findings(guardian.watched_tables, jsonb, jsonb), guardian._match(text, text, text, regclass, boolean),
+    guardian._rule_matches(guardian.rules, text), guardian._normalize(text), guardian._redact(text, text, text[]),
+    guardian._record_ref(guardian.watched_tables, jsonb), guardian._rule_anchors(guardian.rules),
+    guardian._uuid_range(text), guardian._applicable_rules(), guardian._plan_watch(regclass, jsonb),
+    guardian._record_key(regclass), guardian._infer_kind(text, text, regtype), guardian._watch_of(regclass),
+    guardian._relation_tree(regclass)
+    TO guardian_reader;
+
+GRANT INSERT, UPDATE, DELETE ON guardian.rules, guardian.allowlist, guardian.activity_rules,
+    guardian.table_activity_rules
+    TO guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian.watch(regclass, jsonb, text), guardian.unwatch(regclass),
+    guardian.allow(text, regclass, text, text, text, timestamptz),
+    guardian._guard_watchable(regclass), guardian._trigger_ddl(regclass, jsonb), guardian._trigger_names(jsonb),
+    guardian._drop_watch_triggers(regclass), guardian._column_test(text, jsonb),
+    guardian._register_watch(regclass, jsonb, text[], text), guardian._on_contamination(), guardian._on_statement(), guardian._before_statement(),
+    guardian._record_scan_finding(regclass, text, jsonb, text, text, text, text), guardian._flush_findings(regclass),
+    guardian._compile_rules(), guardian.rollup_activity(), guardian.prune_activity()
+    TO guardian_admin;
