@@ -45,7 +45,7 @@ COMMENT ON VIEW guardian.relay_status IS
     'Relay queue per channel: pending (and silenced) notices, messages sending, retrying and dead-lettered, deliveries in the last hour, oldest undelivered notice and the last error.';
 
 CREATE FUNCTION guardian.relay_overview()
-RETURNS TABLE (intake_backlog bigint, relays_connected integer, oldest_intake_at timestamptz)
+RETURNS TABLE (intake_backlog bigint, relay_connections integer, oldest_intake_at timestamptz)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -55,7 +55,7 @@ AS $$
            (SELECT min(i.queued_at) FROM guardian.relay_intake AS i)
 $$;
 COMMENT ON FUNCTION guardian.relay_overview() IS
-    'Alerts waiting to be routed, relay connections alive now, and how long the oldest unrouted alert has waited.';
+    'Alerts waiting to be routed, relay connections alive now (a relay has one per channel plus one), and how long the oldest unrouted alert has waited.';
 
 -- Relay history would grow for ever; prune it daily (pg_cron or `pg-guardian jobs serve`).
 INSERT INTO guardian.jobs (name, schedule, command, description, max_lag, builtin)
