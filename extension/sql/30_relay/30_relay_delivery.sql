@@ -353,8 +353,15 @@ BEGIN
                SET hold_until = now() + p_group_interval, last_message_at = now(),
                    messages = g.messages + 1
              WHERE g.channel = p_channel AND g.group_key = v_group;
+            -- A group of one is keyed like an ungrouped notice: the key belongs to the alert.
             RETURN QUERY
-            UPDATE guardian.relay_messages AS m SET alert_count = v_n WHERE m.id = v_mid
+            UPDATE guardian.relay_messages AS m
+               SET alert_count = v_n,
+                   idempotency_key = CASE WHEN v_n = 1
+                       THEN (SELECT o.alert_id::text || ':' || o.channel || ':' || o.seq
+                               FROM guardian.relay_outbox AS o WHERE o.message_id = v_mid)
+                       ELSE m.idempotency_key END
+             WHERE m.id = v_mid
             RETURNING m.id, m.idempotency_key, m.group_key, m.alert_count, m.attempts;
         END LOOP;
     END IF;
