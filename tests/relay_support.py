@@ -61,6 +61,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # answers in two writes must not wait for delayed ACKs
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
