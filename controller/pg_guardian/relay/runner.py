@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -134,6 +134,7 @@ class ChannelWorker(threading.Thread):
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix=f"send-{config.name}") \
             if config.concurrency > 1 else None
         self._unreported: list[UUID] = []  # delivered while the database was away
+        self.db_lock = threading.Lock()  # the worker's connection, shared by its sending threads
         self.error: BaseException | None = None
 
     @property
@@ -186,8 +187,9 @@ class ChannelWorker(threading.Thread):
         """One round: claim what is due, send it, record it. False when nothing was due."""
         conn = self.link.get()
         if self._unreported:
-            store.delivered(conn, self._unreported)
-            self._unreported.clear()
+            with self.db_lock:
+                store.delivered(conn, self._unreported)
+                self._unreported.clear()
         if not self.relay.once and self.pacer.ready_in() > 0:
             return False
         settings = self.relay.config.relay
@@ -198,20 +200,18 @@ class ChannelWorker(threading.Thread):
         )
         if not messages:
             return False
-        for msg, outcome in self._send_all(messages):
-            self._record(msg, outcome)
-        return True
-
-    def _send_all(self, messages: Sequence[Message]) -> Iterator[tuple[Message, DeliveryFailed | float]]:
         if self.pool is None:
             for msg in messages:
-                yield msg, self._send(msg)
-            return
-        futures: dict[Future[DeliveryFailed | float], Message] = {
-            self.pool.submit(self._send, m): m for m in messages
-        }
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+                self._deliver(msg)
+        else:
+            # Each sending thread records its own outcome at once: a relay killed at any moment
+            # has at most `concurrency` messages sent but not recorded (its duplicates).
+            for fut in [self.pool.submit(self._deliver, m) for m in messages]:
+                fut.result()
+        return True
+
+    def _deliver(self, msg: Message) -> None:
+        self._record(msg, self._send(msg))
 
     def _send(self, msg: Message) -> DeliveryFailed | float:
         """Send one message; returns the seconds it took, or the failure."""
@@ -236,11 +236,12 @@ class ChannelWorker(threading.Thread):
         fields = {"channel": self.config.name, "message_id": str(msg.id),
                   "idempotency_key": msg.idempotency_key, "alerts": msg.alert_count, "attempt": msg.attempts}
         if not isinstance(outcome, DeliveryFailed):
-            try:
-                store.delivered(self.link.get(), [msg.id])
-            except psycopg.OperationalError as exc:
-                self._unreported.append(msg.id)
-                self.link.broken(exc)
+            with self.db_lock:
+                try:
+                    store.delivered(self.link.get(), [msg.id])
+                except psycopg.OperationalError as exc:
+                    self._unreported.append(msg.id)
+                    self.link.broken(exc)
             self.relay.summary.add(delivered=1)
             event(self.relay.log, logging.INFO, "message.delivered", f"delivered {msg.idempotency_key}",
                   ms=round(outcome * 1000, 1), **fields)
@@ -248,11 +249,13 @@ class ChannelWorker(threading.Thread):
         retry_in = outcome.retry_after if outcome.retry_after is not None else backoff_seconds(
             msg.attempts, settings.backoff_initial, settings.backoff_max)
         max_attempts = 0 if outcome.permanent else settings.max_attempts
-        try:
-            result = store.failed(self.link.get(), msg.id, self.link.token, str(outcome), retry_in, max_attempts)
-        except psycopg.OperationalError as exc:
-            self.link.broken(exc)
-            result = "unrecorded"  # the lease dies with the session: it is retried anyway
+        with self.db_lock:
+            try:
+                result = store.failed(self.link.get(), msg.id, self.link.token, str(outcome), retry_in,
+                                      max_attempts)
+            except psycopg.OperationalError as exc:
+                self.link.broken(exc)
+                result = "unrecorded"  # the lease dies with the session: it is retried anyway
         self.relay.summary.add(failed=1, dead=int(result == "dead"))
         level = logging.ERROR if result == "dead" else logging.WARNING
         name = "message.dead" if result == "dead" else "message.failed"
