@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from pg_guardian import install as install_mod
 
 from bench.common import bench_cluster
-from pg_guardian import install as install_mod
 
 LATENCY_SAMPLES = 60
 BURST = 1000
@@ -54,8 +54,9 @@ class Sink:
                     for alert in body["alerts"]:
                         sink.seen.setdefault(alert["id"], now)
                     # a grouped message shows a sample: count the rest by the message's total
-                    sink.seen.update({f"{body['message_id']}#{i}": now
-                                      for i in range(body["alerts_omitted"])})
+                    sink.seen.update(
+                        {f"{body['message_id']}#{i}": now for i in range(body["alerts_omitted"])}
+                    )
                     sink.cond.notify_all()
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -73,7 +74,10 @@ class Sink:
         deadline = time.monotonic() + timeout
         with self.cond:
             while len(self.seen) < count:
-                if not self.cond.wait(max(deadline - time.monotonic(), 0)) and time.monotonic() >= deadline:
+                if (
+                    not self.cond.wait(max(deadline - time.monotonic(), 0))
+                    and time.monotonic() >= deadline
+                ):
                     return False
             return True
 
@@ -86,21 +90,31 @@ class Sink:
 def start_relay(dsn: str, config: Path) -> subprocess.Popen[bytes]:
     controller = str(Path(__file__).resolve().parents[1] / "controller")
     env = {**os.environ, "PYTHONPATH": controller, "GUARDIAN_CONFIG": str(config)}
-    return subprocess.Popen([sys.executable, "-m", "pg_guardian.cli", "relay", "--dsn", dsn],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pg_guardian.cli", "relay", "--dsn", dsn],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def write_config(path: Path, url: str, *, grouped: bool) -> None:
     group = "" if grouped else 'group_by = ["id"]\n'
-    path.write_text(f'[relay]\npoll_interval = "5s"\n[channels.webhook]\ntype = "webhook"\nurl = "{url}"\n'
-                    f"{group}concurrency = 4\n")
+    path.write_text(
+        f'[relay]\npoll_interval = "5s"\n[channels.webhook]\ntype = "webhook"\nurl = "{url}"\n'
+        f"{group}concurrency = 4\n"
+    )
 
 
 def latency(conn: psycopg.Connection, sink: Sink) -> list[float]:
     samples = []
     for i in range(LATENCY_SAMPLES):
-        aid = str(conn.execute("SELECT guardian.raise_alert('BENCH_LATENCY', 'CRITICAL', %s)",
-                               (f"latency probe {i}",)).fetchone()[0])  # type: ignore[index]
+        aid = str(
+            conn.execute(
+                "SELECT guardian.raise_alert('BENCH_LATENCY', 'CRITICAL', %s)",
+                (f"latency probe {i}",),
+            ).fetchone()[0]
+        )  # type: ignore[index]
         committed = time.time()
         sink.wait(i + 1, 10)
         samples.append(sink.seen[aid] - committed)
@@ -110,9 +124,12 @@ def latency(conn: psycopg.Connection, sink: Sink) -> list[float]:
 
 def burst(conn: psycopg.Connection, sink: Sink, tag: str) -> tuple[float, int]:
     sink.reset()
-    conn.execute("""INSERT INTO guardian.monitoring_alerts (severity, type, message, table_name)
+    conn.execute(
+        """INSERT INTO guardian.monitoring_alerts (severity, type, message, table_name)
                     SELECT 'CRITICAL', 'BENCH_BURST', %s || ' ' || g, 'public.users'
-                      FROM generate_series(1, %s) AS g""", (tag, BURST))
+                      FROM generate_series(1, %s) AS g""",
+        (tag, BURST),
+    )
     committed = time.time()
     ok = sink.wait(BURST, 60)
     return (max(sink.seen.values()) - committed) if ok else float("inf"), sink.posts
@@ -120,7 +137,7 @@ def burst(conn: psycopg.Connection, sink: Sink, tag: str) -> tuple[float, int]:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)]
+    return ordered[min(round(q * (len(ordered) - 1)), len(ordered) - 1)]
 
 
 def run_relay(dsn: str, sink: Sink, *, grouped: bool, work: Path) -> subprocess.Popen[bytes]:
@@ -157,15 +174,22 @@ def main() -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
     p50, p99 = statistics.median(samples), pct(samples, 0.99)
-    print(f"commit -> webhook latency at idle ({LATENCY_SAMPLES} alerts): p50 {p50 * 1000:.0f} ms, "
-          f"p99 {p99 * 1000:.0f} ms, max {max(samples) * 1000:.0f} ms   "
-          f"target p99 <= {P99_TARGET * 1000:.0f} ms: {p99 / P99_TARGET:.2f}x of budget "
-          f"{'OK' if p99 <= P99_TARGET else 'MISSED'}")
-    print(f"{BURST}-alert burst, one POST per alert: {single:.2f} s ({single_posts} posts, "
-          f"{BURST / single:.0f} alerts/s)   target <= {BURST_TARGET:.0f} s: {single / BURST_TARGET:.2f}x of budget "
-          f"{'OK' if single <= BURST_TARGET else 'MISSED'}")
-    print(f"{BURST}-alert burst, grouped (default): {grouped:.2f} s in {grouped_posts} post(s)   "
-          f"{single / grouped if grouped else 0:.1f}x faster than one POST per alert")
+    print(
+        f"commit -> webhook latency at idle ({LATENCY_SAMPLES} alerts): p50 {p50 * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {max(samples) * 1000:.0f} ms   "
+        f"target p99 <= {P99_TARGET * 1000:.0f} ms: {p99 / P99_TARGET:.2f}x of budget "
+        f"{'OK' if p99 <= P99_TARGET else 'MISSED'}"
+    )
+    print(
+        f"{BURST}-alert burst, one POST per alert: {single:.2f} s ({single_posts} posts, "
+        f"{BURST / single:.0f} alerts/s)   target <= {BURST_TARGET:.0f} s: "
+        f"{single / BURST_TARGET:.2f}x of budget "
+        f"{'OK' if single <= BURST_TARGET else 'MISSED'}"
+    )
+    print(
+        f"{BURST}-alert burst, grouped (default): {grouped:.2f} s in {grouped_posts} post(s)   "
+        f"{single / grouped if grouped else 0:.1f}x faster than one POST per alert"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-
 from pg_guardian import config as config_mod
 from pg_guardian.cluster import free_port
 
@@ -66,7 +65,12 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
-                got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                if len(body) < length:  # the sender died mid-request: nothing was delivered
+                    self.close_connection = True
+                    return
+                got = Received(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
+                )
                 with receiver.cond:
                     receiver.requests.append(got)
                     reply = receiver.script.popleft() if receiver.script else None
@@ -101,14 +105,18 @@ class Receiver:
         with self.cond:
             return [r for r in self.requests if r.path == path]
 
-    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0) -> list[Received]:
+    def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0
+    ) -> list[Received]:
         """Wait until ``predicate(requests)`` holds; fails the test on timeout."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while not predicate(self.requests):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"receiver: condition not met in {timeout}s; got {len(self.requests)} requests")
+                    raise AssertionError(
+                        f"receiver: not met in {timeout}s; got {len(self.requests)} requests"
+                    )
                 self.cond.wait(left)
             return list(self.requests)
 
@@ -137,7 +145,9 @@ class Mailbox:
             while len(self.messages) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"mailbox: {len(self.messages)} of {count} messages in {timeout}s")
+                    raise AssertionError(
+                        f"mailbox: {len(self.messages)} of {count} messages in {timeout}s"
+                    )
                 self.cond.wait(left)
             return list(self.messages)
 
@@ -150,11 +160,15 @@ class SmtpServer:
 
 
 def _auth(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-    ok = isinstance(data, LoginPassword) and data.login == b"guardian" and data.password == b"s3cret"
+    ok = (
+        isinstance(data, LoginPassword) and data.login == b"guardian" and data.password == b"s3cret"
+    )
     return AuthResult(success=ok, handled=False)
 
 
-def start_smtp(*, tls_context: Any = None, ssl_context: Any = None, auth: bool = False) -> tuple[Controller, SmtpServer]:
+def start_smtp(
+    *, tls_context: Any = None, ssl_context: Any = None, auth: bool = False
+) -> tuple[Controller, SmtpServer]:
     mailbox = Mailbox()
     port = free_port()
     kwargs: dict[str, Any] = {}
@@ -189,18 +203,45 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
 
-def relay_config(channels: dict[str, dict[str, Any]], *, routes: list[dict[str, Any]] | None = None,
-                 relay: dict[str, Any] | None = None, **top: Any) -> config_mod.Config:
+def relay_config(
+    channels: dict[str, dict[str, Any]],
+    *,
+    routes: list[dict[str, Any]] | None = None,
+    relay: dict[str, Any] | None = None,
+    **top: Any,
+) -> config_mod.Config:
     """A checked configuration for tests: fast retries and polling unless overridden."""
     raw: dict[str, Any] = {
-        "relay": {"poll_interval": "1s", "backoff_initial": "50ms", "backoff_max": "200ms", **(relay or {})},
+        "relay": {
+            "poll_interval": "1s",
+            "backoff_initial": "50ms",
+            "backoff_max": "200ms",
+            **(relay or {}),
+        },
         "channels": channels,
         **top,
     }

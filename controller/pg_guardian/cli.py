@@ -287,7 +287,8 @@ def silence_list(dsn: str | None, fmt: str) -> None:
         click.echo("no active silences")
     for row in rows:
         click.echo(f"{row['id']}  until {row['ends_at']:%Y-%m-%d %H:%M %Z}  [{row['channel']}]  "
-                   f"{row['matchers']}  holds {row['held_notices']}  by {row['created_by']}: {row['comment']}")
+                   f"{row['matchers']}  holds {row['held_notices']}  "
+                   f"by {row['created_by']}: {row['comment']}")
 
 
 @silence.command("expire")
@@ -311,7 +312,7 @@ def config_group() -> None:
 @config_option
 @format_option
 def config_check(config_path: Path | None, fmt: str) -> None:
-    """Check the configuration (file, environment) and show it with secrets masked; exit 2 if invalid."""
+    """Check the configuration (file, environment) and show it, secrets masked; 2 if invalid."""
     from pg_guardian import config as config_mod
 
     cfg = config_mod.load(config_path)
@@ -320,17 +321,19 @@ def config_check(config_path: Path | None, fmt: str) -> None:
         emit_json(data)
         return
     click.echo("configuration ok (" + "; ".join(data["sources"]) + ")")
-    click.echo(f"  monitoring enabled: {'yes' if cfg.monitoring_enabled else 'no'}   app_url: {cfg.app_url or '-'}")
+    enabled = "yes" if cfg.monitoring_enabled else "no"
+    click.echo(f"  monitoring enabled: {enabled}   app_url: {cfg.app_url or '-'}")
     for name, chan in data["channels"].items():
-        where = chan.get("url") or (f"{chan.get('host')}:{chan.get('port')} ({chan.get('security')})"
-                                    if chan["type"] == "email" else "")
+        smtp = f"{chan.get('host')}:{chan.get('port')} ({chan.get('security')})"
+        where = chan.get("url") or (smtp if chan["type"] == "email" else "")
         click.echo(f"  channel {name} [{chan['type']}] {where}")
     for route in data["routes"]:
         match = " ".join(f"{k}={','.join(v)}" for k, v in route["match"].items()) or "every alert"
         click.echo(f"  route {match} -> {', '.join(route['channels']) or '(log only)'}"
                    + (" (continue)" if route["continue"] else ""))
     if data["default_routes"]:
-        click.echo("  (the design's default routes: CRITICAL to every channel, HIGH to Slack and webhooks)")
+        click.echo("  (the design's default routes: CRITICAL to every channel, "
+                   "HIGH to Slack and webhooks)")
     for warning in data["warnings"]:
         click.echo(f"  warning: {warning}")
 

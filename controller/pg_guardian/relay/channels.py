@@ -37,7 +37,9 @@ class DeliveryFailed(Exception):
     """A send failed. ``retry_after``: the receiver said when to come back (seconds);
     ``permanent``: retrying the same message cannot help (dead-letter it now)."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.permanent = permanent
@@ -137,8 +139,9 @@ class HttpPoster:
         if conn is None:
             ep = self.endpoint
             if ep.scheme == "https":
-                conn = http.client.HTTPSConnection(ep.host, ep.port, timeout=self.timeout,
-                                                   context=ssl.create_default_context())
+                conn = http.client.HTTPSConnection(
+                    ep.host, ep.port, timeout=self.timeout, context=ssl.create_default_context()
+                )
             else:
                 conn = http.client.HTTPConnection(ep.host, ep.port, timeout=self.timeout)
             self._local.conn = conn
@@ -151,7 +154,7 @@ class HttpPoster:
             self._local.conn = None
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, str | None]:
-        """(status, first 300 characters of the answer, Retry-After); DeliveryFailed on network errors."""
+        """(status, start of the answer, Retry-After); DeliveryFailed on network errors."""
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
         for attempt in (1, 2):
             conn = self._connection()
@@ -166,10 +169,16 @@ class HttpPoster:
                 # A keep-alive connection the server closed meanwhile: one fresh try.
                 self._drop()
                 if attempt == 2:
-                    raise DeliveryFailed(f"cannot reach {self.where}: {exc or type(exc).__name__}") from exc
+                    raise DeliveryFailed(
+                        f"cannot reach {self.where}: {exc or type(exc).__name__}"
+                    ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
-                reason = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else str(exc) or type(exc).__name__
+                reason = (
+                    "timed out"
+                    if isinstance(exc, TimeoutError | socket.timeout)
+                    else str(exc) or type(exc).__name__
+                )
                 raise DeliveryFailed(f"cannot reach {self.where}: {reason}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -184,7 +193,9 @@ def _check_status(where: str, status: int, text: str, after: str | None) -> None
     if status == 429:
         raise DeliveryFailed(detail, retry_after=retry_after(after) or 1.0)
     if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-        raise DeliveryFailed(detail + " (the receiver refused the message; not retried)", permanent=True)
+        raise DeliveryFailed(
+            detail + " (the receiver refused the message; not retried)", permanent=True
+        )
     raise DeliveryFailed(detail, retry_after=retry_after(after))
 
 
@@ -198,8 +209,13 @@ class SlackSender:
         self.poster = HttpPoster(config.url, config.timeout)
 
     def send(self, msg: Message) -> None:
-        payload = render.slack_payload(msg, app_url=self.app_url, channel=self.config.slack_channel,
-                                       username=self.config.username, icon_emoji=self.config.icon_emoji)
+        payload = render.slack_payload(
+            msg,
+            app_url=self.app_url,
+            channel=self.config.slack_channel,
+            username=self.config.username,
+            icon_emoji=self.config.icon_emoji,
+        )
         body = json.dumps(payload, ensure_ascii=False).encode()
         status, text, after = self.poster.post(body, {"Idempotency-Key": msg.idempotency_key})
         _check_status("slack webhook " + self.poster.where, status, text, after)
@@ -230,7 +246,11 @@ class WebhookSender:
     def send(self, msg: Message) -> None:
         body = render.webhook_body(msg, app_url=self.app_url)
         stamp = str(int(time.time()))
-        headers = {**self.config.headers, "Idempotency-Key": msg.idempotency_key, "X-Guardian-Timestamp": stamp}
+        headers = {
+            **self.config.headers,
+            "Idempotency-Key": msg.idempotency_key,
+            "X-Guardian-Timestamp": stamp,
+        }
         if self.config.secret:
             headers["X-Guardian-Signature"] = signature(self.config.secret, body, stamp)
         status, text, after = self.poster.post(body, headers)
@@ -243,7 +263,9 @@ class WebhookSender:
 class EmailSender:
     """SMTP with STARTTLS, implicit TLS (ssl) or none (plain), and optional authentication."""
 
-    def __init__(self, config: ChannelConfig, app_url: str | None, templates: jinja2.Environment) -> None:
+    def __init__(
+        self, config: ChannelConfig, app_url: str | None, templates: jinja2.Environment
+    ) -> None:
         self.config = config
         self.app_url = app_url
         self.templates = templates
@@ -259,14 +281,18 @@ class EmailSender:
     def _connect(self) -> smtplib.SMTP:
         c = self.config
         if c.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=self._tls())
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                c.host, c.port, timeout=c.timeout, context=self._tls()
+            )
         else:
             smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
         try:
             smtp.ehlo()
             if c.security == "starttls":
                 if not smtp.has_extn("starttls"):
-                    raise DeliveryFailed(f"{self.where} does not offer STARTTLS (set security = \"ssl\" or \"plain\")")
+                    raise DeliveryFailed(
+                        f'{self.where} does not offer STARTTLS (set security = "ssl" or "plain")'
+                    )
                 smtp.starttls(context=self._tls())
                 smtp.ehlo()
             if c.smtp_user and c.password:
@@ -278,8 +304,13 @@ class EmailSender:
 
     def send(self, msg: Message) -> None:
         try:
-            email = render.email_message(msg, env=self.templates, sender=self.config.sender, to=self.config.to,
-                                         app_url=self.app_url)
+            email = render.email_message(
+                msg,
+                env=self.templates,
+                sender=self.config.sender,
+                to=self.config.to,
+                app_url=self.app_url,
+            )
         except render.RenderError as exc:
             raise DeliveryFailed(str(exc)) from exc
         try:
@@ -294,15 +325,25 @@ class EmailSender:
         except DeliveryFailed:
             raise
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryFailed(f"{self.where} refused the login: {exc.smtp_code} {_smtp_text(exc.smtp_error)}",
-                                 permanent=True) from exc
+            raise DeliveryFailed(
+                f"{self.where} refused the login: {exc.smtp_code} {_smtp_text(exc.smtp_error)}",
+                permanent=True,
+            ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryFailed(f"{self.where} refused every recipient: {exc.recipients}", permanent=True) from exc
+            raise DeliveryFailed(
+                f"{self.where} refused every recipient: {exc.recipients}", permanent=True
+            ) from exc
         except smtplib.SMTPResponseException as exc:
-            raise DeliveryFailed(f"{self.where} answered {exc.smtp_code} {_smtp_text(exc.smtp_error)}",
-                                 permanent=500 <= exc.smtp_code < 600) from exc
+            raise DeliveryFailed(
+                f"{self.where} answered {exc.smtp_code} {_smtp_text(exc.smtp_error)}",
+                permanent=500 <= exc.smtp_code < 600,
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else str(exc) or type(exc).__name__
+            reason = (
+                "timed out"
+                if isinstance(exc, TimeoutError | socket.timeout)
+                else str(exc) or type(exc).__name__
+            )
             raise DeliveryFailed(f"cannot reach {self.where}: {reason}") from exc
         if refused:
             # Some recipients took it: a retry would send them a duplicate, so this counts as sent.
@@ -317,7 +358,9 @@ def _smtp_text(value: bytes | str) -> str:
     return " ".join(text.split())[:300]
 
 
-def make_sender(config: ChannelConfig, app_url: str | None, template_dir: Path | None = None) -> Sender:
+def make_sender(
+    config: ChannelConfig, app_url: str | None, template_dir: Path | None = None
+) -> Sender:
     """The sender for a channel's type."""
     if config.type == "slack":
         return SlackSender(config, app_url)

@@ -17,7 +17,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _stamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z"
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +44,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items() if k != "event")
-        line = f"{_stamp(record)} {record.levelname.lower():7} {getattr(record, 'event', '-')}: {record.getMessage()}"
+        name = getattr(record, "event", "-")
+        line = f"{_stamp(record)} {record.levelname.lower():7} {name}: {record.getMessage()}"
         if fields:
             line += f"  [{fields}]"
         if record.exc_info:

@@ -28,7 +28,7 @@ SEVERITY_COLORS = {
     "LOW": "#439fe0",
     "INFO": "#9e9e9e",
 }
-SEVERITY_ICONS = {"CRITICAL": "🚨", "HIGH": "⚠️", "MEDIUM": "🔶", "LOW": "🔷", "INFO": "ℹ️"}  # noqa: RUF001
+SEVERITY_ICONS = {"CRITICAL": "🚨", "HIGH": "⚠️", "MEDIUM": "🔶", "LOW": "🔷", "INFO": "ℹ️"}
 SLACK_TEXT_LIMIT = 3000
 EMAIL_TEXT_LIMIT = 10000
 WEBHOOK_TEXT_LIMIT = 16384
@@ -36,7 +36,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 # What the reader should do, by alert type; metadata.action_required overrides.
 ACTIONS = {
-    "TEST_DATA_CONTAMINATION": "Test data reached this database. Find how it got in, stop the source, "
+    "TEST_DATA_CONTAMINATION": "Test data reached this database. Find how it got in, "
+    "stop the source, "
     "then review and run the cleanup script.",
     "TEST_DATA_PATTERN": "Test data reached this database. Find how it got in, stop the source, "
     "then review and run the cleanup script.",
@@ -61,7 +62,9 @@ def clean(text: str | None, limit: int) -> str:
     """Text safe to show: control characters made visible (``\\x1b``), cut to ``limit``."""
     if text is None:
         return ""
-    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else " ", text)
+    shown = _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else " ", text
+    )
     if len(shown) > limit:
         shown = shown[: max(limit - 40, 0)] + f"… [cut: {len(text):,} characters in all]"
     return shown
@@ -121,19 +124,35 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def slack_payload(msg: Message, *, app_url: str | None, channel: str | None = None,
-                  username: str = "Database Guardian", icon_emoji: str = ":warning:") -> dict[str, Any]:
+def slack_payload(
+    msg: Message,
+    *,
+    app_url: str | None,
+    channel: str | None = None,
+    username: str = "Database Guardian",
+    icon_emoji: str = ":warning:",
+) -> dict[str, Any]:
     """The design's Slack message: one attachment coloured by severity, with fields and a button."""
     lead = msg.lead
     fields = [
-        {"title": "Environment", "value": _slack_escape(lead.environment or "unknown"), "short": True},
+        {
+            "title": "Environment",
+            "value": _slack_escape(lead.environment or "unknown"),
+            "short": True,
+        },
         {"title": "Table", "value": _slack_escape(lead.table_name or "-"), "short": True},
         {"title": "Time", "value": _time(lead.created_at), "short": True},
     ]
     if msg.alert_count > 1:
         fields.append({"title": "Alerts", "value": f"{msg.alert_count:,}", "short": True})
     if lead.occurrences > 1 or msg.total_occurrences > msg.alert_count:
-        fields.append({"title": "Occurrences", "value": f"{max(msg.total_occurrences, lead.occurrences):,}", "short": True})
+        fields.append(
+            {
+                "title": "Occurrences",
+                "value": f"{max(msg.total_occurrences, lead.occurrences):,}",
+                "short": True,
+            }
+        )
     attachment: dict[str, Any] = {
         "color": SEVERITY_COLORS.get(lead.severity, "#9e9e9e"),
         "title": _slack_escape(title(msg)),
@@ -145,7 +164,11 @@ def slack_payload(msg: Message, *, app_url: str | None, channel: str | None = No
     url = cleanup_url(app_url, lead)
     if url:
         attachment["actions"] = [{"type": "button", "text": "View Cleanup Script", "url": url}]
-    payload: dict[str, Any] = {"username": username, "icon_emoji": icon_emoji, "attachments": [attachment]}
+    payload: dict[str, Any] = {
+        "username": username,
+        "icon_emoji": icon_emoji,
+        "attachments": [attachment],
+    }
     if channel:
         payload["channel"] = channel
     return payload
@@ -199,10 +222,13 @@ def webhook_payload(msg: Message, *, app_url: str | None) -> dict[str, Any]:
 
 def webhook_body(msg: Message, *, app_url: str | None) -> bytes:
     """The webhook payload as compact UTF-8 JSON (control characters escaped by JSON)."""
-    return json.dumps(webhook_payload(msg, app_url=app_url), separators=(",", ":"), default=str).encode()
+    return json.dumps(
+        webhook_payload(msg, app_url=app_url), separators=(",", ":"), default=str
+    ).encode()
 
 
 # ---- email ---------------------------------------------------------------------------------
+
 
 def _packaged(name: str) -> str | None:
     node = resources.files("pg_guardian").joinpath("templates", *name.split("/"))
@@ -230,7 +256,9 @@ def _describe(exc: Exception, name: str) -> str:
     line = None
     tb = exc.__traceback__
     while tb is not None:  # the innermost frame in a template names its line
-        if tb.tb_frame.f_code.co_filename.endswith(".j2") or tb.tb_frame.f_globals.get("__jinja_template__"):
+        if tb.tb_frame.f_code.co_filename.endswith(".j2") or tb.tb_frame.f_globals.get(
+            "__jinja_template__"
+        ):
             line = tb.tb_lineno
         tb = tb.tb_next
     return f"template {name}{f' line {line}' if line else ''}: {type(exc).__name__}: {exc}"
@@ -296,8 +324,9 @@ def email_context(msg: Message, app_url: str | None) -> dict[str, Any]:
     }
 
 
-def email_message(msg: Message, *, env: jinja2.Environment, sender: str, to: tuple[str, ...],
-                  app_url: str | None) -> EmailMessage:
+def email_message(
+    msg: Message, *, env: jinja2.Environment, sender: str, to: tuple[str, ...], app_url: str | None
+) -> EmailMessage:
     """A multipart (text + HTML) email; raises RenderError naming the template that failed."""
     context = email_context(msg, app_url)
     rendered: dict[str, str] = {}

@@ -8,6 +8,7 @@ reconnects on its own, so a database restart or a network error only delays deli
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -61,8 +62,15 @@ class RunSummary:
 class Link:
     """One relay connection: opened on demand, registered, reopened with backoff after errors."""
 
-    def __init__(self, dsn: str | None, name: str, stop: threading.Event, log: logging.Logger,
-                 *, listen: bool = False) -> None:
+    def __init__(
+        self,
+        dsn: str | None,
+        name: str,
+        stop: threading.Event,
+        log: logging.Logger,
+        *,
+        listen: bool = False,
+    ) -> None:
         self.dsn, self.name, self.stop, self.log, self.listen = dsn, name, stop, log, listen
         self.conn: psycopg.Connection | None = None
         self.token = 0
@@ -81,8 +89,15 @@ class Link:
                     conn.execute(f"LISTEN {CHANNEL_NOTIFY}")
                 self.conn = conn
                 self._delay = 0.2
-                event(self.log, logging.INFO, "relay.connected", f"{self.name} connected",
-                      connection=self.name, token=self.token, database=conn.info.dbname)
+                event(
+                    self.log,
+                    logging.INFO,
+                    "relay.connected",
+                    f"{self.name} connected",
+                    connection=self.name,
+                    token=self.token,
+                    database=conn.info.dbname,
+                )
             except ConnectionFailed as exc:
                 self._backoff(str(exc))
             except psycopg.OperationalError as exc:
@@ -90,23 +105,34 @@ class Link:
         return self.conn
 
     def _backoff(self, reason: str) -> None:
-        event(self.log, logging.WARNING, "relay.db_unavailable", "database unavailable; retrying",
-              connection=self.name, error=reason, retry_in=round(self._delay, 2))
+        event(
+            self.log,
+            logging.WARNING,
+            "relay.db_unavailable",
+            "database unavailable; retrying",
+            connection=self.name,
+            error=reason,
+            retry_in=round(self._delay, 2),
+        )
         self.stop.wait(self._delay)
         self._delay = min(self._delay * 2, 5.0)
 
     def broken(self, exc: BaseException) -> None:
         """Drop the connection after an error; the next get() reconnects."""
-        event(self.log, logging.WARNING, "relay.db_error", "lost the database connection",
-              connection=self.name, error=_one_line(exc))
+        event(
+            self.log,
+            logging.WARNING,
+            "relay.db_error",
+            "lost the database connection",
+            connection=self.name,
+            error=_one_line(exc),
+        )
         self.close()
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self.conn.close()
-            except psycopg.Error:
-                pass
         self.conn = None
 
 
@@ -115,10 +141,12 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def backoff_seconds(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with ±20 % jitter: initial, 2×, 4×, ... up to maximum."""
+def backoff_seconds(
+    attempt: int, initial: float, maximum: float, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with ±20 % jitter: initial, 2x, 4x, ... up to maximum."""
     base = min(maximum, initial * (2 ** max(attempt - 1, 0)))
-    return base * (rng or random).uniform(0.8, 1.2)
+    return float(base * (rng or random).uniform(0.8, 1.2))
 
 
 class ChannelWorker(threading.Thread):
@@ -131,8 +159,11 @@ class ChannelWorker(threading.Thread):
         self.link = Link(relay.dsn, f"channel {config.name}", relay.stopping, relay.log)
         key = config.url or f"smtp://{config.host}:{config.port}"
         self.pacer = pacer_for(key, config.min_interval)
-        self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix=f"send-{config.name}") \
-            if config.concurrency > 1 else None
+        self.pool = (
+            ThreadPoolExecutor(config.concurrency, thread_name_prefix=f"send-{config.name}")
+            if config.concurrency > 1
+            else None
+        )
         self._unreported: list[UUID] = []  # delivered while the database was away
         self.db_lock = threading.Lock()  # the worker's connection, shared by its sending threads
         self.error: BaseException | None = None
@@ -194,9 +225,14 @@ class ChannelWorker(threading.Thread):
             return False
         settings = self.relay.config.relay
         messages = store.claim(
-            conn, self.config.name, self.link.token, self.claim_limit,
-            group_interval=self.config.group_interval, lease=settings.lease,
-            max_attempts=settings.max_attempts, sample=self.config.sample,
+            conn,
+            self.config.name,
+            self.link.token,
+            self.claim_limit,
+            group_interval=self.config.group_interval,
+            lease=settings.lease,
+            max_attempts=settings.max_attempts,
+            sample=self.config.sample,
         )
         if not messages:
             return False
@@ -227,14 +263,21 @@ class ChannelWorker(threading.Thread):
             if exc.retry_after:
                 self.pacer.pause(exc.retry_after)
             return exc
-        except Exception as exc:  # a bug in rendering must not stop the relay: retry, then dead-letter
+        except (
+            Exception
+        ) as exc:  # a bug in rendering must not stop the relay: retry, then dead-letter
             return DeliveryFailed(f"{type(exc).__name__}: {exc}")
         return time.perf_counter() - started
 
     def _record(self, msg: Message, outcome: DeliveryFailed | float) -> None:
         settings = self.relay.config.relay
-        fields = {"channel": self.config.name, "message_id": str(msg.id),
-                  "idempotency_key": msg.idempotency_key, "alerts": msg.alert_count, "attempt": msg.attempts}
+        fields = {
+            "channel": self.config.name,
+            "message_id": str(msg.id),
+            "idempotency_key": msg.idempotency_key,
+            "alerts": msg.alert_count,
+            "attempt": msg.attempts,
+        }
         if not isinstance(outcome, DeliveryFailed):
             with self.db_lock:
                 try:
@@ -243,32 +286,55 @@ class ChannelWorker(threading.Thread):
                     self._unreported.append(msg.id)
                     self.link.broken(exc)
             self.relay.summary.add(delivered=1)
-            event(self.relay.log, logging.INFO, "message.delivered", f"delivered {msg.idempotency_key}",
-                  ms=round(outcome * 1000, 1), **fields)
+            event(
+                self.relay.log,
+                logging.INFO,
+                "message.delivered",
+                f"delivered {msg.idempotency_key}",
+                ms=round(outcome * 1000, 1),
+                **fields,
+            )
             return
-        retry_in = outcome.retry_after if outcome.retry_after is not None else backoff_seconds(
-            msg.attempts, settings.backoff_initial, settings.backoff_max)
+        retry_in = (
+            outcome.retry_after
+            if outcome.retry_after is not None
+            else backoff_seconds(msg.attempts, settings.backoff_initial, settings.backoff_max)
+        )
         max_attempts = 0 if outcome.permanent else settings.max_attempts
         with self.db_lock:
             try:
-                result = store.failed(self.link.get(), msg.id, self.link.token, str(outcome), retry_in,
-                                      max_attempts)
+                result = store.failed(
+                    self.link.get(), msg.id, self.link.token, str(outcome), retry_in, max_attempts
+                )
             except psycopg.OperationalError as exc:
                 self.link.broken(exc)
                 result = "unrecorded"  # the lease dies with the session: it is retried anyway
         self.relay.summary.add(failed=1, dead=int(result == "dead"))
         level = logging.ERROR if result == "dead" else logging.WARNING
         name = "message.dead" if result == "dead" else "message.failed"
-        event(self.relay.log, level, name, f"{self.config.name} delivery failed: {outcome}",
-              error=str(outcome), outcome=result, retry_in=round(retry_in, 2) if result == "retry" else None,
-              **fields)
+        event(
+            self.relay.log,
+            level,
+            name,
+            f"{self.config.name} delivery failed: {outcome}",
+            error=str(outcome),
+            outcome=result,
+            retry_in=round(retry_in, 2) if result == "retry" else None,
+            **fields,
+        )
 
 
 class Relay:
     """Routes alerts and runs one worker per channel until stopped (or, with ``once``, drained)."""
 
-    def __init__(self, dsn: str | None, config: Config, *, once: bool = False,
-                 log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str | None,
+        config: Config,
+        *,
+        once: bool = False,
+        log: logging.Logger | None = None,
+    ) -> None:
         self.dsn = db.resolve_dsn(dsn)
         self.config = config
         self.once = once
@@ -296,18 +362,31 @@ class Relay:
         """Relay until stop() (or, with ``once``, until nothing is due). Raises GuardianError."""
         cfg = self.config
         if not cfg.monitoring_enabled:
-            event(self.log, logging.WARNING, "relay.disabled",
-                  "monitoring is disabled (MONITORING_ENABLED=false): alerts are recorded, not sent")
+            event(
+                self.log,
+                logging.WARNING,
+                "relay.disabled",
+                "monitoring is disabled (MONITORING_ENABLED=false): alerts are recorded, not sent",
+            )
             return self.summary
-        event(self.log, logging.INFO, "relay.started", "relay started", once=self.once,
-              channels=list(cfg.channels), database=db.describe(self.dsn),
-              poll_interval=cfg.relay.poll_interval)
+        event(
+            self.log,
+            logging.INFO,
+            "relay.started",
+            "relay started",
+            once=self.once,
+            channels=list(cfg.channels),
+            database=db.describe(self.dsn),
+            poll_interval=cfg.relay.poll_interval,
+        )
         for warning in cfg.warnings:
             event(self.log, logging.WARNING, "config.warning", warning)
         try:
             self.link.get()  # fail fast on a missing relay or a role without guardian_relay
             for name, chan in cfg.channels.items():
-                self.workers[name] = ChannelWorker(self, chan, make_sender(chan, cfg.app_url, cfg.template_dir))
+                self.workers[name] = ChannelWorker(
+                    self, chan, make_sender(chan, cfg.app_url, cfg.template_dir)
+                )
             if self.once:
                 self._route_all()
                 for worker in self.workers.values():
@@ -329,7 +408,9 @@ class Relay:
         if self._error is not None:
             if isinstance(self._error, GuardianError):
                 raise self._error
-            raise GuardianError(f"relay stopped on an unexpected error: {self._error!r}") from self._error
+            raise GuardianError(
+                f"relay stopped on an unexpected error: {self._error!r}"
+            ) from self._error
         event(self.log, logging.INFO, "relay.stopped", "relay stopped", **self.summary.as_dict())
         return self.summary
 
@@ -379,21 +460,45 @@ class Relay:
             if cfg.relay.max_age and alert.last_seen_at < now - max_age:
                 stale += 1
                 continue
-            channels = [c for c in cfg.route(alert) if c in cfg.channels]
+            channels = [c for c in cfg.route(alert.labels()) if c in cfg.channels]
             if not channels:
                 logged += 1
                 if logged <= _LOGGED_PER_BATCH:
-                    event(self.log, logging.INFO, "alert.logged", f"{alert.severity}: {alert.type} (dashboard only)",
-                          alert_id=str(alert.alert_id), severity=alert.severity, type=alert.type,
-                          environment=alert.environment, table=alert.table_name, occurrences=alert.occurrences)
+                    event(
+                        self.log,
+                        logging.INFO,
+                        "alert.logged",
+                        f"{alert.severity}: {alert.type} (dashboard only)",
+                        alert_id=str(alert.alert_id),
+                        severity=alert.severity,
+                        type=alert.type,
+                        environment=alert.environment,
+                        table=alert.table_name,
+                        occurrences=alert.occurrences,
+                    )
                 continue
             for name in channels:
                 chan = cfg.channels[name]
-                notices.append(store.Notice(
-                    alert.alert_id, name, group_key(chan, alert), chan.group_wait, chan.repeat_interval))
+                notices.append(
+                    store.Notice(
+                        alert.alert_id,
+                        name,
+                        group_key(chan, alert),
+                        chan.group_wait,
+                        chan.repeat_interval,
+                    )
+                )
         if alerts:
-            event(self.log, logging.INFO, "intake.routed", f"routed {len(alerts)} alert(s)",
-                  alerts=len(alerts), notices=len(notices), dashboard_only=logged, stale=stale)
+            event(
+                self.log,
+                logging.INFO,
+                "intake.routed",
+                f"routed {len(alerts)} alert(s)",
+                alerts=len(alerts),
+                notices=len(notices),
+                dashboard_only=logged,
+                stale=stale,
+            )
         return notices
 
 
@@ -401,7 +506,8 @@ def group_key(channel: ChannelConfig, alert: store.IntakeAlert) -> str | None:
     """The group an alert joins on a channel (None: a message of its own)."""
     if not channel.grouped:
         return None
-    return "|".join(f"{f}={alert.get(f) or ''}" for f in channel.group_by) or "all"
+    labels = alert.labels()
+    return "|".join(f"{f}={labels.get(f) or ''}" for f in channel.group_by) or "all"
 
 
 @contextmanager

@@ -19,7 +19,8 @@ def status(conn: psycopg.Connection, *, stale_after: float = 300.0) -> dict[str,
     """
     if conn.execute("SELECT to_regclass('guardian.relay_status')").fetchone() == (None,):
         raise GuardianError(
-            f"pg_guardian in database {conn.info.dbname} has no alert relay; run `pg-guardian upgrade`"
+            f"pg_guardian in database {conn.info.dbname} has no alert relay; "
+            "run `pg-guardian upgrade`"
         )
     cur = conn.cursor(row_factory=dict_row)
     try:
@@ -33,17 +34,26 @@ def status(conn: psycopg.Connection, *, stale_after: float = 300.0) -> dict[str,
     problems = []
     for row in channels:
         age: timedelta | None = row["oldest_undelivered_age"]
-        row["oldest_undelivered_seconds"] = round(age.total_seconds(), 1) if age is not None else None
+        row["oldest_undelivered_seconds"] = (
+            round(age.total_seconds(), 1) if age is not None else None
+        )
         if row["dead_messages"]:
             problems.append(f"{row['channel']}: {row['dead_messages']} dead-lettered message(s)")
         if age is not None and age.total_seconds() > stale_after:
-            problems.append(f"{row['channel']}: oldest undelivered notice waited {int(age.total_seconds())}s")
+            problems.append(
+                f"{row['channel']}: oldest undelivered notice waited {int(age.total_seconds())}s"
+            )
     backlog_age = None
     if overview["oldest_intake_at"] is not None:
-        row = conn.execute("SELECT extract(epoch FROM now() - %s)::float8", (overview["oldest_intake_at"],)).fetchone()
-        backlog_age = round(float(row[0]), 1) if row else None
+        waited = conn.execute(
+            "SELECT extract(epoch FROM now() - %s)::float8", (overview["oldest_intake_at"],)
+        ).fetchone()
+        backlog_age = round(float(waited[0]), 1) if waited else None
         if backlog_age is not None and backlog_age > stale_after:
-            problems.append(f"{overview['intake_backlog']} alert(s) not routed for {int(backlog_age)}s: is a relay running?")
+            problems.append(
+                f"{overview['intake_backlog']} alert(s) not routed for {int(backlog_age)}s: "
+                "is a relay running?"
+            )
     return {
         "database": conn.info.dbname,
         "relay_connections": overview["relay_connections"],

@@ -34,11 +34,18 @@ class IntakeAlert:
     resolved: bool
     failed_channel: str | None
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """Mapping-style access for routing and grouping (``id`` is the alert id)."""
-        if key == "id":
-            return str(self.alert_id)
-        return getattr(self, key, default)
+    def labels(self) -> dict[str, Any]:
+        """What routes match and groups are made of (``id`` is the alert id)."""
+        return {
+            "id": str(self.alert_id),
+            "severity": self.severity,
+            "type": self.type,
+            "environment": self.environment,
+            "table_name": self.table_name,
+            "record_id": self.record_id,
+            "fingerprint": self.fingerprint,
+            "failed_channel": self.failed_channel,
+        }
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,8 @@ def check_ready(conn: psycopg.Connection) -> None:
         )
     if not row[1]:
         raise GuardianError(
-            f"role {row[2]} may not run the relay; a superuser runs: GRANT guardian_relay TO {row[2]};"
+            f"role {row[2]} may not run the relay; "
+            f"a superuser runs: GRANT guardian_relay TO {row[2]};"
         )
 
 
@@ -89,7 +97,8 @@ def enqueue(conn: psycopg.Connection, notices: Sequence[Notice]) -> int:
     if not notices:
         return 0
     row = conn.execute(
-        "SELECT guardian.relay_enqueue(%s::uuid[], %s::text[], %s::text[], %s::interval[], %s::interval[])",
+        "SELECT guardian.relay_enqueue("
+        "%s::uuid[], %s::text[], %s::text[], %s::interval[], %s::interval[])",
         (
             [n.alert_id for n in notices],
             [n.channel for n in notices],
@@ -101,15 +110,38 @@ def enqueue(conn: psycopg.Connection, notices: Sequence[Notice]) -> int:
     return int(row[0]) if row else 0
 
 
-def claim(conn: psycopg.Connection, channel: str, token: int, limit: int, *, group_interval: float,
-          lease: float, max_attempts: int, sample: int) -> list[Message]:
+def claim(
+    conn: psycopg.Connection,
+    channel: str,
+    token: int,
+    limit: int,
+    *,
+    group_interval: float,
+    lease: float,
+    max_attempts: int,
+    sample: int,
+) -> list[Message]:
     """Lease up to ``limit`` messages of a channel and load what they say."""
     rows = conn.execute(
         "SELECT * FROM guardian.relay_claim(%s, %s, %s, %s, %s, %s)",
-        (channel, token, limit, timedelta(seconds=group_interval), timedelta(seconds=lease), max_attempts),
+        (
+            channel,
+            token,
+            limit,
+            timedelta(seconds=group_interval),
+            timedelta(seconds=lease),
+            max_attempts,
+        ),
     ).fetchall()
     messages = {
-        r[0]: Message(id=r[0], channel=channel, idempotency_key=r[1], group_key=r[2], alert_count=r[3], attempts=r[4])
+        r[0]: Message(
+            id=r[0],
+            channel=channel,
+            idempotency_key=r[1],
+            group_key=r[2],
+            alert_count=r[3],
+            attempts=r[4],
+        )
         for r in rows
     }
     if not messages:
@@ -121,11 +153,22 @@ def claim(conn: psycopg.Connection, channel: str, token: int, limit: int, *, gro
         msg = messages[r["message_id"]]
         msg.alerts.append(
             AlertView(
-                id=r["alert_id"], seq=r["seq"], idempotency_key=r["idempotency_key"], severity=r["severity"],
-                type=r["type"], message=r["message"], message_length=r["message_length"],
-                table_name=r["table_name"], record_id=r["record_id"], environment=r["environment"],
-                metadata=r["metadata"] or {}, fingerprint=r["fingerprint"], occurrences=r["occurrences"],
-                created_at=r["created_at"], last_seen_at=r["last_seen_at"], resolved_at=r["resolved_at"],
+                id=r["alert_id"],
+                seq=r["seq"],
+                idempotency_key=r["idempotency_key"],
+                severity=r["severity"],
+                type=r["type"],
+                message=r["message"],
+                message_length=r["message_length"],
+                table_name=r["table_name"],
+                record_id=r["record_id"],
+                environment=r["environment"],
+                metadata=r["metadata"] or {},
+                fingerprint=r["fingerprint"],
+                occurrences=r["occurrences"],
+                created_at=r["created_at"],
+                last_seen_at=r["last_seen_at"],
+                resolved_at=r["resolved_at"],
             )
         )
         msg.total_occurrences = int(r["group_occurrences"])
@@ -139,8 +182,14 @@ def delivered(conn: psycopg.Connection, message_ids: Sequence[UUID]) -> None:
         conn.execute("SELECT guardian.relay_delivered(%s::uuid[])", (list(message_ids),))
 
 
-def failed(conn: psycopg.Connection, message_id: UUID, token: int, error: str, retry_in: float,
-           max_attempts: int) -> str:
+def failed(
+    conn: psycopg.Connection,
+    message_id: UUID,
+    token: int,
+    error: str,
+    retry_in: float,
+    max_attempts: int,
+) -> str:
     """Record a failed send: returns retry, dead (dead-lettered) or ignored."""
     row = conn.execute(
         "SELECT guardian.relay_failed(%s, %s, %s, %s, %s)",
