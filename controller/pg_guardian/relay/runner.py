@@ -141,6 +141,19 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def sql_error(log: logging.Logger, where: str, exc: psycopg.Error) -> None:
+    """Log an SQL error that rolled back one step; the relay carries on."""
+    event(
+        log,
+        logging.ERROR,
+        "relay.sql_error",
+        f"{where}: {_one_line(exc)}",
+        connection=where,
+        sqlstate=exc.sqlstate,
+        error=_one_line(exc),
+    )
+
+
 def backoff_seconds(
     attempt: int, initial: float, maximum: float, rng: random.Random | None = None
 ) -> float:
@@ -183,6 +196,10 @@ class ChannelWorker(threading.Thread):
                     break
                 except psycopg.OperationalError as exc:
                     self.link.broken(exc)
+                    continue
+                except psycopg.Error as exc:  # e.g. a race with another relay: try again shortly
+                    sql_error(self.relay.log, f"channel {self.config.name}", exc)
+                    self.relay.stopping.wait(1.0)
                     continue
                 if self.relay.once:
                     if not worked:
@@ -432,6 +449,10 @@ class Relay:
             except psycopg.OperationalError as exc:
                 self.link.broken(exc)
                 last = 0.0  # notifications were lost meanwhile: look as soon as we are back
+            except psycopg.Error as exc:  # the batch was rolled back: its alerts are still queued
+                sql_error(self.log, "main", exc)
+                self.stopping.wait(1.0)
+                last = 0.0
 
     def _route_all(self) -> None:
         """Route every waiting alert, one transaction per batch, waking the channels it feeds."""
