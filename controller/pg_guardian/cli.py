@@ -155,5 +155,188 @@ def demo(directory: Path, keep: bool) -> None:
     demo_mod.run(directory.resolve(), keep=keep, echo=click.echo)
 
 
+# ---- alert relay: relay, relay status/retry, silence, config check (issue 4) ----------------
+
+
+def config_option(func: F) -> F:
+    """``--config``, falling back to ``GUARDIAN_CONFIG``."""
+    return click.option(
+        "--config", "config_path", type=click.Path(path_type=Path), default=None,
+        help="Controller configuration (TOML); default: $GUARDIAN_CONFIG, else defaults and environment.",
+    )(func)
+
+
+@main.group(invoke_without_command=True)
+@dsn_option
+@config_option
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit (1 if a delivery failed).")
+@click.option("--poll-interval", help="Look for alerts at least this often, e.g. 5s (default from config).")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True,
+              help="Structured log lines on stderr.")
+@click.pass_context
+def relay(ctx: click.Context, dsn: str | None, config_path: Path | None, once: bool,
+          poll_interval: str | None, log_format: str) -> None:
+    """Deliver alerts to Slack, email and webhooks (runs until stopped; see also `relay status`).
+
+    Exit codes: 0 stopped cleanly (or --once delivered everything due), 1 --once had failed
+    deliveries (they stay queued for retry), 2 configuration or database error.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import signal
+
+    from pg_guardian import config as config_mod
+    from pg_guardian.relay import Relay
+    from pg_guardian.relay import logs as relay_logs
+
+    overrides = {"relay": {"poll_interval": poll_interval}} if poll_interval else None
+    cfg = config_mod.load(config_path, overrides=overrides)
+    log = relay_logs.setup(log_format)
+    worker = Relay(dsn, cfg, once=once, log=log)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop())
+    summary = worker.run()
+    if once:
+        click.echo(" ".join(f"{k}={v}" for k, v in summary.as_dict().items()))
+        ctx.exit(1 if summary.failed else 0)
+
+
+@relay.command("status")
+@dsn_option
+@format_option
+@click.option("--stale-after", type=float, default=300.0, show_default=True,
+              help="Seconds a notice may wait before status reports a problem.")
+def relay_status(dsn: str | None, fmt: str, stale_after: float) -> None:
+    """Relay queue per channel: depth, oldest undelivered, failures. Exit 1 if something is stuck."""
+    from pg_guardian.relay import status as relay_status_mod
+
+    with db.connect(dsn, "relay status", autocommit=True) as conn:
+        data = relay_status_mod.status(conn, stale_after=stale_after)
+    if fmt == "json":
+        emit_json(data)
+    else:
+        click.echo(f"relay in {data['database']}: {data['relay_connections']} relay connection(s), "
+                   f"{data['intake_backlog']} alert(s) waiting to be routed")
+        header = f"  {'channel':12} {'pending':>8} {'silenced':>8} {'sending':>8} {'retrying':>8} " \
+                 f"{'dead':>5} {'sent/1h':>8} {'oldest':>8}"
+        click.echo(header)
+        for row in data["channels"]:
+            oldest = row["oldest_undelivered_seconds"]
+            click.echo(f"  {row['channel']:12} {row['pending']:>8} {row['silenced']:>8} {row['sending']:>8} "
+                       f"{row['retrying']:>8} {row['dead_messages']:>5} {row['delivered_last_hour']:>8} "
+                       f"{'-' if oldest is None else f'{oldest:.0f}s':>8}")
+            if row["last_error"]:
+                click.echo(f"    last error: {row['last_error'][:200]}")
+        for problem in data["problems"]:
+            click.echo(f"  problem: {problem}")
+    if not data["healthy"]:
+        sys.exit(1)
+
+
+@relay.command("retry")
+@dsn_option
+@click.option("--channel", help="Only this channel's dead letters (default: all).")
+def relay_retry(dsn: str | None, channel: str | None) -> None:
+    """Re-send dead-lettered messages from scratch (after fixing the channel)."""
+    with db.connect(dsn, "relay retry", autocommit=True) as conn:
+        row = conn.execute("SELECT guardian.relay_retry(%s)", (channel,)).fetchone()
+    click.echo(f"{row[0] if row else 0} dead-lettered message(s) queued again")
+
+
+@main.group()
+def silence() -> None:
+    """Hold back relay notices of matching alerts for a while (nothing is lost)."""
+
+
+@silence.command("add")
+@dsn_option
+@click.option("-m", "--match", "matchers", multiple=True, required=True,
+              help="field=value, field!=value, field=~regex or field!~regex; repeat for more.")
+@click.option("--for", "duration", required=True, help="How long, e.g. 30m, 2h, 1d.")
+@click.option("--comment", required=True, help="Why (shown in silence list).")
+@click.option("--channel", help="Only this channel (default: every channel).")
+def silence_add(dsn: str | None, matchers: tuple[str, ...], duration: str, comment: str,
+                channel: str | None) -> None:
+    """Create a silence, e.g. -m type=TEST_DATA_CONTAMINATION -m environment=staging --for 2h."""
+    from pg_guardian import config as config_mod
+    from pg_guardian.errors import ConfigError
+    from pg_guardian.relay import silences
+
+    try:
+        seconds = config_mod.parse_duration(duration)
+    except ValueError as exc:
+        raise ConfigError(f"--for: {exc}") from exc
+    with db.connect(dsn, "silence add", autocommit=True) as conn:
+        sid = silences.create(conn, list(matchers), seconds, comment, channel)
+    click.echo(f"silence {sid} until {duration} from now: {', '.join(matchers)}")
+
+
+@silence.command("list")
+@dsn_option
+@format_option
+def silence_list(dsn: str | None, fmt: str) -> None:
+    """Silences in force (or starting later) and how many notices each holds."""
+    from pg_guardian.relay import silences
+
+    with db.connect(dsn, "silence list", autocommit=True) as conn:
+        rows = silences.active(conn)
+    if fmt == "json":
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no active silences")
+    for row in rows:
+        click.echo(f"{row['id']}  until {row['ends_at']:%Y-%m-%d %H:%M %Z}  [{row['channel']}]  "
+                   f"{row['matchers']}  holds {row['held_notices']}  "
+                   f"by {row['created_by']}: {row['comment']}")
+
+
+@silence.command("expire")
+@dsn_option
+@click.argument("silence_id")
+def silence_expire(dsn: str | None, silence_id: str) -> None:
+    """End a silence now (by id or a unique prefix); what it held goes out."""
+    from pg_guardian.relay import silences
+
+    with db.connect(dsn, "silence expire", autocommit=True) as conn:
+        row = silences.expire(conn, silence_id)
+    click.echo(f"silence {row['id']} expired")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Controller configuration."""
+
+
+@config_group.command("check")
+@config_option
+@format_option
+def config_check(config_path: Path | None, fmt: str) -> None:
+    """Check the configuration (file, environment) and show it, secrets masked; 2 if invalid."""
+    from pg_guardian import config as config_mod
+
+    cfg = config_mod.load(config_path)
+    data = cfg.describe()
+    if fmt == "json":
+        emit_json(data)
+        return
+    click.echo("configuration ok (" + "; ".join(data["sources"]) + ")")
+    enabled = "yes" if cfg.monitoring_enabled else "no"
+    click.echo(f"  monitoring enabled: {enabled}   app_url: {cfg.app_url or '-'}")
+    for name, chan in data["channels"].items():
+        smtp = f"{chan.get('host')}:{chan.get('port')} ({chan.get('security')})"
+        where = chan.get("url") or (smtp if chan["type"] == "email" else "")
+        click.echo(f"  channel {name} [{chan['type']}] {where}")
+    for route in data["routes"]:
+        match = " ".join(f"{k}={','.join(v)}" for k, v in route["match"].items()) or "every alert"
+        click.echo(f"  route {match} -> {', '.join(route['channels']) or '(log only)'}"
+                   + (" (continue)" if route["continue"] else ""))
+    if data["default_routes"]:
+        click.echo("  (the design's default routes: CRITICAL to every channel, "
+                   "HIGH to Slack and webhooks)")
+    for warning in data["warnings"]:
+        click.echo(f"  warning: {warning}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -76,3 +77,46 @@ def step_environment(conn: psycopg.Connection, echo: Callable[[str], None]) -> N
 
 
 STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [step_environment]
+
+
+def step_relay(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
+    """The alert relay delivering the open alerts to a webhook receiver on 127.0.0.1."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pg_guardian import config as config_mod
+    from pg_guardian.relay import Relay
+
+    echo("== alert relay: open alerts delivered to a local webhook (Slack, email: the same way)")
+    got: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/guardian"
+        cfg = config_mod.load(None, env={}, overrides={
+            "channels": {"webhook": {"type": "webhook", "url": url}},
+            "routes": [{"channels": ["webhook"]}]})
+        dsn = conn.info.dsn + (f" password={conn.info.password}" if conn.info.password else "")
+        summary = Relay(dsn, cfg, once=True, log=logging.getLogger("pg_guardian.demo")).run()
+        for body in got:
+            key = str(body["idempotency_key"])
+            echo(f"  POST {url}: {body['title']}  (Idempotency-Key {key[:22]}...)")
+        echo(f"  routed {summary.routed} alert(s), delivered {summary.delivered} message(s); "
+             "`pg-guardian relay status` shows the queue")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+STEPS.append(step_relay)

@@ -8,7 +8,14 @@ class GuardianError(Exception):
 
 
 class ConfigError(GuardianError):
-    """Configuration (flags, environment variables, files) is invalid."""
+    """Configuration (flags, environment variables, files) is invalid.
+
+    ``problems`` lists every problem found, so that they can all be fixed in one go.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 class ConnectionFailed(GuardianError):
