@@ -110,7 +110,8 @@ BEGIN
     -- New roles.
     RETURN QUERY
     SELECT (ROW('role_changes', 'ROLE_CREATED',
-               CASE WHEN n.rolsuper OR n.rolcreaterole OR n.rolbypassrls OR n.rolreplication THEN 'HIGH' ELSE 'MEDIUM' END,
+               CASE WHEN n.rolsuper THEN 'CRITICAL'
+                    WHEN n.rolcreaterole OR n.rolbypassrls OR n.rolreplication THEN 'HIGH' ELSE 'MEDIUM' END,
                NULL, n.rolname,
                format('new role %s (%s)', n.rolname,
                       concat_ws(', ', CASE WHEN n.rolsuper THEN 'SUPERUSER' END, CASE WHEN n.rolcreaterole THEN 'CREATEROLE' END,
