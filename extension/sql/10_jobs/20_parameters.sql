@@ -91,16 +91,16 @@ BEGIN
         RAISE EXCEPTION 'value % for % is above % (%)', p_value, p_name, v_param.not_above,
                         guardian.param(v_param.not_above)
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Raise %s first, or choose a value up to %s.', v_param.not_above,
-                                guardian.param(v_param.not_above));
+                  HINT = format('Raise %s first (SELECT guardian.set_param(%L, ...);), or choose a value up to %s.',
+                                v_param.not_above, v_param.not_above, guardian.param(v_param.not_above));
     END IF;
     FOR v_other IN SELECT * FROM guardian.parameters AS p WHERE p.not_above = p_name LOOP
         IF guardian.param(v_other.name) > p_value THEN
             RAISE EXCEPTION 'value % for % is below % (%)', p_value, p_name, v_other.name,
                             guardian.param(v_other.name)
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('Lower %s first, or choose a value of at least %s.', v_other.name,
-                                    guardian.param(v_other.name));
+                      HINT = format('Lower %s first (SELECT guardian.set_param(%L, ...);), or choose a value of at least %s.',
+                                    v_other.name, v_other.name, guardian.param(v_other.name));
         END IF;
     END LOOP;
     INSERT INTO guardian.settings AS s (environment, key, value)
