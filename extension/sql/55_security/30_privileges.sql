@@ -64,7 +64,9 @@ AS $$
          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
            AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
         UNION ALL
-        SELECT 'database', d.oid, 0, quote_ident(d.datname), d.datdba,
+        -- The current database is always object 0, so a copy made from a template (whose
+        -- snapshot it inherits) compares with the template's privileges.
+        SELECT 'database', 0::oid, 0, quote_ident(d.datname), d.datdba,
                coalesce(d.datacl, acldefault('d'::"char", d.datdba))
           FROM pg_catalog.pg_database AS d
          WHERE d.datname = current_database()
@@ -107,8 +109,7 @@ BEGIN
                        WHEN 'function' THEN EXISTS (SELECT FROM pg_catalog.pg_proc AS p WHERE p.oid = s.object_oid)
                        WHEN 'procedure' THEN EXISTS (SELECT FROM pg_catalog.pg_proc AS p WHERE p.oid = s.object_oid)
                        WHEN 'schema' THEN EXISTS (SELECT FROM pg_catalog.pg_namespace AS n WHERE n.oid = s.object_oid)
-                       WHEN 'database' THEN s.object_oid = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                                                             WHERE d.datname = current_database())
+                       WHEN 'database' THEN true
                        ELSE EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = s.object_oid) END
             UNION ALL
             -- A routine the snapshot does not know started with EXECUTE for PUBLIC (the only
