@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from check_helpers import findings, open_alerts, run_check, set_param, wait_for
 from helpers import scalar
-
 from pg_guardian.cluster import LocalCluster
 
 
@@ -304,7 +303,8 @@ def test_risky_posture_is_found_and_resolves_when_fixed(db: psycopg.Connection) 
     left = {
         r[0]: r[1]
         for r in db.execute(
-            "SELECT alert_type, severity FROM guardian.run_checks('posture') WHERE status = 'finding'"
+            "SELECT alert_type, severity FROM guardian.run_checks('posture') "
+            "WHERE status = 'finding'"
         )
     }
     assert left == {"TABLE_READABLE_BY_PUBLIC": "LOW"}  # RLS now filters what PUBLIC reads
