@@ -104,7 +104,7 @@ DECLARE
     v_job      guardian.jobs;
     v_cron_db  text := current_setting('cron.database_name', true);
 BEGIN
-    IF to_regclass('cron.job') IS NULL THEN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
         FOR v_job IN SELECT * FROM guardian.jobs AS j ORDER BY j.name LOOP
             job := v_job.name; scheduled := false;
             detail := 'pg_cron is not installed in this database: run `pg-guardian jobs serve`';
@@ -149,7 +149,7 @@ AS $$
 DECLARE
     v_count integer := 0;
 BEGIN
-    IF to_regclass('cron.job') IS NOT NULL THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
         EXECUTE $q$SELECT count(cron.unschedule(jobid))::int FROM cron.job
                     WHERE jobname LIKE 'guardian\_%' AND database = current_database()$q$
            INTO v_count;

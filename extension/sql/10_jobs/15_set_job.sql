@@ -61,22 +61,23 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'max_lag is how long the job may go without running before JOB_OVERDUE, e.g. interval ''30 minutes''.';
     END IF;
-    UPDATE guardian.jobs AS j
-       SET enabled  = coalesce(p_enabled, j.enabled),
-           schedule = coalesce(guardian._check_cron_schedule(p_schedule), j.schedule),
-           max_lag  = coalesce(p_max_lag, j.max_lag)
-     WHERE j.name = p_name
-    RETURNING j.* INTO v_job;
-    IF NOT FOUND THEN
+    IF NOT EXISTS (SELECT FROM guardian.jobs AS j WHERE j.name = p_name) THEN
         RAISE EXCEPTION 'unknown guardian job %', coalesce(quote_literal(p_name), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'List jobs with: SELECT name, schedule, enabled FROM guardian.jobs;';
     END IF;
+    UPDATE guardian.jobs AS j
+       SET enabled  = coalesce(p_enabled, j.enabled),
+           schedule = CASE WHEN p_schedule IS NULL THEN j.schedule
+                           ELSE guardian._check_cron_schedule(p_schedule) END,
+           max_lag  = coalesce(p_max_lag, j.max_lag)
+     WHERE j.name = p_name
+    RETURNING j.* INTO v_job;
     -- Keep pg_cron in step where it runs the jobs of this database.
-    IF to_regclass('cron.job') IS NOT NULL
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron')
        AND current_setting('cron.database_name', true) = current_database() THEN
-        IF has_function_privilege('cron.schedule(text, text, text)', 'EXECUTE')
-           AND has_schema_privilege('cron', 'USAGE') THEN
+        IF has_schema_privilege('cron', 'USAGE')
+           AND has_function_privilege('cron.schedule(text, text, text)', 'EXECUTE') THEN
             PERFORM guardian.register_jobs();
         ELSE
             RAISE NOTICE 'guardian job % changed; pg_cron still has the old schedule', p_name

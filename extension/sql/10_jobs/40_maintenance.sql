@@ -9,7 +9,7 @@ AS $$
                format('guardian job %s has not run for %s (allowed: %s; last: %s)', s.name,
                       date_trunc('second', s.lag), s.max_lag,
                       coalesce(s.last_finished_at::text, 'never')),
-               CASE WHEN to_regclass('cron.job') IS NOT NULL
+               CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron')
                      AND current_setting('cron.database_name', true) = current_database()
                     THEN 'Check that pg_cron runs (SELECT * FROM cron.job_run_details ORDER BY start_time DESC LIMIT 5) and the job is scheduled: SELECT * FROM guardian.register_jobs();'
                     ELSE 'pg_cron does not run jobs in this database: keep `pg-guardian jobs serve` running.' END,
@@ -48,7 +48,7 @@ BEGIN
           USING now() - make_interval(days => v_event_days::int);
         GET DIAGNOSTICS v_events = ROW_COUNT;
     END IF;
-    IF to_regclass('cron.job_run_details') IS NOT NULL THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
         BEGIN
             v_cron := guardian._prune_cron_history(make_interval(days => v_cron_days::int));
         EXCEPTION WHEN insufficient_privilege OR undefined_function THEN
