@@ -160,7 +160,8 @@ def test_a_job_that_never_ran_becomes_overdue(
     cluster: LocalCluster, db: psycopg.Connection
 ) -> None:
     db.execute(
-        "UPDATE guardian.jobs SET created_at = now() - interval '1 day' WHERE name = 'security_events'"
+        "UPDATE guardian.jobs SET created_at = now() - interval '1 day' "
+        "WHERE name = 'security_events'"
     )
     assert scalar(db, "SELECT overdue FROM guardian.job_status WHERE name = 'security_events'")
     code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname))
@@ -201,10 +202,11 @@ def test_serve_refuses_nonsense_options() -> None:
 
 
 def test_retention_prunes_old_resolved_alerts_and_says_so(db: psycopg.Connection) -> None:
-    db.execute("""INSERT INTO guardian.monitoring_alerts (severity, type, message, resolved_at, created_at)
-                  VALUES ('LOW', 'OLD_NEWS', 'long resolved', now() - interval '100 days', now() - interval '101 days'),
-                         ('LOW', 'OLD_NEWS', 'recently resolved', now() - interval '10 days', now() - interval '11 days'),
-                         ('LOW', 'OLD_NEWS', 'still open', NULL, now() - interval '200 days')""")
+    db.execute("""
+        INSERT INTO guardian.monitoring_alerts (severity, type, message, resolved_at, created_at)
+        VALUES ('LOW', 'OLD_NEWS', 'long resolved', now() - '100 d'::interval, now() - '101 d'::interval),
+               ('LOW', 'OLD_NEWS', 'recently resolved', now() - '10 d'::interval, now() - '11 d'::interval),
+               ('LOW', 'OLD_NEWS', 'still open', NULL, now() - '200 d'::interval)""")
     result = scalar(db, "SELECT guardian.run_job('retention')")
     assert result.startswith("ok: deleted 1 resolved alerts older than 90 days")
     assert sorted(
@@ -311,7 +313,8 @@ def test_pg_cron_runs_a_registered_guardian_job(cluster: LocalCluster, cron_db: 
         assert (
             scalar(
                 conn,
-                "SELECT count(*) FROM cron.job_run_details WHERE end_time < now() - interval '1 day'",
+                "SELECT count(*) FROM cron.job_run_details "
+                "WHERE end_time < now() - interval '1 day'",
             )
             == 0
         )

@@ -165,8 +165,8 @@ COMMENT ON FUNCTION guardian.unregister_jobs() IS
 CREATE VIEW guardian.job_status AS
 SELECT j.name, j.schedule, j.enabled, j.last_started_at, j.last_finished_at, j.last_status,
        j.last_error, j.last_result, j.last_duration, j.runs, j.failures, j.max_lag,
-       now() - coalesce(j.last_finished_at, j.created_at) AS lag,
-       j.enabled AND now() - coalesce(j.last_finished_at, j.created_at) > j.max_lag AS overdue
+       pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) AS lag,
+       j.enabled AND pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) > j.max_lag AS overdue
   FROM guardian.jobs AS j;
 COMMENT ON VIEW guardian.job_status IS
     'Each guardian job with its last run and result, lag since then (since registration if it never ran) and whether it is overdue (lag > max_lag).';

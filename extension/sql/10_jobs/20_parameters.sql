@@ -118,7 +118,7 @@ SELECT p.name,
        coalesce((SELECT (s.value #>> '{}') FROM guardian.settings AS s
                   WHERE s.key = p.name AND s.environment IN (guardian.current_environment(), '*')
                   ORDER BY s.environment = '*' LIMIT 1),
-                p.default_value::text) AS value,
+                p.default_value::pg_catalog.text) AS value,
        p.default_value, p.min_value, p.max_value, p.unit, p.description,
        EXISTS (SELECT FROM guardian.settings AS s
                 WHERE s.key = p.name AND s.environment IN (guardian.current_environment(), '*')) AS overridden

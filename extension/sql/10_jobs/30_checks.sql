@@ -151,6 +151,7 @@ DECLARE
     v_check    guardian.checks;
     v_findings guardian.finding[];
     v_finding  guardian.finding;
+    v_key      text;
     v_keep     text[];
     v_status   text;
     v_note     text;
@@ -198,18 +199,20 @@ BEGIN
                 '_status:' || v_status)::guardian.finding];
         END;
         FOREACH v_finding IN ARRAY coalesce(v_findings, '{}') LOOP
+            v_key := v_finding.dedup_key;
             IF v_finding.alert_type = 'CHECK_DEGRADED' THEN
                 v_status := coalesce(v_status, 'degraded');
                 v_note := coalesce(v_note, v_finding.detail);
-                v_finding.dedup_key := '_status:degraded';
+                v_key := '_status:degraded';
             END IF;
-            v_finding.check_name := v_check.name;
             alert_type := v_finding.alert_type; severity := v_finding.severity;
             table_name := v_finding.table_name; record_id := v_finding.record_id;
             detail := v_finding.detail; remediation := v_finding.remediation;
             metadata := v_finding.metadata;
-            alert_id := guardian._raise_finding(v_finding);
-            v_keep := v_keep || guardian._finding_fingerprint(v_check.name, v_finding.dedup_key);
+            alert_id := guardian._raise_finding(ROW(v_check.name, v_finding.alert_type, v_finding.severity,
+                v_finding.table_name, v_finding.record_id, v_finding.detail, v_finding.remediation,
+                v_finding.metadata, v_key)::guardian.finding);
+            v_keep := v_keep || guardian._finding_fingerprint(v_check.name, v_key);
             status := CASE WHEN v_finding.alert_type IN ('CHECK_DEGRADED', 'CHECK_FAILED')
                            THEN coalesce(v_status, 'degraded') ELSE 'finding' END;
             RETURN NEXT;

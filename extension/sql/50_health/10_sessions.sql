@@ -33,13 +33,13 @@ BEGIN
     SELECT count(*) INTO v_used FROM pg_catalog.pg_stat_activity AS a WHERE a.backend_type = 'client backend';
     v_pct := round(100.0 * v_used / greatest(v_available, 1), 1);
     IF v_pct >= v_warn THEN
-        RETURN NEXT ROW('connections', 'CONNECTIONS_HIGH',
+        RETURN QUERY SELECT (ROW('connections', 'CONNECTIONS_HIGH',
             CASE WHEN v_pct >= v_crit THEN 'HIGH' ELSE 'MEDIUM' END, NULL, 'cluster',
             format('%s of %s available connections in use (%s%%, warning at %s%%)', v_used, v_available, v_pct, v_warn),
             'Find idle or leaked sessions in pg_stat_activity, use a connection pooler (PgBouncer), or raise max_connections.',
             jsonb_build_object('used', v_used, 'available', v_available, 'pct', v_pct,
                                'warn_pct', v_warn, 'crit_pct', v_crit),
-            'cluster')::guardian.finding;
+            'cluster')::guardian.finding).*;
     END IF;
 END
 $$;

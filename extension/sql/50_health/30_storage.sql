@@ -51,14 +51,14 @@ BEGIN
     END IF;
     v_pct := round(100.0 * v_hit / (v_hit + v_read), 2);
     IF v_pct < v_warn THEN
-        RETURN NEXT ROW('cache_hit_ratio', 'CACHE_HIT_RATIO_LOW',
+        RETURN QUERY SELECT (ROW('cache_hit_ratio', 'CACHE_HIT_RATIO_LOW',
             CASE WHEN v_pct < v_crit THEN 'HIGH' ELSE 'MEDIUM' END, NULL, current_database(),
             format('cache hit ratio of database %s is %s%% (warning below %s%%) over %s block reads',
                    current_database(), v_pct, v_warn, v_hit + v_read),
             'The working set does not fit in shared_buffers: look for sequential scans on large tables (pg_stat_user_tables.seq_tup_read), missing indexes, or raise shared_buffers.',
             jsonb_build_object('hit_pct', v_pct, 'blks_hit', v_hit, 'blks_read', v_read,
                                'warn_below_pct', v_warn, 'crit_below_pct', v_crit),
-            current_database())::guardian.finding;
+            current_database())::guardian.finding).*;
     END IF;
 END
 $$;
@@ -219,12 +219,12 @@ BEGIN
                 THEN NOT has_sequence_privilege(c.oid, 'SELECT') AND NOT has_sequence_privilege(c.oid, 'USAGE')
                 ELSE false END;
     IF v_unreadable IS NOT NULL THEN
-        RETURN NEXT ROW(NULL, 'CHECK_DEGRADED', 'LOW', NULL, NULL,
+        RETURN QUERY SELECT (ROW(NULL, 'CHECK_DEGRADED', 'LOW', NULL, NULL,
             format('%s sequences are not readable by %s and were not checked: %s', cardinality(v_unreadable),
                    CURRENT_USER, array_to_string(v_unreadable[1:10], ', ')),
             format('GRANT SELECT ON SEQUENCE %s TO %I; (or GRANT SELECT ON ALL SEQUENCES IN SCHEMA ... TO %I)',
                    array_to_string(v_unreadable[1:10], ', '), CURRENT_USER, CURRENT_USER),
-            jsonb_build_object('unreadable', to_jsonb(v_unreadable)), NULL)::guardian.finding;
+            jsonb_build_object('unreadable', to_jsonb(v_unreadable)), NULL)::guardian.finding).*;
     END IF;
     -- The limit is the sequence's own bound or, when it feeds a narrower column (a bigint
     -- sequence behind an integer id), that column type's.

@@ -174,10 +174,10 @@ BEGIN
       FROM unnest(v_now) AS n JOIN guardian.role_snapshot AS o ON o.role_oid = n.role_oid
      WHERE v_tracked AND n.password_digest IS DISTINCT FROM o.password_digest;
     IF NOT v_tracked THEN
-        RETURN NEXT ROW('role_changes', 'CHECK_DEGRADED', 'INFO', NULL, NULL,
+        RETURN QUERY SELECT (ROW('role_changes', 'CHECK_DEGRADED', 'INFO', NULL, NULL,
             'password changes are not tracked: the password verifiers are not readable here',
             'Install pg_guardian as a superuser (it then defines guardian._role_password_digests()).',
-            '{}'::jsonb, NULL)::guardian.finding;
+            '{}'::jsonb, NULL)::guardian.finding).*;
     END IF;
 
     -- Memberships granted.

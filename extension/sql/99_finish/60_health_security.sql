@@ -9,7 +9,7 @@
 -- the checks that need them report themselves as degraded, naming the GRANT to run.
 DO $rights$
 BEGIN
-    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = CURRENT_USER) THEN
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
         GRANT pg_monitor TO guardian_owner;
         GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO guardian_owner;
     ELSE

@@ -1,7 +1,7 @@
 -- Last, after every grant the install makes: the privilege and role snapshots and the
 -- server log position the security checks compare against, then the event trigger that
 -- reports GRANT and REVOKE from now on.
-SELECT count(*) FROM guardian._privilege_changes('install');
+SELECT pg_catalog.count(*) FROM guardian._privilege_changes('install');
 SELECT guardian._take_role_snapshot();
 DO $log_position$
 BEGIN
@@ -17,7 +17,7 @@ $log_position$;
 
 DO $event_trigger$
 BEGIN
-    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = CURRENT_USER) THEN
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
         CREATE EVENT TRIGGER guardian_grant_revoke
             ON ddl_command_end
             WHEN TAG IN ('GRANT', 'REVOKE')
