@@ -315,3 +315,18 @@ def test_risky_posture_is_found_and_resolves_when_fixed(db: psycopg.Connection) 
         "'SCHEMA_WRITABLE_BY_PUBLIC')",
     )
     assert resolved == 3
+
+
+def test_unreadable_log_directory_is_a_degraded_check(
+    cluster: LocalCluster, db: psycopg.Connection
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the folder must be unreadable by the server's user")
+    mode = cluster.logdir.stat().st_mode
+    cluster.logdir.chmod(0)
+    try:
+        [row] = run_check(db, "server_log")
+    finally:
+        cluster.logdir.chmod(mode)
+    assert row["status"] == "degraded" and "could not open directory" in row["detail"]
+    assert {r["status"] for r in run_check(db, "server_log")} <= {"ok", "finding"}
