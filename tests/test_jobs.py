@@ -204,9 +204,9 @@ def test_serve_refuses_nonsense_options() -> None:
 def test_retention_prunes_old_resolved_alerts_and_says_so(db: psycopg.Connection) -> None:
     db.execute("""
         INSERT INTO guardian.monitoring_alerts (severity, type, message, resolved_at, created_at)
-        VALUES ('LOW', 'OLD_NEWS', 'long resolved', now() - '100 d'::interval, now() - '101 d'::interval),
-               ('LOW', 'OLD_NEWS', 'recently resolved', now() - '10 d'::interval, now() - '11 d'::interval),
-               ('LOW', 'OLD_NEWS', 'still open', NULL, now() - '200 d'::interval)""")
+        SELECT 'LOW', 'OLD_NEWS', m, now() - r * interval '1 day', now() - c * interval '1 day'
+          FROM (VALUES ('long resolved', 100, 101), ('recently resolved', 10, 11),
+                       ('still open', NULL, 200)) AS v(m, r, c)""")
     result = scalar(db, "SELECT guardian.run_job('retention')")
     assert result.startswith("ok: deleted 1 resolved alerts older than 90 days")
     assert sorted(
