@@ -12,11 +12,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
-from pytest_postgresql.janitor import DatabaseJanitor
-
 from pg_guardian import install as install_mod
 from pg_guardian.cluster import LocalCluster
+from psycopg import sql
+from pytest_postgresql.janitor import DatabaseJanitor
 
 TEMPLATE = "guardian_template"
 CRON_DB = "guardian_cron"

@@ -9,7 +9,6 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from helpers import catalog_snapshot, scalar
-
 from pg_guardian import scripts
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster

@@ -127,6 +127,11 @@ def _print_status(data: dict[str, Any]) -> None:
     for job in jobs:
         extra = "".join(f"  {k}={v}" for k, v in job.items() if k not in ("jobname",) and v is not None)
         click.echo(f"    {job['jobname']}{extra}")
+    checks = data.get("checks")
+    if checks:
+        click.echo("  checks: " + ", ".join(f"{k} {v}" for k, v in checks["by_status"].items()))
+        for row in checks["attention"]:
+            click.echo(f"    {row['name']} {row['status']}: {row['detail']}")
     alerts = data["open_alerts"]
     click.echo("  open alerts: " + "  ".join(f"{k} {v}" for k, v in alerts.items()))
 
@@ -336,6 +341,165 @@ def config_check(config_path: Path | None, fmt: str) -> None:
                    "HIGH to Slack and webhooks)")
     for warning in data["warnings"]:
         click.echo(f"  warning: {warning}")
+
+# --- jobs, health checks and security events (issue 6) -------------------------------------
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    cells = [columns] + [
+        tuple("" if r.get(c) is None else str(r.get(c)) for c in columns) for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+@main.group()
+def jobs() -> None:
+    """Guardian jobs: list them, run them once, or keep running them where pg_cron does not."""
+
+
+@jobs.command("list")
+@dsn_option
+@format_option
+def jobs_list(dsn: str | None, fmt: str) -> None:
+    """Each job: schedule (UTC), last run, lag, overdue."""
+    from pg_guardian import jobs as jobs_mod
+
+    with db.connect(dsn, "jobs list", autocommit=True) as conn:
+        rows = jobs_mod.list_jobs(conn)
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        _table(rows, ("name", "schedule", "enabled", "last_status", "last_finished_at", "overdue",
+                      "last_result"))
+
+
+@jobs.command("run")
+@dsn_option
+@click.option("--all", "all_jobs", is_flag=True, help="Run every enabled job, due or not.")
+@click.option("--job", "names", multiple=True, help="Run this job (repeatable), due or not.")
+@format_option
+def jobs_run(dsn: str | None, all_jobs: bool, names: tuple[str, ...], fmt: str) -> None:
+    """One pass: run the jobs that are due (or --all, or --job NAME). Exit 1 if one failed."""
+    from pg_guardian import jobs as jobs_mod
+
+    with db.connect(dsn, "jobs run", autocommit=True) as conn:
+        runs = jobs_mod.run_due(conn, all_jobs=all_jobs, names=names)
+    if fmt == "json":
+        emit_json([{"job": r.name, "result": r.result, "seconds": round(r.seconds, 3)}
+                   for r in runs])
+    elif not runs:
+        click.echo("no job is due")
+    for r in runs if fmt == "text" else []:
+        click.echo(f"{r.name}: {r.result} ({r.seconds:.2f}s)")
+    if any(r.failed for r in runs):
+        sys.exit(1)
+
+
+@jobs.command("serve")
+@dsn_option
+@click.option("--passes", type=int, help="Stop after this many passes (default: never).")
+@click.option("--interval", type=float, help="Seconds between passes (default: each minute).")
+def jobs_serve(dsn: str | None, passes: int | None, interval: float | None) -> None:
+    """Keep running due jobs, for databases where pg_cron does not run them."""
+    from pg_guardian import jobs as jobs_mod
+
+    jobs_mod.serve(dsn, echo=click.echo, passes=passes, interval=interval)
+
+
+@jobs.command("register")
+@dsn_option
+def jobs_register(dsn: str | None) -> None:
+    """Schedule the jobs with pg_cron where it runs in this database (says why not)."""
+    from pg_guardian import jobs as jobs_mod
+
+    with db.connect(dsn, "jobs register", autocommit=True) as conn:
+        for row in jobs_mod.register(conn):
+            click.echo(f"{row['job']}: {'scheduled ' if row['scheduled'] else ''}{row['detail']}")
+
+
+@main.group()
+def checks() -> None:
+    """Health checks, security events and posture checks."""
+
+
+@checks.command("run")
+@dsn_option
+@click.option("--category", type=click.Choice(["health", "security", "posture", "jobs"]),
+              help="Only this category (default: all).")
+@click.option("--check", "check", help="Only this check.")
+@format_option
+def checks_run(dsn: str | None, category: str | None, check: str | None, fmt: str) -> None:
+    """Run checks now; every finding is also an alert. Exit 1 if anything was found."""
+    from pg_guardian import checks as checks_mod
+
+    with db.connect(dsn, "checks run", autocommit=True) as conn:
+        rows = checks_mod.run(conn, category=category, check=check)
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        for r in rows:
+            if r["status"] in ("ok", "disabled"):
+                continue
+            label = r["severity"] or r["status"].upper()
+            click.echo(f"[{label}] {r['alert_type'] or r['check_name']}: {r['detail']}")
+            if r["remediation"]:
+                click.echo(f"    fix: {r['remediation']}")
+        count = {s: sum(1 for r in rows if r["status"] == s)
+                 for s in ("ok", "finding", "degraded", "error")}
+        click.echo(f"{count['ok']} checks ok, {count['finding']} findings, "
+                   f"{count['degraded'] + count['error']} degraded or failed")
+    if any(r["status"] == "finding" for r in rows):
+        sys.exit(1)
+
+
+@checks.command("list")
+@dsn_option
+@format_option
+def checks_list(dsn: str | None, fmt: str) -> None:
+    """Each check with its category and how its last run went."""
+    from pg_guardian import checks as checks_mod
+
+    with db.connect(dsn, "checks list", autocommit=True) as conn:
+        rows = checks_mod.status(conn)
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        _table(rows, ("category", "name", "enabled", "last_status", "last_findings", "last_detail"))
+
+
+@checks.command("params")
+@dsn_option
+@format_option
+def checks_params(dsn: str | None, fmt: str) -> None:
+    """Every threshold: value in this environment, default, range, unit."""
+    from pg_guardian import checks as checks_mod
+
+    with db.connect(dsn, "checks params", autocommit=True) as conn:
+        rows = checks_mod.parameters(conn)
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        _table(rows, ("name", "value", "default_value", "min_value", "max_value", "unit"))
+
+
+@checks.command("set")
+@dsn_option
+@click.argument("name")
+@click.argument("value")
+@click.option("--environment", default="*", show_default=True, help="Only for this environment.")
+def checks_set(dsn: str | None, name: str, value: str, environment: str) -> None:
+    """Set threshold NAME to VALUE ("default" removes the override)."""
+    from pg_guardian import checks as checks_mod
+
+    with db.connect(dsn, "checks set", autocommit=True) as conn:
+        result = checks_mod.set_parameter(
+            conn, name, None if value == "default" else value, environment
+        )
+    click.echo(f"{name} = {result}" + ("" if environment == "*" else f" in {environment}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

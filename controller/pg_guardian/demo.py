@@ -76,9 +76,6 @@ def step_environment(conn: psycopg.Connection, echo: Callable[[str], None]) -> N
     echo(f"  this database is {row[0]!r}, guard mode {row[1]!r}")
 
 
-STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [step_environment]
-
-
 def step_relay(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     """The alert relay delivering the open alerts to a webhook receiver on 127.0.0.1."""
     import json
@@ -119,4 +116,24 @@ def step_relay(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
         server.server_close()
 
 
-STEPS.append(step_relay)
+def step_health_and_security(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
+    echo("== health checks and security events: one finding shape, one alert path")
+    conn.execute("GRANT SELECT ON dental.patients TO PUBLIC")
+    echo("  GRANT SELECT ON dental.patients TO PUBLIC  -> raised at once by the event trigger")
+    rows = conn.execute(
+        "SELECT coalesce(severity, status), coalesce(alert_type, check_name), left(detail, 70) "
+        "FROM guardian.run_checks() WHERE status <> 'ok' ORDER BY category, check_name"
+    ).fetchall()
+    echo("  guardian.run_checks(): every health, security and posture check, now")
+    for line in _table([tuple(r) for r in rows], ("severity", "finding", "detail")):
+        echo(line)
+    conn.execute("REVOKE SELECT ON dental.patients FROM PUBLIC")
+    conn.execute("SELECT guardian.run_checks('posture')")
+    echo("  REVOKE ... FROM PUBLIC, checks again: the posture alert resolves itself")
+
+
+STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [
+    step_environment,
+    step_health_and_security,
+    step_relay,
+]

@@ -69,11 +69,27 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
         dict(r)
         for r in cur.execute(
             f"""SELECT j.name AS jobname, j.schedule, j.enabled, {cron_col} AS in_pg_cron,
-                       j.last_status, j.last_finished_at, j.lag, j.overdue, j.last_error
+                       j.last_status, j.last_finished_at, j.lag, j.overdue, j.last_error,
+                       j.last_result
                   FROM guardian.job_status AS j {cron_join} ORDER BY j.name"""
         ).fetchall()
     ]
-    counts = dict(
+    if _exists(conn, "guardian.check_status"):
+        # Checks that could not run, or only partly, are the first thing to fix.
+        by_status = cur.execute(
+            "SELECT coalesce(last_status, 'never run') AS status, count(*) AS n "
+            "FROM guardian.check_status WHERE enabled GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        attention = cur.execute(
+            "SELECT name, last_status AS status, last_detail AS detail "
+            "FROM guardian.check_status "
+            "WHERE enabled AND last_status IN ('degraded', 'error') ORDER BY name"
+        ).fetchall()
+        result["checks"] = {
+            "by_status": {r["status"]: int(r["n"]) for r in by_status},
+            "attention": [dict(r) for r in attention],
+        }
+    counts: dict[str, int] = dict(
         conn.execute(
             "SELECT severity, count(*) FROM guardian.monitoring_alerts "
             "WHERE resolved_at IS NULL GROUP BY severity"

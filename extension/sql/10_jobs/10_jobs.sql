@@ -15,8 +15,10 @@ CREATE TABLE guardian.jobs (
     last_status      text,
     last_error       text,
     last_duration    interval,
+    last_result      text,
     runs             bigint NOT NULL DEFAULT 0,
     failures         bigint NOT NULL DEFAULT 0,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT jobs_name_chk CHECK (name ~ '^[a-z][a-z0-9_]{0,40}$'),
     CONSTRAINT jobs_schedule_chk CHECK (schedule ~ '^(\S+\s+){4}\S+$' OR schedule ~ '^[0-9]+ seconds$'),
     CONSTRAINT jobs_status_chk CHECK (last_status IN ('running', 'ok', 'error', 'skipped')),
@@ -36,6 +38,7 @@ DECLARE
     v_job     guardian.jobs;
     v_started timestamptz := clock_timestamp();
     v_error   text;
+    v_result  text;
 BEGIN
     IF pg_is_in_recovery() THEN
         RETURN 'skipped: this server is a replica';
@@ -54,8 +57,10 @@ BEGIN
         RETURN 'skipped: already running';
     END IF;
 
+    -- The command's first value (job functions return a one-line summary) is kept as
+    -- last_result: what a retention run deleted is recorded, never silent.
     BEGIN
-        EXECUTE v_job.command;
+        EXECUTE v_job.command INTO v_result;
     EXCEPTION WHEN OTHERS THEN
         v_error := SQLERRM;
     END;
@@ -66,6 +71,7 @@ BEGIN
            last_duration    = clock_timestamp() - v_started,
            last_status      = CASE WHEN v_error IS NULL THEN 'ok' ELSE 'error' END,
            last_error       = v_error,
+           last_result      = left(v_result, 1000),
            runs             = j.runs + 1,
            failures         = j.failures + (v_error IS NOT NULL)::int
      WHERE j.name = p_name;
@@ -77,7 +83,13 @@ BEGIN
             p_fingerprint => md5('JOB_FAILED:' || p_name));
         RETURN 'error: ' || v_error;
     END IF;
-    RETURN 'ok';
+    -- A job that works again closes its failure and overdue alerts.
+    UPDATE guardian.monitoring_alerts AS a
+       SET resolved_at = now(), resolved_by = 'pg_guardian',
+           resolution_note = format('job %s ran successfully at %s', p_name, v_started)
+     WHERE a.resolved_at IS NULL
+       AND a.fingerprint IN (md5('JOB_FAILED:' || p_name), guardian._finding_fingerprint('jobs_overdue', p_name));
+    RETURN 'ok' || coalesce(': ' || v_result, '');
 END
 $$;
 COMMENT ON FUNCTION guardian.run_job(text) IS
@@ -92,7 +104,7 @@ DECLARE
     v_job      guardian.jobs;
     v_cron_db  text := current_setting('cron.database_name', true);
 BEGIN
-    IF to_regclass('cron.job') IS NULL THEN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
         FOR v_job IN SELECT * FROM guardian.jobs AS j ORDER BY j.name LOOP
             job := v_job.name; scheduled := false;
             detail := 'pg_cron is not installed in this database: run `pg-guardian jobs serve`';
@@ -103,7 +115,7 @@ BEGIN
     IF v_cron_db IS DISTINCT FROM current_database() THEN
         FOR v_job IN SELECT * FROM guardian.jobs AS j ORDER BY j.name LOOP
             job := v_job.name; scheduled := false;
-            detail := format('pg_cron runs only in database %s: run `pg-guardian jobs serve` for this one', v_cron_db);
+            detail := format('pg_cron runs only in database %s: run `pg-guardian jobs serve` for this one, or schedule it from there with cron.schedule_in_database()', v_cron_db);
             RETURN NEXT;
         END LOOP;
         RETURN;
@@ -137,7 +149,7 @@ AS $$
 DECLARE
     v_count integer := 0;
 BEGIN
-    IF to_regclass('cron.job') IS NOT NULL THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
         EXECUTE $q$SELECT count(cron.unschedule(jobid))::int FROM cron.job
                     WHERE jobname LIKE 'guardian\_%' AND database = current_database()$q$
            INTO v_count;
@@ -148,11 +160,13 @@ $$;
 COMMENT ON FUNCTION guardian.unregister_jobs() IS
     'Remove the guardian''s pg_cron jobs for this database (uninstall does this first).';
 
+-- A job that never ran counts its lag from when it was registered, so a scheduler that never
+-- started shows up as overdue too.
 CREATE VIEW guardian.job_status AS
 SELECT j.name, j.schedule, j.enabled, j.last_started_at, j.last_finished_at, j.last_status,
-       j.last_error, j.last_duration, j.runs, j.failures,
-       now() - j.last_finished_at AS lag,
-       j.enabled AND coalesce(now() - j.last_finished_at > j.max_lag, false) AS overdue
+       j.last_error, j.last_result, j.last_duration, j.runs, j.failures, j.max_lag,
+       pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) AS lag,
+       j.enabled AND pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) > j.max_lag AS overdue
   FROM guardian.jobs AS j;
 COMMENT ON VIEW guardian.job_status IS
-    'Each guardian job with its last run, lag since then and whether it is overdue (lag > max_lag).';
+    'Each guardian job with its last run and result, lag since then (since registration if it never ran) and whether it is overdue (lag > max_lag).';
