@@ -6,7 +6,10 @@
  * WHEN clause of every watched table's row trigger: a row whose values contain no anchor of
  * any rule never queues a trigger event, so clean writes pay one pass over each value.
  * Needles are lower-case anchors compiled from guardian.rules; an empty needle matches every
- * value (a rule without anchors). The needle set is parsed once per query and cached.
+ * value (a rule without anchors). A needle may carry word-boundary marks: a leading '^' asks
+ * that no letter or digit precede it, a trailing '$' that none follow it ("^test$" finds
+ * "Test Clinic" but not "Celeste" or "Testa"). Bytes >= 0x80 (UTF-8 letters) count as letters.
+ * The needle set is parsed once per query and cached.
  */
 #include "postgres.h"
 
@@ -27,6 +30,8 @@ typedef struct NeedleSet
 	bool		match_all;		/* an empty needle: every value matches */
 	char	  **needles;
 	int		   *lengths;
+	bool	   *word_start;		/* '^': no word character before the match */
+	bool	   *word_end;		/* '$': no word character after the match */
 	/* needle indexes by first byte: first[b] .. first[b + 1] in order[] */
 	int			first[257];
 	int		   *order;
@@ -36,6 +41,12 @@ static inline unsigned char
 ascii_lower(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
+
+static inline bool
+is_word_byte(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
 static NeedleSet *
@@ -57,6 +68,8 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	set->needles = palloc0(sizeof(char *) * (n + 1));
 	set->lengths = palloc0(sizeof(int) * (n + 1));
+	set->word_start = palloc0(sizeof(bool) * (n + 1));
+	set->word_end = palloc0(sizeof(bool) * (n + 1));
 	set->order = palloc0(sizeof(int) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -64,11 +77,26 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 		int			len;
 		int			j;
 		char	   *s;
+		const char *src;
+		bool		start = false;
+		bool		end = false;
 
 		if (nulls[i])
 			continue;
 		t = DatumGetTextPP(elems[i]);
 		len = VARSIZE_ANY_EXHDR(t);
+		src = VARDATA_ANY(t);
+		if (len > 1 && src[0] == '^')
+		{
+			start = true;
+			src++;
+			len--;
+		}
+		if (len > 1 && src[len - 1] == '$')
+		{
+			end = true;
+			len--;
+		}
 		if (len == 0)
 		{
 			set->match_all = true;
@@ -76,9 +104,11 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 		}
 		s = palloc(len);
 		for (j = 0; j < len; j++)
-			s[j] = (char) ascii_lower((unsigned char) VARDATA_ANY(t)[j]);
+			s[j] = (char) ascii_lower((unsigned char) src[j]);
 		set->needles[set->count] = s;
 		set->lengths[set->count] = len;
+		set->word_start[set->count] = start;
+		set->word_end[set->count] = end;
 		counts[(unsigned char) s[0]]++;
 		set->count++;
 	}
@@ -136,13 +166,18 @@ pg_guardian_contains_any(PG_FUNCTION_ARGS)
 
 			if (len > hlen - i)
 				continue;
+			if (set->word_start[idx] && i > 0 && is_word_byte(h[i - 1]))
+				continue;
 			for (j = 1; j < len; j++)
 			{
 				if (ascii_lower(h[i + j]) != (unsigned char) needle[j])
 					break;
 			}
-			if (j == len)
-				PG_RETURN_BOOL(true);
+			if (j < len)
+				continue;
+			if (set->word_end[idx] && i + len < hlen && is_word_byte(h[i + len]))
+				continue;
+			PG_RETURN_BOOL(true);
 		}
 	}
 	PG_RETURN_BOOL(false);

@@ -18,8 +18,15 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $sql$
-        SELECT EXISTS (SELECT FROM unnest(p_needles) AS n(needle)
-                        WHERE strpos(lower(p_value COLLATE "C"), lower(n.needle COLLATE "C")) > 0)
+        SELECT EXISTS (
+            SELECT FROM unnest(p_needles) AS n(needle)
+             WHERE n.needle IS NOT NULL
+               AND (n.needle IN ('', '^', '$')
+                    OR lower(p_value) ~ (
+                        CASE WHEN n.needle LIKE '^_%' THEN '(^|[^[:alnum:]])' ELSE '' END
+                        || regexp_replace(lower(regexp_replace(regexp_replace(n.needle, '^\^(.)', '\1'), '(.)\$$', '\1')),
+                                          '([^[:alnum:][:space:]])', '\\\1', 'g')
+                        || CASE WHEN n.needle LIKE '%_$' THEN '($|[^[:alnum:]])' ELSE '' END)))
     $sql$;
     CREATE FUNCTION guardian._uuid_matches(p_value uuid, p_bounds uuid[])
     RETURNS boolean
@@ -32,6 +39,6 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
 END
 $matchers$;
 COMMENT ON FUNCTION guardian._contains_any(text, text[]) IS
-    'Internal prefilter: does the value contain any needle (ASCII case-insensitive)? An empty needle matches everything.';
+    'Internal prefilter: does the value contain any needle (ASCII case-insensitive)? A leading ^ / trailing $ on a needle asks for a word boundary there; an empty needle matches everything.';
 COMMENT ON FUNCTION guardian._uuid_matches(uuid, uuid[]) IS
     'Internal prefilter: does the uuid fall in any [low, high] pair of the bounds array?';

@@ -22,6 +22,7 @@ CREATE TABLE guardian.rules (
     pattern             text,
     terms               text[],
     anchors             text[],
+    matcher             text,
     severity            text NOT NULL DEFAULT 'HIGH',
     enabled             boolean NOT NULL DEFAULT true,
     environments        text[],
@@ -44,6 +45,8 @@ COMMENT ON COLUMN guardian.rules.match_type IS
     'regex: pattern (case-insensitive) on the normalised value; words: any term as a whole word; exact: the whole normalised value is a term; prefix: starts with pattern; domains: e-mail domain equals or ends with a term; uuids: value equals a term or starts with a term ending in ''-''; digits: pattern (regex) on the value''s digits only.';
 COMMENT ON COLUMN guardian.rules.anchors IS
     'Literal substrings, one of which every matching value contains: the write-path prefilter. NULL: derived from terms; for regex rules without anchors every value is checked (slower).';
+COMMENT ON COLUMN guardian.rules.matcher IS
+    'Derived on write: the one regular expression (or, for exact, nothing) that decides a match on the normalised value.';
 COMMENT ON COLUMN guardian.rules.environments IS 'Environments the rule applies to; NULL means every environment.';
 SELECT pg_catalog.pg_extension_config_dump('guardian.rules', 'WHERE NOT builtin');
 
@@ -76,57 +79,77 @@ $$;
 COMMENT ON FUNCTION guardian._normalize(text) IS
     'Internal: NFKC, lower case, single spaces, trimmed: the form every rule sees.';
 
--- The precise test of one rule against one normalised value.
-CREATE FUNCTION guardian._rule_matches(p_rule guardian.rules, p_value text)
-RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+CREATE FUNCTION guardian._regex_literal(p_text text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_domain text;
-    v_term   text;
-BEGIN
-    IF p_value IS NULL OR p_value = '' THEN
-        RETURN false;
-    END IF;
-    CASE p_rule.match_type
-    WHEN 'regex' THEN
-        RETURN p_value ~* p_rule.pattern;
-    WHEN 'words' THEN
-        RETURN p_value ~* ('(^|[^[:alnum:]])(' ||
-            (SELECT string_agg(regexp_replace(lower(t), '([^[:alnum:][:space:]])', '\\\1', 'g'), '|')
-               FROM unnest(p_rule.terms) AS t) || ')($|[^[:alnum:]])');
-    WHEN 'exact' THEN
-        RETURN p_value = ANY (p_rule.terms);
-    WHEN 'prefix' THEN
-        RETURN left(p_value, length(p_rule.pattern)) = lower(p_rule.pattern);
-    WHEN 'domains' THEN
-        IF strpos(p_value, '@') = 0 THEN
-            RETURN false;
-        END IF;
-        v_domain := rtrim(substring(p_value FROM '@([^@]*)$'), '.>');
-        FOREACH v_term IN ARRAY p_rule.terms LOOP
-            IF v_domain = v_term OR right(v_domain, length(v_term) + 1) = '.' || v_term THEN
-                RETURN true;
-            END IF;
-        END LOOP;
-        RETURN false;
-    WHEN 'uuids' THEN
-        FOREACH v_term IN ARRAY p_rule.terms LOOP
-            IF p_value = v_term OR (right(v_term, 1) = '-' AND left(p_value, length(v_term)) = v_term) THEN
-                RETURN true;
-            END IF;
-        END LOOP;
-        RETURN false;
-    WHEN 'digits' THEN
-        v_term := regexp_replace(p_value, '[^0-9]', '', 'g');
-        RETURN v_term <> '' AND v_term ~ p_rule.pattern;
-    END CASE;
-    RETURN false;
-END
+    SELECT regexp_replace(p_text, '([^[:alnum:][:space:]])', '\\\1', 'g')
 $$;
-COMMENT ON FUNCTION guardian._rule_matches(guardian.rules, text) IS
-    'Internal: does this rule match this normalised value?';
+COMMENT ON FUNCTION guardian._regex_literal(text) IS 'Internal: a string escaped to match itself in a regular expression.';
+
+-- Every match type becomes one regular expression on the normalised value (exact: equality).
+CREATE FUNCTION guardian._rule_matcher(p_match_type text, p_pattern text, p_terms text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE p_match_type
+        WHEN 'regex' THEN p_pattern
+        WHEN 'digits' THEN p_pattern
+        WHEN 'words' THEN '(^|[^[:alnum:]])(' || t.alternation || ')($|[^[:alnum:]])'
+        WHEN 'domains' THEN '@([^@]*\.)?(' || t.alternation || ')[.>]*$'
+        WHEN 'prefix' THEN '^' || guardian._regex_literal(lower(p_pattern))
+        WHEN 'uuids' THEN '^(' || (SELECT string_agg(guardian._regex_literal(x) || CASE WHEN right(x, 1) = '-' THEN '' ELSE '$' END, '|')
+                                       FROM unnest(p_terms) AS x) || ')'
+    END
+      FROM (SELECT string_agg(guardian._regex_literal(x), '|' ORDER BY length(x) DESC) AS alternation
+              FROM unnest(p_terms) AS x) AS t
+$$;
+COMMENT ON FUNCTION guardian._rule_matcher(text, text, text[]) IS 'Internal: the regular expression that decides a rule.';
+
+-- The precise test. Deliberately without SET search_path so that it inlines into the callers
+-- (all of which pin search_path); everything in it is schema-qualified.
+CREATE FUNCTION guardian._rule_matches(p_match_type text, p_matcher text, p_terms text[], p_value text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_value OPERATOR(pg_catalog.<>) ''
+       AND CASE p_match_type
+               WHEN 'exact' THEN p_value OPERATOR(pg_catalog.=) ANY (p_terms)
+               WHEN 'digits' THEN pg_catalog.regexp_replace(p_value, '[^0-9]', '', 'g') OPERATOR(pg_catalog.~) p_matcher
+               ELSE p_value OPERATOR(pg_catalog.~*) p_matcher
+           END
+$$;
+COMMENT ON FUNCTION guardian._rule_matches(text, text, text[], text) IS
+    'Internal: does a rule (match type, matcher, terms) match this normalised value?';
+
+CREATE FUNCTION guardian._rule_anchors(p_rule guardian.rules)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- The C prefilter folds ASCII case only: add case variants of non-ASCII anchors.
+    SELECT ARRAY(
+        SELECT DISTINCT v.variant
+          FROM unnest(CASE
+                 WHEN p_rule.anchors IS NOT NULL THEN p_rule.anchors
+                 WHEN p_rule.match_type IN ('domains', 'uuids') THEN p_rule.terms
+                 -- whole words: '^' and '$' ask the prefilter for word boundaries
+                 WHEN p_rule.match_type = 'words' THEN ARRAY(SELECT '^' || t || '$' FROM unnest(p_rule.terms) AS t)
+                 WHEN p_rule.match_type = 'exact' THEN
+                     ARRAY(SELECT '^' || (regexp_split_to_array(t, ' '))[cardinality(regexp_split_to_array(t, ' '))] || '$'
+                             FROM unnest(p_rule.terms) AS t)
+                 WHEN p_rule.match_type = 'prefix' THEN ARRAY[lower(p_rule.pattern)]
+                 ELSE ARRAY['']
+               END) AS a(anchor),
+               LATERAL unnest(CASE WHEN a.anchor ~ '[^\x01-\x7f]'
+                                   THEN ARRAY[lower(a.anchor), upper(a.anchor), initcap(a.anchor)]
+                                   ELSE ARRAY[lower(a.anchor)] END) AS v(variant)
+         ORDER BY 1)
+$$;
+COMMENT ON FUNCTION guardian._rule_anchors(guardian.rules) IS
+    'Internal: the literal substrings the prefilter looks for on behalf of a rule (^/$: word boundary; '''' = every value).';
 
 CREATE FUNCTION guardian._validate_rule()
 RETURNS trigger
@@ -178,20 +201,27 @@ BEGIN
     IF NEW.anchors IS NOT NULL THEN
         NEW.anchors := ARRAY(SELECT DISTINCT lower(a) FROM unnest(NEW.anchors) AS a WHERE a IS NOT NULL ORDER BY 1);
     END IF;
+    NEW.matcher := guardian._rule_matcher(NEW.match_type, NEW.pattern, NEW.terms);
+    BEGIN
+        PERFORM '' ~ NEW.matcher;
+    EXCEPTION WHEN invalid_regular_expression THEN
+        RAISE EXCEPTION 'rule %: its terms do not make a valid expression: %', NEW.name, SQLERRM
+            USING ERRCODE = 'invalid_regular_expression', HINT = 'Check the terms for stray characters.';
+    END;
     IF NEW.example_match IS NOT NULL
-       AND NOT guardian._rule_matches(NEW, guardian._normalize(NEW.example_match)) THEN
+       AND NOT guardian._rule_matches(NEW.match_type, NEW.matcher, NEW.terms, guardian._normalize(NEW.example_match)) THEN
         RAISE EXCEPTION 'rule %: example_match % does not match the rule', NEW.name, quote_literal(NEW.example_match)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Fix the pattern or terms, or the example.';
     END IF;
     IF NEW.example_nonmatch IS NOT NULL
-       AND guardian._rule_matches(NEW, guardian._normalize(NEW.example_nonmatch)) THEN
+       AND guardian._rule_matches(NEW.match_type, NEW.matcher, NEW.terms, guardian._normalize(NEW.example_nonmatch)) THEN
         RAISE EXCEPTION 'rule %: example_nonmatch % matches the rule', NEW.name, quote_literal(NEW.example_nonmatch)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The rule is too broad: tighten the pattern or terms.';
     END IF;
-    IF NEW.anchors IS NOT NULL AND NEW.example_match IS NOT NULL
-       AND NOT guardian._contains_any(NEW.example_match, NEW.anchors) THEN
+    IF NEW.example_match IS NOT NULL
+       AND NOT guardian._contains_any(NEW.example_match, guardian._rule_anchors(NEW)) THEN
         RAISE EXCEPTION 'rule %: example_match % contains none of the anchors %', NEW.name,
                         quote_literal(NEW.example_match), NEW.anchors
             USING ERRCODE = 'invalid_parameter_value',

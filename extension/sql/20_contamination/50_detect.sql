@@ -30,30 +30,27 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_norm text := guardian._normalize(p_value);
-    v_rule guardian.rules;
 BEGIN
     IF v_norm IS NULL OR v_norm = '' THEN
         RETURN;
     END IF;
-    FOR v_rule IN
-        SELECT r.* FROM guardian._applicable_rules() AS r
-         WHERE (p_kind = ANY (r.kinds) OR (r.column_pattern IS NOT NULL AND p_column ~* r.column_pattern))
+    -- One static query (its plan is cached for the session); _rule_matches inlines into it.
+    RETURN QUERY
+        SELECT r.name, r.severity, guardian._redact(p_value, p_kind, guardian._rule_anchors(r))
+          FROM guardian.rules AS r
+         WHERE r.enabled
+           AND (r.environments IS NULL OR guardian.current_environment() = ANY (r.environments))
+           AND (p_kind = ANY (r.kinds) OR (r.column_pattern IS NOT NULL AND p_column ~* r.column_pattern))
            AND (NOT p_exact_only OR r.match_type = 'exact')
-         ORDER BY array_position(ARRAY['CRITICAL','HIGH','MEDIUM','LOW','INFO'], r.severity), r.name
-    LOOP
-        CONTINUE WHEN NOT guardian._rule_matches(v_rule, v_norm);
-        CONTINUE WHEN EXISTS (
-            SELECT FROM guardian.allowlist AS a
-             WHERE (a.rule IS NULL OR a.rule = v_rule.name)
-               AND (a.relid IS NULL OR a.relid = p_relid)
-               AND (a.column_name IS NULL OR a.column_name = p_column)
-               AND (a.value IS NULL OR a.value = v_norm)
-               AND (a.expires_at IS NULL OR a.expires_at > now()));
-        rule := v_rule.name;
-        severity := v_rule.severity;
-        sample := guardian._redact(p_value, p_kind, guardian._rule_anchors(v_rule));
-        RETURN NEXT;
-    END LOOP;
+           AND guardian._rule_matches(r.match_type, r.matcher, r.terms, v_norm)
+           AND NOT EXISTS (
+                SELECT FROM guardian.allowlist AS a
+                 WHERE (a.rule IS NULL OR a.rule = r.name)
+                   AND (a.relid IS NULL OR a.relid = p_relid)
+                   AND (a.column_name IS NULL OR a.column_name = p_column)
+                   AND (a.value IS NULL OR a.value = v_norm)
+                   AND (a.expires_at IS NULL OR a.expires_at > now()))
+         ORDER BY array_position(ARRAY['CRITICAL','HIGH','MEDIUM','LOW','INFO'], r.severity), r.name;
 END
 $$;
 COMMENT ON FUNCTION guardian._match(text, text, text, regclass, boolean) IS
@@ -62,7 +59,7 @@ COMMENT ON FUNCTION guardian._match(text, text, text, regclass, boolean) IS
 -- Every finding in one row of one table: the value of each watched column that changed,
 -- plus the person's full name across name columns (John / Doe).
 CREATE FUNCTION guardian._row_findings(
-    p_watch guardian.watched_tables, p_new jsonb, p_old jsonb DEFAULT NULL)
+    p_watch guardian.watched_tables, p_new jsonb, p_old jsonb DEFAULT NULL, p_anchors jsonb DEFAULT NULL)
 RETURNS TABLE (column_name text, rule text, severity text, sample text, value text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -83,6 +80,10 @@ BEGIN
         IF v_col ->> 'kind' = 'person_name' THEN
             v_changed := true;
         END IF;
+        -- Only columns that pass the prefilter get the precise (costlier) check.
+        CONTINUE WHEN v_col ->> 'type' <> 'uuid' AND NOT guardian._contains_any(v_value,
+            CASE WHEN p_anchors IS NULL THEN guardian._anchors(v_col ->> 'kind', v_col ->> 'column')
+                 ELSE ARRAY(SELECT jsonb_array_elements_text(p_anchors -> (v_col ->> 'column'))) END);
         RETURN QUERY
             SELECT v_col ->> 'column', m.rule, m.severity, m.sample, v_value
               FROM guardian._match(v_col ->> 'kind', v_col ->> 'column', v_value, p_watch.relid) AS m;
@@ -96,8 +97,8 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION guardian._row_findings(guardian.watched_tables, jsonb, jsonb) IS
-    'Internal: the findings in one row (only changed columns when p_old is given).';
+COMMENT ON FUNCTION guardian._row_findings(guardian.watched_tables, jsonb, jsonb, jsonb) IS
+    'Internal: the findings in one row (only changed columns when p_old is given); p_anchors (column -> anchors) replaces the compiled prefilter, for scans.';
 
 CREATE FUNCTION guardian._record_ref(p_watch guardian.watched_tables, p_row jsonb, OUT record_id text, OUT record_key jsonb)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

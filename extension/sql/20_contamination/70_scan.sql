@@ -30,6 +30,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_watch   guardian.watched_tables;
+    v_anchors jsonb;
     v_filter  text;
     v_range   text := '';
     v_query   text;
@@ -47,16 +48,19 @@ BEGIN
         RETURN;
     END IF;
     -- The same prefilter as the triggers, but from the rules directly: a scan works in any mode.
+    SELECT jsonb_object_agg(c ->> 'column',
+               ARRAY(SELECT DISTINCT a FROM guardian._applicable_rules() AS r, unnest(guardian._rule_anchors(r)) AS a
+                      WHERE c ->> 'kind' = ANY (r.kinds)
+                         OR (r.column_pattern IS NOT NULL AND c ->> 'column' ~* r.column_pattern)))
+      INTO v_anchors
+      FROM jsonb_array_elements(v_watch.columns) AS c;
     SELECT string_agg(CASE WHEN c ->> 'type' = 'uuid'
                            THEN format('guardian._uuid_matches(t.%I, %L::uuid[])', c ->> 'column',
                                        (SELECT coalesce(array_agg(b), '{}') FROM guardian._applicable_rules() AS r,
                                                unnest(r.terms) AS term, unnest(guardian._uuid_range(term)) AS b
                                          WHERE r.match_type = 'uuids' AND 'identifier' = ANY (r.kinds)))
                            ELSE format('guardian._contains_any(t.%I::text, %L::text[])', c ->> 'column',
-                                       ARRAY(SELECT DISTINCT a FROM guardian._applicable_rules() AS r,
-                                                    unnest(guardian._rule_anchors(r)) AS a
-                                              WHERE c ->> 'kind' = ANY (r.kinds)
-                                                 OR (r.column_pattern IS NOT NULL AND c ->> 'column' ~* r.column_pattern)))
+                                       ARRAY(SELECT jsonb_array_elements_text(v_anchors -> (c ->> 'column'))))
                       END, ' OR ')
       INTO v_filter
       FROM jsonb_array_elements(v_watch.columns) AS c;
@@ -67,11 +71,11 @@ BEGIN
     v_query := format(
         'SELECT (guardian._record_ref($1, to_jsonb(t))).record_id, f.column_name, f.rule, f.severity, f.sample,
                 (guardian._record_ref($1, to_jsonb(t))).record_key
-           FROM %s AS t, LATERAL guardian._row_findings($1, to_jsonb(t)) AS f
+           FROM %s AS t, LATERAL guardian._row_findings($1, to_jsonb(t), NULL, $3) AS f
           WHERE (%s)%s', p_table, v_filter, v_range);
     IF NOT p_record THEN
         RETURN QUERY EXECUTE format('SELECT record_id, column_name, rule, severity, sample FROM (%s) AS s', v_query)
-            USING v_watch;
+            USING v_watch, NULL::regclass, v_anchors;
         RETURN;
     END IF;
     RETURN QUERY EXECUTE format(
@@ -79,7 +83,7 @@ BEGIN
                                                                          f.rule, f.severity, f.sample) AS ok, f.*
                                       FROM found AS f)
          SELECT record_id, column_name, rule, severity, sample FROM kept', v_query)
-        USING v_watch, v_watch.relid;
+        USING v_watch, v_watch.relid, v_anchors;
     PERFORM guardian._flush_findings(v_watch.relid);
 END
 $$;
