@@ -9,6 +9,8 @@
  * value (a rule without anchors). A needle may carry word-boundary marks: a leading '^' asks
  * that no letter or digit precede it, a trailing '$' that none follow it ("^test$" finds
  * "Test Clinic" but not "Celeste" or "Testa"). Bytes >= 0x80 (UTF-8 letters) count as letters.
+ * A needle starting with '#' is looked for in the value's digits only ("#55501" finds
+ * "(415) 555-0123"), so phone numbers match whatever their punctuation.
  * The needle set is parsed once per query and cached.
  */
 #include "postgres.h"
@@ -32,6 +34,9 @@ typedef struct NeedleSet
 	int		   *lengths;
 	bool	   *word_start;		/* '^': no word character before the match */
 	bool	   *word_end;		/* '$': no word character after the match */
+	int			digit_count;	/* '#' needles, matched against the digits only */
+	char	  **digit_needles;
+	int		   *digit_lengths;
 	/* needle indexes by first byte: first[b] .. first[b + 1] in order[] */
 	int			first[257];
 	int		   *order;
@@ -70,6 +75,8 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	set->lengths = palloc0(sizeof(int) * (n + 1));
 	set->word_start = palloc0(sizeof(bool) * (n + 1));
 	set->word_end = palloc0(sizeof(bool) * (n + 1));
+	set->digit_needles = palloc0(sizeof(char *) * (n + 1));
+	set->digit_lengths = palloc0(sizeof(int) * (n + 1));
 	set->order = palloc0(sizeof(int) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -86,6 +93,24 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 		t = DatumGetTextPP(elems[i]);
 		len = VARSIZE_ANY_EXHDR(t);
 		src = VARDATA_ANY(t);
+		if (len > 1 && src[0] == '#')
+		{
+			int			d = 0;
+
+			s = palloc(len);
+			for (j = 1; j < len; j++)
+				if (src[j] >= '0' && src[j] <= '9')
+					s[d++] = src[j];
+			if (d == 0)
+				set->match_all = true;
+			else
+			{
+				set->digit_needles[set->digit_count] = s;
+				set->digit_lengths[set->digit_count] = d;
+				set->digit_count++;
+			}
+			continue;
+		}
 		if (len > 1 && src[0] == '^')
 		{
 			start = true;
@@ -152,6 +177,36 @@ pg_guardian_contains_any(PG_FUNCTION_ARGS)
 	if (set->match_all)
 		PG_RETURN_BOOL(true);
 
+	/*
+	 * Fullwidth forms (U+FF01..U+FF5E, "ｔｅｓｔ＠ｅｘａｍｐｌｅ．ｃｏｍ") would slip past an ASCII
+	 * comparison: fold them to ASCII first. The memchr keeps the common case free.
+	 */
+	if (hlen >= 3 && memchr(h, 0xEF, hlen) != NULL)
+	{
+		unsigned char *folded = palloc(hlen);
+		int			n = 0;
+
+		for (i = 0; i < hlen; i++)
+		{
+			if (h[i] == 0xEF && i + 2 < hlen && (h[i + 1] == 0xBC || h[i + 1] == 0xBD) &&
+				h[i + 2] >= 0x80 && h[i + 2] <= 0xBF)
+			{
+				int			cp = ((h[i + 1] & 0x3F) << 6) | (h[i + 2] & 0x3F);	/* low 12 bits */
+
+				cp += 0xF000;
+				if (cp >= 0xFF01 && cp <= 0xFF5E)
+				{
+					folded[n++] = (unsigned char) (cp - 0xFEE0);
+					i += 2;
+					continue;
+				}
+			}
+			folded[n++] = h[i];
+		}
+		h = folded;
+		hlen = n;
+	}
+
 	for (i = 0; i < hlen; i++)
 	{
 		unsigned char c = ascii_lower(h[i]);
@@ -178,6 +233,23 @@ pg_guardian_contains_any(PG_FUNCTION_ARGS)
 			if (set->word_end[idx] && i + len < hlen && is_word_byte(h[i + len]))
 				continue;
 			PG_RETURN_BOOL(true);
+		}
+	}
+
+	if (set->digit_count > 0)
+	{
+		char		stackbuf[256];
+		char	   *digits = hlen <= (int) sizeof(stackbuf) ? stackbuf : palloc(hlen);
+		int			nd = 0;
+
+		for (i = 0; i < hlen; i++)
+			if (h[i] >= '0' && h[i] <= '9')
+				digits[nd++] = (char) h[i];
+		for (i = 0; i < set->digit_count; i++)
+		{
+			if (set->digit_lengths[i] <= nd &&
+				memmem(digits, nd, set->digit_needles[i], set->digit_lengths[i]) != NULL)
+				PG_RETURN_BOOL(true);
 		}
 	}
 	PG_RETURN_BOOL(false);

@@ -1,6 +1,9 @@
 CREATE TABLE guardian.watched_tables (
     relid      regclass PRIMARY KEY,
     columns    jsonb NOT NULL,
+    column_names text[] NOT NULL DEFAULT '{}',
+    column_kinds text[] NOT NULL DEFAULT '{}',
+    column_types text[] NOT NULL DEFAULT '{}',
     key_columns text[],
     key_source text NOT NULL,
     watched_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -9,7 +12,9 @@ CREATE TABLE guardian.watched_tables (
 COMMENT ON TABLE guardian.watched_tables IS
     'Tables the guardian watches: the kind of each watched column and how records are identified. Change with guardian.watch() / guardian.unwatch().';
 COMMENT ON COLUMN guardian.watched_tables.columns IS
-    'JSON array of {"column", "kind", "source"}: source is auto (inferred from name and type) or override.';
+    'JSON array of {"column", "kind", "source", "type"}: source is auto (inferred from name and type) or override.';
+COMMENT ON COLUMN guardian.watched_tables.column_names IS
+    'The watched columns again as arrays (names, kinds, types) for the write path, which loops over them.';
 SELECT pg_catalog.pg_extension_config_dump('guardian.watched_tables', '');
 
 -- One row per contaminated value found, by the triggers or by a recorded scan. Alerts group
@@ -303,10 +308,17 @@ BEGIN
         DELETE FROM guardian.watched_tables AS w WHERE w.relid = p_table;
         RETURN;
     END IF;
-    INSERT INTO guardian.watched_tables AS w (relid, columns, key_columns, key_source)
-    VALUES (p_table, p_columns, p_key, p_key_source)
+    INSERT INTO guardian.watched_tables AS w
+        (relid, columns, column_names, column_kinds, column_types, key_columns, key_source)
+    SELECT p_table, p_columns,
+           ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           p_key, p_key_source
     ON CONFLICT (relid) DO UPDATE
-       SET columns = EXCLUDED.columns, key_columns = EXCLUDED.key_columns, key_source = EXCLUDED.key_source,
+       SET columns = EXCLUDED.columns, column_names = EXCLUDED.column_names,
+           column_kinds = EXCLUDED.column_kinds, column_types = EXCLUDED.column_types,
+           key_columns = EXCLUDED.key_columns, key_source = EXCLUDED.key_source,
            watched_at = now(), watched_by = SESSION_USER;
 END
 $$;
