@@ -11,6 +11,19 @@ BEGIN
     RETURNS boolean
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
     AS '$libdir/pg_guardian', 'pg_guardian_uuid_matches';
+    -- The whole-row prefilter of the WHEN clauses (STABLE: it reads the compiled rules).
+    CREATE FUNCTION guardian._suspect(p_new record)
+    RETURNS boolean
+    LANGUAGE c STABLE STRICT
+    AS '$libdir/pg_guardian', 'pg_guardian_suspect';
+    CREATE FUNCTION guardian._suspect(p_new record, p_old record)
+    RETURNS boolean
+    LANGUAGE c STABLE
+    AS '$libdir/pg_guardian', 'pg_guardian_suspect';
+    COMMENT ON FUNCTION guardian._suspect(record) IS
+        'Internal prefilter (C): may this new row hold test data? One call checks every watched column.';
+    COMMENT ON FUNCTION guardian._suspect(record, record) IS
+        'Internal prefilter (C): may this updated row hold test data in a column that changed?';
 EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function THEN
     RAISE NOTICE 'pg_guardian: shared library not available, using SQL matchers (slower writes on watched tables)';
     CREATE FUNCTION guardian._contains_any(p_value text, p_needles text[])

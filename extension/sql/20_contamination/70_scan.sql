@@ -5,20 +5,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_watch guardian.watched_tables := guardian._watch_of(p_table);
-    v_key   record;
+    v_plan  jsonb;
 BEGIN
     -- A watched table is scanned as watched; any other table as watch() would map it.
     IF v_watch.relid IS NOT NULL THEN
         RETURN v_watch;
     END IF;
-    v_key := guardian._record_key(p_table);
-    v_watch.relid := p_table;
-    v_watch.columns := guardian._plan_watch(p_table, NULL);
-    v_watch.column_names := ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(v_watch.columns) WITH ORDINALITY AS x(c, o) ORDER BY o);
-    v_watch.column_kinds := ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(v_watch.columns) WITH ORDINALITY AS x(c, o) ORDER BY o);
-    v_watch.column_types := ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(v_watch.columns) WITH ORDINALITY AS x(c, o) ORDER BY o);
-    v_watch.key_columns := v_key.key_columns;
-    v_watch.key_source := v_key.key_source;
+    v_plan := guardian._plan_watch(p_table, NULL);
+    SELECT p_table, v_plan,
+           ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           k.key_columns, k.key_source, now(), SESSION_USER
+      INTO v_watch
+      FROM guardian._record_key(p_table) AS k;
     RETURN v_watch;
 END
 $$;
