@@ -106,10 +106,14 @@ BEGIN
     )
     SELECT p.any_side->>'kind', p.any_side->>'identity', p.any_side->>'parent',
            CASE WHEN p.src IS NULL THEN 'added' WHEN p.tgt IS NULL THEN 'removed' ELSE 'changed' END,
-           d.cosmetic, d.detail
+           coalesce(d.cosmetic AND p.src IS NOT NULL AND p.tgt IS NOT NULL, false),
+           coalesce(d.detail, '{}'::jsonb)
       FROM pairs AS p
-      JOIN diffs AS d ON d.key = p.key
-     WHERE p_include_cosmetic OR NOT d.cosmetic
+      LEFT JOIN diffs AS d ON d.key = p.key
+     -- an object both sides have is only reported if some attribute differs (column order
+     -- among shared columns alone is not a difference); one side only is always reported
+     WHERE (d.key IS NOT NULL OR p.src IS NULL OR p.tgt IS NULL)
+       AND (p_include_cosmetic OR NOT coalesce(d.cosmetic AND p.src IS NOT NULL AND p.tgt IS NOT NULL, false))
      ORDER BY coalesce(p.any_side->>'parent', p.any_side->>'identity') COLLATE "C",
               p.any_side ? 'parent', p.any_side->>'kind' COLLATE "C", p.any_side->>'identity' COLLATE "C";
 END
