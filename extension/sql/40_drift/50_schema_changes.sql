@@ -204,7 +204,8 @@ BEGIN
     END IF;
     FOR v_obj IN
         SELECT * FROM pg_event_trigger_dropped_objects() AS d
-         WHERE (d.original OR (d.normal AND d.object_type <> 'default value'))
+         WHERE (d.original OR (d.normal AND d.object_type <> 'default value'
+                                   AND NOT (d.object_type = 'rule' AND d.object_identity LIKE '"\_RETURN" on %')))
            AND NOT d.is_temporary
     LOOP
         CONTINUE WHEN guardian._ignored_change(v_obj.object_type, v_obj.schema_name, v_obj.object_identity,
