@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -59,22 +59,28 @@ def objects_query() -> ObjectsQuery:
     return ObjectsQuery(match.group("body").strip(), settings)
 
 
-@dataclass(frozen=True)
 class SchemaObject:
-    """One object of a fingerprint. The definition is parsed only when someone looks at it."""
+    """One object of a fingerprint. The definition is parsed only when someone looks at it:
+    most objects are the same on both sides and only their checksums are ever compared."""
 
-    key: str
-    kind: str
-    identity: str
-    parent: str | None
-    checksum: str
-    definition_json: str = field(repr=False)
+    __slots__ = ("_definition", "checksum", "definition_json", "identity", "key", "kind", "parent")
 
-    @cached_property
+    def __init__(self, key: str, kind: str, identity: str, parent: str | None, checksum: str,
+                 definition_json: str) -> None:
+        self.key, self.kind, self.identity, self.parent = key, kind, identity, parent
+        self.checksum, self.definition_json = checksum, definition_json
+        self._definition: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"SchemaObject({self.key!r}, checksum={self.checksum!r})"
+
+    @property
     def definition(self) -> dict[str, Any]:
-        value = json.loads(self.definition_json)
-        assert isinstance(value, dict)
-        return value
+        if self._definition is None:
+            value = json.loads(self.definition_json)
+            assert isinstance(value, dict)
+            self._definition = value
+        return self._definition
 
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"kind": self.kind, "identity": self.identity}

@@ -86,13 +86,12 @@ def _sort_key(d: Difference) -> tuple[str, bool, str, str]:
 
 def diff(source: Fingerprint, target: Fingerprint) -> list[Difference]:
     """What differs in ``target`` relative to ``source``, grouped by top-level object."""
-    if source.checksum == target.checksum:
-        return []
+    src, tgt = source.objects, target.objects
+    keys = [k for k, o in src.items() if (t := tgt.get(k)) is None or t.checksum != o.checksum]
+    keys += [k for k in tgt if k not in src]
     out = []
-    for key in source.objects.keys() | target.objects.keys():
-        s, t = source.objects.get(key), target.objects.get(key)
-        if s is not None and t is not None and s.checksum == t.checksum:
-            continue
+    for key in keys:
+        s, t = src.get(key), tgt.get(key)
         any_side = s or t
         assert any_side is not None
         detail = _attribute_differences(any_side.kind, s.definition if s else None,
