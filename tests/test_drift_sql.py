@@ -40,6 +40,13 @@ def test_fingerprint_leaves_out_pg_guardian_and_temporary_objects(db: psycopg.Co
     assert not [i for i in identities if "guardian" in i or "scratch" in i or "pg_temp" in i]
 
 
+def test_dblink_that_pg_guardian_keeps_in_guardian_ext_is_neither_drift_nor_a_change(db: psycopg.Connection) -> None:
+    db.execute("CREATE SCHEMA guardian_ext")
+    db.execute("CREATE EXTENSION dblink SCHEMA guardian_ext")
+    assert scalar(db, "SELECT count(*) FROM guardian.schema_changes") == 0
+    assert scalar(db, "SELECT count(*) FROM guardian.schema_objects() WHERE identity ~ 'dblink|guardian_ext'") == 0
+
+
 def test_fingerprint_does_not_depend_on_the_callers_settings(db: psycopg.Connection) -> None:
     db.execute("CREATE TABLE public.t (at timestamptz DEFAULT '2024-01-02 03:04:05+00', d date DEFAULT '2024-01-02')")
     first = scalar(db, "SELECT guardian.schema_fingerprint()->>'checksum'")

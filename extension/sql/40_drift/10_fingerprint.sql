@@ -4,6 +4,9 @@
 -- the same SET clauses) against databases that do not have pg_guardian: cross-environment
 -- diffs and drift checks share one canonical form.
 --
+-- pg_guardian's own objects are left out: schemas guardian, guardian_ext (where it keeps
+-- dblink) and guardian_history, extensions installed there, and its triggers on user tables.
+--
 -- Canonical means: no OIDs, no creation order, no data (sequence positions, statistics), no
 -- owners or tablespaces (they legitimately differ between environments); identities are
 -- schema-qualified and quoted as pg_identify_object() does; arrays whose order means nothing
@@ -39,7 +42,7 @@ ext_member AS (
 ns AS (
     SELECT n.oid, n.nspname, n.nspowner, n.nspacl, pg_catalog.quote_ident(n.nspname) AS ident
       FROM pg_catalog.pg_namespace AS n
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'guardian', 'guardian_history')
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'guardian', 'guardian_ext', 'guardian_history')
        AND n.nspname !~ '^pg_(toast_)?temp_'
        AND NOT EXISTS (SELECT FROM ext_member AS e
                         WHERE e.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND e.objid = n.oid)
@@ -142,6 +145,7 @@ objects AS (
       FROM pg_catalog.pg_extension AS x
       JOIN pg_catalog.pg_namespace AS n ON n.oid = x.extnamespace
      WHERE x.extname <> 'pg_guardian'
+       AND n.nspname NOT IN ('guardian', 'guardian_ext', 'guardian_history')
 
     UNION ALL
     -- tables, partitioned tables and foreign tables
@@ -428,7 +432,7 @@ objects AS (
       FROM pg_catalog.pg_default_acl AS da
       LEFT JOIN pg_catalog.pg_namespace AS n ON n.oid = da.defaclnamespace
       LEFT JOIN privs AS pv ON pv.classid = 'pg_catalog.pg_default_acl'::pg_catalog.regclass AND pv.objid = da.oid AND pv.objsubid = 0
-     WHERE n.nspname IS NULL OR n.nspname NOT IN ('guardian', 'guardian_history')
+     WHERE n.nspname IS NULL OR n.nspname NOT IN ('guardian', 'guardian_ext', 'guardian_history')
 
     UNION ALL
     -- event triggers, not pg_guardian's own

@@ -141,10 +141,14 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT p_schema_name IN ('guardian', 'guardian_history')
+    SELECT p_schema_name IN ('guardian', 'guardian_ext', 'guardian_history')
         OR p_schema_name ~ '^pg_(toast_)?temp'
-        OR (p_object_type = 'schema' AND p_object_identity IN ('guardian', 'guardian_history'))
+        OR (p_object_type = 'schema' AND p_object_identity IN ('guardian', 'guardian_ext', 'guardian_history'))
         OR (p_object_type = 'extension' AND p_object_identity = 'pg_guardian')
+        OR (p_classid = 'pg_catalog.pg_extension'::regclass AND EXISTS (
+                SELECT FROM pg_catalog.pg_extension AS x
+                  JOIN pg_catalog.pg_namespace AS n ON n.oid = x.extnamespace
+                 WHERE x.oid = p_objid AND n.nspname IN ('guardian', 'guardian_ext', 'guardian_history')))
         OR (p_classid = 'pg_catalog.pg_trigger'::regclass AND EXISTS (
                 SELECT FROM pg_catalog.pg_trigger AS t
                   JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
