@@ -41,8 +41,10 @@ def test_fingerprint_leaves_out_pg_guardian_and_temporary_objects(db: psycopg.Co
 
 
 def test_dblink_that_pg_guardian_keeps_in_guardian_ext_is_neither_drift_nor_a_change(db: psycopg.Connection) -> None:
-    db.execute("CREATE SCHEMA guardian_ext")
-    db.execute("CREATE EXTENSION dblink SCHEMA guardian_ext")
+    db.execute("CREATE SCHEMA IF NOT EXISTS guardian_ext")  # install makes it where dblink exists
+    db.execute("CREATE EXTENSION IF NOT EXISTS dblink SCHEMA guardian_ext")
+    db.execute("COMMENT ON EXTENSION dblink IS 'pg_guardian keeps it for strict-mode records'")
+    db.execute("CREATE FUNCTION guardian_ext.helper() RETURNS int LANGUAGE sql AS 'SELECT 1'")
     assert scalar(db, "SELECT count(*) FROM guardian.schema_changes") == 0
     assert scalar(db, "SELECT count(*) FROM guardian.schema_objects() WHERE identity ~ 'dblink|guardian_ext'") == 0
 
@@ -238,7 +240,7 @@ def test_drift_check_is_a_registered_hourly_job(db: psycopg.Connection) -> None:
         == ("0 * * * *", "SELECT guardian.check_drift()")
     db.execute("SELECT guardian.approve_baseline()")
     db.execute("CREATE TABLE public.t (id int)")
-    assert scalar(db, "SELECT guardian.run_job('drift_check')") == "ok"
+    assert scalar(db, "SELECT guardian.run_job('drift_check')").startswith("ok")
     assert len(open_alerts(db, "ENVIRONMENT_DRIFT")) == 1
 
 
@@ -284,3 +286,18 @@ def test_readers_may_compare_but_only_admins_may_approve(
         reader.execute("SELECT guardian.approve_baseline()")
     assert scalar(admin, "SELECT guardian.approve_baseline()") == 2
     assert scalar(admin, "SELECT guardian.check_drift()").startswith("no drift")
+
+
+def test_demo_step_shows_a_hotfix_caught_as_it_happens_and_against_the_baseline(db: psycopg.Connection) -> None:
+    from pg_guardian import demo
+
+    db.execute(demo.package_sql("demo_schema.sql"))
+    db.execute("SELECT guardian.set_environment('production')")
+    lines: list[str] = []
+    demo.step_drift(db, lines.append)
+    text = "\n".join(lines)
+    assert "HIGH SCHEMA_CHANGE: schema change in production: ALTER TABLE dental.patients by postgres via psql (hotfix)" in text
+    assert "CRITICAL SCHEMA_CHANGE: schema change in production: DROP INDEX dental.appointments_patient_id_idx" in text
+    assert "hourly drift_check job: 2 differences from baseline 1" in text
+    assert "    added    column dental.patients.insurance_no" in text
+    assert "    removed  index dental.appointments_patient_id_idx" in text

@@ -75,4 +75,23 @@ def step_environment(conn: psycopg.Connection, echo: Callable[[str], None]) -> N
     echo(f"  this database is {row[0]!r}, guard mode {row[1]!r}")
 
 
-STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [step_environment]
+def step_drift(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
+    echo("== environment drift: a production hotfix, caught as it happens and against the baseline")
+    baseline = conn.execute("SELECT guardian.approve_baseline()").fetchone()[0]  # type: ignore[index]
+    echo(f"  the schema is approved as baseline {baseline}; then someone changes production by hand:")
+    conn.execute("SET application_name = 'psql (hotfix)'")
+    conn.execute("ALTER TABLE dental.patients ADD COLUMN insurance_no text")
+    conn.execute("DROP INDEX dental.appointments_patient_id_idx")
+    conn.execute("RESET application_name")
+    for severity, message in conn.execute(
+        "SELECT severity, message FROM guardian.monitoring_alerts WHERE type = 'SCHEMA_CHANGE' "
+        "ORDER BY last_seen_at DESC LIMIT 2"
+    ).fetchall()[::-1]:
+        echo(f"  {severity} SCHEMA_CHANGE: {message}")
+    echo(f"  hourly drift_check job: {conn.execute('SELECT guardian.check_drift()').fetchone()[0]}")  # type: ignore[index]
+    for kind, identity, change in conn.execute("SELECT kind, identity, change FROM guardian.diff_schema()"):
+        echo(f"    {change:<8} {kind} {identity}")
+    echo("  (pg-guardian drift --source <prod DSN> --target <staging DSN> compares two databases)")
+
+
+STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [step_environment, step_drift]

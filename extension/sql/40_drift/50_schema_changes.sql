@@ -90,8 +90,6 @@ BEGIN
                          coalesce(' via ' || v_app, ''))
              ELSE format('%s schema changes in %s by %s%s, latest: %s', v_count, guardian.current_environment(),
                          v_role, coalesce(' via ' || v_app, ''), v_what) END,
-        p_table_name => CASE WHEN p_object_type IN ('table', 'table column', 'view', 'materialized view')
-                             THEN p_object_identity END,
         p_metadata => jsonb_build_object(
             'transaction_id', v_txid::text, 'count', v_count, 'changes', v_changes,
             'role', v_role, 'application', v_app, 'client_addr', host(inet_client_addr()),
