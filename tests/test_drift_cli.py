@@ -11,14 +11,14 @@ import pglast
 import psycopg
 import pytest
 from click.testing import CliRunner
-from test_drift_fixtures import create_database, drop_database
-
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster
+from test_drift_fixtures import create_database, drop_database
 
 SCHEMA = """
 CREATE TABLE public.patients (id int PRIMARY KEY, email text NOT NULL);
-CREATE FUNCTION public.patient_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM public.patients $$;
+CREATE FUNCTION public.patient_count() RETURNS bigint LANGUAGE sql STABLE
+    AS $$ SELECT count(*) FROM public.patients $$;
 """
 
 
@@ -54,18 +54,25 @@ def test_drift_exits_1_and_prints_a_json_list_of_differences(envs: Callable[[str
     prod, staging = envs(""), envs("ALTER TABLE public.patients ALTER COLUMN email DROP NOT NULL;")
     code, out, _ = run("drift", "--source", prod, "--target", staging, "--format", "json")
     assert code == 1
-    assert json.loads(out) == [{
-        "kind": "column", "identity": "public.patients.email", "parent": "public.patients",
-        "change": "changed", "cosmetic": False,
-        "detail": {"not_null": {"source": True, "target": False}},
-    }]
+    assert json.loads(out) == [
+        {
+            "kind": "column",
+            "identity": "public.patients.email",
+            "parent": "public.patients",
+            "change": "changed",
+            "cosmetic": False,
+            "detail": {"not_null": {"source": True, "target": False}},
+        }
+    ]
 
 
 def test_text_output_reads_like_a_review(envs: Callable[[str], str]) -> None:
     prod = envs("CREATE INDEX patients_email_idx ON public.patients (email);")
-    staging = envs("ALTER TABLE public.patients ADD COLUMN phone text; "
-                   "CREATE OR REPLACE FUNCTION public.patient_count() RETURNS bigint LANGUAGE sql STABLE "
-                   "AS $$ SELECT count(*) FROM public.patients WHERE phone IS NOT NULL $$;")
+    staging = envs(
+        "ALTER TABLE public.patients ADD COLUMN phone text; "
+        "CREATE OR REPLACE FUNCTION public.patient_count() RETURNS bigint LANGUAGE sql STABLE "
+        "AS $$ SELECT count(*) FROM public.patients WHERE phone IS NOT NULL $$;"
+    )
     code, out, _ = run("drift", "--source", prod, "--target", staging)
     assert code == 1
     assert out.splitlines()[:4] == [
@@ -76,14 +83,22 @@ def test_text_output_reads_like_a_review(envs: Callable[[str], str]) -> None:
         "table public.patients",
     ]
     assert "  + column public.patients.phone: only in target: text" in out
-    assert "  - index public.patients_email_idx: only in source: CREATE INDEX patients_email_idx ON public.patients USING btree (email)" in out
-    assert out.rstrip().endswith("3 differences in 2 objects (1 added, 1 removed, 1 changed in target)")
+    assert (
+        "  - index public.patients_email_idx: only in source: "
+        "CREATE INDEX patients_email_idx ON public.patients USING btree (email)" in out
+    )
+    assert out.rstrip().endswith(
+        "3 differences in 2 objects (1 added, 1 removed, 1 changed in target)"
+    )
 
 
 def test_formatting_only_differences_are_not_drift_unless_asked(envs: Callable[[str], str]) -> None:
     prod = envs("")
-    staging = envs("CREATE OR REPLACE FUNCTION public.patient_count() RETURNS bigint LANGUAGE sql STABLE AS $$\n"
-                   "    -- how many\n    select count(*)\n      from public.patients\n$$;")
+    staging = envs(
+        "CREATE OR REPLACE FUNCTION public.patient_count() RETURNS bigint LANGUAGE sql STABLE "
+        "AS $$\n"
+        "    -- how many\n    select count(*)\n      from public.patients\n$$;"
+    )
     code, out, _ = run("drift", "--source", prod, "--target", staging)
     assert code == 0
     assert "formatting only, not counted as drift" in out
@@ -97,16 +112,36 @@ def test_several_environments_show_which_ones_differ(envs: Callable[[str], str])
     production = envs("")
     staging = envs("ALTER TABLE public.patients ADD COLUMN phone text;")
     local = envs("ALTER TABLE public.patients ADD COLUMN phone varchar(20);")
-    code, out, _ = run("drift", "--env", f"production={production}", "--env", f"staging={staging}",
-                       "--env", f"local={local}", "--format", "json")
+    code, out, _ = run(
+        "drift",
+        "--env",
+        f"production={production}",
+        "--env",
+        f"staging={staging}",
+        "--env",
+        f"local={local}",
+        "--format",
+        "json",
+    )
     assert code == 1
     [column] = json.loads(out)
     assert column["identity"] == "public.patients.phone"
     assert column["change"] == "added"
     assert column["environments"] == {"production": "missing", "staging": "extra", "local": "extra"}
-    assert column["detail"]["data_type"] == {"production": None, "staging": "text", "local": "character varying(20)"}
-    code, out, _ = run("drift", "--env", f"production={production}", "--env", f"staging={staging}",
-                       "--env", f"local={production}")
+    assert column["detail"]["data_type"] == {
+        "production": None,
+        "staging": "text",
+        "local": "character varying(20)",
+    }
+    code, out, _ = run(
+        "drift",
+        "--env",
+        f"production={production}",
+        "--env",
+        f"staging={staging}",
+        "--env",
+        f"local={production}",
+    )
     assert code == 1
     assert "  + column public.patients.phone: production missing, staging extra" in out
     assert "1 object differ across production, staging, local (reference: production)" in out
@@ -114,15 +149,17 @@ def test_several_environments_show_which_ones_differ(envs: Callable[[str], str])
 
 def test_sql_refuses_destructive_statements_without_unsafe(envs: Callable[[str], str]) -> None:
     prod, staging = envs(""), envs("ALTER TABLE public.patients ADD COLUMN phone text;")
-    code, out, err = run("drift", "--source", prod, "--target", staging, "--sql")
+    code, _, err = run("drift", "--source", prod, "--target", staging, "--sql")
     assert code == 2
     assert "ALTER TABLE public.patients DROP COLUMN phone" in err
     assert "re-run with --unsafe" in err
 
 
 def test_sql_brings_the_target_in_line(envs: Callable[[str], str]) -> None:
-    prod = envs("CREATE INDEX patients_email_idx ON public.patients (email); "
-                "COMMENT ON TABLE public.patients IS 'people';")
+    prod = envs(
+        "CREATE INDEX patients_email_idx ON public.patients (email); "
+        "COMMENT ON TABLE public.patients IS 'people';"
+    )
     staging = envs("ALTER TABLE public.patients ADD COLUMN phone text;")
     code, script, _ = run("drift", "--source", prod, "--target", staging, "--sql", "--unsafe")
     assert code == 1
@@ -132,17 +169,30 @@ def test_sql_brings_the_target_in_line(envs: Callable[[str], str]) -> None:
     assert run("drift", "--source", prod, "--target", staging)[0] == 0
 
 
-def test_fingerprint_file_can_stand_in_for_a_database(envs: Callable[[str], str], tmp_path: Path) -> None:
+def test_fingerprint_file_can_stand_in_for_a_database(
+    envs: Callable[[str], str], tmp_path: Path
+) -> None:
     prod = envs("")
     exported = tmp_path / "production.json"
     code, _, err = run("fingerprint", "--dsn", prod, "--output", str(exported))
     assert code == 0
     assert "wrote " in err
     assert run("drift", "--source", str(exported), "--target", envs(""))[0] == 0
-    assert run("drift", "--source", str(exported), "--target", envs("DROP FUNCTION public.patient_count();"))[0] == 1
+    assert (
+        run(
+            "drift",
+            "--source",
+            str(exported),
+            "--target",
+            envs("DROP FUNCTION public.patient_count();"),
+        )[0]
+        == 1
+    )
 
 
-def test_pg_guardian_itself_is_not_drift(cluster: LocalCluster, dbname: str, envs: Callable[[str], str]) -> None:
+def test_pg_guardian_itself_is_not_drift(
+    cluster: LocalCluster, dbname: str, envs: Callable[[str], str]
+) -> None:
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
         conn.execute(SCHEMA)
         conn.execute("SELECT guardian.approve_baseline()")
@@ -155,12 +205,16 @@ def test_schema_filter_limits_the_comparison(envs: Callable[[str], str]) -> None
     prod = envs("CREATE SCHEMA scratch; CREATE TABLE scratch.tmp (a int);")
     staging = envs("")
     assert run("drift", "--source", prod, "--target", staging, "--schema", "public")[0] == 0
-    assert run("drift", "--source", prod, "--target", staging, "--exclude-schema", "scratch")[0] == 0
+    assert (
+        run("drift", "--source", prod, "--target", staging, "--exclude-schema", "scratch")[0] == 0
+    )
     assert run("drift", "--source", prod, "--target", staging)[0] == 1
 
 
 def test_unreachable_database_is_a_clear_error(envs: Callable[[str], str]) -> None:
-    code, _, err = run("drift", "--source", envs(""), "--target", "postgresql://nobody@127.0.0.1:1/nowhere")
+    code, _, err = run(
+        "drift", "--source", envs(""), "--target", "postgresql://nobody@127.0.0.1:1/nowhere"
+    )
     assert code == 2
     assert err.startswith("error: cannot connect to database nowhere on 127.0.0.1:1")
 
@@ -177,11 +231,14 @@ def test_permission_denied_on_the_catalogs_is_a_clear_error(
     assert f"as role {role}" in err
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--source", "x"), "give --source and --target"),
-    (("--env", "production"), "is not NAME=DSN"),
-    (("--env", "a=postgresql:///a"), "at least two environments"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--source", "x"), "give --source and --target"),
+        (("--env", "production"), "is not NAME=DSN"),
+        (("--env", "a=postgresql:///a"), "at least two environments"),
+    ],
+)
 def test_bad_arguments_say_what_to_pass(args: tuple[str, ...], message: str) -> None:
     code, _, err = run("drift", *args)
     assert code == 2

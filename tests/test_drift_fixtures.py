@@ -19,16 +19,19 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.types.json import Jsonb
-
 from pg_guardian import catalog, drift, drift_sql
 from pg_guardian.catalog import Fingerprint
 from pg_guardian.cluster import LocalCluster
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.json").exists())
-ROUNDTRIP = [c for c in CASES if json.loads((FIXTURES / c / "expected.json").read_text()).get("sql_roundtrip")]
+ROUNDTRIP = [
+    c
+    for c in CASES
+    if json.loads((FIXTURES / c / "expected.json").read_text()).get("sql_roundtrip")
+]
 _names = itertools.count()
 
 
@@ -48,12 +51,18 @@ class CaseDatabases:
 
 def create_database(cluster: LocalCluster, name: str, template: str = "template1") -> None:
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
 
 
 def drop_database(cluster: LocalCluster, name: str) -> None:
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def read(cluster: LocalCluster, dbname: str) -> Fingerprint:
@@ -76,7 +85,9 @@ def fixture_roles(cluster: LocalCluster) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module", params=CASES)
-def case(request: pytest.FixtureRequest, cluster: LocalCluster, fixture_roles: None) -> Iterator[CaseDatabases]:
+def case(
+    request: pytest.FixtureRequest, cluster: LocalCluster, fixture_roles: None
+) -> Iterator[CaseDatabases]:
     """The case's two databases, built once for all the checks of that case."""
     name = request.param
     prefix = f"drift{os.getpid()}_{next(_names)}"
@@ -86,8 +97,14 @@ def case(request: pytest.FixtureRequest, cluster: LocalCluster, fixture_roles: N
             create_database(cluster, dbname)
             with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
                 conn.execute((FIXTURES / name / script).read_text())
-        yield CaseDatabases(name, _expected(name), source_db, target_db,
-                            read(cluster, source_db), read(cluster, target_db))
+        yield CaseDatabases(
+            name,
+            _expected(name),
+            source_db,
+            target_db,
+            read(cluster, source_db),
+            read(cluster, target_db),
+        )
     finally:
         drop_database(cluster, source_db)
         drop_database(cluster, target_db)
@@ -107,8 +124,13 @@ def sql_db(cluster: LocalCluster, template_db: str) -> Iterator[psycopg.Connecti
 
 def _summary(entries: list[dict[str, Any]], cosmetic_key: str = "cosmetic") -> set[tuple[Any, ...]]:
     return {
-        (e["kind"], e["identity"], e["change"], tuple(sorted(e["attributes"])),
-         e.get(cosmetic_key, e.get("cosmetic", False)))
+        (
+            e["kind"],
+            e["identity"],
+            e["change"],
+            tuple(sorted(e["attributes"])),
+            e.get(cosmetic_key, e.get("cosmetic", False)),
+        )
         for e in entries
     }
 
@@ -120,9 +142,12 @@ def test_diff_reports_exactly_the_expected_differences(case: CaseDatabases) -> N
     assert bool(drift.counted(differences)) is case.expected["drift"]
 
 
-def test_sql_comparison_finds_the_same_differences(case: CaseDatabases, sql_db: psycopg.Connection) -> None:
+def test_sql_comparison_finds_the_same_differences(
+    case: CaseDatabases, sql_db: psycopg.Connection
+) -> None:
     rows = sql_db.execute(
-        "SELECT kind, identity, change, detail, cosmetic FROM guardian.compare_fingerprints(%s, %s, true)",
+        "SELECT kind, identity, change, detail, cosmetic "
+        "FROM guardian.compare_fingerprints(%s, %s, true)",
         (Jsonb(case.source.to_document()), Jsonb(case.target.to_document())),
     ).fetchall()
     got = {(k, i, c, tuple(sorted(d)), cos) for k, i, c, d, cos in rows}
@@ -131,15 +156,22 @@ def test_sql_comparison_finds_the_same_differences(case: CaseDatabases, sql_db: 
 
 def test_each_object_checksum_is_the_md5_of_its_definition(case: CaseDatabases) -> None:
     for fp in (case.source, case.target):
-        reloaded = catalog.fingerprint_from_document(json.loads(json.dumps(fp.to_document())), "copy")
+        reloaded = catalog.fingerprint_from_document(
+            json.loads(json.dumps(fp.to_document())), "copy"
+        )
         assert reloaded.checksum == fp.checksum
 
 
 @pytest.mark.parametrize("case", ROUNDTRIP, indirect=True)
-def test_generated_sql_brings_the_target_in_line(case: CaseDatabases, cluster: LocalCluster) -> None:
+def test_generated_sql_brings_the_target_in_line(
+    case: CaseDatabases, cluster: LocalCluster
+) -> None:
     differences = drift.counted(drift.diff(case.source, case.target))
-    script = drift_sql.render(drift_sql.migration(differences, case.source, case.target),
-                              unsafe=True, header=f"case {case.name}")
+    script = drift_sql.render(
+        drift_sql.migration(differences, case.source, case.target),
+        unsafe=True,
+        header=f"case {case.name}",
+    )
     copy = f"{case.target_db}_fixed"
     create_database(cluster, copy, template=case.target_db)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pg_guardian import normalize
 
 BODY = """
@@ -41,29 +40,37 @@ def test_reformatted_plpgsql_body_is_formatting_only() -> None:
     assert plpgsql(BODY) == plpgsql(REFORMATTED)
 
 
-@pytest.mark.parametrize("change", [
-    ("'big tenant %'", "'Big tenant %'"),
-    ("v_total > 1000", "v_total >= 1000"),
-    ("RETURN v_total;", "RETURN v_total + 1;"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("'big tenant %'", "'Big tenant %'"),
+        ("v_total > 1000", "v_total >= 1000"),
+        ("RETURN v_total;", "RETURN v_total + 1;"),
+    ],
+)
 def test_a_real_change_in_plpgsql_is_not_formatting(change: tuple[str, str]) -> None:
     assert plpgsql(BODY) != plpgsql(BODY.replace(*change))
 
 
 def test_sql_ignores_case_comments_whitespace_and_redundant_parentheses() -> None:
-    assert normalize.sql("SELECT (sum(balance) + 0) FROM accounts -- total") == \
-        normalize.sql("select sum(balance)+0\n  from accounts")
+    assert normalize.sql("SELECT (sum(balance) + 0) FROM accounts -- total") == normalize.sql(
+        "select sum(balance)+0\n  from accounts"
+    )
     assert normalize.sql("SELECT 'Keep'") != normalize.sql("SELECT 'keep'")
     assert normalize.sql('SELECT "Name" FROM t') != normalize.sql("SELECT name FROM t")
 
 
 def test_policy_expressions_compare_as_expressions() -> None:
-    assert normalize.expression("((owner = CURRENT_USER))") == normalize.expression("owner = current_user")
+    assert normalize.expression("((owner = CURRENT_USER))") == normalize.expression(
+        "owner = current_user"
+    )
 
 
 def test_unparsable_text_compares_by_tokens() -> None:
     assert normalize.sql("SELEC broken  -- x\n thing") == normalize.sql("selec BROKEN thing")
-    assert normalize.plpgsql("BEGIN RETURN (; END", "", "int") == normalize.plpgsql("begin return (; end", "", "int")
+    assert normalize.plpgsql("BEGIN RETURN (; END", "", "int") == normalize.plpgsql(
+        "begin return (; end", "", "int"
+    )
 
 
 def test_only_author_formatted_attributes_can_be_cosmetic() -> None:
@@ -72,8 +79,18 @@ def test_only_author_formatted_attributes_can_be_cosmetic() -> None:
     assert normalize.formatting_only("function", "body", sql_fn, other)
     assert not normalize.formatting_only("function", "volatility", sql_fn, other)
     python_fn = {"language": "plpython3u", "body": "return 1"}
-    assert not normalize.formatting_only("function", "body", python_fn, {**python_fn, "body": "return  1"})
-    assert normalize.formatting_only("view", "definition", {"definition": " SELECT a\n FROM t;"},
-                                     {"definition": "select a from t"})
-    assert not normalize.formatting_only("constraint", "definition", {"definition": "CHECK (a > 0)"},
-                                         {"definition": "CHECK ((a > 0))"})
+    assert not normalize.formatting_only(
+        "function", "body", python_fn, {**python_fn, "body": "return  1"}
+    )
+    assert normalize.formatting_only(
+        "view",
+        "definition",
+        {"definition": " SELECT a\n FROM t;"},
+        {"definition": "select a from t"},
+    )
+    assert not normalize.formatting_only(
+        "constraint",
+        "definition",
+        {"definition": "CHECK (a > 0)"},
+        {"definition": "CHECK ((a > 0))"},
+    )

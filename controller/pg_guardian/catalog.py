@@ -46,7 +46,8 @@ def objects_query() -> ObjectsQuery:
     path = scripts.extension_dir() / SOURCE_FILE
     source = path.read_text()
     match = re.search(
-        r"CREATE FUNCTION guardian\.schema_objects\(\)(?P<header>.*?)AS \$objects\$(?P<body>.*?)\$objects\$;",
+        r"CREATE FUNCTION guardian\.schema_objects\(\)(?P<header>.*?)"
+        r"AS \$objects\$(?P<body>.*?)\$objects\$;",
         source,
         re.S,
     )
@@ -65,8 +66,15 @@ class SchemaObject:
 
     __slots__ = ("_definition", "checksum", "definition_json", "identity", "key", "kind", "parent")
 
-    def __init__(self, key: str, kind: str, identity: str, parent: str | None, checksum: str,
-                 definition_json: str) -> None:
+    def __init__(
+        self,
+        key: str,
+        kind: str,
+        identity: str,
+        parent: str | None,
+        checksum: str,
+        definition_json: str,
+    ) -> None:
         self.key, self.kind, self.identity, self.parent = key, kind, identity, parent
         self.checksum, self.definition_json = checksum, definition_json
         self._definition: dict[str, Any] | None = None
@@ -95,7 +103,13 @@ def jsonb_text(value: Any) -> str:
     """``value::text`` as PostgreSQL prints jsonb: keys by length then bytes, ", " and ": "."""
     if isinstance(value, Mapping):
         keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
-        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in keys) + "}"
+        return (
+            "{"
+            + ", ".join(
+                f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in keys
+            )
+            + "}"
+        )
     if isinstance(value, list):
         return "[" + ", ".join(jsonb_text(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
@@ -209,19 +223,27 @@ def fingerprint_from_document(document: Any, origin: str) -> Fingerprint:
     for key, entry in document["objects"].items():
         try:
             definition = entry["definition"]
-            obj = SchemaObject(key, entry["kind"], entry["identity"], entry.get("parent"),
-                               entry["checksum"], jsonb_text(definition))
+            obj = SchemaObject(
+                key,
+                entry["kind"],
+                entry["identity"],
+                entry.get("parent"),
+                entry["checksum"],
+                jsonb_text(definition),
+            )
         except (KeyError, TypeError) as exc:
             raise CatalogError(f"{origin}: object {key!r} is incomplete ({exc})") from exc
         if key != f"{obj.kind} {obj.identity}" or obj.checksum != definition_checksum(definition):
             raise CatalogError(
-                f"{origin} is corrupt: object {key!r} does not match its checksum; export it again unchanged"
+                f"{origin} is corrupt: object {key!r} does not match its checksum; "
+                "export it again unchanged"
             )
         objects[key] = obj
     fingerprint = Fingerprint(objects, origin)
     if fingerprint.checksum != document.get("checksum"):
         raise CatalogError(
-            f"{origin} is corrupt: its checksum does not match its objects; export it again unchanged"
+            f"{origin} is corrupt: its checksum does not match its objects; "
+            "export it again unchanged"
         )
     return fingerprint
 

@@ -163,7 +163,8 @@ def _parse_envs(envs: tuple[str, ...]) -> dict[str, str]:
     for item in envs:
         name, sep, spec = item.partition("=")
         if not sep or not name.strip() or not spec.strip():
-            raise GuardianError(f"--env {item!r} is not NAME=DSN; e.g. --env production=postgresql://host/db")
+            raise GuardianError(
+                f"--env {item!r} is not NAME=DSN; e.g. --env production=postgresql://host/db")
         if name in parsed:
             raise GuardianError(f"--env {name} is given twice")
         parsed[name.strip()] = spec.strip()
@@ -171,18 +172,19 @@ def _parse_envs(envs: tuple[str, ...]) -> dict[str, str]:
 
 
 @main.command()
-@click.option("--source", help="Reference environment: a DSN or a fingerprint file (e.g. production).")
+@click.option("--source", help="Reference: a DSN or a fingerprint file (e.g. production).")
 @click.option("--target", help="Environment to check against it: a DSN or a fingerprint file.")
 @click.option("--env", "envs", multiple=True, metavar="NAME=DSN",
               help="Compare several environments (repeat; the first is the reference).")
 @format_option
-@click.option("--schema", "schemas", multiple=True, help="Only objects in this schema (repeatable).")
-@click.option("--exclude-schema", "exclude", multiple=True, help="Leave out this schema (repeatable).")
+@click.option("--schema", "schemas", multiple=True, help="Only this schema (repeatable).")
+@click.option("--exclude-schema", "exclude", multiple=True, help="Skip this schema (repeatable).")
 @click.option("--include-cosmetic", is_flag=True,
               help="Count formatting-only differences (whitespace, comments, case) as drift.")
 @click.option("--sql", "emit_sql", is_flag=True,
               help="Print the SQL that would bring the target in line with the source.")
-@click.option("--unsafe", is_flag=True, help="With --sql: allow destructive statements (DROP, type changes).")
+@click.option("--unsafe", is_flag=True,
+              help="With --sql: allow destructive statements (DROP, column type changes).")
 def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: str,
           schemas: tuple[str, ...], exclude: tuple[str, ...], include_cosmetic: bool,
           emit_sql: bool, unsafe: bool) -> None:
@@ -199,20 +201,25 @@ def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: st
     if envs:
         specs = _parse_envs(envs)
         if len(specs) < 2:
-            raise GuardianError("--env needs at least two environments, e.g. --env production=DSN --env staging=DSN")
+            raise GuardianError("--env needs at least two environments, "
+                                "e.g. --env production=DSN --env staging=DSN")
         if emit_sql:
             raise GuardianError("--sql works on one pair: use --source DSN --target DSN")
     else:
         if not source or not target:
-            raise GuardianError("give --source and --target (a DSN or fingerprint file each), or --env NAME=DSN twice")
+            raise GuardianError("give --source and --target (a DSN or fingerprint file each), "
+                                "or --env NAME=DSN twice")
         specs = {"source": source, "target": target}
-    fingerprints = {name: fp.only(schemas, exclude) for name, fp in drift_mod.fetch_all(specs).items()}
+    fetched = drift_mod.fetch_all(specs)
+    fingerprints = {name: fp.only(schemas, exclude) for name, fp in fetched.items()}
 
     if not envs:
         differences = drift_mod.diff(fingerprints["source"], fingerprints["target"])
-        found = drift_mod.counted(differences, include_cosmetic)
+        drifted = bool(drift_mod.counted(differences, include_cosmetic))
         if emit_sql:
-            statements = drift_sql.migration(found, fingerprints["source"], fingerprints["target"])
+            statements = drift_sql.migration(
+                drift_mod.counted(differences, include_cosmetic),
+                fingerprints["source"], fingerprints["target"])
             header = (f"pg-guardian drift --sql: bring {fingerprints['target'].origin}\n"
                       f"in line with {fingerprints['source'].origin}. Review before running.")
             click.echo(drift_sql.render(statements, unsafe=unsafe, header=header), nl=False)
@@ -223,14 +230,14 @@ def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: st
                 click.echo(line)
     else:
         many = drift_mod.diff_many(fingerprints)
-        found_many = [d for d in many if include_cosmetic or not d.cosmetic]
+        drifted = any(include_cosmetic or not d.cosmetic for d in many)
         if fmt == "json":
             emit_json([d.to_dict() for d in many])
         else:
-            for line in drift_mod.render_many_text(many, list(specs), include_cosmetic=include_cosmetic):
+            lines = drift_mod.render_many_text(many, list(specs), include_cosmetic=include_cosmetic)
+            for line in lines:
                 click.echo(line)
-        found = found_many  # type: ignore[assignment]
-    if found:
+    if drifted:
         click.get_current_context().exit(1)
 
 
@@ -239,7 +246,7 @@ def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: st
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the fingerprint to this file instead of standard output.")
 def fingerprint(dsn: str | None, output: Path | None) -> None:
-    """Print a database's schema fingerprint (JSON), for `drift` or guardian.import_fingerprint()."""
+    """Print a database's schema fingerprint (JSON) for `drift` or guardian.import_fingerprint()."""
     from pg_guardian import catalog
 
     with db.connect(dsn, "fingerprint", autocommit=True) as conn:
@@ -247,7 +254,8 @@ def fingerprint(dsn: str | None, output: Path | None) -> None:
     text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
     if output:
         output.write_text(text)
-        click.echo(f"wrote {len(document['objects'])} objects (checksum {document['checksum']}) to {output}", err=True)
+        click.echo(f"wrote {len(document['objects'])} objects "
+                   f"(checksum {document['checksum']}) to {output}", err=True)
     else:
         click.echo(text, nl=False)
 

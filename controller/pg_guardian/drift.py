@@ -27,9 +27,26 @@ from pg_guardian.catalog import Fingerprint, SchemaObject
 
 CHANGES = ("added", "removed", "changed")
 KIND_ORDER = (
-    "schema", "extension", "type", "domain", "sequence", "table", "foreign table", "column",
-    "constraint", "index", "view", "materialized view", "function", "procedure", "aggregate",
-    "trigger", "rule", "policy", "default privileges", "event trigger",
+    "schema",
+    "extension",
+    "type",
+    "domain",
+    "sequence",
+    "table",
+    "foreign table",
+    "column",
+    "constraint",
+    "index",
+    "view",
+    "materialized view",
+    "function",
+    "procedure",
+    "aggregate",
+    "trigger",
+    "rule",
+    "policy",
+    "default privileges",
+    "event trigger",
 )
 
 
@@ -52,8 +69,12 @@ class Difference:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "identity": self.identity, "parent": self.parent,
-            "change": self.change, "cosmetic": self.cosmetic, "detail": self.detail,
+            "kind": self.kind,
+            "identity": self.identity,
+            "parent": self.parent,
+            "change": self.change,
+            "cosmetic": self.cosmetic,
+            "detail": self.detail,
         }
 
 
@@ -62,8 +83,9 @@ def _common_order(order: Any, other: Any) -> list[Any]:
     return [c for c in (order or []) if c in others]
 
 
-def _attribute_differences(kind: str, src: Mapping[str, Any] | None,
-                           tgt: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+def _attribute_differences(
+    kind: str, src: Mapping[str, Any] | None, tgt: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
     src, tgt = src or {}, tgt or {}
     both = bool(src) and bool(tgt)
     detail: dict[str, dict[str, Any]] = {}
@@ -94,14 +116,24 @@ def diff(source: Fingerprint, target: Fingerprint) -> list[Difference]:
         s, t = src.get(key), tgt.get(key)
         any_side = s or t
         assert any_side is not None
-        detail = _attribute_differences(any_side.kind, s.definition if s else None,
-                                        t.definition if t else None)
+        detail = _attribute_differences(
+            any_side.kind, s.definition if s else None, t.definition if t else None
+        )
         change = "added" if s is None else "removed" if t is None else "changed"
         if change == "changed" and not detail:
             continue  # only the order of columns differs, and not among shared columns
         cosmetic = change == "changed" and all(e.get("cosmetic", False) for e in detail.values())
-        out.append(Difference(any_side.kind, any_side.identity, any_side.parent, change, cosmetic, detail,
-                              _group_kind(any_side, source, target)))
+        out.append(
+            Difference(
+                any_side.kind,
+                any_side.identity,
+                any_side.parent,
+                change,
+                cosmetic,
+                detail,
+                _group_kind(any_side, source, target),
+            )
+        )
     return sorted(out, key=_sort_key)
 
 
@@ -143,9 +175,13 @@ class EnvironmentDifference:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "identity": self.identity, "parent": self.parent,
-            "change": self.change, "cosmetic": self.cosmetic,
-            "environments": self.environments, "detail": self.detail,
+            "kind": self.kind,
+            "identity": self.identity,
+            "parent": self.parent,
+            "change": self.change,
+            "cosmetic": self.cosmetic,
+            "environments": self.environments,
+            "detail": self.detail,
         }
 
 
@@ -196,13 +232,26 @@ def diff_many(fingerprints: Mapping[str, Fingerprint]) -> list[EnvironmentDiffer
                 detail.setdefault(attribute, {})
         for attribute in detail:
             detail[attribute] = {
-                n: (present[n].definition.get(attribute) if present[n] else None)  # type: ignore[union-attr]
-                for n in names
+                n: (obj.definition.get(attribute) if (obj := present[n]) else None) for n in names
             }
-        change = ("added" if ref is None
-                  else "removed" if any(s == "missing" for s in states.values()) else "changed")
-        out.append(EnvironmentDifference(any_side.kind, any_side.identity, any_side.parent, change,
-                                         cosmetic, states, dict(sorted(detail.items()))))
+        change = (
+            "added"
+            if ref is None
+            else "removed"
+            if any(s == "missing" for s in states.values())
+            else "changed"
+        )
+        out.append(
+            EnvironmentDifference(
+                any_side.kind,
+                any_side.identity,
+                any_side.parent,
+                change,
+                cosmetic,
+                states,
+                dict(sorted(detail.items())),
+            )
+        )
     return sorted(out, key=lambda d: (d.group, d.parent is not None, d.kind, d.identity))
 
 
@@ -218,8 +267,9 @@ def fetch(spec: str, name: str = "database") -> Fingerprint:
         return catalog.read_fingerprint(conn, f"{name} ({db.describe(spec)})")
 
 
-def fetch_all(specs: Mapping[str, str],
-              reader: Callable[[str, str], Fingerprint] = fetch) -> dict[str, Fingerprint]:
+def fetch_all(
+    specs: Mapping[str, str], reader: Callable[[str, str], Fingerprint] = fetch
+) -> dict[str, Fingerprint]:
     """Read several fingerprints at once (each server does its own catalog work in parallel)."""
     with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
         futures = {name: pool.submit(reader, spec, name) for name, spec in specs.items()}
@@ -283,15 +333,26 @@ def _multiline(value: Any) -> bool:
 
 
 def _body_diff(a: str, b: str, names: tuple[str, str]) -> list[str]:
-    lines = list(difflib.unified_diff(a.strip("\n").splitlines(), b.strip("\n").splitlines(),
-                                      names[0], names[1], lineterm="", n=1))
+    lines = list(
+        difflib.unified_diff(
+            a.strip("\n").splitlines(),
+            b.strip("\n").splitlines(),
+            names[0],
+            names[1],
+            lineterm="",
+            n=1,
+        )
+    )
     if len(lines) > _MAX_DIFF_LINES:
         lines = [*lines[:_MAX_DIFF_LINES], f"... {len(lines) - _MAX_DIFF_LINES} more lines"]
     return ["      " + line for line in lines]
 
 
-def render_text(differences: Sequence[Difference], names: tuple[str, str] = ("source", "target"),
-                include_cosmetic: bool = False) -> list[str]:
+def render_text(
+    differences: Sequence[Difference],
+    names: tuple[str, str] = ("source", "target"),
+    include_cosmetic: bool = False,
+) -> list[str]:
     """A review of the differences: grouped by object, one line per difference, both values."""
     lines: list[str] = []
     real = counted(differences, include_cosmetic)
@@ -319,7 +380,9 @@ def render_text(differences: Sequence[Difference], names: tuple[str, str] = ("so
                     lines.append(f"  ~ {label}: {attribute} differs{note}")
                     lines.extend(_body_diff(str(a or ""), str(b or ""), names))
                 else:
-                    lines.append(f"  ~ {label}: {attribute}: {src} {show(a)} | {tgt} {show(b)}{note}")
+                    lines.append(
+                        f"  ~ {label}: {attribute}: {src} {show(a)} | {tgt} {show(b)}{note}"
+                    )
     if cosmetic:
         if lines:
             lines.append("")
@@ -329,18 +392,22 @@ def render_text(differences: Sequence[Difference], names: tuple[str, str] = ("so
     counts = {c: sum(1 for d in real if d.change == c) for c in CHANGES}
     if real:
         lines.append("")
+        groups = len({d.group for d in real})
         lines.append(
-            f"{len(real)} difference{'s' if len(real) != 1 else ''} in {len({d.group for d in real})} "
-            f"object{'s' if len({d.group for d in real}) != 1 else ''} "
-            f"({counts['added']} added, {counts['removed']} removed, {counts['changed']} changed in {tgt})"
+            f"{len(real)} difference{'s' if len(real) != 1 else ''} in {groups} "
+            f"object{'s' if groups != 1 else ''} ({counts['added']} added, "
+            f"{counts['removed']} removed, {counts['changed']} changed in {tgt})"
         )
     else:
         lines.append(f"no drift: {tgt} matches {src}")
     return lines
 
 
-def render_many_text(differences: Sequence[EnvironmentDifference], names: Sequence[str],
-                     include_cosmetic: bool = False) -> list[str]:
+def render_many_text(
+    differences: Sequence[EnvironmentDifference],
+    names: Sequence[str],
+    include_cosmetic: bool = False,
+) -> list[str]:
     """Per object, which environments differ and each one's value of every differing attribute."""
     real = [d for d in differences if include_cosmetic or not d.cosmetic]
     lines: list[str] = []
@@ -352,19 +419,27 @@ def render_many_text(differences: Sequence[EnvironmentDifference], names: Sequen
             if lines:
                 lines.append("")
             lines.append(f"{d.group}")
-        states = ", ".join(f"{n} {s}" for n, s in d.environments.items() if s not in ("reference", "same"))
+        states = ", ".join(
+            f"{n} {s}" for n, s in d.environments.items() if s not in ("reference", "same")
+        )
         lines.append(f"  {_SIGN[d.change]} {d.kind} {d.identity}: {states}")
         missing_any = any(s in ("missing", "extra") for s in d.environments.values())
         if missing_any:
             for name in names:
                 obj = {a: v.get(name) for a, v in d.detail.items() if v.get(name) is not None}
-                lines.append(f"      {name.ljust(width)}  {summary(obj, d.kind) if obj else '(missing)'}")
+                lines.append(
+                    f"      {name.ljust(width)}  {summary(obj, d.kind) if obj else '(missing)'}"
+                )
             continue
         for attribute, values in d.detail.items():
             lines.append(f"      {attribute}:")
             for name in names:
                 value = values.get(name)
-                shown = show(value) if not _multiline(value) else f"{len(str(value).splitlines())} lines"
+                shown = (
+                    show(value)
+                    if not _multiline(value)
+                    else f"{len(str(value).splitlines())} lines"
+                )
                 lines.append(f"        {name.ljust(width)}  {shown}")
     cosmetic = [d for d in differences if d not in real]
     if cosmetic:
@@ -375,8 +450,10 @@ def render_many_text(differences: Sequence[EnvironmentDifference], names: Sequen
             lines.append(f"  ~ {d.kind} {d.identity}")
     if real:
         lines.append("")
-        lines.append(f"{len(real)} object{'s' if len(real) != 1 else ''} differ across "
-                     f"{', '.join(names)} (reference: {names[0]})")
+        lines.append(
+            f"{len(real)} object{'s' if len(real) != 1 else ''} differ across "
+            f"{', '.join(names)} (reference: {names[0]})"
+        )
     else:
         lines.append(f"no drift: {', '.join(names)} match")
     return lines

@@ -44,7 +44,7 @@ def tokens(text: str) -> str:
 def sql(text: str) -> str:
     """SQL statements in canonical form (parsed and deparsed), or their tokens if unparsable."""
     try:
-        return str(RawStream()(pglast.parse_sql(text)))
+        return str(RawStream()(pglast.parse_sql(text)))  # type: ignore[no-untyped-call]
     except Exception:
         return tokens(text)
 
@@ -60,9 +60,7 @@ def _strip_plpgsql(node: Any) -> Any:
         for key, value in node.items():
             if key == "lineno":
                 continue
-            if key == "query" and isinstance(value, str):
-                out[key] = tokens(value)
-            elif key == "typname" and isinstance(value, str):
+            if key in ("query", "typname") and isinstance(value, str):
                 out[key] = tokens(value)
             else:
                 out[key] = _strip_plpgsql(value)
@@ -72,7 +70,9 @@ def _strip_plpgsql(node: Any) -> Any:
     return node
 
 
-def plpgsql(body: str, arguments: str = "", returns: str | None = "void", procedure: bool = False) -> str:
+def plpgsql(
+    body: str, arguments: str = "", returns: str | None = "void", procedure: bool = False
+) -> str:
     """A PL/pgSQL body as its parse tree (line numbers dropped, embedded SQL as tokens)."""
     tag = "$pgg$"
     n = 0
@@ -91,11 +91,14 @@ def plpgsql(body: str, arguments: str = "", returns: str | None = "void", proced
     return json.dumps(_strip_plpgsql(tree), sort_keys=True)
 
 
-def formatting_attribute(kind: str, attribute: str, source: Mapping[str, Any],
-                         target: Mapping[str, Any]) -> bool:
-    """Can a difference in this attribute be formatting only? (As guardian._formatting_attribute.)"""
+def formatting_attribute(
+    kind: str, attribute: str, source: Mapping[str, Any], target: Mapping[str, Any]
+) -> bool:
+    """Can a difference in this attribute be formatting only? (guardian._formatting_attribute)"""
     if kind in ("function", "procedure") and attribute == "body":
-        return source.get("language") in ("sql", "plpgsql") and source.get("language") == target.get("language")
+        return source.get("language") in ("sql", "plpgsql") and source.get(
+            "language"
+        ) == target.get("language")
     if kind in ("view", "materialized view"):
         return attribute == "definition"
     if kind == "policy":
@@ -106,15 +109,21 @@ def formatting_attribute(kind: str, attribute: str, source: Mapping[str, Any],
 def _canonical(kind: str, attribute: str, value: str, definition: Mapping[str, Any]) -> str:
     if kind in ("function", "procedure"):
         if definition.get("language") == "plpgsql":
-            return plpgsql(value, definition.get("arguments", ""), definition.get("returns"),
-                           procedure=kind == "procedure")
+            return plpgsql(
+                value,
+                definition.get("arguments", ""),
+                definition.get("returns"),
+                procedure=kind == "procedure",
+            )
         return sql(value)
     if kind == "policy":
         return expression(value)
     return sql(value)
 
 
-def formatting_only(kind: str, attribute: str, source: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
+def formatting_only(
+    kind: str, attribute: str, source: Mapping[str, Any], target: Mapping[str, Any]
+) -> bool:
     """True when the attribute differs between two definitions only in formatting."""
     a, b = source.get(attribute), target.get(attribute)
     if not isinstance(a, str) or not isinstance(b, str):
