@@ -469,14 +469,17 @@ AS $$
             || pg_catalog.md5(coalesce(pg_catalog.string_agg(o.key || '=' || o.checksum, E'\n' ORDER BY o.key COLLATE "C"), ''))
             || '", "objects": {'
             || coalesce(pg_catalog.string_agg(
-                   pg_catalog.to_json(o.key)::text
-                   || ': {"kind": ' || pg_catalog.to_json(o.kind)::text
-                   || ', "identity": ' || pg_catalog.to_json(o.identity)::text
+                   -- kinds are plain words; the identity is quoted once and reused in the key
+                   '"' || o.kind || ' ' || pg_catalog.substr(o.identity_json, 2)
+                   || ': {"kind": "' || o.kind
+                   || '", "identity": ' || o.identity_json
                    || coalesce(', "parent": ' || pg_catalog.to_json(o.parent)::text, '')
                    || ', "checksum": "' || o.checksum
                    || '", "definition": ' || o.definition || '}', ', '), '')
             || '}}')::jsonb
-      FROM guardian.schema_objects() AS o
+      FROM (SELECT x.key, x.kind, x.parent, x.checksum, x.definition,
+                   pg_catalog.to_json(x.identity)::text AS identity_json
+              FROM guardian.schema_objects() AS x) AS o
 $$;
 COMMENT ON FUNCTION guardian.schema_fingerprint() IS
     'Canonical JSON description of the user schemas (tables, columns, indexes, constraints, triggers, functions, views, sequences, types, policies, privileges, extensions, comments) with an md5 per object and overall. Independent of OIDs and creation order; pg_guardian''s own objects excluded.';
