@@ -77,7 +77,7 @@ def test_text_output_reads_like_a_review(envs: Callable[[str], str]) -> None:
     assert code == 1
     assert out.splitlines()[:4] == [
         "function public.patient_count()",
-        "  ~ function public.patient_count(): body: source SELECT count(*) FROM public.patients | "
+        "  ~ body: source SELECT count(*) FROM public.patients | "
         "target SELECT count(*) FROM public.patients WHERE phone IS NOT NULL",
         "",
         "table public.patients",
@@ -102,7 +102,7 @@ def test_formatting_only_differences_are_not_drift_unless_asked(envs: Callable[[
     code, out, _ = run("drift", "--source", prod, "--target", staging)
     assert code == 0
     assert "formatting only, not counted as drift" in out
-    assert "  ~ function public.patient_count(): body" in out
+    assert "  ~ function public.patient_count(): body" in out  # listed after the drift
     code, out, _ = run("drift", "--source", prod, "--target", staging, "--include-cosmetic")
     assert code == 1
     assert "body differs (formatting only)" in out

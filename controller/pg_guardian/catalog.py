@@ -25,6 +25,7 @@ from pg_guardian import scripts
 from pg_guardian.errors import GuardianError
 
 FORMAT = "pg_guardian.fingerprint/1"
+MIN_SERVER_VERSION = 140000
 SOURCE_FILE = Path("sql") / "40_drift" / "10_fingerprint.sql"
 
 
@@ -177,6 +178,11 @@ def read_fingerprint(conn: psycopg.Connection, origin: str | None = None) -> Fin
     """
     query = objects_query()
     origin = origin or f"database {conn.info.dbname}"
+    if conn.info.server_version < MIN_SERVER_VERSION:
+        raise CatalogError(
+            f"{origin} runs PostgreSQL {conn.info.server_version // 10000}; fingerprints need "
+            "PostgreSQL 14 or newer (the catalogs they read)"
+        )
     cursor = conn.cursor()
     cursor.adapters.register_loader("jsonb", _TextLoader)
     try:

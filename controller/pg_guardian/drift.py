@@ -168,6 +168,7 @@ class EnvironmentDifference:
     cosmetic: bool
     environments: dict[str, str]
     detail: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group_kind: str = field(default="table", compare=False, repr=False)
 
     @property
     def group(self) -> str:
@@ -250,6 +251,7 @@ def diff_many(fingerprints: Mapping[str, Fingerprint]) -> list[EnvironmentDiffer
                 cosmetic,
                 states,
                 dict(sorted(detail.items())),
+                _group_kind(any_side, *fingerprints.values()),
             )
         )
     return sorted(out, key=lambda d: (d.group, d.parent is not None, d.kind, d.identity))
@@ -317,7 +319,8 @@ def summary(obj_definition: Mapping[str, Any], kind: str) -> str:
         returns = f" returns {d['returns']}" if d.get("returns") else ""
         return f"({d.get('arguments', '')}){returns} language {d.get('language')}"
     if kind in ("table", "foreign table"):
-        return f"{len(d.get('column_order', []))} columns, {d.get('persistence', 'permanent')}"
+        n = len(d.get("column_order", []))
+        return f"{n} column{'s' if n != 1 else ''}, {d.get('persistence', 'permanent')}"
     if kind == "policy":
         return f"{d.get('command')} to {show(d.get('roles'))} using {show(d.get('using'))}"
     if kind == "extension":
@@ -365,24 +368,23 @@ def render_text(
             if lines:
                 lines.append("")
             lines.append(f"{d.group_kind} {d.group}")
-        label = f"{d.kind} {d.identity}"
+        # the group's own object is named in the heading; its parts are named on their line
+        label = "" if d.identity == d.group else f"{d.kind} {d.identity}: "
         if d.change == "added":
             values = {a: e["target"] for a, e in d.detail.items()}
-            lines.append(f"  + {label}: only in {tgt}: {summary(values, d.kind)}")
+            lines.append(f"  + {label}only in {tgt}: {summary(values, d.kind)}")
         elif d.change == "removed":
             values = {a: e["source"] for a, e in d.detail.items()}
-            lines.append(f"  - {label}: only in {src}: {summary(values, d.kind)}")
+            lines.append(f"  - {label}only in {src}: {summary(values, d.kind)}")
         else:
             for attribute, entry in d.detail.items():
                 a, b = entry["source"], entry["target"]
                 note = " (formatting only)" if entry.get("cosmetic") else ""
                 if _multiline(a) or _multiline(b):
-                    lines.append(f"  ~ {label}: {attribute} differs{note}")
+                    lines.append(f"  ~ {label}{attribute} differs{note}")
                     lines.extend(_body_diff(str(a or ""), str(b or ""), names))
                 else:
-                    lines.append(
-                        f"  ~ {label}: {attribute}: {src} {show(a)} | {tgt} {show(b)}{note}"
-                    )
+                    lines.append(f"  ~ {label}{attribute}: {src} {show(a)} | {tgt} {show(b)}{note}")
     if cosmetic:
         if lines:
             lines.append("")
@@ -418,11 +420,12 @@ def render_many_text(
             current = d.group
             if lines:
                 lines.append("")
-            lines.append(f"{d.group}")
+            lines.append(f"{d.group_kind} {d.group}")
         states = ", ".join(
             f"{n} {s}" for n, s in d.environments.items() if s not in ("reference", "same")
         )
-        lines.append(f"  {_SIGN[d.change]} {d.kind} {d.identity}: {states}")
+        label = "" if d.identity == d.group else f"{d.kind} {d.identity}: "
+        lines.append(f"  {_SIGN[d.change]} {label}{states}")
         missing_any = any(s in ("missing", "extra") for s in d.environments.values())
         if missing_any:
             for name in names:
@@ -433,14 +436,24 @@ def render_many_text(
             continue
         for attribute, values in d.detail.items():
             lines.append(f"      {attribute}:")
+            if not any(_multiline(v) for v in values.values()):
+                for name in names:
+                    lines.append(f"        {name.ljust(width)}  {show(values.get(name))}")
+                continue
+            # long text (a body, a view): name each distinct version, diff it with the reference
+            versions: dict[str, str] = {}
             for name in names:
-                value = values.get(name)
-                shown = (
-                    show(value)
-                    if not _multiline(value)
-                    else f"{len(str(value).splitlines())} lines"
-                )
-                lines.append(f"        {name.ljust(width)}  {shown}")
+                text = str(values.get(name) or "")
+                label = versions.setdefault(text, chr(ord("A") + len(versions)))
+                reference_text = str(values.get(names[0]) or "")
+                same = f" (as {names[0]})" if name != names[0] and text == reference_text else ""
+                lines.append(f"        {name.ljust(width)}  version {label}{same}")
+            reference = str(values.get(names[0]) or "")
+            for text, label in versions.items():
+                if text != reference:
+                    lines.extend(
+                        _body_diff(reference, text, (f"version A ({names[0]})", f"version {label}"))
+                    )
     cosmetic = [d for d in differences if d not in real]
     if cosmetic:
         if lines:

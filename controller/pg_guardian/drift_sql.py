@@ -923,7 +923,11 @@ def render(statements: list[Statement], *, unsafe: bool, header: str) -> str:
     if not statements:
         lines.append("-- nothing to do: the target matches the source")
     for s in statements:
-        lines.append(s.sql if not s.unsafe else f"-- unsafe: may lose data\n{s.sql}")
+        if s.drop:
+            lines.append("-- destructive (allowed by --unsafe): removes an object")
+        elif s.unsafe:
+            lines.append("-- unsafe (allowed by --unsafe): may lose or rewrite data")
+        lines.append(s.sql)
     script = "\n".join(lines) + "\n"
     try:
         pglast.parse_sql(script)
