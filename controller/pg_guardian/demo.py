@@ -77,8 +77,8 @@ def step_environment(conn: psycopg.Connection, echo: Callable[[str], None]) -> N
 
 def step_drift(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     echo("== environment drift: a production hotfix, caught as it happens and against the baseline")
-    baseline = conn.execute("SELECT guardian.approve_baseline()").fetchone()[0]  # type: ignore[index]
-    echo(f"  the schema is approved as baseline {baseline}; then someone changes production by hand:")
+    baseline = scalar(conn, "SELECT guardian.approve_baseline()")
+    echo(f"  the schema is baseline {baseline}; then someone changes production by hand:")
     conn.execute("SET application_name = 'psql (hotfix)'")
     conn.execute("ALTER TABLE dental.patients ADD COLUMN insurance_no text")
     conn.execute("DROP INDEX dental.appointments_patient_id_idx")
@@ -88,10 +88,20 @@ def step_drift(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
         "ORDER BY last_seen_at DESC LIMIT 2"
     ).fetchall()[::-1]:
         echo(f"  {severity} SCHEMA_CHANGE: {message}")
-    echo(f"  hourly drift_check job: {conn.execute('SELECT guardian.check_drift()').fetchone()[0]}")  # type: ignore[index]
-    for kind, identity, change in conn.execute("SELECT kind, identity, change FROM guardian.diff_schema()"):
+    echo(f"  hourly drift_check job: {scalar(conn, 'SELECT guardian.check_drift()')}")
+    rows = conn.execute("SELECT kind, identity, change FROM guardian.diff_schema()").fetchall()
+    for kind, identity, change in rows:
         echo(f"    {change:<8} {kind} {identity}")
     echo("  (pg-guardian drift --source <prod DSN> --target <staging DSN> compares two databases)")
 
 
-STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [step_environment, step_drift]
+def scalar(conn: psycopg.Connection, query: str) -> object:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [
+    step_environment,
+    step_drift,
+]
