@@ -77,7 +77,7 @@ def step_environment(conn: psycopg.Connection, echo: Callable[[str], None]) -> N
 
 def step_drift(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     echo("== environment drift: a production hotfix, caught as it happens and against the baseline")
-    baseline = scalar(conn, "SELECT guardian.approve_baseline()")
+    baseline = _scalar(conn, "SELECT guardian.approve_baseline()")
     echo(f"  the schema is baseline {baseline}; then someone changes production by hand:")
     conn.execute("SET application_name = 'psql (hotfix)'")
     conn.execute("ALTER TABLE dental.patients ADD COLUMN insurance_no text")
@@ -88,14 +88,14 @@ def step_drift(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
         "ORDER BY last_seen_at DESC LIMIT 2"
     ).fetchall()[::-1]:
         echo(f"  {severity} SCHEMA_CHANGE: {message}")
-    echo(f"  hourly drift_check job: {scalar(conn, 'SELECT guardian.check_drift()')}")
+    echo(f"  hourly drift_check job: {_scalar(conn, 'SELECT guardian.check_drift()')}")
     rows = conn.execute("SELECT kind, identity, change FROM guardian.diff_schema()").fetchall()
     for kind, identity, change in rows:
         echo(f"    {change:<8} {kind} {identity}")
     echo("  (pg-guardian drift --source <prod DSN> --target <staging DSN> compares two databases)")
 
 
-def scalar(conn: psycopg.Connection, query: str) -> object:
+def _scalar(conn: psycopg.Connection, query: str) -> object:
     row = conn.execute(query).fetchone()
     assert row is not None
     return row[0]
