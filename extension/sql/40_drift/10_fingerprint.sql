@@ -12,8 +12,9 @@
 -- schema-qualified and quoted as pg_identify_object() does; arrays whose order means nothing
 -- are sorted in "C" order; text the server deparses (defaults, indexes, constraints, views,
 -- policies) is rendered under the fixed settings below, so the caller's DateStyle, TimeZone or
--- search_path cannot change it. Joins rather than correlated subqueries keep it at about a
--- second for 2,000 tables.
+-- search_path cannot change it. Joins rather than correlated subqueries (and hash joins
+-- rather than nested loops over CTEs, no JIT, enough work_mem to stay off disk) keep it under
+-- a second for 2,000 tables.
 --
 -- Shape: {"format": "pg_guardian.fingerprint/1", "checksum": md5,
 --         "objects": {"<kind> <identity>": {"kind", "identity", "parent", "checksum",
@@ -32,6 +33,7 @@ SET bytea_output = 'hex'
 SET quote_all_identifiers = 'off'
 SET jit = 'off'
 SET enable_nestloop = 'off'
+SET work_mem = '64MB'
 AS $objects$
 WITH
 ext_member AS (
@@ -464,6 +466,7 @@ CREATE FUNCTION guardian.schema_fingerprint()
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET work_mem = '64MB'
 AS $$
     SELECT ('{"format": "pg_guardian.fingerprint/1", "checksum": "'
             || pg_catalog.md5(coalesce(pg_catalog.string_agg(o.key || '=' || o.checksum, E'\n' ORDER BY o.key COLLATE "C"), ''))
