@@ -698,11 +698,13 @@ static int	n_specs = 0;
 static MemoryContext spec_cxt = NULL;
 static bool spec_callbacks = false;
 static bool specs_stale = false;
+static uint64 spec_generation = 1;
 
 static void
 reset_specs(void)
 {
 	n_specs = 0;
+	spec_generation++;
 	specs_stale = false;
 	if (spec_cxt != NULL)
 		MemoryContextReset(spec_cxt);
@@ -819,12 +821,25 @@ static Datum *deform_values = NULL;
 static bool *deform_nulls = NULL;
 static int	deform_size = 0;
 
+/*
+ * What one call site (one WHEN clause, one scan) remembers between rows: the row type it saw
+ * last, that type's descriptor, and the table's spec, valid while the spec generation holds.
+ */
+typedef struct SuspectCache
+{
+	Oid			typid;
+	int32		typmod;
+	uint64		generation;
+	bool		any_mode;
+	TableSpec  *spec;
+	TupleDesc	desc;
+} SuspectCache;
+
 /* Take a composite datum apart once (GetAttributeByNum would walk it again for each column). */
 static void
-deform_row(HeapTupleHeader row, TupleDesc *desc_out)
+deform_row(HeapTupleHeader row, TupleDesc desc)
 {
 	HeapTupleData tuple;
-	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(row), HeapTupleHeaderGetTypMod(row));
 
 	if (deform_size < desc->natts)
 	{
@@ -841,7 +856,6 @@ deform_row(HeapTupleHeader row, TupleDesc *desc_out)
 	tuple.t_tableOid = InvalidOid;
 	tuple.t_data = row;
 	heap_deform_tuple(&tuple, desc, deform_values, deform_nulls);
-	*desc_out = desc;
 }
 
 static bool
@@ -875,29 +889,57 @@ values_equal(ColumnSpec *col, Datum a, Datum b)
 		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
 }
 
-static bool
-row_suspect(HeapTupleHeader newtup, HeapTupleHeader oldtup, bool any_mode)
+static TableSpec *
+find_spec(Oid relid, bool any_mode)
 {
-	Oid			relid = get_typ_typrelid(HeapTupleHeaderGetTypeId(newtup));
-	TableSpec  *spec = NULL;
+	int			i;
+
+	for (i = 0; i < n_specs; i++)
+		if (specs[i].relid == relid && specs[i].any_mode == any_mode)
+			return &specs[i];
+	return load_spec(relid, any_mode);
+}
+
+static bool
+row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup, bool any_mode)
+{
+	SuspectCache *cache = (SuspectCache *) flinfo->fn_extra;
+	Oid			typid = HeapTupleHeaderGetTypeId(newtup);
+	int32		typmod = HeapTupleHeaderGetTypMod(newtup);
+	TableSpec  *spec;
 	TupleDesc	desc;
 	bool		found = false;
 	int			i;
 
 	if (specs_stale)
 		reset_specs();
-	for (i = 0; i < n_specs; i++)
-		if (specs[i].relid == relid && specs[i].any_mode == any_mode)
-		{
-			spec = &specs[i];
-			break;
-		}
-	if (spec == NULL)
-		spec = load_spec(relid, any_mode);
+	if (cache == NULL)
+	{
+		cache = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SuspectCache));
+		flinfo->fn_extra = cache;
+	}
+	if (cache->generation != spec_generation || cache->typid != typid || cache->typmod != typmod ||
+		cache->any_mode != any_mode)
+	{
+		TupleDesc	looked = lookup_rowtype_tupdesc(typid, typmod);
+		MemoryContext old = MemoryContextSwitchTo(flinfo->fn_mcxt);
+
+		cache->desc = CreateTupleDescCopy(looked);
+		MemoryContextSwitchTo(old);
+		ReleaseTupleDesc(looked);
+		cache->spec = find_spec(get_typ_typrelid(typid), any_mode);
+		cache->typid = typid;
+		cache->typmod = typmod;
+		cache->any_mode = any_mode;
+		/* loading may itself have been invalidated: then look again next row */
+		cache->generation = specs_stale ? 0 : spec_generation;
+	}
+	spec = cache->spec;
+	desc = cache->desc;
 	if (spec->ncolumns == 0)
 		return false;
 
-	deform_row(newtup, &desc);
+	deform_row(newtup, desc);
 	for (i = 0; i < spec->ncolumns && !found; i++)
 	{
 		ColumnSpec *col = &spec->columns[i];
@@ -915,7 +957,6 @@ row_suspect(HeapTupleHeader newtup, HeapTupleHeader oldtup, bool any_mode)
 		}
 		found = value_suspect(col, deform_values[idx]);
 	}
-	ReleaseTupleDesc(desc);
 	return found;
 }
 
@@ -927,7 +968,7 @@ pg_guardian_suspect(PG_FUNCTION_ARGS)
 	HeapTupleHeader newtup = PG_GETARG_HEAPTUPLEHEADER(0);
 	HeapTupleHeader oldtup = (PG_NARGS() > 1 && !PG_ARGISNULL(1)) ? PG_GETARG_HEAPTUPLEHEADER(1) : NULL;
 
-	PG_RETURN_BOOL(row_suspect(newtup, oldtup, false));
+	PG_RETURN_BOOL(row_suspect(fcinfo->flinfo, newtup, oldtup, false));
 }
 
 /* The same test for scans: the rules as they apply whatever the guard mode. */
@@ -936,5 +977,5 @@ PG_FUNCTION_INFO_V1(pg_guardian_suspect_any_mode);
 Datum
 pg_guardian_suspect_any_mode(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(row_suspect(PG_GETARG_HEAPTUPLEHEADER(0), NULL, true));
+	PG_RETURN_BOOL(row_suspect(fcinfo->flinfo, PG_GETARG_HEAPTUPLEHEADER(0), NULL, true));
 }
