@@ -212,8 +212,10 @@ BEGIN
     END IF;
     BEGIN
         -- Grants made by an extension script (installing or upgrading the guardian itself)
+        -- or by guardian.lockdown()/unlock() (which record them and raise LOCKDOWN alerts)
         -- only renew the snapshot.
-        IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() AS c WHERE c.in_extension) THEN
+        IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() AS c WHERE c.in_extension)
+           OR guardian._lockdown_in_progress() THEN
             PERFORM pg_catalog.count(*) FROM guardian._privilege_changes('extension script');
             RETURN;
         END IF;
