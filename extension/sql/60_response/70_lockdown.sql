@@ -27,7 +27,7 @@ CREATE TABLE guardian.lockdowns (
     ended_by       text,
     end_note       text,
     changing_xid   bigint,
-    CONSTRAINT lockdowns_reason_chk CHECK (btrim(reason) <> ''),
+    CONSTRAINT lockdowns_reason_chk CHECK (pg_catalog.btrim(reason) <> ''),
     CONSTRAINT lockdowns_ended_chk CHECK (ended_by IS NULL OR ended_at IS NOT NULL)
 );
 COMMENT ON TABLE guardian.lockdowns IS
@@ -54,7 +54,7 @@ CREATE TABLE guardian.lockdown_changes (
     restore_note  text,
     CONSTRAINT lockdown_changes_pkey PRIMARY KEY (lockdown_id, seq),
     CONSTRAINT lockdown_changes_kind_chk CHECK (kind IN ('privilege', 'read_only')),
-    CONSTRAINT lockdown_changes_privilege_chk CHECK (kind <> 'privilege' OR (relid IS NOT NULL AND cardinality(privileges) > 0))
+    CONSTRAINT lockdown_changes_privilege_chk CHECK (kind <> 'privilege' OR (relid IS NOT NULL AND pg_catalog.cardinality(privileges) > 0))
 );
 COMMENT ON TABLE guardian.lockdown_changes IS
     'What a lockdown took, to give it back: write privileges revoked (table or column, with grant option or not) and each role''s previous default_transaction_read_only in this database (previous NULL: none was set).';
@@ -240,6 +240,7 @@ DECLARE
     v_not      jsonb := '[]';
     v_setting  text;
     v_revoked  integer := 0;
+    v_sessions integer := 0;
     v_alert    uuid;
 BEGIN
     IF p_reason IS NULL OR btrim(p_reason) = '' THEN
@@ -348,7 +349,7 @@ BEGIN
     END IF;
 
     IF (v_options ->> 'end_sessions')::boolean AND cardinality(v_apps) > 0 THEN
-        v_lockdown.sessions_ended := guardian._lockdown_end_sessions(v_apps);
+        v_sessions := guardian._lockdown_end_sessions(v_apps);
     END IF;
 
     v_alert := guardian.raise_alert(
@@ -358,15 +359,15 @@ BEGIN
                v_lockdown.reason, cardinality(v_lockdown.roles), coalesce(nullif(array_to_string(v_lockdown.roles, ', '), ''), 'none found'),
                v_revoked,
                CASE WHEN (v_options ->> 'read_only')::boolean THEN ' and are read-only in new sessions' ELSE '' END,
-               CASE WHEN v_lockdown.sessions_ended > 0 THEN format('; %s session(s) ended', v_lockdown.sessions_ended) ELSE '' END),
+               CASE WHEN v_sessions > 0 THEN format('; %s session(s) ended', v_sessions) ELSE '' END),
         NULL, NULL,
         jsonb_build_object('lockdown_id', v_lockdown.id, 'automatic', p_automatic, 'reason', v_lockdown.reason,
                            'roles', to_jsonb(v_lockdown.roles), 'revoked', v_revoked, 'options', v_options,
-                           'sessions_ended', v_lockdown.sessions_ended, 'not_revoked', v_not,
+                           'sessions_ended', v_sessions, 'not_revoked', v_not,
                            'unlock_command', 'SELECT guardian.unlock();'),
         md5('LOCKDOWN:' || v_lockdown.id || ':' || v_lockdown.environment));
     UPDATE guardian.lockdowns AS l
-       SET changing_xid = NULL, not_revoked = v_not, sessions_ended = v_lockdown.sessions_ended, alert_id = v_alert
+       SET changing_xid = NULL, not_revoked = v_not, sessions_ended = v_sessions, alert_id = v_alert
      WHERE l.id = v_lockdown.id
     RETURNING * INTO v_lockdown;
     RETURN v_lockdown;
@@ -396,6 +397,8 @@ DECLARE
     v_lockdown guardian.lockdowns;
     v_change   guardian.lockdown_changes;
     v_current  text;
+    v_note     text;
+    v_restored boolean;
     v_notes    text[] := '{}';
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('guardian.lockdown', 0));
@@ -413,16 +416,18 @@ BEGIN
          WHERE c.lockdown_id = v_lockdown.id AND NOT c.restored
          ORDER BY c.relid::oid NULLS LAST, c.column_name NULLS FIRST, c.seq
     LOOP
+        v_note := NULL;
+        v_restored := false;
         BEGIN
             IF v_change.kind = 'privilege' THEN
                 IF NOT EXISTS (SELECT FROM pg_catalog.pg_class AS t WHERE t.oid = v_change.relid) THEN
-                    v_change.restore_note := format('table %s was dropped during the lockdown', v_change.table_name);
+                    v_note := format('table %s was dropped during the lockdown', v_change.table_name);
                 ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.oid = v_change.role_oid) THEN
-                    v_change.restore_note := format('role %s was dropped during the lockdown', v_change.role_name);
+                    v_note := format('role %s was dropped during the lockdown', v_change.role_name);
                 ELSE
                     PERFORM guardian._lockdown_privilege(true, v_change.relid, v_change.role_oid, v_change.privileges,
                                                          v_change.column_name, v_change.grantable);
-                    v_change.restored := true;
+                    v_restored := true;
                 END IF;
             ELSE
                 SELECT substr(c, length('default_transaction_read_only=') + 1) INTO v_current
@@ -431,23 +436,23 @@ BEGIN
                    AND s.setdatabase = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = current_database())
                    AND c LIKE 'default\_transaction\_read\_only=%';
                 IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.oid = v_change.role_oid) THEN
-                    v_change.restore_note := format('role %s was dropped during the lockdown', v_change.role_name);
+                    v_note := format('role %s was dropped during the lockdown', v_change.role_name);
                 ELSIF v_current IS DISTINCT FROM 'on' THEN
-                    v_change.restore_note := format('default_transaction_read_only of %s was changed to %s during the lockdown; left as it is',
+                    v_note := format('default_transaction_read_only of %s was changed to %s during the lockdown; left as it is',
                                                     v_change.role_name, coalesce(v_current, 'nothing'));
                 ELSE
                     PERFORM guardian._lockdown_read_only(v_change.role_oid, v_change.previous);
-                    v_change.restored := true;
+                    v_restored := true;
                 END IF;
                 v_current := NULL;
             END IF;
         EXCEPTION WHEN OTHERS THEN
-            v_change.restore_note := SQLERRM;
+            v_note := SQLERRM;
         END;
-        UPDATE guardian.lockdown_changes AS c SET restored = v_change.restored, restore_note = v_change.restore_note
+        UPDATE guardian.lockdown_changes AS c SET restored = v_restored, restore_note = v_note
          WHERE c.lockdown_id = v_change.lockdown_id AND c.seq = v_change.seq;
-        IF v_change.restore_note IS NOT NULL THEN
-            v_notes := v_notes || v_change.restore_note;
+        IF v_note IS NOT NULL THEN
+            v_notes := v_notes || v_note;
         END IF;
     END LOOP;
 

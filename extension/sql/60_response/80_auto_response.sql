@@ -250,10 +250,14 @@ BEGIN
          WHERE f.alert_id = p_alert AND f.backend_pid = pg_backend_pid() AND f.created_at >= now()) THEN
         RAISE EXCEPTION 'not an alert of this transaction' USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- An auto-cleanup may just have resolved it.
+    IF EXISTS (SELECT FROM guardian.monitoring_alerts AS a WHERE a.id = p_alert AND a.resolved_at IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
     RETURN guardian._alert_roots(p_alert);
 END
 $$;
-COMMENT ON FUNCTION guardian._auto_alert_roots(uuid) IS 'Internal: the records of an alert, for the auto-response of a transaction that added to it.';
+COMMENT ON FUNCTION guardian._auto_alert_roots(uuid) IS 'Internal: the records of an open alert, for the auto-response of a transaction that added to it (NULL once resolved).';
 
 CREATE FUNCTION guardian._auto_response_report(p_type text, p_alert uuid, p_message text, p_metadata jsonb)
 RETURNS void
@@ -360,7 +364,7 @@ BEGIN
     END IF;
     BEGIN
         v_lockdown := guardian._lockdown_apply(
-            format('automatic: %s records with CRITICAL test data in the last %s minutes, more than LOCKDOWN_THRESHOLD %s',
+            format('%s records with CRITICAL test data in the last %s minutes, more than LOCKDOWN_THRESHOLD %s',
                    v_records, v_window, v_threshold), true);
     EXCEPTION WHEN OTHERS THEN
         PERFORM guardian.raise_alert('LOCKDOWN_FAILED', 'CRITICAL',
@@ -412,7 +416,9 @@ BEGIN
         FOR v_alert IN SELECT (e #>> '{}')::uuid FROM jsonb_array_elements(coalesce(v_work -> 'scripts', '[]')) AS e LOOP
             BEGIN
                 v_roots := guardian._auto_alert_roots(v_alert);
-                PERFORM guardian._cleanup_prepare(v_roots, v_alert, true);
+                IF v_roots IS NOT NULL THEN
+                    PERFORM guardian._cleanup_prepare(v_roots, v_alert, true);
+                END IF;
             EXCEPTION WHEN OTHERS THEN
                 PERFORM guardian._auto_response_report('cleanup_script_error', v_alert,
                     format('could not generate the script with the alert (%s); an admin can: SELECT guardian.cleanup_script(%L);',
