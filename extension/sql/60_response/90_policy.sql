@@ -106,24 +106,25 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_old guardian.policies;
+    v_old    guardian.policies;
+    v_forced boolean := coalesce(p_forced, false) AND p_environment IS DISTINCT FROM guardian.current_environment();
 BEGIN
     SELECT * INTO v_old FROM guardian.policies AS p WHERE p.environment = p_environment;
-    IF FOUND AND v_old.sha256 = p_sha256 AND v_old.forced = p_forced THEN
+    IF FOUND AND v_old.sha256 = p_sha256 AND v_old.forced = v_forced THEN
         RETURN false;
     END IF;
     INSERT INTO guardian.policies AS p (environment, sha256, source, forced)
-    VALUES (p_environment, p_sha256, p_source, p_forced)
+    VALUES (p_environment, p_sha256, p_source, v_forced)
     ON CONFLICT (environment) DO UPDATE
        SET sha256 = EXCLUDED.sha256, source = EXCLUDED.source, forced = EXCLUDED.forced,
            applied_at = now(), applied_by = SESSION_USER;
     PERFORM guardian.raise_alert(
-        'POLICY_APPLIED', CASE WHEN p_forced THEN 'HIGH' ELSE 'INFO' END,
+        'POLICY_APPLIED', CASE WHEN v_forced THEN 'HIGH' ELSE 'INFO' END,
         format('the %s policy%s was applied to %s by %s%s', p_environment, coalesce(' from ' || p_source, ''),
                guardian.current_environment(), SESSION_USER,
-               CASE WHEN p_forced THEN ' (forced onto another environment)' ELSE '' END),
+               CASE WHEN v_forced THEN ' (forced onto another environment)' ELSE '' END),
         p_metadata => jsonb_build_object('environment', p_environment, 'sha256', p_sha256, 'source', p_source,
-                                         'forced', p_forced, 'previous_sha256', v_old.sha256),
+                                         'forced', v_forced, 'previous_sha256', v_old.sha256),
         p_fingerprint => md5('POLICY_APPLIED' || p_environment || p_sha256 || clock_timestamp()::text));
     RETURN true;
 END
