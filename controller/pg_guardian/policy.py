@@ -777,7 +777,7 @@ def _sql_error(exc: psycopg.Error) -> PolicyError:
     message = diag.message_primary or str(exc).strip()
     parts = [message]
     if diag.message_detail:
-        parts.append(diag.message_detail)
+        parts.append(diag.message_detail.rstrip("."))
     if diag.message_hint:
         parts.append(diag.message_hint)
     return PolicyError("; ".join(parts))

@@ -24,7 +24,7 @@ def _sql_error(exc: psycopg.Error) -> ResponseError:
     diag = exc.diag
     parts = [diag.message_primary or str(exc).strip()]
     if diag.message_detail:
-        parts.append(diag.message_detail)
+        parts.append(diag.message_detail.rstrip("."))
     if diag.message_hint:
         parts.append(diag.message_hint)
     return ResponseError("; ".join(parts))

@@ -211,11 +211,14 @@ BEGIN
         RETURN;
     END IF;
     BEGIN
+        -- guardian.lockdown() and unlock() record their own GRANT and REVOKE (LOCKDOWN alerts)
+        -- and renew the snapshot once when done.
+        IF guardian._lockdown_in_progress() THEN
+            RETURN;
+        END IF;
         -- Grants made by an extension script (installing or upgrading the guardian itself)
-        -- or by guardian.lockdown()/unlock() (which record them and raise LOCKDOWN alerts)
         -- only renew the snapshot.
-        IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() AS c WHERE c.in_extension)
-           OR guardian._lockdown_in_progress() THEN
+        IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() AS c WHERE c.in_extension) THEN
             PERFORM pg_catalog.count(*) FROM guardian._privilege_changes('extension script');
             RETURN;
         END IF;

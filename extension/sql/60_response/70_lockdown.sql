@@ -172,6 +172,22 @@ $$;
 COMMENT ON FUNCTION guardian._lockdown_in_progress() IS
     'Internal: is this transaction inside guardian.lockdown() or guardian.unlock()? (Their GRANT/REVOKE are not privilege-change alerts.)';
 
+CREATE FUNCTION guardian._lockdown_renew_snapshot()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- The privilege_changes check compares with a snapshot: what lockdown() or unlock() just
+    -- changed (and wrote down) is the new normal, not a change to report.
+    IF to_regprocedure('guardian._privilege_changes(text)') IS NOT NULL THEN
+        PERFORM count(*) FROM guardian._privilege_changes('lockdown');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._lockdown_renew_snapshot() IS
+    'Internal: renews the privilege snapshot after a lockdown or unlock changed privileges.';
+
 CREATE FUNCTION guardian._response_flag(p_key text, p_default boolean)
 RETURNS boolean
 LANGUAGE sql STABLE
@@ -255,7 +271,7 @@ BEGIN
                         to_char(v_active.started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), v_active.started_by, v_active.reason
             USING ERRCODE = 'object_in_use',
                   DETAIL = 'Nothing was changed.',
-                  HINT = 'Lift it first with SELECT guardian.unlock(); (pg-guardian unlock), then lock down again.';
+                  HINT = 'Lift it first with SELECT guardian.unlock(); (pg-guardian lockdown unlock), then lock down again.';
     END IF;
     v_options := jsonb_build_object('revoke', guardian._response_flag('lockdown.revoke', true),
                                     'read_only', guardian._response_flag('lockdown.read_only', true),
@@ -366,6 +382,7 @@ BEGIN
                            'sessions_ended', v_sessions, 'not_revoked', v_not,
                            'unlock_command', 'SELECT guardian.unlock();'),
         md5('LOCKDOWN:' || v_lockdown.id || ':' || v_lockdown.environment));
+    PERFORM guardian._lockdown_renew_snapshot();
     UPDATE guardian.lockdowns AS l
        SET changing_xid = NULL, not_revoked = v_not, sessions_ended = v_sessions, alert_id = v_alert
      WHERE l.id = v_lockdown.id
@@ -456,6 +473,7 @@ BEGIN
         END IF;
     END LOOP;
 
+    PERFORM guardian._lockdown_renew_snapshot();
     UPDATE guardian.lockdowns AS l
        SET ended_at = clock_timestamp(), ended_by = SESSION_USER, end_note = p_note, changing_xid = NULL
      WHERE l.id = v_lockdown.id
