@@ -509,8 +509,9 @@ def checks_set(dsn: str | None, name: str, value: str, environment: str) -> None
 def _cleanup_target(func: F) -> F:
     """ALERT_ID, or --table with optional --record ids (as a scan returned them)."""
     func = click.option("--record", "records", multiple=True,
-                        help="Only this record id of --table (repeatable), as guardian.scan() returned it.")(func)
-    func = click.option("--table", help="Clean up what a scan finds in this table now (schema.table).")(func)
+                        help="Only this record id of --table (repeatable), as scanned.")(func)
+    func = click.option("--table",
+                        help="Clean up what a scan finds in this table now (schema.table).")(func)
     return click.argument("alert_id", required=False)(func)
 
 
@@ -570,8 +571,8 @@ def cleanup_run(dsn: str | None, alert_id: str | None, table: str | None,
         total = sum(r["rows"] for r in rows if r["action"] != "blocked")
         if not force:
             _table(rows, ("step", "table_name", "action", "rows", "via"))
-            raise GuardianError(f"cleanup run would remove or change {total} row(s) (quarantined first); "
-                                "re-run with --force")
+            raise GuardianError(f"cleanup run would remove or change {total} row(s) "
+                                "(quarantined first); re-run with --force")
         script = response.cleanup_script(conn, alert=alert_id, table=table, records=list(records))
         click.echo(response.run_script(conn, script))
 
@@ -616,14 +617,15 @@ def quarantine_show(dsn: str | None, batch: str, fmt: str) -> None:
         for row in rows:
             cols = f" ({', '.join(row['columns'])})" if row["columns"] else ""
             click.echo(f"{row['step']:>3} {row['table_name']} {row['action']}{cols} "
-                       f"{json.dumps(row['row_key'])}: {json.dumps(row['row_data'], sort_keys=True)}")
+                       f"{json.dumps(row['row_key'])}: "
+                       f"{json.dumps(row['row_data'], sort_keys=True)}")
 
 
 @quarantine_group.command("restore")
 @dsn_option
 @click.argument("batch")
 @click.option("--no-allowlist", is_flag=True,
-              help="Do not allowlist the values that got the rows removed (they may be flagged again).")
+              help="Do not allowlist the values that got the rows removed (may be flagged again).")
 def quarantine_restore(dsn: str | None, batch: str, no_allowlist: bool) -> None:
     """Put a batch back, identical to what was removed (refused a second time)."""
     from pg_guardian import response
@@ -661,8 +663,8 @@ def lockdown_start(dsn: str | None, reason: tuple[str, ...]) -> None:
                + (f", {row['read_only_roles']} role(s) read-only" if row["read_only_roles"] else "")
                + (f", {row['sessions_ended']} session(s) ended" if row["sessions_ended"] else ""))
     for kept in row["not_revoked"]:
-        click.echo(f"  kept: {', '.join(kept['privileges'])} on {kept['table']} for {kept['role']}: "
-                   f"{kept['reason']}")
+        click.echo(f"  kept: {', '.join(kept['privileges'])} on {kept['table']} "
+                   f"for {kept['role']}: {kept['reason']}")
     click.echo("lift it with: pg-guardian lockdown unlock")
 
 
@@ -714,7 +716,8 @@ def lockdown_roles(dsn: str | None, fmt: str) -> None:
 
 def policy_file_option(func: F) -> F:
     return click.option("-f", "--file", "policy_path", type=click.Path(path_type=Path),
-                        envvar="GUARDIAN_POLICY", show_envvar=True, default=Path("guardian-policy.toml"),
+                        envvar="GUARDIAN_POLICY", show_envvar=True,
+                        default=Path("guardian-policy.toml"),
                         show_default=True, help="The policy file (TOML).")(func)
 
 
@@ -749,7 +752,8 @@ def policy_check(policy_path: Path, dsn: str | None, config_path: Path | None) -
         found.extend(policy_mod.check_routes(pol, set(cfg.channels)))
     if found:
         raise policy_mod.PolicyError(
-            f"policy {policy_path} does not fit ({len(found)} problem{'s' if len(found) != 1 else ''}):\n"
+            f"policy {policy_path} does not fit "
+            f"({len(found)} problem{'s' if len(found) != 1 else ''}):\n"
             + "\n".join(f"  - {p}" for p in found), problems=found)
     click.echo(f"policy {policy_path} ok: environments {', '.join(sorted(pol.environments))}")
     for name, overrides in sorted(pol.overrides.items()):
@@ -759,7 +763,8 @@ def policy_check(policy_path: Path, dsn: str | None, config_path: Path | None) -
 @policy_group.command("render")
 @policy_file_option
 @env_option
-@click.option("--force", is_flag=True, help="Render for applying to a database of another environment.")
+@click.option("--force", is_flag=True,
+              help="Render for applying to a database of another environment.")
 def policy_render(policy_path: Path, environment: str, force: bool) -> None:
     """Print the SQL that makes a database match ENV's policy (changes only what differs)."""
     from pg_guardian import policy as policy_mod
@@ -783,7 +788,8 @@ def policy_diff(policy_path: Path, environment: str, dsn: str | None, fmt: str) 
         changes = policy_mod.diff(conn, pol, environment)
         notes = policy_mod.unmanaged(conn, pol, environment)
     if fmt == "json":
-        emit_json({"differences": [vars(c) for c in changes], "problems": found, "unmanaged": notes})
+        emit_json({"differences": [vars(c) for c in changes], "problems": found,
+                   "unmanaged": notes})
     else:
         for change in changes:
             click.echo(change.describe())
@@ -801,7 +807,8 @@ def policy_diff(policy_path: Path, environment: str, dsn: str | None, fmt: str) 
 @policy_file_option
 @env_option
 @dsn_option
-@click.option("--force", is_flag=True, help="Apply even though the database is another environment.")
+@click.option("--force", is_flag=True,
+              help="Apply even though the database is another environment.")
 def policy_apply(policy_path: Path, environment: str, dsn: str | None, force: bool) -> None:
     """Make the database match ENV's policy, in one transaction (nothing changes on any error)."""
     from pg_guardian import policy as policy_mod

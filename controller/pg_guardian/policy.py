@@ -44,17 +44,36 @@ KINDS = ("email", "person_name", "organization", "phone", "identifier", "free_te
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TABLE_NAME = re.compile(r'^("[^"]+"|[^".\s]+)\.("[^"]+"|[^".\s]+)$')
 HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-ENV_OVERRIDES = {"AUTO_CLEANUP_ENABLED": ("auto_cleanup", "enabled"),
-                 "LOCKDOWN_THRESHOLD": ("lockdown", "threshold")}
+ENV_OVERRIDES = {
+    "AUTO_CLEANUP_ENABLED": ("auto_cleanup", "enabled"),
+    "LOCKDOWN_THRESHOLD": ("lockdown", "threshold"),
+}
 
-_SECTION_KEYS = {"mode", "packs", "rules", "tables", "activity", "auto_cleanup", "lockdown",
-                 "quarantine", "routes"}
+_SECTION_KEYS = {
+    "mode",
+    "packs",
+    "rules",
+    "tables",
+    "activity",
+    "auto_cleanup",
+    "lockdown",
+    "quarantine",
+    "routes",
+}
 _RULE_KEYS = {"enabled", "severity", "safe_for_automation"}
 _TABLE_KEYS = {"mode", "watch", "columns", "activity"}
 _ACTIVITY_KEYS = {"threshold", "enabled", "start", "end", "timezone"}
 _AUTO_CLEANUP_KEYS = {"enabled", "max_rows", "scripts_with_alerts", "script_max_records"}
-_LOCKDOWN_KEYS = {"auto", "threshold", "window_minutes", "roles", "admin_roles", "read_only",
-                  "revoke", "end_sessions"}
+_LOCKDOWN_KEYS = {
+    "auto",
+    "threshold",
+    "window_minutes",
+    "roles",
+    "admin_roles",
+    "read_only",
+    "revoke",
+    "end_sessions",
+}
 _QUARANTINE_KEYS = {"retention_days"}
 _ROUTE_KEYS = {"channels", "severity", "type", "table_name", "continue"}
 _INT_RANGES = {
@@ -79,8 +98,10 @@ _FLAGS = {
     ("lockdown", "revoke"): ("lockdown.revoke", True),
     ("lockdown", "end_sessions"): ("lockdown.end_sessions", False),
 }
-_ROLE_LISTS = {("lockdown", "roles"): "lockdown.roles",
-               ("lockdown", "admin_roles"): "lockdown.admin_roles"}
+_ROLE_LISTS = {
+    ("lockdown", "roles"): "lockdown.roles",
+    ("lockdown", "admin_roles"): "lockdown.admin_roles",
+}
 
 
 class PolicyError(GuardianError):
@@ -184,7 +205,7 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
         if assign:
             path = (*current, *_split_key(assign.group(1)))
             lines.setdefault(path, number)
-            rest = line[assign.end():]
+            rest = line[assign.end() :]
             if "{" in rest:
                 for inner in _INLINE.finditer(rest):
                     lines.setdefault((*path, *_split_key(inner.group(1))), number)
@@ -255,29 +276,38 @@ def _check_section(chk: _Checker, path: tuple[str, ...], raw: Mapping[str, Any])
             if key in rule:
                 chk.boolean((*where, key), rule[key])
         if "severity" in rule and rule["severity"] not in SEVERITIES:
-            chk.add((*where, "severity"),
-                    f"{_show(rule['severity'])} is not one of {', '.join(SEVERITIES)}")
+            chk.add(
+                (*where, "severity"),
+                f"{_show(rule['severity'])} is not one of {', '.join(SEVERITIES)}",
+            )
     for name, table in chk.table((*path, "tables"), raw.get("tables", {})).items():
         where = (*path, "tables", name)
         if not TABLE_NAME.match(name):
-            chk.add(where, "tables are named schema.table, e.g. \"dental.patients\"")
+            chk.add(where, 'tables are named schema.table, e.g. "dental.patients"')
         if isinstance(table, str):
             table = {"mode": table}
         table = chk.table(where, table)
         chk.keys(where, table, _TABLE_KEYS)
         if "mode" in table and table["mode"] not in (*MODES, "default"):
-            chk.add((*where, "mode"),
-                    f"{_show(table['mode'])} is not one of {', '.join(MODES)} or default")
+            chk.add(
+                (*where, "mode"),
+                f"{_show(table['mode'])} is not one of {', '.join(MODES)} or default",
+            )
         if "watch" in table:
             chk.boolean((*where, "watch"), table["watch"])
         for column, kind in chk.table((*where, "columns"), table.get("columns", {})).items():
             if kind is not False and kind not in KINDS:
-                chk.add((*where, "columns", column),
-                        f"{_show(kind)} is not a kind ({', '.join(KINDS)}) or false (not watched)")
+                chk.add(
+                    (*where, "columns", column),
+                    f"{_show(kind)} is not a kind ({', '.join(KINDS)}) or false (not watched)",
+                )
         _check_activity(chk, (*where, "activity"), table.get("activity", {}))
     _check_activity(chk, (*path, "activity"), raw.get("activity", {}))
-    for section, keys in (("auto_cleanup", _AUTO_CLEANUP_KEYS), ("lockdown", _LOCKDOWN_KEYS),
-                          ("quarantine", _QUARANTINE_KEYS)):
+    for section, keys in (
+        ("auto_cleanup", _AUTO_CLEANUP_KEYS),
+        ("lockdown", _LOCKDOWN_KEYS),
+        ("quarantine", _QUARANTINE_KEYS),
+    ):
         values = chk.table((*path, section), raw.get(section, {}))
         chk.keys((*path, section), values, keys)
         for key, value in values.items():
@@ -304,8 +334,9 @@ def _check_section(chk: _Checker, path: tuple[str, ...], raw: Mapping[str, Any])
                     chk.strings((*where, key), route[key])
             for severity in chk.strings((*where, "severity"), route.get("severity", [])):
                 if severity.upper() not in SEVERITIES:
-                    chk.add((*where, "severity"),
-                            f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+                    chk.add(
+                        (*where, "severity"), f"{severity!r} is not one of {', '.join(SEVERITIES)}"
+                    )
             if "continue" in route:
                 chk.boolean((*where, "continue"), route["continue"])
 
@@ -364,7 +395,8 @@ def _env_overrides(env: Mapping[str, str], chk: _Checker) -> dict[str, Any]:
             extra.setdefault("lockdown", {})["threshold"] = int(value)
         else:
             chk.problems.append(
-                f"LOCKDOWN_THRESHOLD: {value!r} is not a whole number from 1 to 1000000000")
+                f"LOCKDOWN_THRESHOLD: {value!r} is not a whole number from 1 to 1000000000"
+            )
     return extra
 
 
@@ -398,16 +430,17 @@ def load(path: Path | str, *, env: Mapping[str, str] | None = None) -> Policy:
         chk.add(("environments",), "no environments: add e.g. [environments.production]")
     overrides = _env_overrides(env, chk)
     for name, section in environments.items():
-        where = ("environments", name)
+        env_path = ("environments", name)
         if not ENV_NAME.match(name):
-            chk.add(where, "environment names are lower-case words, e.g. production")
-        section = chk.table(where, section)
-        _check_section(chk, where, section)
+            chk.add(env_path, "environment names are lower-case words, e.g. production")
+        section = chk.table(env_path, section)
+        _check_section(chk, env_path, section)
         merged = _merge(_normalise(defaults), _normalise(section))
         if overrides:
             _merge(merged, overrides)
             policy.overrides[name] = sorted(
-                f"{var}={env[var]}" for var in ENV_OVERRIDES if env.get(var))
+                f"{var}={env[var]}" for var in ENV_OVERRIDES if env.get(var)
+            )
         policy.environments[name] = merged
     if chk.problems:
         count = len(chk.problems)
@@ -433,8 +466,11 @@ def _names(section: Mapping[str, Any]) -> dict[str, Any]:
         "rules": sorted(section.get("rules", {})),
         "packs": sorted(set(section.get("packs", []))),
         "tables": sorted(tables),
-        "columns": {name: sorted(t.get("columns", {})) for name, t in sorted(tables.items())
-                    if t.get("columns")},
+        "columns": {
+            name: sorted(t.get("columns", {}))
+            for name, t in sorted(tables.items())
+            if t.get("columns")
+        },
         "activity_rules": sorted(activity),
         "roles": sorted(set(lockdown.get("roles", [])) | set(lockdown.get("admin_roles", []))),
     }
@@ -446,8 +482,14 @@ def problems(conn: psycopg.Connection, policy: Policy, name: str) -> list[str]:
     names = _names(section)
     rows = conn.execute(
         "SELECT kind, name, problem FROM guardian.policy_problems(%s, %s, %s, %s, %s, %s)",
-        (names["rules"], names["packs"], names["tables"], json.dumps(names["columns"]),
-         names["activity_rules"], names["roles"]),
+        (
+            names["rules"],
+            names["packs"],
+            names["tables"],
+            json.dumps(names["columns"]),
+            names["activity_rules"],
+            names["roles"],
+        ),
     ).fetchall()
     found: list[str] = []
     for kind, item, problem in rows:
@@ -481,8 +523,10 @@ def check_routes(policy: Policy, channels: set[str]) -> list[str]:
                 if channel not in channels:
                     path = ("environments", name, "routes", str(index), "channels")
                     known = ", ".join(sorted(channels)) or "none configured"
-                    found.append(f"{policy.where(path)}: {'.'.join(path)}: no channel named "
-                                 f"{channel!r} in the relay configuration (channels: {known})")
+                    found.append(
+                        f"{policy.where(path)}: {'.'.join(path)}: no channel named "
+                        f"{channel!r} in the relay configuration (channels: {known})"
+                    )
     return found
 
 
@@ -517,10 +561,18 @@ def sql_jsonb(value: Any) -> str:
 
 def _environment() -> jinja2.Environment:
     loader = jinja2.FunctionLoader(
-        lambda name: resources.files("pg_guardian").joinpath("templates", "policy", name).read_text()
+        lambda name: (
+            resources.files("pg_guardian").joinpath("templates", "policy", name).read_text()
+        )
     )
-    jenv = jinja2.Environment(loader=loader, autoescape=False, keep_trailing_newline=True,
-                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    jenv = jinja2.Environment(
+        loader=loader,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     jenv.filters["literal"] = sql_literal
     jenv.filters["array"] = sql_array
     jenv.filters["jsonb"] = sql_jsonb
@@ -535,28 +587,40 @@ def _context(policy: Policy, name: str, force: bool) -> dict[str, Any]:
     for table in sorted(section.get("tables", {})):
         spec = section["tables"][table]
         columns = spec.get("columns")
-        tables.append({
-            "name": table,
-            "watch": spec.get("watch", True),
-            "columns": None if columns is None else
-                       {c: (None if k is False else k) for c, k in sorted(columns.items())},
-            "mode": spec.get("mode"),
-            "activity": [{"rule": rule, **spec["activity"][rule]}
-                         for rule in sorted(spec.get("activity", {}))],
-        })
-    activity = [{"rule": rule, **section["activity"][rule]}
-                for rule in sorted(section.get("activity", {}))]
+        tables.append(
+            {
+                "name": table,
+                "watch": spec.get("watch", True),
+                "columns": None
+                if columns is None
+                else {c: (None if k is False else k) for c, k in sorted(columns.items())},
+                "mode": spec.get("mode"),
+                "activity": [
+                    {"rule": rule, **spec["activity"][rule]}
+                    for rule in sorted(spec.get("activity", {}))
+                ],
+            }
+        )
+    activity = [
+        {"rule": rule, **section["activity"][rule]} for rule in sorted(section.get("activity", {}))
+    ]
     for item in activity:
         item["params"] = {k: item[k] for k in ("start", "end", "timezone") if k in item}
-    flags = [{"key": key, "value": section[s][k], "default": default}
-             for (s, k), (key, default) in sorted(_FLAGS.items(), key=lambda x: x[1][0])
-             if k in section.get(s, {})]
-    params = [{"name": param, "value": section[s][k]}
-              for (s, k), param in sorted(_PARAMS.items(), key=lambda x: x[1])
-              if k in section.get(s, {})]
-    role_lists = [{"key": key, "value": sorted(set(section[s][k]))}
-                  for (s, k), key in sorted(_ROLE_LISTS.items(), key=lambda x: x[1])
-                  if k in section.get(s, {})]
+    flags = [
+        {"key": key, "value": section[s][k], "default": default}
+        for (s, k), (key, default) in sorted(_FLAGS.items(), key=lambda x: x[1][0])
+        if k in section.get(s, {})
+    ]
+    params = [
+        {"name": param, "value": section[s][k]}
+        for (s, k), param in sorted(_PARAMS.items(), key=lambda x: x[1])
+        if k in section.get(s, {})
+    ]
+    role_lists = [
+        {"key": key, "value": sorted(set(section[s][k]))}
+        for (s, k), key in sorted(_ROLE_LISTS.items(), key=lambda x: x[1])
+        if k in section.get(s, {})
+    ]
     routes = None
     if "routes" in section:
         routes = [_route(r) for r in section["routes"]]
@@ -615,7 +679,9 @@ def statements(script: str, *, without_transaction: bool = False) -> list[str]:
         if without_transaction and type(item.stmt).__name__ == "TransactionStmt":
             continue
         start = item.stmt_location or 0
-        text = raw[start:start + item.stmt_len].decode() if item.stmt_len else raw[start:].decode()
+        text = (
+            raw[start : start + item.stmt_len].decode() if item.stmt_len else raw[start:].decode()
+        )
         found.append(text.strip().rstrip(";").strip())
     return found
 
@@ -629,30 +695,54 @@ def _state(conn: psycopg.Connection, section: Mapping[str, Any]) -> dict[str, An
     env = cur.execute("SELECT environment, mode FROM guardian.environment_status").fetchone()
     assert env is not None
     state["environment"], state["mode"] = env["environment"], env["mode"]
-    state["rules"] = {r["name"]: r for r in cur.execute(
-        "SELECT name, pack, enabled, severity, safe_for_automation FROM guardian.rules")}
-    state["watched"] = {r["name"]: r["columns"] for r in cur.execute(
-        "SELECT relid::text AS name, columns FROM guardian.watched_tables")}
-    state["table_modes"] = {r["name"]: r["mode"] for r in cur.execute(
-        "SELECT relid::text AS name, mode FROM guardian.table_modes")}
-    state["activity"] = {r["name"]: r for r in cur.execute(
-        "SELECT name, threshold, enabled, params FROM guardian.activity_rules")}
-    state["table_activity"] = {(r["name"], r["rule"]): r for r in cur.execute(
-        "SELECT relid::text AS name, name AS rule, threshold, enabled FROM guardian.table_activity_rules")}
-    state["flags"] = {key: cur.execute("SELECT guardian._response_flag(%s, %s) AS v",
-                                       (key, default)).fetchone()["v"]  # type: ignore[index]
-                      for key, default in _FLAGS.values()}
-    state["params"] = {p: cur.execute("SELECT guardian.param(%s) AS v", (p,)).fetchone()["v"]  # type: ignore[index]
-                       for p in _PARAMS.values()}
-    state["settings"] = {key: cur.execute("SELECT guardian.setting(%s) AS v",
-                                          (key,)).fetchone()["v"]  # type: ignore[index]
-                         for key in (*_ROLE_LISTS.values(), "alerts.routes")}
+    state["rules"] = {
+        r["name"]: r
+        for r in cur.execute(
+            "SELECT name, pack, enabled, severity, safe_for_automation FROM guardian.rules"
+        )
+    }
+    state["watched"] = {
+        r["name"]: r["columns"]
+        for r in cur.execute("SELECT relid::text AS name, columns FROM guardian.watched_tables")
+    }
+    state["table_modes"] = {
+        r["name"]: r["mode"]
+        for r in cur.execute("SELECT relid::text AS name, mode FROM guardian.table_modes")
+    }
+    state["activity"] = {
+        r["name"]: r
+        for r in cur.execute("SELECT name, threshold, enabled, params FROM guardian.activity_rules")
+    }
+    state["table_activity"] = {
+        (r["name"], r["rule"]): r
+        for r in cur.execute(
+            "SELECT relid::text AS name, name AS rule, threshold, enabled "
+            "FROM guardian.table_activity_rules"
+        )
+    }
+    state["flags"] = {
+        key: cur.execute("SELECT guardian._response_flag(%s, %s) AS v", (key, default)).fetchone()[
+            "v"
+        ]  # type: ignore[index]
+        for key, default in _FLAGS.values()
+    }
+    state["params"] = {
+        p: cur.execute("SELECT guardian.param(%s) AS v", (p,)).fetchone()["v"]  # type: ignore[index]
+        for p in _PARAMS.values()
+    }
+    state["settings"] = {
+        key: cur.execute("SELECT guardian.setting(%s) AS v", (key,)).fetchone()["v"]  # type: ignore[index]
+        for key in (*_ROLE_LISTS.values(), "alerts.routes")
+    }
     # What watch() would make of each table, to compare with what it has.
     state["plans"] = {}
     for table, spec in section.get("tables", {}).items():
         columns = spec.get("columns")
-        overrides = None if columns is None else {
-            c: (None if k is False else k) for c, k in columns.items()}
+        overrides = (
+            None
+            if columns is None
+            else {c: (None if k is False else k) for c, k in columns.items()}
+        )
         try:
             with conn.transaction():
                 row = cur.execute(
@@ -691,51 +781,92 @@ def diff(conn: psycopg.Connection, policy: Policy, name: str) -> list[Difference
             if watched is None:
                 out.append(Difference(f"{where}.watch", False, True))
             elif state["plans"].get(table) is not None and state["plans"][table] != watched:
-                out.append(Difference(f"{where}.columns",
-                                      {c["column"]: c["kind"] for c in watched},
-                                      {c["column"]: c["kind"] for c in state["plans"][table]}))
+                out.append(
+                    Difference(
+                        f"{where}.columns",
+                        {c["column"]: c["kind"] for c in watched},
+                        {c["column"]: c["kind"] for c in state["plans"][table]},
+                    )
+                )
         elif watched is not None:
             out.append(Difference(f"{where}.watch", True, False))
         if "mode" in spec:
             wanted_mode = None if spec["mode"] == "default" else spec["mode"]
             if state["table_modes"].get(table) != wanted_mode:
-                out.append(Difference(f"{where}.mode", state["table_modes"].get(table), wanted_mode))
+                out.append(
+                    Difference(f"{where}.mode", state["table_modes"].get(table), wanted_mode)
+                )
         for rule, override in sorted(spec.get("activity", {}).items()):
             row = state["table_activity"].get((table, rule)) or {}
             for key in ("threshold", "enabled"):
                 have = row.get(key)
                 have = int(have) if key == "threshold" and have is not None else have
                 if have != override.get(key):
-                    out.append(Difference(f"{where}.activity.{rule}.{key}", have, override.get(key)))
+                    out.append(
+                        Difference(f"{where}.activity.{rule}.{key}", have, override.get(key))
+                    )
     for rule, override in sorted(section.get("activity", {}).items()):
         row = state["activity"].get(rule)
         if row is None:
             continue
         if "threshold" in override and int(row["threshold"]) != override["threshold"]:
-            out.append(Difference(f"{prefix}.activity.{rule}.threshold", int(row["threshold"]),
-                                  override["threshold"]))
+            out.append(
+                Difference(
+                    f"{prefix}.activity.{rule}.threshold",
+                    int(row["threshold"]),
+                    override["threshold"],
+                )
+            )
         if "enabled" in override and row["enabled"] != override["enabled"]:
-            out.append(Difference(f"{prefix}.activity.{rule}.enabled", row["enabled"], override["enabled"]))
+            out.append(
+                Difference(f"{prefix}.activity.{rule}.enabled", row["enabled"], override["enabled"])
+            )
         for key in ("start", "end", "timezone"):
             if key in override and row["params"].get(key) != override[key]:
-                out.append(Difference(f"{prefix}.activity.{rule}.{key}", row["params"].get(key), override[key]))
+                out.append(
+                    Difference(
+                        f"{prefix}.activity.{rule}.{key}", row["params"].get(key), override[key]
+                    )
+                )
     for (section_name, key), (setting, _default) in sorted(_FLAGS.items()):
-        if key in section.get(section_name, {}) and state["flags"][setting] != section[section_name][key]:
-            out.append(Difference(f"{prefix}.{section_name}.{key}", state["flags"][setting],
-                                  section[section_name][key]))
+        if (
+            key in section.get(section_name, {})
+            and state["flags"][setting] != section[section_name][key]
+        ):
+            out.append(
+                Difference(
+                    f"{prefix}.{section_name}.{key}",
+                    state["flags"][setting],
+                    section[section_name][key],
+                )
+            )
     for (section_name, key), param in sorted(_PARAMS.items()):
-        if key in section.get(section_name, {}) and state["params"][param] != section[section_name][key]:
-            out.append(Difference(f"{prefix}.{section_name}.{key}", _number(state["params"][param]),
-                                  section[section_name][key]))
+        if (
+            key in section.get(section_name, {})
+            and state["params"][param] != section[section_name][key]
+        ):
+            out.append(
+                Difference(
+                    f"{prefix}.{section_name}.{key}",
+                    _number(state["params"][param]),
+                    section[section_name][key],
+                )
+            )
     for (section_name, key), setting in sorted(_ROLE_LISTS.items()):
         if key in section.get(section_name, {}):
             wanted_roles = sorted(set(section[section_name][key]))
             if state["settings"][setting] != wanted_roles:
-                out.append(Difference(f"{prefix}.{section_name}.{key}", state["settings"][setting], wanted_roles))
+                out.append(
+                    Difference(
+                        f"{prefix}.{section_name}.{key}", state["settings"][setting], wanted_roles
+                    )
+                )
     if "routes" in section:
         wanted_routes = [_route(r) for r in section["routes"]]
         if state["settings"]["alerts.routes"] != wanted_routes:
-            out.append(Difference(f"{prefix}.routes", state["settings"]["alerts.routes"], wanted_routes))
+            out.append(
+                Difference(f"{prefix}.routes", state["settings"]["alerts.routes"], wanted_routes)
+            )
     return out
 
 
@@ -749,7 +880,10 @@ def unmanaged(conn: psycopg.Connection, policy: Policy, name: str) -> list[str]:
            UNION SELECT relid::text, mode FROM guardian.table_modes ORDER BY 1"""
     ).fetchall():
         if row[0] not in mentioned:
-            notes.append(f"table {row[0]} is guarded ({row[1]}) but not in the policy; apply leaves it as it is")
+            notes.append(
+                f"table {row[0]} is guarded ({row[1]}) but not in the policy; "
+                "apply leaves it as it is"
+            )
     return sorted(set(notes))
 
 
@@ -783,7 +917,9 @@ def _sql_error(exc: psycopg.Error) -> PolicyError:
     return PolicyError("; ".join(parts))
 
 
-def apply(conn: psycopg.Connection, policy: Policy, name: str, *, force: bool = False) -> ApplyResult:
+def apply(
+    conn: psycopg.Connection, policy: Policy, name: str, *, force: bool = False
+) -> ApplyResult:
     """Make the database match one environment of the policy, in one transaction.
 
     Refused (PolicyError, nothing changed) when the database is another environment and
