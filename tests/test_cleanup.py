@@ -342,3 +342,18 @@ def test_cleanup_runs_with_the_admins_rights_not_the_guardians(
         nosy.execute("SELECT * FROM guardian.cleanup_targets(gen_random_uuid(), 1)")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         nosy.execute("SELECT count(*) FROM guardian.quarantine")
+
+
+def test_demo_step_walks_from_detection_to_restore(db: psycopg.Connection) -> None:
+    from pg_guardian import demo
+
+    load_dental(db)
+    lines: list[str] = []
+    demo.step_cleanup(db, lines.append)
+    text = "\n".join(lines)
+    assert "-> CRITICAL alert: test data in dental.clinics.email" in text
+    assert "--    5  dental.clinics" in text
+    assert "quarantined 5 row(s)" in text and "restored quarantine batch" in text
+    assert text.endswith(
+        "every row back, byte for byte: yes (and allowlisted, so it is not flagged again)"
+    )

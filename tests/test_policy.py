@@ -303,3 +303,39 @@ def test_routes_are_checked_against_the_relay_configuration(tmp_path: Path) -> N
         len(problems) == 1
         and "no channel named 'email' in the relay configuration (channels: slack)" in problems[0]
     )
+
+
+def test_the_relay_routes_by_the_routes_of_the_policy(dental: psycopg.Connection, dsn: str) -> None:
+    import logging
+
+    from pg_guardian import config as config_mod
+    from pg_guardian.relay import Relay
+
+    # Two webhook channels and no routes of its own: by default CRITICAL goes to both.
+    cfg = config_mod.load(
+        None,
+        env={},
+        overrides={
+            "channels": {
+                "ops": {"type": "webhook", "url": "http://127.0.0.1:9/ops"},
+                "oncall": {"type": "webhook", "url": "http://127.0.0.1:9/oncall"},
+            }
+        },
+    )
+
+    def routed(message: str) -> set[str]:
+        alert = scalar(
+            dental, "SELECT guardian.raise_alert('LOCKDOWN', 'CRITICAL', %s)", (message,)
+        )
+        Relay(dsn, cfg, once=True, log=logging.getLogger("test.relay")).run()
+        return {
+            r[0]
+            for r in dental.execute(
+                "SELECT channel FROM guardian.relay_outbox WHERE alert_id = %s", (alert,)
+            )
+        }
+
+    assert routed("before any policy") == {"ops", "oncall"}
+    dental.execute("""SELECT guardian.set_response_setting('alerts.routes',
+                          '[{"channels": ["oncall"], "severity": ["CRITICAL"]}]')""")
+    assert routed("with the policy's routes") == {"oncall"}

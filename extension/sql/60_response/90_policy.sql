@@ -131,3 +131,14 @@ END
 $$;
 COMMENT ON FUNCTION guardian.policy_finish(text, text, text, boolean) IS
     'Last statement of a rendered policy: records which policy (SHA-256 of its SQL) is in force; a new one is a POLICY_APPLIED alert (HIGH when forced). Returns false when it was already in force.';
+
+CREATE FUNCTION guardian.policy_routes()
+RETURNS jsonb
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT guardian.setting('alerts.routes')
+$$;
+COMMENT ON FUNCTION guardian.policy_routes() IS
+    'The alert routes this environment''s policy sets (setting alerts.routes), read by the relay on every routing round: when set they replace the routes of the relay''s configuration (which still defines the channels). NULL: the configuration decides.';

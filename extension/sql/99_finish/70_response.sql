@@ -39,6 +39,9 @@ GRANT EXECUTE ON FUNCTION guardian._alert_roots(uuid), guardian._table_roots(reg
     guardian.policy_problems(text[], text[], text[], jsonb, text[], text[])
     TO guardian_reader;
 
+-- The relay routes by the policy of the environment when it sets routes.
+GRANT EXECUTE ON FUNCTION guardian.policy_routes() TO guardian_relay, guardian_reader;
+
 -- Whole quarantined rows are application data: admins only.
 GRANT SELECT ON guardian.quarantine, guardian.quarantined_rows TO guardian_admin;
 GRANT EXECUTE ON FUNCTION guardian.cleanup_script(uuid), guardian.cleanup_script(regclass, text[]),
