@@ -96,14 +96,18 @@ BEGIN
         v_step := (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s
                     WHERE (s ->> 'relid')::oid = guardian._table_root(v_table) AND s ->> 'action' = 'delete');
         v_cols := ARRAY(SELECT jsonb_object_keys(p_roots -> v_name -> 0 -> 'key'));
+        -- One pass: the records given (their findings merged per key), joined to the table.
         IF v_cols = ARRAY['row_md5'] THEN
             EXECUTE format(
-                'SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, true, x.findings, x.row_key)::guardian.cleanup_row)
-                   FROM (SELECT t.tableoid, t.ctid, %s AS row_key,
-                                (SELECT jsonb_agg(f) FROM jsonb_array_elements($1) AS e, jsonb_array_elements(e -> ''findings'') AS f
-                                  WHERE e -> ''key'' ->> ''row_md5'' = md5(to_jsonb(t)::text)) AS findings
-                           FROM %s AS t
-                          WHERE md5(to_jsonb(t)::text) IN (SELECT e -> ''key'' ->> ''row_md5'' FROM jsonb_array_elements($1) AS e)%s) AS x',
+                'WITH given AS (
+                     SELECT e -> ''key'' ->> ''row_md5'' AS row_md5,
+                            jsonb_agg(f) FILTER (WHERE f IS NOT NULL) AS findings
+                       FROM jsonb_array_elements($1) AS e
+                       LEFT JOIN LATERAL jsonb_array_elements(e -> ''findings'') AS f ON true
+                      GROUP BY 1)
+                 SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, true, x.findings, x.row_key)::guardian.cleanup_row)
+                   FROM (SELECT t.tableoid, t.ctid, %s AS row_key, g.findings
+                           FROM %s AS t JOIN given AS g ON g.row_md5 = md5(to_jsonb(t)::text)%s) AS x',
                 v_step, guardian._table_root(v_table), guardian._key_expr(v_table, 't'), v_table, v_lock)
               INTO v_found USING p_roots -> v_name;
         ELSE
@@ -119,17 +123,18 @@ BEGIN
                           HINT = format('Find them again with a scan: SELECT * FROM guardian.scan(%L, p_record => true);', v_table);
             END IF;
             EXECUTE format(
-                'SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, true, x.findings, x.row_key)::guardian.cleanup_row)
-                   FROM (SELECT t.tableoid, t.ctid, %s AS row_key,
-                                (SELECT jsonb_agg(f) FROM jsonb_array_elements($1) AS e, jsonb_array_elements(e -> ''findings'') AS f,
-                                        jsonb_populate_record(NULL::%s, e -> ''key'') AS r
-                                  WHERE (%s) = (%s)) AS findings
-                           FROM %s AS t
-                          WHERE (%s) IN (SELECT %s FROM jsonb_array_elements($1) AS e,
-                                                       jsonb_populate_record(NULL::%s, e -> ''key'') AS r)%s) AS x',
-                v_step, guardian._table_root(v_table), guardian._key_expr(v_table, 't'), v_table,
-                guardian._column_list('t', v_cols), guardian._column_list('r', v_cols), v_table,
-                guardian._column_list('t', v_cols), guardian._column_list('r', v_cols), v_table, v_lock)
+                'WITH given AS (
+                     SELECT %s, jsonb_agg(f) FILTER (WHERE f IS NOT NULL) AS findings
+                       FROM jsonb_array_elements($1) AS e
+                      CROSS JOIN LATERAL jsonb_populate_record(NULL::%s, e -> ''key'') AS r
+                       LEFT JOIN LATERAL jsonb_array_elements(e -> ''findings'') AS f ON true
+                      GROUP BY %s)
+                 SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, true, x.findings, x.row_key)::guardian.cleanup_row)
+                   FROM (SELECT t.tableoid, t.ctid, %s AS row_key, g.findings
+                           FROM %s AS t JOIN given AS g ON (%s) = (%s)%s) AS x',
+                guardian._column_list('r', v_cols), v_table, guardian._column_list('r', v_cols),
+                v_step, guardian._table_root(v_table), guardian._key_expr(v_table, 't'),
+                v_table, guardian._column_list('t', v_cols), guardian._column_list('g', v_cols), v_lock)
               INTO v_found USING p_roots -> v_name;
         END IF;
         v_rows := v_rows || coalesce(v_found, '{}');
@@ -145,7 +150,7 @@ BEGIN
              ORDER BY e.child::text, e.constraint_name
         LOOP
             v_step := (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s
-                        WHERE (s ->> 'relid')::oid = CASE WHEN v_edge.on_delete = 'cascade' THEN v_edge.child::oid ELSE v_edge.child::oid END
+                        WHERE (s ->> 'relid')::oid = v_edge.child::oid
                           AND CASE v_edge.on_delete
                                   WHEN 'cascade' THEN s ->> 'action' = 'delete'
                                   WHEN 'set null' THEN s ->> 'action' = 'set null' AND s -> 'via' ? v_edge.constraint_name
