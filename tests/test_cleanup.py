@@ -357,3 +357,43 @@ def test_demo_step_walks_from_detection_to_restore(db: psycopg.Connection) -> No
     assert text.endswith(
         "every row back, byte for byte: yes (and allowlisted, so it is not flagged again)"
     )
+
+
+def test_partitioned_tables_and_quoted_names(db: psycopg.Connection, tmp_path) -> None:
+    from pg_guardian import policy
+
+    db.execute("""
+        CREATE SCHEMA "Odd Schema";
+        CREATE TABLE "Odd Schema"."Clinic List" (id int PRIMARY KEY, "E-mail" text);
+        CREATE TABLE "Odd Schema".visits (
+            id int, at date NOT NULL, note text,
+            clinic int REFERENCES "Odd Schema"."Clinic List" ON DELETE CASCADE,
+            PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+        CREATE TABLE "Odd Schema".visits_2023 PARTITION OF "Odd Schema".visits
+            FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+        CREATE TABLE "Odd Schema".visits_2024 PARTITION OF "Odd Schema".visits
+            FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+    """)
+    spec = tmp_path / "odd.toml"
+    spec.write_text(
+        '[environments.local.tables.\'"Odd Schema"."Clinic List"\']\n'
+        'columns = { "E-mail" = "email" }\n'
+    )
+    policy.apply(db, policy.load(spec, env={}), "local")
+    db.execute("""
+        INSERT INTO "Odd Schema"."Clinic List" VALUES (1, 'x@example.com'), (2, 'real@clinic.com');
+        INSERT INTO "Odd Schema".visits VALUES (1, '2023-05-01', 'a', 1), (1, '2024-05-01', 'b', 1),
+                                               (2, '2024-06-01', 'c', 2);
+    """)
+    everything = """SELECT string_agg(t, '|' ORDER BY t) FROM (
+                        SELECT tableoid::regclass::text || v::text AS t
+                          FROM "Odd Schema".visits AS v
+                        UNION ALL SELECT c::text FROM "Odd Schema"."Clinic List" AS c) AS x"""
+    before = scalar(db, everything)
+    alert = contamination_alert(db, '"Odd Schema"."Clinic List"')
+    plan = [(r["table_name"], r["rows"]) for r in response.cleanup_plan(db, alert=alert)]
+    assert plan == [('"Odd Schema".visits', 2), ('"Odd Schema"."Clinic List"', 1)]
+    response.run_script(db, response.cleanup_script(db, alert=alert))
+    assert count(db, 'SELECT count(*) FROM "Odd Schema".visits') == 1
+    response.restore(db, str(scalar(db, "SELECT id FROM guardian.quarantine_batches")))
+    assert scalar(db, everything) == before  # each row back in its own partition
