@@ -165,3 +165,20 @@ def test_the_application_cannot_drive_the_cleanup_helpers_itself(app: psycopg.Co
         app.execute("SELECT guardian.restore(gen_random_uuid())")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         app.execute("SELECT guardian.set_auto_cleanup(true)")
+
+
+def test_a_restore_never_writes_more_than_the_capturing_role_could(
+    app: psycopg.Connection, db: psycopg.Connection
+) -> None:
+    db.execute("SELECT guardian.set_auto_cleanup(true)")
+    with app.transaction():
+        app.execute(SAFE_CLINIC)
+        app.execute(SAFE_PATIENT)
+    batch = str(scalar(db, "SELECT id FROM guardian.quarantine_batches"))
+    db.execute("REVOKE INSERT ON dental.patients FROM dental_app")
+    with pytest.raises(
+        response.ResponseError,
+        match=r"it was captured by role dental_app, which may not INSERT into dental\.patients",
+    ):
+        response.restore(db, batch)
+    assert count(db, "SELECT count(*) FROM dental.clinics WHERE name = 'Bright Dental'") == 0

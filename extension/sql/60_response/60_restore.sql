@@ -131,6 +131,17 @@ BEGIN
         IF v_diff IS NOT NULL THEN
             v_problems := v_problems || format('%s changed since its rows were quarantined: %s', v_step ->> 'table', v_diff);
         END IF;
+        -- A restore never writes more than the role that captured the batch could (an
+        -- auto-cleanup captures with the rights of the session that wrote the test data).
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.rolname = v_batch.created_by) THEN
+            v_problems := v_problems || format('it was captured by role %s, which no longer exists', v_batch.created_by);
+        ELSIF NOT has_table_privilege(v_batch.created_by, (v_step ->> 'relid')::oid,
+                                      CASE WHEN v_step ->> 'action' = 'delete' THEN 'INSERT' ELSE 'UPDATE' END) THEN
+            v_problems := v_problems || format('it was captured by role %s, which may not %s %s: restoring it would write what that role could not',
+                                               v_batch.created_by,
+                                               CASE WHEN v_step ->> 'action' = 'delete' THEN 'INSERT into' ELSE 'UPDATE' END,
+                                               v_step ->> 'table');
+        END IF;
     END LOOP;
     IF cardinality(v_problems) > 0 THEN
         RAISE EXCEPTION 'cannot restore quarantine batch %: %', p_batch, array_to_string(ARRAY(SELECT DISTINCT p FROM unnest(v_problems) AS p), '; ')
@@ -152,8 +163,12 @@ BEGIN
               FROM guardian.quarantine AS q, jsonb_array_elements(q.findings) AS f
              WHERE q.batch_id = p_batch AND q.findings IS NOT NULL
         LOOP
+            -- Only values the rule really matches: the batch's own account of why is not trusted.
             CONTINUE WHEN v_finding.value IS NULL
-                       OR NOT EXISTS (SELECT FROM guardian.rules AS r WHERE r.name = v_finding.rule)
+                       OR NOT EXISTS (SELECT FROM guardian.rules AS r
+                                       WHERE r.name = v_finding.rule
+                                         AND guardian._rule_matches(r.match_type, r.matcher, r.terms,
+                                                                    guardian._normalize(v_finding.value)))
                        OR EXISTS (SELECT FROM guardian.allowlist AS a
                                    WHERE a.rule = v_finding.rule AND a.relid = v_finding.relid
                                      AND a.column_name IS NOT DISTINCT FROM v_finding.column_name
