@@ -162,9 +162,12 @@ def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
                           UNION ALL SELECT a::text FROM dental.appointments AS a) AS x"""
     before = conn.execute(snapshot).fetchone()
     alert = conn.execute(
-        """SELECT id, severity, message FROM guardian.open_alerts
-            WHERE type = 'TEST_DATA_CONTAMINATION' AND table_name = 'dental.clinics'
-            ORDER BY message LIMIT 1"""
+        """SELECT a.id, a.severity, a.message FROM guardian.open_alerts AS a
+            WHERE a.type = 'TEST_DATA_CONTAMINATION'
+              AND EXISTS (SELECT FROM guardian.findings AS f
+                           WHERE f.alert_id = a.id AND f.record_key = jsonb_build_object('id', %s::uuid))
+            ORDER BY a.message LIMIT 1""",
+        (clinic,),
     ).fetchone()
     assert alert is not None
     echo("  INSERT 'Demo Clinic' <desk@example.com> + 2 patients + 2 appointments")
