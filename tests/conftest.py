@@ -90,6 +90,14 @@ def dbname(cluster: LocalCluster, template_db: str) -> Iterator[str]:
     yield from _fresh(cluster, template_db)
 
 
+@pytest.fixture(scope="module")
+def module_db(cluster: LocalCluster, template_db: str) -> Iterator[psycopg.Connection]:
+    """One guarded database shared by a module's tests (for many small, independent probes)."""
+    for name in _fresh(cluster, template_db):
+        with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+            yield conn
+
+
 @pytest.fixture
 def blank_dbname(cluster: LocalCluster) -> Iterator[str]:
     """A fresh database without pg_guardian."""

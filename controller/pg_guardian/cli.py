@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import psycopg
 
 from pg_guardian import __version__, db
 from pg_guardian import install as install_mod
@@ -43,7 +44,7 @@ def emit_json(data: Any) -> None:
 
 
 class GuardianGroup(click.Group):
-    """Turns GuardianError into a one-line message and exit code 2, never a traceback."""
+    """Turns GuardianError and database errors into a one-line message and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -51,6 +52,12 @@ class GuardianGroup(click.Group):
         except GuardianError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except psycopg.Error as exc:
+            diag = exc.diag
+            message = diag.message_primary or str(exc).strip().splitlines()[0]
+            hint = f" (hint: {diag.message_hint})" if diag.message_hint else ""
+            click.echo(f"error: {message}{hint}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=GuardianGroup)
@@ -503,6 +510,97 @@ def checks_set(dsn: str | None, name: str, value: str, environment: str) -> None
     click.echo(f"{name} = {result}" + ("" if environment == "*" else f" in {environment}"))
 
 
+# --- contamination: watch, scan, payload check ----------------------------------------------
+
+
+@main.command()
+@dsn_option
+@click.argument("table")
+@click.option("--column", "columns", multiple=True, metavar="NAME=KIND",
+              help="Override a column's kind (email, person_name, organization, phone, identifier, "
+                   "free_text), or NAME=- to skip it. Repeatable.")
+@click.option("--mode", type=click.Choice(["off", "warn", "strict"]), help="Per-table guard mode.")
+def watch(dsn: str | None, table: str, columns: tuple[str, ...], mode: str | None) -> None:
+    """Watch TABLE for test data (idempotent); prints the watched columns and their kinds."""
+    from pg_guardian import contamination
+
+    overrides: dict[str, str | None] = {}
+    for item in columns:
+        name, sep, kind = item.partition("=")
+        if not sep or not name:
+            raise GuardianError(f"--column {item!r} is not NAME=KIND; e.g. --column notes=free_text or --column code=-")
+        overrides[name] = None if kind in ("-", "") else kind
+    with db.connect(dsn, "watch", autocommit=True) as conn:
+        rows = contamination.watch(conn, table, overrides, mode)
+    for column, kind, source in rows:
+        click.echo(f"{column:<24} {kind:<14} {source}")
+
+
+@main.command()
+@dsn_option
+@click.argument("table")
+def unwatch(dsn: str | None, table: str) -> None:
+    """Stop watching TABLE (its findings and alerts stay)."""
+    with db.connect(dsn, "unwatch", autocommit=True) as conn:
+        row = conn.execute("SELECT guardian.unwatch(%s)", (table,)).fetchone()
+    click.echo(f"{table} is no longer watched" if row and row[0] else f"{table} was not watched")
+
+
+@main.command()
+@dsn_option
+@click.argument("tables", nargs=-1)
+@click.option("--record", is_flag=True, help="Also record the findings as alerts.")
+@click.option("--batch-pages", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Heap pages per batch (each batch is its own short transaction).")
+@format_option
+def scan(dsn: str | None, tables: tuple[str, ...], record: bool, batch_pages: int, fmt: str) -> None:
+    """Find test data already in TABLES (default: every watched table). Exit 1 if any is found."""
+    from pg_guardian import contamination
+
+    found: list[dict[str, Any]] = []
+    with db.connect(dsn, "scan", autocommit=True) as conn:
+        targets = list(tables) or contamination.watched_tables(conn)
+        if not targets:
+            raise GuardianError("no tables to scan: name some, or watch tables first with `pg-guardian watch TABLE`")
+        for table in targets:
+            batches = contamination.scan_batches(conn, table, batch_pages)
+            total = sum(b[3] for b in batches)
+            with click.progressbar(length=total, label=f"scanning {table}", file=sys.stderr,
+                                   show_pos=True) as bar:
+                for finding in contamination.scan(conn, table, record=record, batch_pages=batch_pages,
+                                                  progress=bar.update):
+                    found.append(finding.as_dict())
+    if fmt == "json":
+        emit_json(found)
+    else:
+        for f in found:
+            click.echo(f"{f['severity']:<8} {f['table']}  record {f['record_id']}  {f['column_name']}: "
+                       f"{f['sample']}  ({f['rule']})")
+        click.echo(f"{len(found)} finding(s) in {len(targets)} table(s)" + ("; recorded as alerts" if record and found else ""))
+    sys.exit(1 if found else 0)
+
+
+@main.command("check-payload")
+@dsn_option
+@click.argument("source", type=click.File("r"), default="-")
+@click.option("--operation", default="INSERT", show_default=True)
+@click.option("--table", help="Table the payload is meant for (helps map keys to kinds).")
+def check_payload_cmd(dsn: str | None, source: Any, operation: str, table: str | None) -> None:
+    """Check a JSON document (file or stdin) against the rules before writing it. Exit 1 if flagged."""
+    import json as json_mod
+
+    from pg_guardian import contamination
+
+    try:
+        data = json_mod.load(source)
+    except json_mod.JSONDecodeError as exc:
+        raise GuardianError(f"{source.name} is not valid JSON: {exc}; pass a JSON object or array") from exc
+    with db.connect(dsn, "check-payload", autocommit=True) as conn:
+        alerts = contamination.check_payload(conn, data, operation=operation, table=table)
+    emit_json(alerts)
+    sys.exit(1 if alerts else 0)
+
+
 # --- auto-response: cleanup scripts, quarantine, lockdown, policies (issue 7) ---------------
 
 
@@ -823,7 +921,6 @@ def policy_apply(policy_path: Path, environment: str, dsn: str | None, force: bo
         click.echo(f"  {change.describe()}")
     click.echo(f"applied the {environment} policy to {result.database_environment}: "
                f"{len(result.changes)} change(s)" + (" (forced)" if result.forced else ""))
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

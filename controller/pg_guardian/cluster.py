@@ -57,7 +57,7 @@ class LocalCluster:
     def as_root(self) -> bool:
         return os.geteuid() == 0
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         cmd = [str(a) for a in args]
         if self.as_root:
             cmd = ["runuser", "-u", SERVER_USER, "--", *cmd]

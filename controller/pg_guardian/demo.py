@@ -76,6 +76,61 @@ def step_environment(conn: psycopg.Connection, echo: Callable[[str], None]) -> N
     echo(f"  this database is {row[0]!r}, guard mode {row[1]!r}")
 
 
+def step_contamination(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
+    echo("== contamination detection: watch the dental tables (warn mode in production)")
+    for table in ("dental.clinics", "dental.patients"):
+        cols = conn.execute("SELECT column_name || ':' || kind FROM guardian.watch(%s)", (table,)).fetchall()
+        echo(f"  watch {table}: " + ", ".join(c[0] for c in cols))
+    clinic = conn.execute("SELECT id FROM dental.clinics WHERE name = 'Greatest Smiles Dental'").fetchone()
+    assert clinic is not None
+    conn.execute(
+        "INSERT INTO dental.patients (clinic_id, first_name, last_name, email, phone) VALUES "
+        "(%(c)s, 'Celeste', 'Testa', 'celeste.t@gmail.com', '+1 415 872 1000'), "
+        "(%(c)s, 'Martin', 'Tester', 'martin.tester@outlook.com', '+1 415 872 2000'), "
+        "(%(c)s, 'Dana', 'Dummett', 'dana@dummett.co.uk', '+44 20 7946 5678'), "
+        "(%(c)s, 'Grace', 'Sample', 'grace.sample@yahoo.co.uk', '+44 7700 183 456')", {"c": clinic[0]})
+    found = conn.execute("SELECT count(*) FROM guardian.findings").fetchone()
+    echo(f"  real patients Testa, Tester, Dummett, Sample written: {found[0] if found else 0} findings")
+    conn.execute(
+        "INSERT INTO dental.clinics (id, name, email, phone) VALUES "
+        "('550e8400-e29b-41d4-a716-446655440000', 'Test Clinic', 'user@tenant-a.test', '(415) 555-0123')")
+    echo("  fixture clinic written (warn mode lets it through) and reported:")
+    rows = conn.execute(
+        "SELECT severity, metadata->>'rule', left(message, 72) FROM guardian.monitoring_alerts "
+        "WHERE type = 'TEST_DATA_CONTAMINATION' ORDER BY severity, 2").fetchall()
+    for line in _table([tuple(r) for r in rows], ("severity", "rule", "message")):
+        echo(line)
+
+    echo("== strict mode: the write is rejected, and the rejection is still an alert")
+    conn.execute("SELECT guardian.set_mode('strict')")
+    try:
+        conn.execute("INSERT INTO dental.patients (clinic_id, first_name, last_name, email) "
+                     "VALUES (%s, 'John', 'Doe', 'qa+e2e@mailinator.com')", (clinic[0],))
+    except psycopg.Error as exc:
+        echo(f"  ERROR {exc.sqlstate}: {exc.diag.message_primary}")
+        echo(f"  HINT: {exc.diag.message_hint}")
+    row = conn.execute("SELECT severity, message FROM guardian.monitoring_alerts "
+                       "WHERE type = 'STRICT_MODE_REJECTION'").fetchone()
+    if row:
+        echo(f"  recorded after the rollback: {row[0]} STRICT_MODE_REJECTION: {row[1][:80]}")
+    conn.execute("SELECT guardian.set_mode('warn')")
+
+    echo("== scanner: test data already in the tables, whatever the mode")
+    rows = conn.execute("SELECT record_id, column_name, rule, sample FROM guardian.scan('dental.clinics') "
+                        "ORDER BY rule").fetchall()
+    for line in _table([tuple(r) for r in rows], ("record", "column", "rule", "sample")):
+        echo(line)
+
+    echo("== unusual activity: a script bulk-inserts 200 patients")
+    conn.execute("INSERT INTO dental.patients (clinic_id, first_name, last_name) "
+                 "SELECT %s, 'Import', 'Row ' || i FROM generate_series(1, 200) AS i", (clinic[0],))
+    conn.execute("SELECT guardian.rollup_activity()")
+    rows = conn.execute("SELECT severity, type, left(message, 80) FROM guardian.monitoring_alerts "
+                        "WHERE type IN ('BULK_OPERATION', 'RAPID_CREATION') ORDER BY 2").fetchall()
+    for line in _table([tuple(r) for r in rows], ("severity", "type", "message")):
+        echo(line)
+
+
 def step_relay(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     """The alert relay delivering the open alerts to a webhook receiver on 127.0.0.1."""
     import json
@@ -190,6 +245,7 @@ def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
 
 STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [
     step_environment,
+    step_contamination,
     step_health_and_security,
     step_relay,
     step_cleanup,

@@ -9,11 +9,34 @@
  * value (a rule without anchors). A needle may carry word-boundary marks: a leading '^' asks
  * that no letter or digit precede it, a trailing '$' that none follow it ("^test$" finds
  * "Test Clinic" but not "Celeste" or "Testa"). Bytes >= 0x80 (UTF-8 letters) count as letters.
+ * A needle starting with '#' is looked for in the value's digits only ("#55501" finds
+ * "(415) 555-0123"), so phone numbers match whatever their punctuation.
  * The needle set is parsed once per query and cached.
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -32,6 +55,9 @@ typedef struct NeedleSet
 	int		   *lengths;
 	bool	   *word_start;		/* '^': no word character before the match */
 	bool	   *word_end;		/* '$': no word character after the match */
+	int			digit_count;	/* '#' needles, matched against the digits only */
+	char	  **digit_needles;
+	int		   *digit_lengths;
 	/* needle indexes by first byte: first[b] .. first[b + 1] in order[] */
 	int			first[257];
 	int		   *order;
@@ -49,11 +75,60 @@ is_word_byte(unsigned char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+/*
+ * Needle sets outlive one query: the WHEN clause folds the anchors into a new constant for every
+ * statement, and parsing them again each time would cost more than the search. A few recent
+ * sets are kept for the life of the backend, recognised by their bytes.
+ */
+#define NEEDLE_CACHE_SIZE 16
+static NeedleSet *needle_cache[NEEDLE_CACHE_SIZE];
+static int	needle_cache_next = 0;
+
+static NeedleSet *build_needles(ArrayType *arr, MemoryContext cxt);
+
+static NeedleSet *
+lookup_needles(ArrayType *arr)
+{
+	Size		len = VARSIZE(arr);
+	int			i;
+	NeedleSet  *set;
+
+	for (i = 0; i < NEEDLE_CACHE_SIZE; i++)
+	{
+		set = needle_cache[i];
+		if (set != NULL && set->array_len == len && memcmp(set->array_copy, arr, len) == 0)
+			return set;
+	}
+	set = build_needles(arr, TopMemoryContext);
+	if (needle_cache[needle_cache_next] != NULL)
+	{
+		NeedleSet  *old = needle_cache[needle_cache_next];
+		int			k;
+
+		for (k = 0; k < old->count; k++)
+			pfree(old->needles[k]);
+		for (k = 0; k < old->digit_count; k++)
+			pfree(old->digit_needles[k]);
+		pfree(old->needles);
+		pfree(old->lengths);
+		pfree(old->word_start);
+		pfree(old->word_end);
+		pfree(old->digit_needles);
+		pfree(old->digit_lengths);
+		pfree(old->order);
+		pfree(old->array_copy);
+		pfree(old);
+	}
+	needle_cache[needle_cache_next] = set;
+	needle_cache_next = (needle_cache_next + 1) % NEEDLE_CACHE_SIZE;
+	return set;
+}
+
 static NeedleSet *
 build_needles(ArrayType *arr, MemoryContext cxt)
 {
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	NeedleSet  *set = palloc0(sizeof(NeedleSet));
+	MemoryContext old;
+	NeedleSet  *set;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
@@ -61,15 +136,19 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	int			counts[256] = {0};
 	int			fill[256];
 
+	/* the element array is scratch: take it apart in the caller's context */
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	old = MemoryContextSwitchTo(cxt);
+	set = palloc0(sizeof(NeedleSet));
 	set->array_len = VARSIZE(arr);
 	set->array_copy = palloc(set->array_len);
 	memcpy(set->array_copy, arr, set->array_len);
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	set->needles = palloc0(sizeof(char *) * (n + 1));
 	set->lengths = palloc0(sizeof(int) * (n + 1));
 	set->word_start = palloc0(sizeof(bool) * (n + 1));
 	set->word_end = palloc0(sizeof(bool) * (n + 1));
+	set->digit_needles = palloc0(sizeof(char *) * (n + 1));
+	set->digit_lengths = palloc0(sizeof(int) * (n + 1));
 	set->order = palloc0(sizeof(int) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -86,6 +165,24 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 		t = DatumGetTextPP(elems[i]);
 		len = VARSIZE_ANY_EXHDR(t);
 		src = VARDATA_ANY(t);
+		if (len > 1 && src[0] == '#')
+		{
+			int			d = 0;
+
+			s = palloc(len);
+			for (j = 1; j < len; j++)
+				if (src[j] >= '0' && src[j] <= '9')
+					s[d++] = src[j];
+			if (d == 0)
+				set->match_all = true;
+			else
+			{
+				set->digit_needles[set->digit_count] = s;
+				set->digit_lengths[set->digit_count] = d;
+				set->digit_count++;
+			}
+			continue;
+		}
 		if (len > 1 && src[0] == '^')
 		{
 			start = true;
@@ -125,32 +222,44 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	return set;
 }
 
-PG_FUNCTION_INFO_V1(pg_guardian_contains_any);
-
-Datum
-pg_guardian_contains_any(PG_FUNCTION_ARGS)
+/* Does h[0..hlen) contain any needle of the set? */
+static bool
+search_needles(NeedleSet *set, const unsigned char *h, int hlen)
 {
-	text	   *haystack = PG_GETARG_TEXT_PP(0);
-	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
-	NeedleSet  *set = (NeedleSet *) fcinfo->flinfo->fn_extra;
-	const unsigned char *h = (const unsigned char *) VARDATA_ANY(haystack);
-	int			hlen = VARSIZE_ANY_EXHDR(haystack);
 	int			i;
 
-	if (ARR_NDIM(arr) > 1 || ARR_ELEMTYPE(arr) != TEXTOID)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("needles must be a one-dimensional text array")));
-
-	if (set == NULL || set->array_len != VARSIZE(arr) ||
-		memcmp(set->array_copy, arr, set->array_len) != 0)
-	{
-		set = build_needles(arr, fcinfo->flinfo->fn_mcxt);
-		fcinfo->flinfo->fn_extra = set;
-	}
-
 	if (set->match_all)
-		PG_RETURN_BOOL(true);
+		return true;
+
+	/*
+	 * Fullwidth forms (U+FF01..U+FF5E, "ｔｅｓｔ＠ｅｘａｍｐｌｅ．ｃｏｍ") would slip past an ASCII
+	 * comparison: fold them to ASCII first. The memchr keeps the common case free.
+	 */
+	if (hlen >= 3 && memchr(h, 0xEF, hlen) != NULL)
+	{
+		unsigned char *folded = palloc(hlen);
+		int			n = 0;
+
+		for (i = 0; i < hlen; i++)
+		{
+			if (h[i] == 0xEF && i + 2 < hlen && (h[i + 1] == 0xBC || h[i + 1] == 0xBD) &&
+				h[i + 2] >= 0x80 && h[i + 2] <= 0xBF)
+			{
+				int			cp = ((h[i + 1] & 0x3F) << 6) | (h[i + 2] & 0x3F);	/* low 12 bits */
+
+				cp += 0xF000;
+				if (cp >= 0xFF01 && cp <= 0xFF5E)
+				{
+					folded[n++] = (unsigned char) (cp - 0xFEE0);
+					i += 2;
+					continue;
+				}
+			}
+			folded[n++] = h[i];
+		}
+		h = folded;
+		hlen = n;
+	}
 
 	for (i = 0; i < hlen; i++)
 	{
@@ -177,10 +286,53 @@ pg_guardian_contains_any(PG_FUNCTION_ARGS)
 				continue;
 			if (set->word_end[idx] && i + len < hlen && is_word_byte(h[i + len]))
 				continue;
-			PG_RETURN_BOOL(true);
+			return true;
 		}
 	}
-	PG_RETURN_BOOL(false);
+
+	if (set->digit_count > 0)
+	{
+		char		stackbuf[256];
+		char	   *digits = hlen <= (int) sizeof(stackbuf) ? stackbuf : palloc(hlen);
+		int			nd = 0;
+
+		for (i = 0; i < hlen; i++)
+			if (h[i] >= '0' && h[i] <= '9')
+				digits[nd++] = (char) h[i];
+		for (i = 0; i < set->digit_count; i++)
+		{
+			if (set->digit_lengths[i] <= nd &&
+				memmem(digits, nd, set->digit_needles[i], set->digit_lengths[i]) != NULL)
+				return true;
+		}
+	}
+	return false;
+}
+
+PG_FUNCTION_INFO_V1(pg_guardian_contains_any);
+
+Datum
+pg_guardian_contains_any(PG_FUNCTION_ARGS)
+{
+	text	   *haystack = PG_GETARG_TEXT_PP(0);
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+	NeedleSet  *set = (NeedleSet *) fcinfo->flinfo->fn_extra;
+	const unsigned char *h = (const unsigned char *) VARDATA_ANY(haystack);
+	int			hlen = VARSIZE_ANY_EXHDR(haystack);
+
+	if (ARR_NDIM(arr) > 1 || ARR_ELEMTYPE(arr) != TEXTOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("needles must be a one-dimensional text array")));
+
+	if (set == NULL || set->array_len != VARSIZE(arr) ||
+		memcmp(set->array_copy, arr, set->array_len) != 0)
+	{
+		set = lookup_needles(arr);
+		fcinfo->flinfo->fn_extra = set;
+	}
+
+	PG_RETURN_BOOL(search_needles(set, h, hlen));
 }
 
 /*
@@ -211,6 +363,425 @@ pg_guardian_uuid_matches(PG_FUNCTION_ARGS)
 		const unsigned char *hi = lo + UUID_LEN;
 
 		if (memcmp(value->data, lo, UUID_LEN) >= 0 && memcmp(value->data, hi, UUID_LEN) <= 0)
+			PG_RETURN_BOOL(true);
+	}
+	PG_RETURN_BOOL(false);
+}
+
+/*
+ * Activity accounting: the two statement triggers of every watched table, in C because they
+ * run on every write and PL/pgSQL would cost more than a single-row INSERT itself.
+ *
+ * BEFORE STATEMENT notes the transaction's row counters for the table (the statistics
+ * counters of a backend also hold earlier transactions' unflushed counts, so the difference
+ * is what counts); AFTER STATEMENT takes the difference and appends one row to the UNLOGGED
+ * guardian.activity_log with a direct heap insert (no executor, no WAL, no index). Only when
+ * there is more to do (more than one row, or findings to group) does it call the PL/pgSQL
+ * guardian._statement_followup().
+ */
+typedef struct Baseline
+{
+	Oid			relid;
+	char		op;
+	int64		value;
+} Baseline;
+
+#define MAX_BASELINES 64
+static Baseline baselines[MAX_BASELINES];
+static int	n_baselines = 0;
+static bool callback_registered = false;
+
+static void
+reset_baselines(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		n_baselines = 0;
+}
+
+static char
+trigger_op(TriggerData *trigdata)
+{
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		return 'I';
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		return 'U';
+	return 'D';
+}
+
+static int64
+counter_for(Oid relid, char op)
+{
+	Datum		d = ObjectIdGetDatum(relid);
+
+	switch (op)
+	{
+		case 'I':
+			return DatumGetInt64(DirectFunctionCall1(pg_stat_get_xact_tuples_inserted, d));
+		case 'U':
+			return DatumGetInt64(DirectFunctionCall1(pg_stat_get_xact_tuples_updated, d));
+		default:
+			return DatumGetInt64(DirectFunctionCall1(pg_stat_get_xact_tuples_deleted, d));
+	}
+}
+
+static int64
+xact_rows(Relation rel, char op)
+{
+	Oid			relid = RelationGetRelid(rel);
+	List	   *members;
+	ListCell   *lc;
+	int64		total = 0;
+
+	if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		return counter_for(relid, op);
+	members = find_all_inheritors(relid, NoLock, NULL);
+	foreach(lc, members)
+		total += counter_for(lfirst_oid(lc), op);
+	list_free(members);
+	return total;
+}
+
+static void
+check_statement_trigger(FunctionCallInfo fcinfo, const char *name)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be called as a statement-level trigger", name)));
+}
+
+PG_FUNCTION_INFO_V1(pg_guardian_activity_start);
+
+Datum
+pg_guardian_activity_start(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata;
+
+	check_statement_trigger(fcinfo, "guardian._activity_start()");
+	trigdata = (TriggerData *) fcinfo->context;
+	if (!callback_registered)
+	{
+		RegisterXactCallback(reset_baselines, NULL);
+		callback_registered = true;
+	}
+	if (n_baselines < MAX_BASELINES)
+	{
+		Baseline   *b = &baselines[n_baselines++];
+
+		b->relid = RelationGetRelid(trigdata->tg_relation);
+		b->op = trigger_op(trigdata);
+		b->value = xact_rows(trigdata->tg_relation, b->op);
+	}
+	PG_RETURN_POINTER(NULL);
+}
+
+static Oid
+guardian_relation(const char *name)
+{
+	Oid			nsp = get_namespace_oid("guardian", false);
+	Oid			relid = get_relname_relid(name, nsp);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("pg_guardian is not installed correctly: guardian.%s is missing", name),
+				 errhint("Reinstall with: pg-guardian upgrade (or ALTER EXTENSION pg_guardian UPDATE).")));
+	return relid;
+}
+
+PG_FUNCTION_INFO_V1(pg_guardian_activity_end);
+
+Datum
+pg_guardian_activity_end(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata;
+	Relation	rel;
+	Oid			relid;
+	Oid			root;
+	char		op;
+	int64		base = 0;
+	int64		rows;
+	int			i;
+	const char *pending;
+
+	check_statement_trigger(fcinfo, "guardian._activity_end()");
+	trigdata = (TriggerData *) fcinfo->context;
+	rel = trigdata->tg_relation;
+	relid = RelationGetRelid(rel);
+	op = trigger_op(trigdata);
+
+	for (i = n_baselines - 1; i >= 0; i--)
+	{
+		if (baselines[i].relid == relid && baselines[i].op == op)
+		{
+			base = baselines[i].value;
+			/* statements nest: take the innermost and drop it */
+			memmove(&baselines[i], &baselines[i + 1], sizeof(Baseline) * (n_baselines - i - 1));
+			n_baselines--;
+			break;
+		}
+	}
+	rows = xact_rows(rel, op) - base;
+	pending = GetConfigOption("guardian.pending_findings", true, false);
+
+	root = relid;
+	if (rel->rd_rel->relispartition)
+		root = llast_oid(get_partition_ancestors(relid));
+
+	if (rows > 0)
+	{
+		Oid			logid = guardian_relation("activity_log");
+		Relation	log = table_open(logid, RowExclusiveLock);
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		HeapTuple	tuple;
+		const char *opname = op == 'I' ? "INSERT" : (op == 'U' ? "UPDATE" : "DELETE");
+
+		values[0] = ObjectIdGetDatum(root);
+		values[1] = CStringGetTextDatum(opname);
+		values[2] = Int64GetDatum(rows);
+		values[3] = CStringGetTextDatum(GetUserNameFromId(GetSessionUserId(), false));
+		if (application_name != NULL && application_name[0] != '\0')
+			values[4] = CStringGetTextDatum(application_name);
+		else
+			nulls[4] = true;
+		values[5] = TimestampTzGetDatum(GetCurrentTimestamp());
+		if (RelationGetDescr(log)->natts != 6)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("guardian.activity_log has an unexpected shape"),
+					 errhint("Reinstall pg_guardian so that the library and the SQL match.")));
+		tuple = heap_form_tuple(RelationGetDescr(log), values, nulls);
+		simple_heap_insert(log, tuple);
+		heap_freetuple(tuple);
+		table_close(log, RowExclusiveLock);
+	}
+
+	if (rows > 1 || (pending != NULL && strcmp(pending, "on") == 0))
+	{
+		Oid			argtypes[3] = {REGCLASSOID, TEXTOID, INT8OID};
+		List	   *names = list_make2(makeString("guardian"), makeString("_statement_followup"));
+		Oid			fn = LookupFuncName(names, 3, argtypes, false);
+
+		OidFunctionCall3(fn, ObjectIdGetDatum(root),
+						 CStringGetTextDatum(op == 'I' ? "INSERT" : (op == 'U' ? "UPDATE" : "DELETE")),
+						 Int64GetDatum(rows));
+	}
+	PG_RETURN_POINTER(NULL);
+}
+
+/*
+ * guardian._suspect(new record [, old record]): the WHEN clause of a watched table's row
+ * triggers. One call per row checks every watched column: text columns against their
+ * anchors, uuid columns against their ranges, and with OLD only the columns that changed.
+ * The per-table specification (attnum, anchors or bounds) comes from
+ * guardian._prefilter_spec(table) and is cached per backend until a function (the compiled
+ * rules) or the table changes. A small WHEN clause matters: the executor rebuilds it for every
+ * statement, and six function calls folded per statement cost more than a single-row INSERT.
+ */
+typedef struct ColumnSpec
+{
+	AttrNumber	attnum;
+	bool		is_uuid;
+	NeedleSet  *needles;		/* text columns */
+	int			nbounds;		/* uuid columns: pairs of low, high */
+	pg_uuid_t  *bounds;
+} ColumnSpec;
+
+typedef struct TableSpec
+{
+	Oid			relid;
+	int			ncolumns;
+	ColumnSpec *columns;
+} TableSpec;
+
+#define MAX_SPECS 128
+static TableSpec specs[MAX_SPECS];
+static int	n_specs = 0;
+static MemoryContext spec_cxt = NULL;
+static bool spec_callbacks = false;
+static bool specs_stale = false;
+
+static void
+reset_specs(void)
+{
+	n_specs = 0;
+	specs_stale = false;
+	if (spec_cxt != NULL)
+		MemoryContextReset(spec_cxt);
+}
+
+/*
+ * Invalidations can arrive in the middle of a check (a detoast opens a relation): only note
+ * them here, and drop the cache at the start of the next call.
+ */
+static void
+spec_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	specs_stale = true;
+}
+
+static void
+spec_rel_callback(Datum arg, Oid relid)
+{
+	int			i;
+
+	if (!OidIsValid(relid))
+	{
+		specs_stale = true;
+		return;
+	}
+	for (i = 0; i < n_specs; i++)
+		if (specs[i].relid == relid)
+			specs_stale = true;
+}
+
+static TableSpec *
+load_spec(Oid relid)
+{
+	TableSpec  *spec;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1];
+	uint64		i;
+	int			ret;
+
+	if (!spec_callbacks)
+	{
+		spec_cxt = AllocSetContextCreate(TopMemoryContext, "pg_guardian prefilter specs",
+										 ALLOCSET_SMALL_SIZES);
+		CacheRegisterSyscacheCallback(PROCOID, spec_proc_callback, (Datum) 0);
+		CacheRegisterRelcacheCallback(spec_rel_callback, (Datum) 0);
+		spec_callbacks = true;
+	}
+	if (n_specs >= MAX_SPECS)
+		reset_specs();
+
+	args[0] = ObjectIdGetDatum(relid);
+	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %d", ret);
+	ret = SPI_execute_with_args(
+		"SELECT attnum, is_uuid, anchors, bounds FROM guardian._prefilter_spec($1::pg_catalog.regclass)",
+		1, argtypes, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "guardian._prefilter_spec failed: %d", ret);
+
+	spec = &specs[n_specs];
+	spec->relid = relid;
+	spec->ncolumns = 0;
+	spec->columns = MemoryContextAllocZero(spec_cxt, sizeof(ColumnSpec) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		ColumnSpec *col = &spec->columns[spec->ncolumns];
+
+		col->attnum = DatumGetInt16(SPI_getbinval(row, desc, 1, &isnull));
+		col->is_uuid = DatumGetBool(SPI_getbinval(row, desc, 2, &isnull));
+		if (col->is_uuid)
+		{
+			Datum		b = SPI_getbinval(row, desc, 4, &isnull);
+
+			if (!isnull)
+			{
+				ArrayType  *arr = DatumGetArrayTypeP(b);
+				int			n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+
+				col->nbounds = n / 2;
+				col->bounds = MemoryContextAlloc(spec_cxt, sizeof(pg_uuid_t) * (n + 1));
+				memcpy(col->bounds, ARR_DATA_PTR(arr), sizeof(pg_uuid_t) * n);
+			}
+		}
+		else
+		{
+			Datum		a = SPI_getbinval(row, desc, 3, &isnull);
+
+			if (isnull)
+				continue;
+			col->needles = build_needles(DatumGetArrayTypeP(a), spec_cxt);
+		}
+		spec->ncolumns++;
+	}
+	SPI_finish();
+	n_specs++;
+	return spec;
+}
+
+static bool
+text_suspect(NeedleSet *set, text *t)
+{
+	const unsigned char *h = (const unsigned char *) VARDATA_ANY(t);
+	int			hlen = VARSIZE_ANY_EXHDR(t);
+
+	return search_needles(set, h, hlen);
+}
+
+PG_FUNCTION_INFO_V1(pg_guardian_suspect);
+
+Datum
+pg_guardian_suspect(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader newtup = PG_GETARG_HEAPTUPLEHEADER(0);
+	HeapTupleHeader oldtup = (PG_NARGS() > 1 && !PG_ARGISNULL(1)) ? PG_GETARG_HEAPTUPLEHEADER(1) : NULL;
+	Oid			typid = HeapTupleHeaderGetTypeId(newtup);
+	Oid			relid = get_typ_typrelid(typid);
+	TableSpec  *spec = NULL;
+	int			i;
+
+	if (specs_stale)
+		reset_specs();
+	for (i = 0; i < n_specs; i++)
+		if (specs[i].relid == relid)
+		{
+			spec = &specs[i];
+			break;
+		}
+	if (spec == NULL)
+		spec = load_spec(relid);
+
+	for (i = 0; i < spec->ncolumns; i++)
+	{
+		ColumnSpec *col = &spec->columns[i];
+		bool		isnull;
+		Datum		value = GetAttributeByNum(newtup, col->attnum, &isnull);
+
+		if (isnull)
+			continue;
+		if (oldtup != NULL)
+		{
+			bool		oldnull;
+			Datum		old = GetAttributeByNum(oldtup, col->attnum, &oldnull);
+
+			if (!oldnull)
+			{
+				if (col->is_uuid && memcmp(DatumGetUUIDP(value), DatumGetUUIDP(old), UUID_LEN) == 0)
+					continue;
+				if (!col->is_uuid)
+				{
+					text	   *a = DatumGetTextPP(value);
+					text	   *b = DatumGetTextPP(old);
+
+					if (VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+						memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0)
+						continue;
+				}
+			}
+		}
+		if (col->is_uuid)
+		{
+			pg_uuid_t  *u = DatumGetUUIDP(value);
+			int			k;
+
+			for (k = 0; k < col->nbounds; k++)
+				if (memcmp(u->data, col->bounds[2 * k].data, UUID_LEN) >= 0 &&
+					memcmp(u->data, col->bounds[2 * k + 1].data, UUID_LEN) <= 0)
+					PG_RETURN_BOOL(true);
+		}
+		else if (col->needles != NULL && text_suspect(col->needles, DatumGetTextPP(value)))
 			PG_RETURN_BOOL(true);
 	}
 	PG_RETURN_BOOL(false);

@@ -40,24 +40,29 @@ COMMENT ON TABLE guardian.settings IS
     'Guardian settings by environment (''*'' = all); read with guardian.setting(key).';
 SELECT pg_catalog.pg_extension_config_dump('guardian.settings', '');
 
+-- PL/pgSQL rather than SQL: its plan is cached per session, and the write path calls it.
 CREATE FUNCTION guardian.current_environment()
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT e.name FROM guardian.environment AS e), 'local')
+BEGIN
+    RETURN coalesce((SELECT e.name FROM guardian.environment AS e), 'local');
+END
 $$;
 COMMENT ON FUNCTION guardian.current_environment() IS
     'The name of the environment this database is (production, staging, local, ...).';
 
 CREATE FUNCTION guardian.current_mode()
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT e.mode FROM guardian.environment AS e), 'warn')
+BEGIN
+    RETURN coalesce((SELECT e.mode FROM guardian.environment AS e), 'warn');
+END
 $$;
 COMMENT ON FUNCTION guardian.current_mode() IS
     'The guard mode of this environment: off, warn or strict.';

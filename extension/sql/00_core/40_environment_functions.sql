@@ -134,12 +134,14 @@ COMMENT ON FUNCTION guardian.set_table_mode(regclass, text) IS
 
 CREATE FUNCTION guardian.effective_mode(p_table regclass)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT t.mode FROM guardian.table_modes AS t WHERE t.relid = p_table),
-                    guardian.current_mode())
+BEGIN
+    RETURN coalesce((SELECT t.mode FROM guardian.table_modes AS t WHERE t.relid = p_table),
+                    (SELECT e.mode FROM guardian.environment AS e), 'warn');
+END
 $$;
 COMMENT ON FUNCTION guardian.effective_mode(regclass) IS
     'The guard mode that applies to a table: its override if any, else the environment mode.';

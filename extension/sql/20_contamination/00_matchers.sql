@@ -11,6 +11,19 @@ BEGIN
     RETURNS boolean
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
     AS '$libdir/pg_guardian', 'pg_guardian_uuid_matches';
+    -- The whole-row prefilter of the WHEN clauses (STABLE: it reads the compiled rules).
+    CREATE FUNCTION guardian._suspect(p_new record)
+    RETURNS boolean
+    LANGUAGE c STABLE STRICT
+    AS '$libdir/pg_guardian', 'pg_guardian_suspect';
+    CREATE FUNCTION guardian._suspect(p_new record, p_old record)
+    RETURNS boolean
+    LANGUAGE c STABLE
+    AS '$libdir/pg_guardian', 'pg_guardian_suspect';
+    COMMENT ON FUNCTION guardian._suspect(record) IS
+        'Internal prefilter (C): may this new row hold test data? One call checks every watched column.';
+    COMMENT ON FUNCTION guardian._suspect(record, record) IS
+        'Internal prefilter (C): may this updated row hold test data in a column that changed?';
 EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function THEN
     RAISE NOTICE 'pg_guardian: shared library not available, using SQL matchers (slower writes on watched tables)';
     CREATE FUNCTION guardian._contains_any(p_value text, p_needles text[])
@@ -21,8 +34,10 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
         SELECT EXISTS (
             SELECT FROM unnest(p_needles) AS n(needle)
              WHERE n.needle IS NOT NULL
-               AND (n.needle IN ('', '^', '$')
-                    OR lower(p_value) ~ (
+               AND (n.needle IN ('', '^', '$', '#')
+                    OR (n.needle LIKE '#%' AND strpos(regexp_replace(p_value, '[^0-9]', '', 'g'),
+                                                      regexp_replace(n.needle, '[^0-9]', '', 'g')) > 0)
+                    OR n.needle NOT LIKE '#%' AND lower(p_value) ~ (
                         CASE WHEN n.needle LIKE '^_%' THEN '(^|[^[:alnum:]])' ELSE '' END
                         || regexp_replace(lower(regexp_replace(regexp_replace(n.needle, '^\^(.)', '\1'), '(.)\$$', '\1')),
                                           '([^[:alnum:][:space:]])', '\\\1', 'g')
@@ -39,6 +54,6 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
 END
 $matchers$;
 COMMENT ON FUNCTION guardian._contains_any(text, text[]) IS
-    'Internal prefilter: does the value contain any needle (ASCII case-insensitive)? A leading ^ / trailing $ on a needle asks for a word boundary there; an empty needle matches everything.';
+    'Internal prefilter: does the value contain any needle (ASCII case-insensitive)? A leading ^ / trailing $ on a needle asks for a word boundary there; a leading # looks in the digits only; an empty needle matches everything.';
 COMMENT ON FUNCTION guardian._uuid_matches(uuid, uuid[]) IS
     'Internal prefilter: does the uuid fall in any [low, high] pair of the bounds array?';

@@ -108,18 +108,16 @@ AS $$
 $$;
 COMMENT ON FUNCTION guardian._rule_matcher(text, text, text[]) IS 'Internal: the regular expression that decides a rule.';
 
--- The precise test. Deliberately without SET search_path so that it inlines into the callers
--- (all of which pin search_path); everything in it is schema-qualified.
+-- The precise test. Deliberately without SET search_path so that it inlines into its callers,
+-- all of which pin search_path (it is SECURITY INVOKER and only compares text).
 CREATE FUNCTION guardian._rule_matches(p_match_type text, p_matcher text, p_terms text[], p_value text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT p_value OPERATOR(pg_catalog.<>) ''
-       AND CASE p_match_type
-               WHEN 'exact' THEN p_value OPERATOR(pg_catalog.=) ANY (p_terms)
-               WHEN 'digits' THEN pg_catalog.regexp_replace(p_value, '[^0-9]', '', 'g') OPERATOR(pg_catalog.~) p_matcher
-               ELSE p_value OPERATOR(pg_catalog.~*) p_matcher
-           END
+    SELECT p_value <> ''
+       AND ((p_match_type = 'exact' AND p_value = ANY (p_terms))
+            OR (p_match_type = 'digits' AND pg_catalog.regexp_replace(p_value, '[^0-9]', '', 'g') ~ p_matcher)
+            OR (p_match_type NOT IN ('exact', 'digits') AND p_value ~* p_matcher))
 $$;
 COMMENT ON FUNCTION guardian._rule_matches(text, text, text[], text) IS
     'Internal: does a rule (match type, matcher, terms) match this normalised value?';

@@ -2,13 +2,15 @@
 -- functions whose bodies are constants; the WHEN clause of each watched table's row trigger
 -- calls them with constant arguments, so the planner folds them once per statement and each
 -- row pays only the C prefilter. Every change to rules or to the environment recompiles them.
+-- No SET search_path on these two: they run once per statement on every write to a watched
+-- table, and saving and restoring a setting would cost more than their body. The generated
+-- bodies name every operator and type by schema instead.
 CREATE FUNCTION guardian._anchors(p_kind text, p_column text)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN '{}'::text[];
+    RETURN '{}'::pg_catalog.text[];
 END
 $$;
 COMMENT ON FUNCTION guardian._anchors(text, text) IS
@@ -17,10 +19,9 @@ COMMENT ON FUNCTION guardian._anchors(text, text) IS
 CREATE FUNCTION guardian._uuid_bounds(p_column text)
 RETURNS uuid[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN '{}'::uuid[];
+    RETURN '{}'::pg_catalog.uuid[];
 END
 $$;
 COMMENT ON FUNCTION guardian._uuid_bounds(text) IS
@@ -68,15 +69,17 @@ BEGIN
                                   WHERE k.kind = ANY (r.kinds) ORDER BY 1) AS anchors
               FROM guardian.kinds AS k ORDER BY k.kind
         LOOP
-            v_kinds := v_kinds || format(E'\n        WHEN %L THEN %L::text[]', v_row.kind, v_row.anchors);
+            v_kinds := v_kinds || format(E'\n        WHEN p_kind OPERATOR(pg_catalog.=) %L THEN %L::pg_catalog.text[]',
+                                         v_row.kind, v_row.anchors);
         END LOOP;
         FOR v_row IN
             SELECT r.column_pattern, guardian._rule_anchors(r) AS anchors
               FROM guardian._applicable_rules() AS r
              WHERE r.column_pattern IS NOT NULL ORDER BY r.name
         LOOP
-            v_columns := v_columns || format(E'\n        || CASE WHEN p_column ~* %L THEN %L::text[] ELSE %L::text[] END',
-                                             v_row.column_pattern, v_row.anchors, '{}');
+            v_columns := v_columns || format(
+                E'\n        OPERATOR(pg_catalog.||) CASE WHEN p_column OPERATOR(pg_catalog.~*) %L THEN %L::pg_catalog.text[] ELSE %L::pg_catalog.text[] END',
+                v_row.column_pattern, v_row.anchors, '{}');
         END LOOP;
         SELECT coalesce(array_agg(b ORDER BY ord), '{}') INTO v_bounds
           FROM (SELECT b, row_number() OVER () AS ord
@@ -89,17 +92,15 @@ BEGIN
         $ddl$CREATE OR REPLACE FUNCTION guardian._anchors(p_kind text, p_column text)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS %L$ddl$,
-        CASE WHEN v_kinds = '' THEN E'\nBEGIN\n    RETURN ''{}''::text[];\nEND\n'
-             ELSE format(E'\nBEGIN\n    RETURN CASE p_kind%s\n        ELSE %L::text[] END%s;\nEND\n', v_kinds, '{}', v_columns) END);
+        CASE WHEN v_kinds = '' THEN E'\nBEGIN\n    RETURN ''{}''::pg_catalog.text[];\nEND\n'
+             ELSE format(E'\nBEGIN\n    RETURN CASE%s\n        ELSE %L::pg_catalog.text[] END%s;\nEND\n', v_kinds, '{}', v_columns) END);
     EXECUTE format(
         $ddl$CREATE OR REPLACE FUNCTION guardian._uuid_bounds(p_column text)
 RETURNS uuid[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS %L$ddl$,
-        format(E'\nBEGIN\n    RETURN %L::uuid[];\nEND\n', coalesce(v_bounds, '{}')));
+        format(E'\nBEGIN\n    RETURN %L::pg_catalog.uuid[];\nEND\n', coalesce(v_bounds, '{}')));
 END
 $$;
 COMMENT ON FUNCTION guardian._compile_rules() IS

@@ -1,6 +1,9 @@
 CREATE TABLE guardian.watched_tables (
     relid      regclass PRIMARY KEY,
     columns    jsonb NOT NULL,
+    column_names text[] NOT NULL DEFAULT '{}',
+    column_kinds text[] NOT NULL DEFAULT '{}',
+    column_types text[] NOT NULL DEFAULT '{}',
     key_columns text[],
     key_source text NOT NULL,
     watched_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -9,7 +12,9 @@ CREATE TABLE guardian.watched_tables (
 COMMENT ON TABLE guardian.watched_tables IS
     'Tables the guardian watches: the kind of each watched column and how records are identified. Change with guardian.watch() / guardian.unwatch().';
 COMMENT ON COLUMN guardian.watched_tables.columns IS
-    'JSON array of {"column", "kind", "source"}: source is auto (inferred from name and type) or override.';
+    'JSON array of {"column", "kind", "source", "type"}: source is auto (inferred from name and type) or override.';
+COMMENT ON COLUMN guardian.watched_tables.column_names IS
+    'The watched columns again as arrays (names, kinds, types) for the write path, which loops over them.';
 SELECT pg_catalog.pg_extension_config_dump('guardian.watched_tables', '');
 
 -- One row per contaminated value found, by the triggers or by a recorded scan. Alerts group
@@ -208,6 +213,33 @@ AS $$
 $$;
 COMMENT ON FUNCTION guardian._column_test(text, jsonb) IS 'Internal: the prefilter expression for one column of a WHEN clause.';
 
+-- What the C prefilter of a table (or partition) needs: for each watched column its attnum in
+-- that relation, and its anchors (text) or UUID ranges (uuid), from the compiled rules.
+CREATE FUNCTION guardian._prefilter_spec(p_table regclass)
+RETURNS TABLE (attnum smallint, is_uuid boolean, anchors text[], bounds uuid[])
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_watch guardian.watched_tables := guardian._watch_of(p_table);
+BEGIN
+    IF v_watch.relid IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT a.attnum, c.typ = 'uuid',
+               CASE WHEN c.typ <> 'uuid' THEN guardian._anchors(c.kind, c.name) END,
+               CASE WHEN c.typ = 'uuid' THEN guardian._uuid_bounds(c.name) END
+          FROM unnest(v_watch.column_names, v_watch.column_kinds, v_watch.column_types) AS c(name, kind, typ)
+          JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = p_table AND a.attname = c.name AND NOT a.attisdropped
+         ORDER BY a.attnum;
+END
+$$;
+COMMENT ON FUNCTION guardian._prefilter_spec(regclass) IS
+    'Internal: per watched column of a table, its attnum and prefilter anchors or UUID ranges (read by the C prefilter).';
+
 CREATE FUNCTION guardian._trigger_ddl(p_table regclass, p_columns jsonb)
 RETURNS text[]
 LANGUAGE plpgsql STABLE
@@ -217,6 +249,7 @@ DECLARE
     v_insert text;
     v_update text;
     v_cols   text;
+    v_c      boolean;
     v_ddl    text[] := '{}';
 BEGIN
     IF jsonb_array_length(p_columns) > 0 THEN
@@ -226,6 +259,12 @@ BEGIN
                string_agg(format('%I', c ->> 'column'), ', ' ORDER BY o)
           INTO v_insert, v_update, v_cols
           FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o);
+        -- With the C library, one call checks the whole row (a small WHEN clause is cheap to
+        -- prepare for every statement); without it, one SQL test per column.
+        IF to_regprocedure('guardian._suspect(record)') IS NOT NULL THEN
+            v_insert := 'guardian._suspect(NEW)';
+            v_update := 'guardian._suspect(NEW, OLD)';
+        END IF;
         v_ddl := v_ddl || format(
             E'CREATE TRIGGER guardian_contamination_insert AFTER INSERT ON %s\n  FOR EACH ROW WHEN (%s)\n  EXECUTE FUNCTION guardian._on_contamination()',
             p_table, v_insert);
@@ -233,13 +272,15 @@ BEGIN
             E'CREATE TRIGGER guardian_contamination_update AFTER UPDATE OF %s ON %s\n  FOR EACH ROW WHEN (%s)\n  EXECUTE FUNCTION guardian._on_contamination()',
             v_cols, p_table, v_update);
     END IF;
+    -- The C statement triggers where the library is installed, else the PL/pgSQL ones.
+    v_c := to_regprocedure('guardian._activity_end()') IS NOT NULL;
     v_ddl := v_ddl || ARRAY(
         SELECT format('CREATE TRIGGER %I %s INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian.%I(%L)',
-                      t.name, t.timing, p.relid, t.func, c.relkind)
+                      t.name, t.timing, p.relid, CASE WHEN v_c THEN t.c_func ELSE t.sql_func END, c.relkind)
           FROM guardian._relation_tree(p_table) AS p
           JOIN pg_catalog.pg_class AS c ON c.oid = p.relid
-         CROSS JOIN (VALUES ('guardian_activity_start', 'BEFORE', '_before_statement'),
-                            ('guardian_activity', 'AFTER', '_on_statement')) AS t(name, timing, func)
+         CROSS JOIN (VALUES ('guardian_activity_start', 'BEFORE', '_activity_start', '_before_statement'),
+                            ('guardian_activity', 'AFTER', '_activity_end', '_on_statement')) AS t(name, timing, c_func, sql_func)
          ORDER BY p.level, p.relid::text, t.name);
     RETURN v_ddl;
 END
@@ -303,10 +344,17 @@ BEGIN
         DELETE FROM guardian.watched_tables AS w WHERE w.relid = p_table;
         RETURN;
     END IF;
-    INSERT INTO guardian.watched_tables AS w (relid, columns, key_columns, key_source)
-    VALUES (p_table, p_columns, p_key, p_key_source)
+    INSERT INTO guardian.watched_tables AS w
+        (relid, columns, column_names, column_kinds, column_types, key_columns, key_source)
+    SELECT p_table, p_columns,
+           ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           p_key, p_key_source
     ON CONFLICT (relid) DO UPDATE
-       SET columns = EXCLUDED.columns, key_columns = EXCLUDED.key_columns, key_source = EXCLUDED.key_source,
+       SET columns = EXCLUDED.columns, column_names = EXCLUDED.column_names,
+           column_kinds = EXCLUDED.column_kinds, column_types = EXCLUDED.column_types,
+           key_columns = EXCLUDED.key_columns, key_source = EXCLUDED.key_source,
            watched_at = now(), watched_by = SESSION_USER;
 END
 $$;

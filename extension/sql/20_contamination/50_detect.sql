@@ -56,8 +56,8 @@ $$;
 COMMENT ON FUNCTION guardian._match(text, text, text, regclass, boolean) IS
     'Internal: the rules a value matches (allowlist applied), with a redacted sample.';
 
--- Every finding in one row of one table: the value of each watched column that changed,
--- plus the person's full name across name columns (John / Doe).
+-- Every finding in one row of one table: the value of each watched column that changed and
+-- passes the prefilter, plus the person's full name across name columns (John / Doe).
 CREATE FUNCTION guardian._row_findings(
     p_watch guardian.watched_tables, p_new jsonb, p_old jsonb DEFAULT NULL, p_anchors jsonb DEFAULT NULL)
 RETURNS TABLE (column_name text, rule text, severity text, sample text, value text)
@@ -65,33 +65,42 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_col     jsonb;
+    v_i       integer;
+    v_column  text;
+    v_kind    text;
     v_value   text;
     v_names   text[] := '{}';
-    v_changed boolean := false;
+    v_suspect boolean := false;
 BEGIN
-    FOR v_col IN SELECT c FROM jsonb_array_elements(p_watch.columns) AS c LOOP
-        v_value := p_new ->> (v_col ->> 'column');
-        IF v_col ->> 'kind' = 'person_name' AND v_value IS NOT NULL THEN
+    FOR v_i IN 1 .. cardinality(p_watch.column_names) LOOP
+        v_column := p_watch.column_names[v_i];
+        v_kind := p_watch.column_kinds[v_i];
+        v_value := p_new ->> v_column;
+        IF v_kind = 'person_name' AND v_value IS NOT NULL THEN
             v_names := v_names || v_value;
         END IF;
         CONTINUE WHEN v_value IS NULL OR v_value = '';
-        CONTINUE WHEN p_old IS NOT NULL AND (p_old ->> (v_col ->> 'column')) IS NOT DISTINCT FROM v_value;
-        IF v_col ->> 'kind' = 'person_name' THEN
-            v_changed := true;
+        CONTINUE WHEN p_old IS NOT NULL AND (p_old ->> v_column) IS NOT DISTINCT FROM v_value;
+        -- Only values that pass the prefilter get the precise (costlier) check.
+        IF p_watch.column_types[v_i] = 'uuid' AND p_anchors IS NULL THEN
+            CONTINUE WHEN NOT guardian._uuid_matches(v_value::uuid, guardian._uuid_bounds(v_column));
+        ELSIF p_watch.column_types[v_i] <> 'uuid' THEN
+            CONTINUE WHEN NOT guardian._contains_any(v_value,
+                CASE WHEN p_anchors IS NULL THEN guardian._anchors(v_kind, v_column)
+                     ELSE ARRAY(SELECT jsonb_array_elements_text(p_anchors -> v_column)) END);
         END IF;
-        -- Only columns that pass the prefilter get the precise (costlier) check.
-        CONTINUE WHEN v_col ->> 'type' <> 'uuid' AND NOT guardian._contains_any(v_value,
-            CASE WHEN p_anchors IS NULL THEN guardian._anchors(v_col ->> 'kind', v_col ->> 'column')
-                 ELSE ARRAY(SELECT jsonb_array_elements_text(p_anchors -> (v_col ->> 'column'))) END);
+        IF v_kind = 'person_name' THEN
+            v_suspect := true;
+        END IF;
         RETURN QUERY
-            SELECT v_col ->> 'column', m.rule, m.severity, m.sample, v_value
-              FROM guardian._match(v_col ->> 'kind', v_col ->> 'column', v_value, p_watch.relid) AS m;
+            SELECT v_column, m.rule, m.severity, m.sample, v_value
+              FROM guardian._match(v_kind, v_column, v_value, p_watch.relid) AS m;
     END LOOP;
-    IF cardinality(v_names) > 1 AND (p_old IS NULL OR v_changed) THEN
+    IF v_suspect AND cardinality(v_names) > 1 THEN
         RETURN QUERY
-            SELECT (SELECT string_agg(c ->> 'column', '+') FROM jsonb_array_elements(p_watch.columns) AS c
-                     WHERE c ->> 'kind' = 'person_name'),
+            SELECT array_to_string(ARRAY(SELECT p_watch.column_names[i]
+                                           FROM generate_subscripts(p_watch.column_names, 1) AS i
+                                          WHERE p_watch.column_kinds[i] = 'person_name'), '+'),
                    m.rule, m.severity, m.sample, array_to_string(v_names, ' ')
               FROM guardian._match('person_name', '', array_to_string(v_names, ' '), p_watch.relid, true) AS m;
     END IF;

@@ -61,7 +61,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_watch   guardian.watched_tables := guardian._watch_of(TG_RELID);
+    v_watch   guardian.watched_tables;
     v_mode    text;
     v_new     jsonb;
     v_ref     record;
@@ -69,21 +69,27 @@ DECLARE
     v_first   record;
     v_count   integer := 0;
 BEGIN
-    IF v_watch.relid IS NULL THEN
-        RETURN NULL;
+    -- Fires only for rows the WHEN prefilter flagged; everything here is per candidate row.
+    SELECT * INTO v_watch FROM guardian.watched_tables AS w WHERE w.relid = TG_RELID;
+    IF NOT FOUND THEN
+        v_watch := guardian._watch_of(TG_RELID);
+        IF v_watch.relid IS NULL THEN
+            RETURN NULL;
+        END IF;
     END IF;
-    v_mode := guardian.effective_mode(v_watch.relid);
+    v_mode := coalesce((SELECT t.mode FROM guardian.table_modes AS t WHERE t.relid = v_watch.relid),
+                       (SELECT e.mode FROM guardian.environment AS e), 'warn');
     IF v_mode = 'off' THEN
         RETURN NULL;
     END IF;
     v_new := to_jsonb(NEW);
-    v_ref := guardian._record_ref(v_watch, v_new);
     FOR v_finding IN
         SELECT * FROM guardian._row_findings(v_watch, v_new, CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END)
     LOOP
         v_count := v_count + 1;
         IF v_count = 1 THEN
             v_first := v_finding;
+            v_ref := guardian._record_ref(v_watch, v_new);
         END IF;
         IF v_mode = 'warn' THEN
             INSERT INTO guardian.findings (relid, record_id, record_key, column_name, rule, severity, sample, operation)

@@ -5,17 +5,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_watch guardian.watched_tables := guardian._watch_of(p_table);
-    v_key   record;
+    v_plan  jsonb;
 BEGIN
     -- A watched table is scanned as watched; any other table as watch() would map it.
     IF v_watch.relid IS NOT NULL THEN
         RETURN v_watch;
     END IF;
-    v_key := guardian._record_key(p_table);
-    v_watch.relid := p_table;
-    v_watch.columns := guardian._plan_watch(p_table, NULL);
-    v_watch.key_columns := v_key.key_columns;
-    v_watch.key_source := v_key.key_source;
+    v_plan := guardian._plan_watch(p_table, NULL);
+    SELECT p_table, v_plan,
+           ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           k.key_columns, k.key_source, now(), SESSION_USER
+      INTO v_watch
+      FROM guardian._record_key(p_table) AS k;
     RETURN v_watch;
 END
 $$;
@@ -115,11 +118,13 @@ BEGIN
     -- Walk every string in the document; each key is mapped to a kind as a column of that
     -- name would be (in a table named p_table), and UUID-shaped strings are identifiers.
     FOR v_item IN
-        WITH RECURSIVE walk(path, key, value) AS (
-            SELECT '$', NULL::text, p_payload
+        WITH RECURSIVE walk(path, key, parent, value) AS (
+            SELECT '$', NULL::text, p_table, p_payload
             UNION ALL
             SELECT w.path || CASE WHEN jsonb_typeof(w.value) = 'object' THEN '.' || e.k ELSE '[' || e.k || ']' END,
                    CASE WHEN jsonb_typeof(w.value) = 'object' THEN e.k ELSE w.key END,
+                   -- the enclosing key names the "table": {"clinic": {"name": ...}} is an organisation
+                   CASE WHEN jsonb_typeof(w.value) = 'object' THEN coalesce(w.key, w.parent) ELSE w.parent END,
                    e.v
               FROM walk AS w,
                    LATERAL (SELECT o.key, o.value FROM jsonb_each(CASE WHEN jsonb_typeof(w.value) = 'object' THEN w.value END) AS o
@@ -127,13 +132,13 @@ BEGIN
                             SELECT (a.n - 1)::text, a.value
                               FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.value) = 'array' THEN w.value END)
                                    WITH ORDINALITY AS a(value, n)) AS e(k, v))
-        SELECT w.path, w.key, w.value #>> '{}' AS text_value
+        SELECT w.path, w.key, w.parent, w.value #>> '{}' AS text_value
           FROM walk AS w
          WHERE jsonb_typeof(w.value) = 'string'
     LOOP
         kind := CASE WHEN v_item.text_value ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
                      THEN 'identifier'
-                     ELSE coalesce(guardian._infer_kind(p_table, coalesce(v_item.key, 'value'), 'text'::regtype), 'free_text') END;
+                     ELSE coalesce(guardian._infer_kind(v_item.parent, coalesce(v_item.key, 'value'), 'text'::regtype), 'free_text') END;
         path := v_item.path;
         key := v_item.key;
         FOR rule, severity, sample IN

@@ -3,8 +3,9 @@
 -- transition tables and no per-row work); the per-minute roll-up folds the log into windows
 -- and evaluates the rules that need time: rows per minute and per second, off-hours writes,
 -- the rate of contamination findings.
+-- No key and no index: rows are appended by the statement trigger (in C, straight into the
+-- heap) and taken whole by the roll-up. The C trigger knows these six columns, in this order.
 CREATE UNLOGGED TABLE guardian.activity_log (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     relid       regclass NOT NULL,
     operation   text NOT NULL,
     rows        bigint NOT NULL,
@@ -132,16 +133,22 @@ COMMENT ON FUNCTION guardian._activity_rule(regclass, text) IS 'Internal: an act
 
 CREATE FUNCTION guardian._xact_rows(p_relid regclass, p_op text, p_partitioned boolean)
 RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    -- Rows this transaction has inserted/updated/deleted in the table (all partitions).
-    SELECT coalesce(sum(CASE p_op WHEN 'INSERT' THEN pg_stat_get_xact_tuples_inserted(t.relid)
-                                  WHEN 'UPDATE' THEN pg_stat_get_xact_tuples_updated(t.relid)
-                                  ELSE pg_stat_get_xact_tuples_deleted(t.relid) END), 0)::bigint
-      FROM (SELECT p_relid::oid AS relid WHERE NOT p_partitioned
-            UNION ALL
-            SELECT p.relid FROM guardian._relation_tree(p_relid) AS p WHERE p_partitioned AND p.isleaf) AS t
+BEGIN
+    -- Rows this backend has written to the table and not yet reported to the statistics
+    -- collector (all partitions). PL/pgSQL, not SQL: this runs twice per statement.
+    IF NOT p_partitioned THEN
+        RETURN CASE WHEN p_op = 'INSERT' THEN pg_stat_get_xact_tuples_inserted(p_relid)
+                    WHEN p_op = 'UPDATE' THEN pg_stat_get_xact_tuples_updated(p_relid)
+                    ELSE pg_stat_get_xact_tuples_deleted(p_relid) END;
+    END IF;
+    RETURN (SELECT coalesce(sum(CASE WHEN p_op = 'INSERT' THEN pg_stat_get_xact_tuples_inserted(t.relid)
+                                     WHEN p_op = 'UPDATE' THEN pg_stat_get_xact_tuples_updated(t.relid)
+                                     ELSE pg_stat_get_xact_tuples_deleted(t.relid) END), 0)::bigint
+              FROM guardian._relation_tree(p_relid) AS t WHERE t.isleaf);
+END
 $$;
 COMMENT ON FUNCTION guardian._xact_rows(regclass, text, boolean) IS
     'Internal: rows written by this transaction to a table (summed over partitions), from the statistics counters.';
@@ -175,6 +182,49 @@ $$;
 COMMENT ON FUNCTION guardian._before_statement() IS
     'Statement trigger on watched tables: notes the row counters before the statement runs.';
 
+CREATE FUNCTION guardian._statement_followup(p_relid regclass, p_op text, p_rows bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule record;
+BEGIN
+    IF current_setting('guardian.pending_findings', true) = 'on' THEN
+        PERFORM guardian._flush_findings(p_relid);
+    END IF;
+    IF p_rows <= 1 THEN
+        RETURN;
+    END IF;
+    v_rule := guardian._activity_rule(p_relid, 'bulk_statement');
+    IF v_rule.enabled AND p_rows > v_rule.threshold THEN
+        PERFORM guardian.raise_alert(v_rule.alert_type, v_rule.severity,
+            format('one %s statement wrote %s rows to %s (threshold %s)', p_op, p_rows, p_relid, v_rule.threshold),
+            p_relid::text, NULL,
+            jsonb_build_object('rule', 'bulk_statement', 'rows', p_rows, 'operation', p_op,
+                               'threshold', v_rule.threshold, 'role', SESSION_USER,
+                               'application', current_setting('application_name', true)),
+            md5(concat_ws('|', 'bulk_statement', guardian.current_environment(), p_relid::text)));
+    END IF;
+    IF p_op IN ('UPDATE', 'DELETE') THEN
+        v_rule := guardian._activity_rule(p_relid, 'unfiltered_write');
+        IF v_rule.enabled AND p_rows > v_rule.threshold AND guardian._is_unfiltered(current_query(), p_op) THEN
+            PERFORM guardian.raise_alert(v_rule.alert_type,
+                CASE WHEN guardian.current_environment() = 'production' THEN 'CRITICAL' ELSE v_rule.severity END,
+                format('%s without a WHERE clause changed %s rows of %s', p_op, p_rows, p_relid),
+                p_relid::text, NULL,
+                jsonb_build_object('rule', 'unfiltered_write', 'rows', p_rows, 'operation', p_op,
+                                   'query', left(current_query(), 500), 'role', SESSION_USER),
+                md5(concat_ws('|', 'unfiltered_write', guardian.current_environment(), p_relid::text, p_op)));
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._statement_followup(regclass, text, bigint) IS
+    'Internal: after a write to a watched table: groups its findings into alerts and raises BULK_OPERATION / UNFILTERED_WRITE at once.';
+
+-- The statement trigger in PL/pgSQL: used where the C library is not installed.
 CREATE FUNCTION guardian._on_statement()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -186,45 +236,42 @@ DECLARE
     v_key   text := 'guardian.rows_' || TG_RELID::oid || '_' || TG_OP;
     v_total bigint := guardian._xact_rows(TG_RELID, TG_OP, TG_ARGV[0] = 'p');
     v_rows  bigint := v_total - coalesce(nullif(current_setting(v_key, true), '')::bigint, 0);
-    v_rule  record;
 BEGIN
-    IF current_setting('guardian.pending_findings', true) = 'on' THEN
-        PERFORM guardian._flush_findings(coalesce((guardian._watch_of(TG_RELID)).relid, TG_RELID));
-    END IF;
-    IF v_rows <= 0 THEN
-        RETURN NULL;
-    END IF;
-    IF TG_ARGV[0] IS DISTINCT FROM 'p' AND (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = TG_RELID) THEN
+    IF (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = TG_RELID) THEN
         v_relid := pg_partition_root(TG_RELID);
     END IF;
-    INSERT INTO guardian.activity_log (relid, operation, rows, role, application)
-    VALUES (v_relid, TG_OP, v_rows, SESSION_USER, nullif(current_setting('application_name', true), ''));
-    IF v_rows > 1 THEN
-        v_rule := guardian._activity_rule(v_relid, 'bulk_statement');
-        IF v_rule.enabled AND v_rows > v_rule.threshold THEN
-            PERFORM guardian.raise_alert(v_rule.alert_type, v_rule.severity,
-                format('one %s statement wrote %s rows to %s (threshold %s)', TG_OP, v_rows, v_relid, v_rule.threshold),
-                v_relid::text, NULL,
-                jsonb_build_object('rule', 'bulk_statement', 'rows', v_rows, 'operation', TG_OP,
-                                   'threshold', v_rule.threshold, 'role', SESSION_USER,
-                                   'application', current_setting('application_name', true)),
-                md5(concat_ws('|', 'bulk_statement', guardian.current_environment(), v_relid::text)));
-        END IF;
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
-            v_rule := guardian._activity_rule(v_relid, 'unfiltered_write');
-            IF v_rule.enabled AND v_rows > v_rule.threshold AND guardian._is_unfiltered(current_query(), TG_OP) THEN
-                PERFORM guardian.raise_alert(v_rule.alert_type,
-                    CASE WHEN guardian.current_environment() = 'production' THEN 'CRITICAL' ELSE v_rule.severity END,
-                    format('%s without a WHERE clause changed %s rows of %s', TG_OP, v_rows, v_relid),
-                    v_relid::text, NULL,
-                    jsonb_build_object('rule', 'unfiltered_write', 'rows', v_rows, 'operation', TG_OP,
-                                       'query', left(current_query(), 500), 'role', SESSION_USER),
-                    md5(concat_ws('|', 'unfiltered_write', guardian.current_environment(), v_relid::text, TG_OP)));
-            END IF;
-        END IF;
+    IF v_rows > 0 THEN
+        INSERT INTO guardian.activity_log (relid, operation, rows, role, application, at)
+        VALUES (v_relid, TG_OP, v_rows, SESSION_USER, nullif(current_setting('application_name', true), ''),
+                clock_timestamp());
+    END IF;
+    IF v_rows > 1 OR current_setting('guardian.pending_findings', true) = 'on' THEN
+        PERFORM guardian._statement_followup(v_relid, TG_OP, v_rows);
     END IF;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION guardian._on_statement() IS
-    'Statement trigger on watched tables: groups the statement''s findings into alerts, logs its row count, and raises BULK_OPERATION / UNFILTERED_WRITE at once.';
+    'Statement trigger on watched tables (PL/pgSQL fallback of guardian._activity_end): logs the statement''s row count and follows up.';
+
+-- Where the server has the extension's library, the same two triggers in C (see
+-- extension/src/pg_guardian.c): they run on every write, and PL/pgSQL would cost more than a
+-- single-row INSERT itself. watch() uses them when they exist.
+DO $activity_c$
+BEGIN
+    CREATE FUNCTION guardian._activity_start()
+    RETURNS trigger
+    LANGUAGE c
+    AS '$libdir/pg_guardian', 'pg_guardian_activity_start';
+    CREATE FUNCTION guardian._activity_end()
+    RETURNS trigger
+    LANGUAGE c
+    AS '$libdir/pg_guardian', 'pg_guardian_activity_end';
+    COMMENT ON FUNCTION guardian._activity_start() IS
+        'Statement trigger (C): notes the transaction''s row counters before a write to a watched table.';
+    COMMENT ON FUNCTION guardian._activity_end() IS
+        'Statement trigger (C): logs the write''s row count to guardian.activity_log and follows up when needed.';
+EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function THEN
+    RAISE NOTICE 'pg_guardian: shared library not available, activity is tracked in PL/pgSQL (slower writes)';
+END
+$activity_c$;

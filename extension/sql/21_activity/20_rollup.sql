@@ -28,7 +28,7 @@ BEGIN
     -- partition created after watch()) are grouped here.
     PERFORM guardian._flush_stale_findings();
 
-    CREATE TEMP TABLE IF NOT EXISTS guardian_rollup (LIKE guardian.activity_log) ON COMMIT DROP;
+    CREATE TEMP TABLE guardian_rollup (LIKE guardian.activity_log) ON COMMIT DROP;
     WITH moved AS (DELETE FROM guardian.activity_log RETURNING *)
     INSERT INTO guardian_rollup SELECT * FROM moved;
 

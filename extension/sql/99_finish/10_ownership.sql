@@ -8,14 +8,14 @@ DECLARE
 BEGIN
     FOR v_object IN
         SELECT format('ALTER %s guardian.%I OWNER TO guardian_owner',
-                      CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
-                                     WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname) AS ddl
+                      CASE WHEN c.relkind = 'v' THEN 'VIEW' WHEN c.relkind = 'm' THEN 'MATERIALIZED VIEW'
+                           ELSE 'TABLE' END, c.relname) AS ddl
           FROM pg_catalog.pg_class AS c
          WHERE c.relnamespace = 'guardian'::regnamespace
            AND c.relkind IN ('r', 'p', 'v', 'm')
         UNION ALL
         SELECT format('ALTER %s %s OWNER TO guardian_owner',
-                      CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                      CASE WHEN p.prokind = 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
                       p.oid::regprocedure)
           FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'guardian'::regnamespace

@@ -29,6 +29,19 @@ GRANT EXECUTE ON FUNCTION guardian.watch(regclass, jsonb, text), guardian.unwatc
     guardian._guard_watchable(regclass), guardian._trigger_ddl(regclass, jsonb), guardian._trigger_names(jsonb),
     guardian._drop_watch_triggers(regclass), guardian._column_test(text, jsonb),
     guardian._register_watch(regclass, jsonb, text[], text), guardian._on_contamination(), guardian._on_statement(), guardian._before_statement(),
+    guardian._statement_followup(regclass, text, bigint),
     guardian._record_scan_finding(regclass, text, jsonb, text, text, text, text), guardian._flush_findings(regclass),
     guardian._compile_rules(), guardian.rollup_activity(), guardian.prune_activity()
     TO guardian_admin;
+
+GRANT EXECUTE ON FUNCTION guardian._prefilter_spec(regclass) TO PUBLIC;
+
+-- The C triggers and prefilter exist only where the library is installed.
+DO $grant_c$
+BEGIN
+    IF to_regprocedure('guardian._activity_end()') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION guardian._activity_start(), guardian._activity_end() TO guardian_admin;
+        GRANT EXECUTE ON FUNCTION guardian._suspect(record), guardian._suspect(record, record) TO PUBLIC;
+    END IF;
+END
+$grant_c$;

@@ -1,0 +1,116 @@
+"""Least privilege: an application role can use a guarded table but cannot tamper with the guardian."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from helpers import scalar
+
+PUBLIC_FUNCTIONS = {
+    "current_environment()", "current_mode()", "effective_mode(regclass)", "version()", "_is_admin()",
+    "_session_context()", "_alert_fingerprint(text,text,text,text,text)", "_contains_any(text,text[])",
+    "_uuid_matches(uuid,uuid[])", "_anchors(text,text)", "_uuid_bounds(text)", "check_payload(jsonb,text)",
+    "_prefilter_spec(regclass)", "_suspect(record)", "_suspect(record,record)",
+}
+
+
+@pytest.fixture
+def app(db: psycopg.Connection, make_role: Callable[..., str],
+        connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
+    """An application role that owns its table, as is common when migrations run as the app."""
+    make_role("dental_app")
+    db.execute("GRANT CREATE ON SCHEMA public TO dental_app")
+    conn = connect(db.info.dbname, "dental_app")
+    conn.execute("CREATE TABLE public.patients (id serial PRIMARY KEY, email text, full_name text)")
+    db.execute("SELECT guardian.watch('public.patients')")
+    return conn
+
+
+def test_application_writes_are_still_checked(app: psycopg.Connection, db: psycopg.Connection) -> None:
+    app.execute("INSERT INTO public.patients (email, full_name) VALUES ('x@y.test', 'Ana Lopez')")
+    assert scalar(db, "SELECT count(*) FROM guardian.monitoring_alerts WHERE type = 'TEST_DATA_CONTAMINATION'") == 1
+    db.execute("SELECT guardian.set_mode('strict')")
+    with pytest.raises(psycopg.Error) as err:
+        app.execute("INSERT INTO public.patients (email, full_name) VALUES ('a@b.com', 'Test User')")
+    assert err.value.sqlstate == "GD001"
+    assert scalar(db, "SELECT metadata->'session'->>'session_user' FROM guardian.monitoring_alerts "
+                      "WHERE type = 'STRICT_MODE_REJECTION'") == "dental_app"
+
+
+@pytest.mark.parametrize("statement", [
+    "ALTER TABLE public.patients DISABLE TRIGGER ALL",
+    "ALTER TABLE public.patients DISABLE TRIGGER USER",
+    "ALTER TABLE public.patients DISABLE TRIGGER guardian_contamination_insert",
+    "DROP TRIGGER guardian_contamination_insert ON public.patients",
+    "DROP TRIGGER guardian_activity ON public.patients",
+])
+def test_table_owner_cannot_disable_or_drop_guardian_triggers(app: psycopg.Connection, statement: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+        app.execute(statement)
+    assert "guardian trigger" in str(err.value)
+    assert "guardian.unwatch" in (err.value.diag.message_hint or "")
+
+
+def test_guardian_admin_may_unwatch(app: psycopg.Connection, db: psycopg.Connection) -> None:
+    db.execute("GRANT guardian_admin TO dental_app")
+    assert app.execute("SELECT guardian.unwatch('public.patients')").fetchone() == (True,)
+
+
+@pytest.mark.parametrize(("statement", "error"), [
+    ("UPDATE guardian.monitoring_alerts SET resolved_at = now()", psycopg.errors.InsufficientPrivilege),
+    ("DELETE FROM guardian.monitoring_alerts", psycopg.errors.InsufficientPrivilege),
+    ("INSERT INTO guardian.monitoring_alerts (severity, type, message) VALUES ('LOW', 'X', 'forged')", psycopg.errors.InsufficientPrivilege),
+    ("TRUNCATE guardian.findings", psycopg.errors.InsufficientPrivilege),
+    ("UPDATE guardian.rules SET enabled = false", psycopg.errors.InsufficientPrivilege),
+    ("INSERT INTO guardian.allowlist (value, reason) VALUES ('x', 'y')", psycopg.errors.InsufficientPrivilege),
+    ("SELECT guardian.set_mode('off')", psycopg.errors.InsufficientPrivilege),
+    ("SELECT guardian.set_environment('local')", psycopg.errors.InsufficientPrivilege),
+    ("SELECT guardian.raise_alert('X', 'LOW', 'forged')", psycopg.errors.InsufficientPrivilege),
+    ("SELECT guardian.resolve_alert(gen_random_uuid())", psycopg.errors.InsufficientPrivilege),
+    ("SELECT guardian.allow('keyboard_mash', p_reason => 'x')", psycopg.errors.InsufficientPrivilege),
+    ("SELECT guardian.unwatch('public.patients')", psycopg.errors.InsufficientPrivilege),
+    ("ALTER TABLE guardian.rules DISABLE TRIGGER ALL", psycopg.errors.InsufficientPrivilege),
+    ("DROP FUNCTION guardian._on_contamination()", psycopg.errors.InsufficientPrivilege),
+    ("CREATE FUNCTION guardian.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'", psycopg.errors.InsufficientPrivilege),
+])
+def test_application_role_cannot_tamper(app: psycopg.Connection, statement: str, error: type) -> None:
+    with pytest.raises(error):
+        app.execute(statement)
+
+
+def test_every_function_pins_search_path(db: psycopg.Connection) -> None:
+    unpinned = db.execute(
+        """SELECT p.oid::regprocedure::text FROM pg_proc AS p
+            WHERE p.pronamespace = 'guardian'::regnamespace
+              AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+              AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)"""
+    ).fetchall()
+    # The exceptions run on every write and qualify every name instead (generated constants, or
+    # inlined into callers that pin search_path).
+    assert sorted(r[0] for r in unpinned) == ["guardian._anchors(text,text)", "guardian._rule_matches(text,text,text[],text)",
+                                              "guardian._uuid_bounds(text)"]
+
+
+def test_only_harmless_functions_are_public(db: psycopg.Connection) -> None:
+    rows = db.execute(
+        """SELECT regexp_replace(p.oid::regprocedure::text, '^guardian\\.', '')
+             FROM pg_proc AS p
+            WHERE p.pronamespace = 'guardian'::regnamespace
+              AND has_function_privilege('public', p.oid, 'EXECUTE')"""
+    ).fetchall()
+    assert {r[0].replace(" ", "") for r in rows} <= {f.replace(" ", "") for f in PUBLIC_FUNCTIONS}
+
+
+def test_guardian_objects_belong_to_the_guardian_owner(db: psycopg.Connection) -> None:
+    owners = db.execute(
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = 'guardian'::regnamespace"
+    ).fetchall()
+    assert owners == [("guardian_owner",)]
+    superuser_owned = db.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'guardian'::regnamespace "
+        "AND pg_get_userbyid(proowner) <> 'guardian_owner' ORDER BY 1").fetchall()
+    # dblink and the server log need a superuser: these few stay with the installing role.
+    assert {r[0] for r in superuser_owned} <= {"_record_rejection", "_role_password_digests", "_prune_cron_history"}
+    assert scalar(db, "SELECT rolsuper OR rolcanlogin FROM pg_roles WHERE rolname = 'guardian_owner'") is False
