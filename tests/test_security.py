@@ -12,7 +12,7 @@ PUBLIC_FUNCTIONS = {
     "current_environment()", "current_mode()", "effective_mode(regclass)", "version()", "_is_admin()",
     "_session_context()", "_alert_fingerprint(text,text,text,text,text)", "_contains_any(text,text[])",
     "_uuid_matches(uuid,uuid[])", "_anchors(text,text)", "_uuid_bounds(text)", "check_payload(jsonb,text)",
-    "_prefilter_spec(regclass)", "_suspect(record)", "_suspect(record,record)",
+    "_prefilter_spec(regclass,boolean)", "_suspect(record)", "_suspect(record,record)", "_suspect_any_mode(record)",
 }
 # The auto-response runs at commit inside whichever session wrote test data, with that session's
 # rights (issue 7): the SECURITY INVOKER helpers it calls do only what the caller could do

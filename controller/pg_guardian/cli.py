@@ -601,6 +601,111 @@ def check_payload_cmd(dsn: str | None, source: Any, operation: str, table: str |
     sys.exit(1 if alerts else 0)
 
 
+# -- drift (issue 5) ---------------------------------------------------------------------------
+
+
+def _parse_envs(envs: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for item in envs:
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise GuardianError(
+                f"--env {item!r} is not NAME=DSN; e.g. --env production=postgresql://host/db")
+        if name in parsed:
+            raise GuardianError(f"--env {name} is given twice")
+        parsed[name.strip()] = spec.strip()
+    return parsed
+
+
+@main.command()
+@click.option("--source", help="Reference: a DSN or a fingerprint file (e.g. production).")
+@click.option("--target", help="Environment to check against it: a DSN or a fingerprint file.")
+@click.option("--env", "envs", multiple=True, metavar="NAME=DSN",
+              help="Compare several environments (repeat; the first is the reference).")
+@format_option
+@click.option("--schema", "schemas", multiple=True, help="Only this schema (repeatable).")
+@click.option("--exclude-schema", "exclude", multiple=True, help="Skip this schema (repeatable).")
+@click.option("--include-cosmetic", is_flag=True,
+              help="Count formatting-only differences (whitespace, comments, case) as drift.")
+@click.option("--sql", "emit_sql", is_flag=True,
+              help="Print the SQL that would bring the target in line with the source.")
+@click.option("--unsafe", is_flag=True,
+              help="With --sql: allow destructive statements (DROP, column type changes).")
+def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: str,
+          schemas: tuple[str, ...], exclude: tuple[str, ...], include_cosmetic: bool,
+          emit_sql: bool, unsafe: bool) -> None:
+    """Compare the schemas of environments; exit 0 no drift, 1 drift, 2 error.
+
+    Each side is a DSN (pg_guardian need not be installed there) or a file written by
+    `pg-guardian fingerprint`.
+    """
+    from pg_guardian import drift as drift_mod
+    from pg_guardian import drift_sql
+
+    if envs and (source or target):
+        raise GuardianError("use either --source/--target or --env NAME=DSN ..., not both")
+    if envs:
+        specs = _parse_envs(envs)
+        if len(specs) < 2:
+            raise GuardianError("--env needs at least two environments, "
+                                "e.g. --env production=DSN --env staging=DSN")
+        if emit_sql:
+            raise GuardianError("--sql works on one pair: use --source DSN --target DSN")
+    else:
+        if not source or not target:
+            raise GuardianError("give --source and --target (a DSN or fingerprint file each), "
+                                "or --env NAME=DSN twice")
+        specs = {"source": source, "target": target}
+    fetched = drift_mod.fetch_all(specs)
+    fingerprints = {name: fp.only(schemas, exclude) for name, fp in fetched.items()}
+
+    if not envs:
+        differences = drift_mod.diff(fingerprints["source"], fingerprints["target"])
+        drifted = bool(drift_mod.counted(differences, include_cosmetic))
+        if emit_sql:
+            statements = drift_sql.migration(
+                drift_mod.counted(differences, include_cosmetic),
+                fingerprints["source"], fingerprints["target"])
+            header = (f"pg-guardian drift --sql: bring {fingerprints['target'].origin}\n"
+                      f"in line with {fingerprints['source'].origin}. Review before running.")
+            click.echo(drift_sql.render(statements, unsafe=unsafe, header=header), nl=False)
+        elif fmt == "json":
+            emit_json([d.to_dict() for d in differences])
+        else:
+            for line in drift_mod.render_text(differences, include_cosmetic=include_cosmetic):
+                click.echo(line)
+    else:
+        many = drift_mod.diff_many(fingerprints)
+        drifted = any(include_cosmetic or not d.cosmetic for d in many)
+        if fmt == "json":
+            emit_json([d.to_dict() for d in many])
+        else:
+            lines = drift_mod.render_many_text(many, list(specs), include_cosmetic=include_cosmetic)
+            for line in lines:
+                click.echo(line)
+    if drifted:
+        click.get_current_context().exit(1)
+
+
+@main.command()
+@dsn_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the fingerprint to this file instead of standard output.")
+def fingerprint(dsn: str | None, output: Path | None) -> None:
+    """Print a database's schema fingerprint (JSON) for `drift` or guardian.import_fingerprint()."""
+    from pg_guardian import catalog
+
+    with db.connect(dsn, "fingerprint", autocommit=True) as conn:
+        document = catalog.read_fingerprint(conn, db.describe(db.resolve_dsn(dsn))).to_document()
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {len(document['objects'])} objects "
+                   f"(checksum {document['checksum']}) to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
 # --- auto-response: cleanup scripts, quarantine, lockdown, policies (issue 7) ---------------
 
 

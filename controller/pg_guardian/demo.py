@@ -187,6 +187,32 @@ def step_health_and_security(conn: psycopg.Connection, echo: Callable[[str], Non
     echo("  REVOKE ... FROM PUBLIC, checks again: the posture alert resolves itself")
 
 
+def step_drift(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
+    echo("== environment drift: a production hotfix, caught as it happens and against the baseline")
+    baseline = _scalar(conn, "SELECT guardian.approve_baseline()")
+    echo(f"  the schema is baseline {baseline}; then someone changes production by hand:")
+    conn.execute("SET application_name = 'psql (hotfix)'")
+    conn.execute("ALTER TABLE dental.patients ADD COLUMN insurance_no text")
+    conn.execute("DROP INDEX dental.appointments_patient_id_idx")
+    conn.execute("RESET application_name")
+    for severity, message in conn.execute(
+        "SELECT severity, message FROM guardian.monitoring_alerts WHERE type = 'SCHEMA_CHANGE' "
+        "ORDER BY last_seen_at DESC LIMIT 2"
+    ).fetchall()[::-1]:
+        echo(f"  {severity} SCHEMA_CHANGE: {message}")
+    echo(f"  hourly drift_check job: {_scalar(conn, 'SELECT guardian.check_drift()')}")
+    rows = conn.execute("SELECT kind, identity, change FROM guardian.diff_schema()").fetchall()
+    for kind, identity, change in rows:
+        echo(f"    {change:<8} {kind} {identity}")
+    echo("  (pg-guardian drift --source <prod DSN> --target <staging DSN> compares two databases)")
+
+
+def _scalar(conn: psycopg.Connection, query: str) -> object:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     """Detection -> alert -> cleanup script -> quarantine -> restore, on a test clinic."""
     from pg_guardian import response
@@ -246,6 +272,7 @@ def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
 STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [
     step_environment,
     step_contamination,
+    step_drift,
     step_health_and_security,
     step_relay,
     step_cleanup,

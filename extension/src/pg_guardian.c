@@ -37,6 +37,7 @@
 #include "funcapi.h"
 #include "utils/inval.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -58,9 +59,12 @@ typedef struct NeedleSet
 	int			digit_count;	/* '#' needles, matched against the digits only */
 	char	  **digit_needles;
 	int		   *digit_lengths;
+	struct NeedleSet *digits;	/* the same needles, indexed like the others */
 	/* needle indexes by first byte: first[b] .. first[b + 1] in order[] */
 	int			first[257];
 	int		   *order;
+	/* within a first byte b, by second byte c: second[b][c] .. second[b][c + 1] in order[] */
+	int		   *second[256];
 } NeedleSet;
 
 static inline unsigned char
@@ -121,6 +125,81 @@ lookup_needles(ArrayType *arr)
 	}
 	needle_cache[needle_cache_next] = set;
 	needle_cache_next = (needle_cache_next + 1) % NEEDLE_CACHE_SIZE;
+	return set;
+}
+
+/* The second byte of a needle, 0 for one-byte needles (they sort first in their bucket). */
+static inline int
+second_byte(NeedleSet *set, int idx)
+{
+	return set->lengths[idx] > 1 ? (unsigned char) set->needles[idx][1] : 0;
+}
+
+static int
+compare_needles(const void *a, const void *b, void *arg)
+{
+	NeedleSet  *set = (NeedleSet *) arg;
+	int			ia = *(const int *) a;
+	int			ib = *(const int *) b;
+	int			fa = (unsigned char) set->needles[ia][0];
+	int			fb = (unsigned char) set->needles[ib][0];
+
+	if (fa != fb)
+		return fa - fb;
+	return second_byte(set, ia) - second_byte(set, ib);
+}
+
+
+/* The second-level index: for each first byte present, where each second byte starts. */
+static void
+index_second_bytes(NeedleSet *set)
+{
+	int			c;
+
+	for (c = 0; c < 256; c++)
+	{
+		int			lo = set->first[c];
+		int			hi = set->first[c + 1];
+		int		   *sec;
+		int			k;
+		int			b;
+
+		if (lo == hi)
+			continue;
+		sec = palloc0(sizeof(int) * 258);
+		for (k = lo; k < hi; k++)
+			sec[second_byte(set, set->order[k]) + 1]++;
+		sec[0] = lo;
+		for (b = 0; b < 257; b++)
+			sec[b + 1] += sec[b];
+		set->second[c] = sec;
+	}
+}
+
+/* An index over plain needles (no boundary marks), in the current memory context. */
+static NeedleSet *
+index_plain_needles(char **needles, int *lengths, int n)
+{
+	NeedleSet  *set = palloc0(sizeof(NeedleSet));
+	int			i;
+	int			counts[256] = {0};
+
+	set->count = n;
+	set->needles = needles;
+	set->lengths = lengths;
+	set->word_start = palloc0(sizeof(bool) * (n + 1));
+	set->word_end = palloc0(sizeof(bool) * (n + 1));
+	set->order = palloc0(sizeof(int) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		counts[(unsigned char) needles[i][0]]++;
+		set->order[i] = i;
+	}
+	set->first[0] = 0;
+	for (i = 0; i < 256; i++)
+		set->first[i + 1] = set->first[i] + counts[i];
+	qsort_arg(set->order, n, sizeof(int), compare_needles, set);
+	index_second_bytes(set);
 	return set;
 }
 
@@ -209,14 +288,17 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 		counts[(unsigned char) s[0]]++;
 		set->count++;
 	}
-	/* counting sort of needle indexes by first byte */
+	/* needle indexes sorted by first, then second byte; first[] bounds each first byte */
 	set->first[0] = 0;
 	for (i = 0; i < 256; i++)
 		set->first[i + 1] = set->first[i] + counts[i];
-	for (i = 0; i < 256; i++)
-		fill[i] = set->first[i];
 	for (i = 0; i < set->count; i++)
-		set->order[fill[(unsigned char) set->needles[i][0]]++] = i;
+		set->order[i] = i;
+	qsort_arg(set->order, set->count, sizeof(int), compare_needles, set);
+	index_second_bytes(set);
+	(void) fill;
+	if (set->digit_count > 0)
+		set->digits = index_plain_needles(set->digit_needles, set->digit_lengths, set->digit_count);
 
 	MemoryContextSwitchTo(old);
 	return set;
@@ -264,29 +346,43 @@ search_needles(NeedleSet *set, const unsigned char *h, int hlen)
 	for (i = 0; i < hlen; i++)
 	{
 		unsigned char c = ascii_lower(h[i]);
+		int		   *sec = set->second[c];
+		int			c2;
 		int			k;
+		int			pass;
 
-		for (k = set->first[c]; k < set->first[c + 1]; k++)
+		if (sec == NULL)
+			continue;
+		c2 = i + 1 < hlen ? ascii_lower(h[i + 1]) : -1;
+		/* pass 0: one-byte needles (second byte 0); pass 1: needles whose second byte is c2 */
+		for (pass = 0; pass < 2; pass++)
 		{
-			int			idx = set->order[k];
-			int			len = set->lengths[idx];
-			const char *needle = set->needles[idx];
-			int			j;
+			int			want = pass == 0 ? 0 : c2;
 
-			if (len > hlen - i)
-				continue;
-			if (set->word_start[idx] && i > 0 && is_word_byte(h[i - 1]))
-				continue;
-			for (j = 1; j < len; j++)
+			if (want < 0 || (pass == 1 && want == 0))
+				break;
+			for (k = sec[want]; k < sec[want + 1]; k++)
 			{
-				if (ascii_lower(h[i + j]) != (unsigned char) needle[j])
-					break;
+				int			idx = set->order[k];
+				int			len = set->lengths[idx];
+				const char *needle = set->needles[idx];
+				int			j;
+
+				if (len > hlen - i)
+					continue;
+				if (set->word_start[idx] && i > 0 && is_word_byte(h[i - 1]))
+					continue;
+				for (j = 2; j < len; j++)
+				{
+					if (ascii_lower(h[i + j]) != (unsigned char) needle[j])
+						break;
+				}
+				if (j < len)
+					continue;
+				if (set->word_end[idx] && i + len < hlen && is_word_byte(h[i + len]))
+					continue;
+				return true;
 			}
-			if (j < len)
-				continue;
-			if (set->word_end[idx] && i + len < hlen && is_word_byte(h[i + len]))
-				continue;
-			return true;
 		}
 	}
 
@@ -299,12 +395,8 @@ search_needles(NeedleSet *set, const unsigned char *h, int hlen)
 		for (i = 0; i < hlen; i++)
 			if (h[i] >= '0' && h[i] <= '9')
 				digits[nd++] = (char) h[i];
-		for (i = 0; i < set->digit_count; i++)
-		{
-			if (set->digit_lengths[i] <= nd &&
-				memmem(digits, nd, set->digit_needles[i], set->digit_lengths[i]) != NULL)
-				return true;
-		}
+		if (search_needles(set->digits, (const unsigned char *) digits, nd))
+			return true;
 	}
 	return false;
 }
@@ -595,6 +687,7 @@ typedef struct ColumnSpec
 typedef struct TableSpec
 {
 	Oid			relid;
+	bool		any_mode;		/* for scans: the rules whatever the guard mode */
 	int			ncolumns;
 	ColumnSpec *columns;
 } TableSpec;
@@ -641,11 +734,11 @@ spec_rel_callback(Datum arg, Oid relid)
 }
 
 static TableSpec *
-load_spec(Oid relid)
+load_spec(Oid relid, bool any_mode)
 {
 	TableSpec  *spec;
-	Oid			argtypes[1] = {OIDOID};
-	Datum		args[1];
+	Oid			argtypes[2] = {OIDOID, BOOLOID};
+	Datum		args[2];
 	uint64		i;
 	int			ret;
 
@@ -661,16 +754,18 @@ load_spec(Oid relid)
 		reset_specs();
 
 	args[0] = ObjectIdGetDatum(relid);
+	args[1] = BoolGetDatum(any_mode);
 	if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %d", ret);
 	ret = SPI_execute_with_args(
-		"SELECT attnum, is_uuid, anchors, bounds FROM guardian._prefilter_spec($1::pg_catalog.regclass)",
-		1, argtypes, args, NULL, true, 0);
+		"SELECT attnum, is_uuid, anchors, bounds FROM guardian._prefilter_spec($1::pg_catalog.regclass, $2)",
+		2, argtypes, args, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "guardian._prefilter_spec failed: %d", ret);
 
 	spec = &specs[n_specs];
 	spec->relid = relid;
+	spec->any_mode = any_mode;
 	spec->ncolumns = 0;
 	spec->columns = MemoryContextAllocZero(spec_cxt, sizeof(ColumnSpec) * (SPI_processed + 1));
 	for (i = 0; i < SPI_processed; i++)
@@ -720,6 +815,110 @@ text_suspect(NeedleSet *set, text *t)
 	return search_needles(set, h, hlen);
 }
 
+static Datum *deform_values = NULL;
+static bool *deform_nulls = NULL;
+static int	deform_size = 0;
+
+/* Take a composite datum apart once (GetAttributeByNum would walk it again for each column). */
+static void
+deform_row(HeapTupleHeader row, TupleDesc *desc_out)
+{
+	HeapTupleData tuple;
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(row), HeapTupleHeaderGetTypMod(row));
+
+	if (deform_size < desc->natts)
+	{
+		int			size = Max(desc->natts, 32);
+
+		deform_values = deform_values ? repalloc(deform_values, sizeof(Datum) * size)
+			: MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * size);
+		deform_nulls = deform_nulls ? repalloc(deform_nulls, sizeof(bool) * size)
+			: MemoryContextAlloc(TopMemoryContext, sizeof(bool) * size);
+		deform_size = size;
+	}
+	tuple.t_len = HeapTupleHeaderGetDatumLength(row);
+	ItemPointerSetInvalid(&(tuple.t_self));
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = row;
+	heap_deform_tuple(&tuple, desc, deform_values, deform_nulls);
+	*desc_out = desc;
+}
+
+static bool
+value_suspect(ColumnSpec *col, Datum value)
+{
+	if (col->is_uuid)
+	{
+		pg_uuid_t  *u = DatumGetUUIDP(value);
+		int			k;
+
+		for (k = 0; k < col->nbounds; k++)
+			if (memcmp(u->data, col->bounds[2 * k].data, UUID_LEN) >= 0 &&
+				memcmp(u->data, col->bounds[2 * k + 1].data, UUID_LEN) <= 0)
+				return true;
+		return false;
+	}
+	return col->needles != NULL && text_suspect(col->needles, DatumGetTextPP(value));
+}
+
+static bool
+values_equal(ColumnSpec *col, Datum a, Datum b)
+{
+	text	   *ta;
+	text	   *tb;
+
+	if (col->is_uuid)
+		return memcmp(DatumGetUUIDP(a), DatumGetUUIDP(b), UUID_LEN) == 0;
+	ta = DatumGetTextPP(a);
+	tb = DatumGetTextPP(b);
+	return VARSIZE_ANY_EXHDR(ta) == VARSIZE_ANY_EXHDR(tb) &&
+		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
+}
+
+static bool
+row_suspect(HeapTupleHeader newtup, HeapTupleHeader oldtup, bool any_mode)
+{
+	Oid			relid = get_typ_typrelid(HeapTupleHeaderGetTypeId(newtup));
+	TableSpec  *spec = NULL;
+	TupleDesc	desc;
+	bool		found = false;
+	int			i;
+
+	if (specs_stale)
+		reset_specs();
+	for (i = 0; i < n_specs; i++)
+		if (specs[i].relid == relid && specs[i].any_mode == any_mode)
+		{
+			spec = &specs[i];
+			break;
+		}
+	if (spec == NULL)
+		spec = load_spec(relid, any_mode);
+	if (spec->ncolumns == 0)
+		return false;
+
+	deform_row(newtup, &desc);
+	for (i = 0; i < spec->ncolumns && !found; i++)
+	{
+		ColumnSpec *col = &spec->columns[i];
+		int			idx = col->attnum - 1;
+
+		if (idx < 0 || idx >= desc->natts || deform_nulls[idx])
+			continue;
+		if (oldtup != NULL)
+		{
+			bool		oldnull;
+			Datum		old = GetAttributeByNum(oldtup, col->attnum, &oldnull);
+
+			if (!oldnull && values_equal(col, deform_values[idx], old))
+				continue;
+		}
+		found = value_suspect(col, deform_values[idx]);
+	}
+	ReleaseTupleDesc(desc);
+	return found;
+}
+
 PG_FUNCTION_INFO_V1(pg_guardian_suspect);
 
 Datum
@@ -727,62 +926,15 @@ pg_guardian_suspect(PG_FUNCTION_ARGS)
 {
 	HeapTupleHeader newtup = PG_GETARG_HEAPTUPLEHEADER(0);
 	HeapTupleHeader oldtup = (PG_NARGS() > 1 && !PG_ARGISNULL(1)) ? PG_GETARG_HEAPTUPLEHEADER(1) : NULL;
-	Oid			typid = HeapTupleHeaderGetTypeId(newtup);
-	Oid			relid = get_typ_typrelid(typid);
-	TableSpec  *spec = NULL;
-	int			i;
 
-	if (specs_stale)
-		reset_specs();
-	for (i = 0; i < n_specs; i++)
-		if (specs[i].relid == relid)
-		{
-			spec = &specs[i];
-			break;
-		}
-	if (spec == NULL)
-		spec = load_spec(relid);
+	PG_RETURN_BOOL(row_suspect(newtup, oldtup, false));
+}
 
-	for (i = 0; i < spec->ncolumns; i++)
-	{
-		ColumnSpec *col = &spec->columns[i];
-		bool		isnull;
-		Datum		value = GetAttributeByNum(newtup, col->attnum, &isnull);
+/* The same test for scans: the rules as they apply whatever the guard mode. */
+PG_FUNCTION_INFO_V1(pg_guardian_suspect_any_mode);
 
-		if (isnull)
-			continue;
-		if (oldtup != NULL)
-		{
-			bool		oldnull;
-			Datum		old = GetAttributeByNum(oldtup, col->attnum, &oldnull);
-
-			if (!oldnull)
-			{
-				if (col->is_uuid && memcmp(DatumGetUUIDP(value), DatumGetUUIDP(old), UUID_LEN) == 0)
-					continue;
-				if (!col->is_uuid)
-				{
-					text	   *a = DatumGetTextPP(value);
-					text	   *b = DatumGetTextPP(old);
-
-					if (VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-						memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0)
-						continue;
-				}
-			}
-		}
-		if (col->is_uuid)
-		{
-			pg_uuid_t  *u = DatumGetUUIDP(value);
-			int			k;
-
-			for (k = 0; k < col->nbounds; k++)
-				if (memcmp(u->data, col->bounds[2 * k].data, UUID_LEN) >= 0 &&
-					memcmp(u->data, col->bounds[2 * k + 1].data, UUID_LEN) <= 0)
-					PG_RETURN_BOOL(true);
-		}
-		else if (col->needles != NULL && text_suspect(col->needles, DatumGetTextPP(value)))
-			PG_RETURN_BOOL(true);
-	}
-	PG_RETURN_BOOL(false);
+Datum
+pg_guardian_suspect_any_mode(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(row_suspect(PG_GETARG_HEAPTUPLEHEADER(0), NULL, true));
 }

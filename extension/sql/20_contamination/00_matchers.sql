@@ -20,6 +20,12 @@ BEGIN
     RETURNS boolean
     LANGUAGE c STABLE
     AS '$libdir/pg_guardian', 'pg_guardian_suspect';
+    CREATE FUNCTION guardian._suspect_any_mode(p_row record)
+    RETURNS boolean
+    LANGUAGE c STABLE STRICT
+    AS '$libdir/pg_guardian', 'pg_guardian_suspect_any_mode';
+    COMMENT ON FUNCTION guardian._suspect_any_mode(record) IS
+        'Internal prefilter (C) for scans: may this row hold test data, whatever the guard mode?';
     COMMENT ON FUNCTION guardian._suspect(record) IS
         'Internal prefilter (C): may this new row hold test data? One call checks every watched column.';
     COMMENT ON FUNCTION guardian._suspect(record, record) IS

@@ -56,13 +56,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_off     boolean := guardian.current_mode() = 'off';
     v_kinds   text := '';
     v_columns text := '';
     v_bounds  uuid[];
     v_row     record;
 BEGIN
-    IF NOT v_off THEN
+    BEGIN
         FOR v_row IN
             SELECT k.kind, ARRAY(SELECT DISTINCT a FROM guardian._applicable_rules() AS r,
                                         unnest(guardian._rule_anchors(r)) AS a
@@ -86,7 +85,7 @@ BEGIN
                   FROM guardian._applicable_rules() AS r, unnest(r.terms) AS t,
                        unnest(guardian._uuid_range(t)) AS b
                  WHERE r.match_type = 'uuids' AND 'identifier' = ANY (r.kinds)) AS x;
-    END IF;
+    END;
 
     EXECUTE format(
         $ddl$CREATE OR REPLACE FUNCTION guardian._anchors(p_kind text, p_column text)
@@ -104,7 +103,7 @@ AS %L$ddl$,
 END
 $$;
 COMMENT ON FUNCTION guardian._compile_rules() IS
-    'Internal: regenerates guardian._anchors() and guardian._uuid_bounds() from the rules that apply in this environment (nothing when the mode is off).';
+    'Internal: regenerates guardian._anchors() and guardian._uuid_bounds() from the rules that apply in this environment. Replacing them also tells every backend to reload its prefilter (guard modes are applied there).';
 
 CREATE FUNCTION guardian._recompile()
 RETURNS trigger
@@ -123,4 +122,7 @@ CREATE TRIGGER rules_recompile
     FOR EACH STATEMENT EXECUTE FUNCTION guardian._recompile();
 CREATE TRIGGER environment_recompile
     AFTER INSERT OR UPDATE OR DELETE ON guardian.environment
+    FOR EACH STATEMENT EXECUTE FUNCTION guardian._recompile();
+CREATE TRIGGER table_modes_recompile
+    AFTER INSERT OR UPDATE OR DELETE ON guardian.table_modes
     FOR EACH STATEMENT EXECUTE FUNCTION guardian._recompile();

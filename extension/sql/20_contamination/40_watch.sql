@@ -215,7 +215,7 @@ COMMENT ON FUNCTION guardian._column_test(text, jsonb) IS 'Internal: the prefilt
 
 -- What the C prefilter of a table (or partition) needs: for each watched column its attnum in
 -- that relation, and its anchors (text) or UUID ranges (uuid), from the compiled rules.
-CREATE FUNCTION guardian._prefilter_spec(p_table regclass)
+CREATE FUNCTION guardian._prefilter_spec(p_table regclass, p_any_mode boolean DEFAULT false)
 RETURNS TABLE (attnum smallint, is_uuid boolean, anchors text[], bounds uuid[])
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -224,7 +224,11 @@ AS $$
 DECLARE
     v_watch guardian.watched_tables := guardian._watch_of(p_table);
 BEGIN
-    IF v_watch.relid IS NULL THEN
+    IF v_watch.relid IS NULL AND p_any_mode THEN
+        v_watch := guardian._scan_plan(p_table);   -- a scan of a table that is not watched
+    END IF;
+    -- In off mode the write-path prefilter has nothing to look for.
+    IF v_watch.relid IS NULL OR (NOT p_any_mode AND guardian.effective_mode(v_watch.relid) = 'off') THEN
         RETURN;
     END IF;
     RETURN QUERY
@@ -237,8 +241,8 @@ BEGIN
          ORDER BY a.attnum;
 END
 $$;
-COMMENT ON FUNCTION guardian._prefilter_spec(regclass) IS
-    'Internal: per watched column of a table, its attnum and prefilter anchors or UUID ranges (read by the C prefilter).';
+COMMENT ON FUNCTION guardian._prefilter_spec(regclass, boolean) IS
+    'Internal: per watched column of a table, its attnum and prefilter anchors or UUID ranges (read by the C prefilter); nothing in off mode unless p_any_mode (scans).';
 
 CREATE FUNCTION guardian._trigger_ddl(p_table regclass, p_columns jsonb)
 RETURNS text[]

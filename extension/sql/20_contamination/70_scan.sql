@@ -67,6 +67,9 @@ BEGIN
                       END, ' OR ')
       INTO v_filter
       FROM jsonb_array_elements(v_watch.columns) AS c;
+    IF to_regprocedure('guardian._suspect_any_mode(record)') IS NOT NULL THEN
+        v_filter := 'guardian._suspect_any_mode(t)';   -- one C call per row
+    END IF;
     IF p_from_page IS NOT NULL OR p_to_page IS NOT NULL THEN
         v_range := format(' AND t.ctid >= %L::tid AND t.ctid < %L::tid',
                           format('(%s,0)', coalesce(p_from_page, 0)), format('(%s,0)', coalesce(p_to_page, 4294967295)));

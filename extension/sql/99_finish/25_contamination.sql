@@ -34,14 +34,15 @@ GRANT EXECUTE ON FUNCTION guardian.watch(regclass, jsonb, text), guardian.unwatc
     guardian._compile_rules(), guardian.rollup_activity(), guardian.prune_activity()
     TO guardian_admin;
 
-GRANT EXECUTE ON FUNCTION guardian._prefilter_spec(regclass) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian._prefilter_spec(regclass, boolean) TO PUBLIC;
 
 -- The C triggers and prefilter exist only where the library is installed.
 DO $grant_c$
 BEGIN
     IF to_regprocedure('guardian._activity_end()') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION guardian._activity_start(), guardian._activity_end() TO guardian_admin;
-        GRANT EXECUTE ON FUNCTION guardian._suspect(record), guardian._suspect(record, record) TO PUBLIC;
+        GRANT EXECUTE ON FUNCTION guardian._suspect(record), guardian._suspect(record, record),
+            guardian._suspect_any_mode(record) TO PUBLIC;
     END IF;
 END
 $grant_c$;
