@@ -74,9 +74,7 @@ def seed_test_clinic(conn: psycopg.Connection) -> None:
     )
 
 
-def contamination_alert(
-    conn: psycopg.Connection, table: str = "dental.clinics", rule: str | None = None
-) -> str:
+def contamination_alert(conn: psycopg.Connection, table: str = "dental.clinics", rule: str | None = None) -> str:
     """The open contamination alert of a table (optionally of one rule)."""
     row = conn.execute(
         """SELECT id FROM guardian.monitoring_alerts
@@ -99,8 +97,4 @@ def grant_app(conn: psycopg.Connection, role: str, *, delete: bool = True) -> No
     """An application role with the usual rights on the dental schema."""
     privileges = "SELECT, INSERT, UPDATE, DELETE" if delete else "SELECT, INSERT, UPDATE"
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA dental TO {}").format(sql.Identifier(role)))
-    conn.execute(
-        sql.SQL("GRANT " + privileges + " ON ALL TABLES IN SCHEMA dental TO {}").format(
-            sql.Identifier(role)
-        )
-    )
+    conn.execute(sql.SQL("GRANT " + privileges + " ON ALL TABLES IN SCHEMA dental TO {}").format(sql.Identifier(role)))

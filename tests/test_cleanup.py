@@ -51,33 +51,20 @@ def test_script_removes_the_clinic_and_its_dependents_quarantining_everything(
     assert "ON DELETE" not in script.split("BEGIN;")[1].split("cleanup_begin")[0]
     real_invoice = scalar(
         dental,
-        "SELECT i.id FROM dental.invoices AS i JOIN dental.patients AS p "
-        "ON p.id = i.patient_id WHERE p.clinic_id = %s",
+        "SELECT i.id FROM dental.invoices AS i JOIN dental.patients AS p ON p.id = i.patient_id WHERE p.clinic_id = %s",
         (REAL_CLINIC,),
     )
 
     dental.execute(script)  # one simple-query message: BEGIN ... COMMIT
 
     assert count(dental, "SELECT count(*) FROM dental.clinics WHERE id = %s", (TEST_CLINIC,)) == 0
-    assert (
-        count(dental, "SELECT count(*) FROM dental.patients WHERE clinic_id = %s", (TEST_CLINIC,))
-        == 0
-    )
-    assert (
-        count(
-            dental, "SELECT count(*) FROM dental.appointments WHERE clinic_id = %s", (TEST_CLINIC,)
-        )
-        == 0
-    )
-    assert (
-        scalar(dental, "SELECT appointment_id FROM dental.invoices WHERE id = %s", (real_invoice,))
-        is None
-    )
+    assert count(dental, "SELECT count(*) FROM dental.patients WHERE clinic_id = %s", (TEST_CLINIC,)) == 0
+    assert count(dental, "SELECT count(*) FROM dental.appointments WHERE clinic_id = %s", (TEST_CLINIC,)) == 0
+    assert scalar(dental, "SELECT appointment_id FROM dental.invoices WHERE id = %s", (real_invoice,)) is None
     assert count(dental, "SELECT count(*) FROM dental.clinics") == 2  # the real clinics stay
     quarantined = dict(
         dental.execute(
-            "SELECT q.table_name || ' ' || q.action, count(*) "
-            "FROM guardian.quarantine AS q GROUP BY 1"
+            "SELECT q.table_name || ' ' || q.action, count(*) FROM guardian.quarantine AS q GROUP BY 1"
         ).fetchall()
     )
     assert quarantined == {
@@ -95,9 +82,7 @@ def test_script_removes_the_clinic_and_its_dependents_quarantining_everything(
         )
         == 0
     )
-    note = scalar(
-        dental, "SELECT resolution_note FROM guardian.monitoring_alerts WHERE id = %s", (alert,)
-    )
+    note = scalar(dental, "SELECT resolution_note FROM guardian.monitoring_alerts WHERE id = %s", (alert,))
     assert "guardian.restore(" in note
     message = scalar(
         dental,
@@ -109,9 +94,7 @@ def test_script_removes_the_clinic_and_its_dependents_quarantining_everything(
 def test_script_is_stored_with_its_alert_for_the_relay(dental: psycopg.Connection) -> None:
     alert = contamination_alert(dental)
     script = response.cleanup_script(dental, alert=alert)
-    metadata = scalar(
-        dental, "SELECT metadata FROM guardian.monitoring_alerts WHERE id = %s", (alert,)
-    )
+    metadata = scalar(dental, "SELECT metadata FROM guardian.monitoring_alerts WHERE id = %s", (alert,))
     assert metadata["cleanup_script"] == script
     assert metadata["cleanup_plan_query"] == f"SELECT * FROM guardian.cleanup_plan('{alert}');"
 
@@ -162,9 +145,7 @@ def test_steps_run_outside_the_capturing_transaction_are_refused(
     script = response.cleanup_script(dental, alert=contamination_alert(dental))
     parts = statements(script, without_transaction=True)
     dental.execute(parts[0])  # cleanup_begin alone, autocommit
-    with pytest.raises(
-        psycopg.errors.InvalidTransactionState, match="not captured in this transaction"
-    ):
+    with pytest.raises(psycopg.errors.InvalidTransactionState, match="not captured in this transaction"):
         dental.execute(parts[1])
     # Run as a whole afterwards, it starts again from scratch.
     response.run_script(dental, script)
@@ -230,13 +211,8 @@ def test_cleanup_of_other_alert_types_is_refused(dental: psycopg.Connection) -> 
 
 def test_script_for_a_scan_result(dental: psycopg.Connection) -> None:
     dental.execute("SELECT guardian.unwatch('dental.clinics')")
-    dental.execute(
-        "INSERT INTO dental.clinics (name, email) VALUES ('Bright Smiles (TEST)', 'a@b.co')"
-    )
-    found = [
-        r[0]
-        for r in dental.execute("SELECT DISTINCT record_id FROM guardian.scan('dental.clinics')")
-    ]
+    dental.execute("INSERT INTO dental.clinics (name, email) VALUES ('Bright Smiles (TEST)', 'a@b.co')")
+    found = [r[0] for r in dental.execute("SELECT DISTINCT record_id FROM guardian.scan('dental.clinics')")]
     assert len(found) == 2
     script = response.cleanup_script(dental, table="dental.clinics", records=[found[0]])
     assert f'"id": "{found[0]}"' in script and found[1] not in script.split("BEGIN;")[1]
@@ -272,13 +248,9 @@ def test_composite_keys_self_references_and_cycles(db: psycopg.Connection) -> No
         UPDATE org.people SET manager = 102 WHERE id = 100;        -- managers in a cycle
         UPDATE org.teams SET lead = 100 WHERE id IN (10, 11);      -- teams <-> people
     """)
-    before_real = scalar(
-        db, "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM org.tenants AS t WHERE code = 2"
-    )
+    before_real = scalar(db, "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM org.tenants AS t WHERE code = 2")
     alert = contamination_alert(db, "org.tenants")
-    plan = {
-        (r["table_name"], r["action"]): r["rows"] for r in response.cleanup_plan(db, alert=alert)
-    }
+    plan = {(r["table_name"], r["action"]): r["rows"] for r in response.cleanup_plan(db, alert=alert)}
     assert plan[("org.tenants", "delete")] == 1
     assert plan[("org.tenants", "set null")] == 1  # Real Co's owner link
     assert plan[("org.teams", "delete")] == 2
@@ -311,8 +283,7 @@ def test_hostile_values_stay_quoted_in_the_script(db: psycopg.Connection) -> Non
     """)
     alert = contamination_alert(db, "public.accounts")
     db.execute(
-        "UPDATE guardian.monitoring_alerts "
-        "SET message = message || E'\\nDROP TABLE public.accounts;' WHERE id = %s",
+        "UPDATE guardian.monitoring_alerts SET message = message || E'\\nDROP TABLE public.accounts;' WHERE id = %s",
         (alert,),
     )
     script = response.cleanup_script(db, alert=alert)
@@ -354,9 +325,7 @@ def test_demo_step_walks_from_detection_to_restore(db: psycopg.Connection) -> No
     assert "-> CRITICAL alert: test data in dental.clinics.email" in text
     assert "--    5  dental.clinics" in text
     assert "quarantined 5 row(s)" in text and "restored quarantine batch" in text
-    assert text.endswith(
-        "every row back, byte for byte: yes (and allowlisted, so it is not flagged again)"
-    )
+    assert text.endswith("every row back, byte for byte: yes (and allowlisted, so it is not flagged again)")
 
 
 def test_partitioned_tables_and_quoted_names(db: psycopg.Connection, tmp_path) -> None:
@@ -375,10 +344,7 @@ def test_partitioned_tables_and_quoted_names(db: psycopg.Connection, tmp_path) -
             FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
     """)
     spec = tmp_path / "odd.toml"
-    spec.write_text(
-        '[environments.local.tables.\'"Odd Schema"."Clinic List"\']\n'
-        'columns = { "E-mail" = "email" }\n'
-    )
+    spec.write_text('[environments.local.tables.\'"Odd Schema"."Clinic List"\']\ncolumns = { "E-mail" = "email" }\n')
     policy.apply(db, policy.load(spec, env={}), "local")
     db.execute("""
         INSERT INTO "Odd Schema"."Clinic List" VALUES (1, 'x@example.com'), (2, 'real@clinic.com');

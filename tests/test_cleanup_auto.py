@@ -19,9 +19,7 @@ SAFE_PATIENT = (
     "INSERT INTO dental.patients (clinic_id, first_name, last_name, email) "
     "VALUES ('33333333-aaaa-4aaa-8aaa-000000000001', 'Ann', 'Lee', 'ann.lee@gmail.com')"
 )
-UNSAFE_CLINIC = (
-    "INSERT INTO dental.clinics (name, email) VALUES ('Test Clinic', 'office@realclinic.com')"
-)
+UNSAFE_CLINIC = "INSERT INTO dental.clinics (name, email) VALUES ('Test Clinic', 'office@realclinic.com')"
 
 
 @pytest.fixture
@@ -61,8 +59,7 @@ def test_auto_cleanup_quarantines_safe_findings_with_their_dependents_at_commit(
         app.execute(SAFE_PATIENT)  # depends on the clinic: goes with it
     assert scalar(db, SNAPSHOT) == before
     alert = db.execute(
-        "SELECT severity, message, metadata FROM guardian.monitoring_alerts "
-        "WHERE type = 'TEST_DATA_QUARANTINED'"
+        "SELECT severity, message, metadata FROM guardian.monitoring_alerts WHERE type = 'TEST_DATA_QUARANTINED'"
     ).fetchone()
     assert alert is not None
     severity, message, metadata = alert
@@ -70,30 +67,18 @@ def test_auto_cleanup_quarantines_safe_findings_with_their_dependents_at_commit(
         "auto-cleanup quarantined 2 row(s) (1 dental.clinics, 1 dental.patients)"
     )
     assert metadata["restore_command"] in message and metadata["automatic"] is True
-    assert (
-        count(
-            db, "SELECT count(*) FROM guardian.open_alerts WHERE type = 'TEST_DATA_CONTAMINATION'"
-        )
-        == 0
-    )
+    assert count(db, "SELECT count(*) FROM guardian.open_alerts WHERE type = 'TEST_DATA_CONTAMINATION'") == 0
     # Undone, and not flagged (or cleaned) again.
     response.restore(db, str(metadata["batch"]))
     assert count(db, "SELECT count(*) FROM dental.patients WHERE first_name = 'Ann'") == 1
-    assert (
-        count(db, "SELECT count(*) FROM guardian.quarantine_batches WHERE status = 'applied'") == 0
-    )
+    assert count(db, "SELECT count(*) FROM guardian.quarantine_batches WHERE status = 'applied'") == 0
 
 
 def test_auto_cleanup_never_touches_findings_of_rules_not_marked_safe(
     app: psycopg.Connection, db: psycopg.Connection
 ) -> None:
     db.execute("SELECT guardian.set_auto_cleanup(true)")
-    assert (
-        scalar(
-            db, "SELECT safe_for_automation FROM guardian.rules WHERE name = 'test_organization'"
-        )
-        is False
-    )
+    assert scalar(db, "SELECT safe_for_automation FROM guardian.rules WHERE name = 'test_organization'") is False
     app.execute(UNSAFE_CLINIC)
     assert count(db, "SELECT count(*) FROM dental.clinics WHERE name = 'Test Clinic'") == 1
     assert count(db, "SELECT count(*) FROM guardian.quarantine_batches") == 0
@@ -111,18 +96,14 @@ def test_auto_cleanup_is_per_environment(app: psycopg.Connection, db: psycopg.Co
     assert scalar(db, "SELECT auto_cleanup FROM guardian.response_settings") is False
 
 
-def test_auto_cleanup_leaves_larger_cleanups_to_a_person(
-    app: psycopg.Connection, db: psycopg.Connection
-) -> None:
+def test_auto_cleanup_leaves_larger_cleanups_to_a_person(app: psycopg.Connection, db: psycopg.Connection) -> None:
     db.execute("SELECT guardian.set_auto_cleanup(true)")
     db.execute("SELECT guardian.set_param('auto_cleanup.max_rows', 1)")
     with app.transaction():
         app.execute(SAFE_CLINIC)
         app.execute(SAFE_PATIENT)
     assert count(db, "SELECT count(*) FROM dental.clinics WHERE name = 'Bright Dental'") == 1
-    message = scalar(
-        db, "SELECT message FROM guardian.monitoring_alerts WHERE type = 'AUTO_CLEANUP_SKIPPED'"
-    )
+    message = scalar(db, "SELECT message FROM guardian.monitoring_alerts WHERE type = 'AUTO_CLEANUP_SKIPPED'")
     assert "would quarantine 2 rows, more than auto_cleanup.max_rows (1)" in message
     assert "guardian.cleanup_plan(" in message
 
@@ -140,16 +121,12 @@ def test_a_failed_auto_cleanup_never_fails_the_commit(
     app = connect(dbname, user="insert_only")
     app.execute(SAFE_CLINIC)  # commits
     assert count(db, "SELECT count(*) FROM dental.clinics WHERE name = 'Bright Dental'") == 1
-    message = scalar(
-        db, "SELECT message FROM guardian.monitoring_alerts WHERE type = 'AUTO_CLEANUP_FAILED'"
-    )
+    message = scalar(db, "SELECT message FROM guardian.monitoring_alerts WHERE type = 'AUTO_CLEANUP_FAILED'")
     assert "permission denied for table" in message and "nothing was removed" in message
     assert count(db, "SELECT count(*) FROM guardian.quarantine_batches") == 0
 
 
-def test_a_rolled_back_write_leaves_no_trace(
-    app: psycopg.Connection, db: psycopg.Connection
-) -> None:
+def test_a_rolled_back_write_leaves_no_trace(app: psycopg.Connection, db: psycopg.Connection) -> None:
     db.execute("SELECT guardian.set_auto_cleanup(true)")
     with pytest.raises(psycopg.errors.UniqueViolation), app.transaction():
         app.execute(SAFE_CLINIC)

@@ -75,9 +75,7 @@ def test_lockdown_stops_the_application_while_the_admin_keeps_working(
     app.execute("INSERT INTO dental.clinics (name) VALUES ('Before Lockdown Dental')")
     row = response.lockdown(admin, "seed job writing test data to production")
     assert row["roles"] == ["dental_app", "dental_writers"] and row["revoked"] == 6
-    with pytest.raises(
-        psycopg.errors.InsufficientPrivilege, match="permission denied for table clinics"
-    ):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table clinics"):
         app.execute("INSERT INTO dental.clinics (name) VALUES ('During Lockdown Dental')")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         app.execute("UPDATE dental.clinics SET name = 'x' WHERE false")
@@ -86,17 +84,10 @@ def test_lockdown_stops_the_application_while_the_admin_keeps_working(
     # New sessions of the application are read-only as well.
     fresh = connect(dbname, user=roles["app"])
     assert scalar(fresh, "SHOW default_transaction_read_only") == "on"
-    alert = db.execute(
-        "SELECT severity, message FROM guardian.open_alerts WHERE type = 'LOCKDOWN'"
-    ).fetchone()
+    alert = db.execute("SELECT severity, message FROM guardian.open_alerts WHERE type = 'LOCKDOWN'").fetchone()
     assert alert is not None and alert[0] == "HIGH" and "seed job writing test data" in alert[1]
     # The lockdown's own REVOKEs are not privilege changes to report, now or by the scheduled check.
-    assert (
-        count(
-            db, "SELECT count(*) FROM guardian.monitoring_alerts WHERE type = 'PRIVILEGE_REVOKED'"
-        )
-        == 0
-    )
+    assert count(db, "SELECT count(*) FROM guardian.monitoring_alerts WHERE type = 'PRIVILEGE_REVOKED'") == 0
     assert count(db, "SELECT count(*) FROM guardian._privilege_changes('scheduled scan')") == 0
 
 
@@ -110,9 +101,7 @@ def test_unlock_gives_back_exactly_the_previous_grants_and_settings(
     response.lockdown(db, "drill")
     during_acls, during_settings = _state(db)
     assert during_acls != before[0]
-    assert [s for s in during_settings[0][1] if "read_only" in s] == [
-        "default_transaction_read_only=on"
-    ]
+    assert [s for s in during_settings[0][1] if "read_only" in s] == ["default_transaction_read_only=on"]
     result = response.unlock(db, "drill over")
     assert result["not_restored"] == []
     assert _state(db) == before
@@ -129,9 +118,7 @@ def test_unlock_gives_back_exactly_the_previous_grants_and_settings(
     assert count(db, "SELECT count(*) FROM guardian.open_alerts WHERE type = 'LOCKDOWN'") == 0
 
 
-def test_a_lockdown_when_already_locked_is_refused(
-    db: psycopg.Connection, roles: dict[str, str]
-) -> None:
+def test_a_lockdown_when_already_locked_is_refused(db: psycopg.Connection, roles: dict[str, str]) -> None:
     response.lockdown(db, "first")
     with pytest.raises(
         response.ResponseError,
@@ -156,9 +143,7 @@ def test_roles_that_keep_working(db: psycopg.Connection, roles: dict[str, str]) 
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="cannot be locked down"):
         db.execute("""SELECT guardian.set_response_setting('lockdown.roles', '["ops"]')""")
     with pytest.raises(psycopg.errors.UndefinedObject, match="no role named"):
-        db.execute(
-            """SELECT guardian.set_response_setting('lockdown.roles', '["nobody_at_all"]')"""
-        )
+        db.execute("""SELECT guardian.set_response_setting('lockdown.roles', '["nobody_at_all"]')""")
 
 
 def test_lockdown_can_end_the_applications_sessions(
@@ -187,29 +172,18 @@ def test_the_superuser_helpers_refuse_admins_and_only_the_guardian_may_call_them
                 WHERE proname LIKE '\\_lockdown\\_%' AND pronamespace = 'guardian'::regnamespace"""
         )
     )
-    assert (
-        owners["_lockdown_privilege"] == "postgres"
-        and owners["_lockdown_apply"] == "guardian_owner"
-    )
-    with pytest.raises(
-        psycopg.errors.InsufficientPrivilege, match="may not change the privileges of role ops"
-    ):
-        db.execute(
-            "SELECT guardian._lockdown_privilege("
-            "false, 'dental.clinics', 'ops'::regrole, ARRAY['INSERT'])"
-        )
+    assert owners["_lockdown_privilege"] == "postgres" and owners["_lockdown_apply"] == "guardian_owner"
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="may not change the privileges of role ops"):
+        db.execute("SELECT guardian._lockdown_privilege(false, 'dental.clinics', 'ops'::regrole, ARRAY['INSERT'])")
     with pytest.raises(
         psycopg.errors.InsufficientPrivilege,
         match=r"may not change privileges on guardian\.settings",
     ):
         db.execute(
-            "SELECT guardian._lockdown_privilege("
-            "true, 'guardian.settings', 'dental_app'::regrole, ARRAY['INSERT'])"
+            "SELECT guardian._lockdown_privilege(true, 'guardian.settings', 'dental_app'::regrole, ARRAY['INSERT'])"
         )
     admin = connect(dbname, user=roles["admin"])
-    with pytest.raises(
-        psycopg.errors.InsufficientPrivilege, match="permission denied for function"
-    ):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for function"):
         admin.execute("SELECT guardian._lockdown_read_only('dental_app'::regrole, 'off')")
 
 
@@ -233,20 +207,14 @@ def test_lockdown_survives_a_restart_and_shows_in_status(
     assert "6 write grant(s) taken from dental_app, dental_writers" in result.output
     unlocked = CliRunner().invoke(main, ["lockdown", "unlock", "--dsn", dsn])
     assert unlocked.exit_code == 0 and "local unlocked" in unlocked.output
-    assert (
-        "lockdown"
-        not in CliRunner().invoke(main, ["status", "--dsn", dsn, "--format", "json"]).output
-    )
+    assert "lockdown" not in CliRunner().invoke(main, ["status", "--dsn", dsn, "--format", "json"]).output
 
 
 def test_lockdown_cli(db: psycopg.Connection, roles: dict[str, str], dsn: str) -> None:
     runner = CliRunner()
     started = runner.invoke(main, ["lockdown", "start", "--dsn", dsn, "test", "data", "flood"])
     assert started.exit_code == 0, started.output
-    assert (
-        "local locked down: 6 write grant(s) taken from dental_app, dental_writers"
-        in started.output
-    )
+    assert "local locked down: 6 write grant(s) taken from dental_app, dental_writers" in started.output
     again = runner.invoke(main, ["lockdown", "start", "--dsn", dsn, "again"])
     assert again.exit_code == 2 and again.output.startswith("error: local is already locked down")
     shown = runner.invoke(main, ["lockdown", "status", "--dsn", dsn])
@@ -270,25 +238,16 @@ def test_automatic_lockdown_at_the_threshold(
         )
     assert count(db, "SELECT count(*) FROM guardian.lockdowns") == 0
     app.execute("INSERT INTO dental.clinics (name, email) VALUES ('Clinic 3', 'c3@example.com')")
-    row = db.execute(
-        "SELECT automatic, started_by, reason, roles FROM guardian.lockdown_status"
-    ).fetchone()
+    row = db.execute("SELECT automatic, started_by, reason, roles FROM guardian.lockdown_status").fetchone()
     assert row is not None
     assert row[:2] == (True, "pg_guardian") and row[3] == ["dental_app", "dental_writers"]
-    assert row[2] == (
-        "4 records with CRITICAL test data in the last 60 minutes, more than LOCKDOWN_THRESHOLD 3"
-    )
-    assert (
-        scalar(db, "SELECT severity FROM guardian.open_alerts WHERE type = 'LOCKDOWN'")
-        == "CRITICAL"
-    )
+    assert row[2] == ("4 records with CRITICAL test data in the last 60 minutes, more than LOCKDOWN_THRESHOLD 3")
+    assert scalar(db, "SELECT severity FROM guardian.open_alerts WHERE type = 'LOCKDOWN'") == "CRITICAL"
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         app.execute("INSERT INTO dental.clinics (name) VALUES ('Blocked Dental')")
 
 
-def test_automatic_lockdown_is_off_unless_enabled(
-    db: psycopg.Connection, roles: dict[str, str]
-) -> None:
+def test_automatic_lockdown_is_off_unless_enabled(db: psycopg.Connection, roles: dict[str, str]) -> None:
     db.execute("SELECT guardian.set_param('lockdown.threshold', 1)")
     for n in range(3):
         db.execute(

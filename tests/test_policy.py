@@ -107,21 +107,14 @@ def test_a_database_refuses_a_policy_for_another_environment_unless_forced(
     ):
         policy.apply(dental, pol, "production")
     # The SQL refuses on its own too (psql -f).
-    with pytest.raises(
-        psycopg.errors.InvalidParameterValue, match="refusing the production policy"
-    ):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="refusing the production policy"):
         dental.execute(policy.render(pol, "production"))
     dental.execute("ROLLBACK")  # the script's own BEGIN
     assert state(dental) == before
     result = policy.apply(dental, pol, "production", force=True)
     assert result.forced and result.database_environment == "local"
     assert scalar(dental, "SELECT guardian.current_mode()") == "strict"
-    assert (
-        scalar(
-            dental, "SELECT severity FROM guardian.monitoring_alerts WHERE type = 'POLICY_APPLIED'"
-        )
-        == "HIGH"
-    )
+    assert scalar(dental, "SELECT severity FROM guardian.monitoring_alerts WHERE type = 'POLICY_APPLIED'") == "HIGH"
     # A production database refuses the local policy just the same.
     dental.execute("SELECT guardian.set_environment('production')")
     with pytest.raises(policy.PolicyError, match="refusing the local policy"):
@@ -136,8 +129,7 @@ def test_a_broken_policy_file_lists_every_error_with_its_line() -> None:
         "broken.toml:4: defaults.mode: 'paranoid' is not one of off, warn, strict",
         "broken.toml:9: environments.production.colour: unknown setting (known: activity, "
         "auto_cleanup, lockdown, mode, packs, quarantine, routes, rules, tables)",
-        "broken.toml:12: environments.production.rules.test_marker.enabled: must be true or false, "
-        "not 'yes'",
+        "broken.toml:12: environments.production.rules.test_marker.enabled: must be true or false, not 'yes'",
         "broken.toml:12: environments.production.rules.test_marker.severity: 'URGENT' is not one "
         "of CRITICAL, HIGH, MEDIUM, LOW, INFO",
         "broken.toml:15: environments.production.tables.patients: tables are named schema.table, "
@@ -147,25 +139,19 @@ def test_a_broken_policy_file_lists_every_error_with_its_line() -> None:
         "(not watched)",
         "broken.toml:19: environments.production.activity.bulk_statement.threshold: must be a "
         "whole number from 0 to 1000000000, not -5",
-        "broken.toml:20: environments.production.activity.off_hours.start: must be a time as "
-        "HH:MM, not '25:00'",
-        "broken.toml:20: environments.production.activity.off_hours: an off-hours window needs "
-        "both start and end",
+        "broken.toml:20: environments.production.activity.off_hours.start: must be a time as HH:MM, not '25:00'",
+        "broken.toml:20: environments.production.activity.off_hours: an off-hours window needs both start and end",
         "broken.toml:23: environments.production.lockdown.auto: must be true or false, not 'on'",
         "broken.toml:24: environments.production.lockdown.threshold: must be a whole number from "
         "1 to 1000000000, not 0",
-        "broken.toml:26: environments.production.routes.0: a route needs channels, e.g. "
-        'channels = ["slack"]',
+        'broken.toml:26: environments.production.routes.0: a route needs channels, e.g. channels = ["slack"]',
         "broken.toml:27: environments.production.routes.0.severity: 'SEVERE' is not one of "
         "CRITICAL, HIGH, MEDIUM, LOW, INFO",
-        "broken.toml:29: environments.Staging: environment names are lower-case words, "
-        "e.g. production",
+        "broken.toml:29: environments.Staging: environment names are lower-case words, e.g. production",
     ]
 
 
-def test_a_broken_policy_file_is_rejected_with_nothing_applied(
-    dental: psycopg.Connection, dsn: str
-) -> None:
+def test_a_broken_policy_file_is_rejected_with_nothing_applied(dental: psycopg.Connection, dsn: str) -> None:
     before = state(dental)
     result = CliRunner().invoke(
         main,
@@ -181,9 +167,7 @@ def test_a_broken_policy_file_is_rejected_with_nothing_applied(
         ],
     )
     assert result.exit_code == 2
-    assert result.output.startswith(
-        f"error: invalid policy file {FIXTURES / 'broken.toml'} (14 problems):"
-    )
+    assert result.output.startswith(f"error: invalid policy file {FIXTURES / 'broken.toml'} (14 problems):")
     assert state(dental) == before
 
 
@@ -196,13 +180,10 @@ def test_a_policy_naming_what_the_database_lacks_is_refused_whole(
         policy.apply(dental, pol, "local")
     assert "(6 problems; nothing was changed)" in str(caught.value)
     problems = sorted(p.replace(str(FIXTURES) + "/", "") for p in caught.value.problems)
-    packs = scalar(
-        dental, "SELECT string_agg(DISTINCT pack, ', ' ORDER BY pack) FROM guardian.rules"
-    )
+    packs = scalar(dental, "SELECT string_agg(DISTINCT pack, ', ' ORDER BY pack) FROM guardian.rules")
     assert problems == sorted(
         [
-            f"unknown_names.toml:4: defaults.packs: no rule pack named made_up_pack "
-            f"(packs: {packs})",
+            f"unknown_names.toml:4: defaults.packs: no rule pack named made_up_pack (packs: {packs})",
             "unknown_names.toml:10: environments.local.rules.no_such_rule: no rule named "
             "no_such_rule (see SELECT name, pack FROM guardian.rules)",
             'unknown_names.toml:12: environments.local.tables."dental.nonexistent": no table named '
@@ -247,13 +228,8 @@ def test_the_designs_environment_variables_override_the_file() -> None:
     rendered = policy.render(pol, "production")
     assert "-- overridden from the environment: AUTO_CLEANUP_ENABLED=true" in rendered
     assert "SELECT guardian.set_response_setting('auto_cleanup.enabled', 'true'::jsonb)" in rendered
-    assert (
-        "SELECT guardian.set_param('lockdown.threshold', 250, guardian.current_environment())"
-        in rendered
-    )
-    with pytest.raises(
-        policy.PolicyError, match="LOCKDOWN_THRESHOLD: 'lots' is not a whole number"
-    ):
+    assert "SELECT guardian.set_param('lockdown.threshold', 250, guardian.current_environment())" in rendered
+    with pytest.raises(policy.PolicyError, match="LOCKDOWN_THRESHOLD: 'lots' is not a whole number"):
         policy.load(DENTAL, env={"LOCKDOWN_THRESHOLD": "lots"})
 
 
@@ -263,31 +239,19 @@ def test_policy_cli_check_render_diff_apply(dental: psycopg.Connection, dsn: str
     checked = runner.invoke(main, ["policy", "check", "-f", str(DENTAL), "--dsn", dsn], env=env)
     assert checked.exit_code == 0, checked.output
     assert checked.output == f"policy {DENTAL} ok: environments local, production, staging\n"
-    rendered = runner.invoke(
-        main, ["policy", "render", "--env", "staging", "-f", str(DENTAL)], env=env
-    )
+    rendered = runner.invoke(main, ["policy", "render", "--env", "staging", "-f", str(DENTAL)], env=env)
     assert rendered.exit_code == 0 and rendered.output == (FIXTURES / "staging.sql").read_text()
     dental.execute("SELECT guardian.set_environment('staging')")
-    diffed = runner.invoke(
-        main, ["policy", "diff", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env
-    )
+    diffed = runner.invoke(main, ["policy", "diff", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env)
     assert diffed.exit_code == 1
     assert "environments.staging.auto_cleanup.enabled: database false, policy true" in diffed.output
-    applied = runner.invoke(
-        main, ["policy", "apply", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env
-    )
+    applied = runner.invoke(main, ["policy", "apply", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env)
     assert applied.exit_code == 0 and "applied the staging policy to staging" in applied.output
-    again = runner.invoke(
-        main, ["policy", "apply", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env
-    )
+    again = runner.invoke(main, ["policy", "apply", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env)
     assert again.output == "nothing to change: the database already matches the staging policy\n"
-    clean = runner.invoke(
-        main, ["policy", "diff", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env
-    )
+    clean = runner.invoke(main, ["policy", "diff", "--env", "staging", "-f", str(DENTAL), "--dsn", dsn], env=env)
     assert clean.exit_code == 0 and "the database matches the staging policy" in clean.output
-    refused = runner.invoke(
-        main, ["policy", "apply", "--env", "production", "-f", str(DENTAL), "--dsn", dsn], env=env
-    )
+    refused = runner.invoke(main, ["policy", "apply", "--env", "production", "-f", str(DENTAL), "--dsn", dsn], env=env)
     assert refused.exit_code == 2 and "pass --force" in refused.output
     missing = runner.invoke(
         main, ["policy", "check", "-f", str(FIXTURES / "unknown_names.toml"), "--dsn", dsn], env=env
@@ -299,10 +263,7 @@ def test_routes_are_checked_against_the_relay_configuration(tmp_path: Path) -> N
     pol = policy.load(DENTAL, env={})
     assert policy.check_routes(pol, {"slack", "email"}) == []
     problems = policy.check_routes(pol, {"slack"})
-    assert (
-        len(problems) == 1
-        and "no channel named 'email' in the relay configuration (channels: slack)" in problems[0]
-    )
+    assert len(problems) == 1 and "no channel named 'email' in the relay configuration (channels: slack)" in problems[0]
 
 
 def test_the_relay_routes_by_the_routes_of_the_policy(dental: psycopg.Connection, dsn: str) -> None:
@@ -324,16 +285,9 @@ def test_the_relay_routes_by_the_routes_of_the_policy(dental: psycopg.Connection
     )
 
     def routed(message: str) -> set[str]:
-        alert = scalar(
-            dental, "SELECT guardian.raise_alert('LOCKDOWN', 'CRITICAL', %s)", (message,)
-        )
+        alert = scalar(dental, "SELECT guardian.raise_alert('LOCKDOWN', 'CRITICAL', %s)", (message,))
         Relay(dsn, cfg, once=True, log=logging.getLogger("test.relay")).run()
-        return {
-            r[0]
-            for r in dental.execute(
-                "SELECT channel FROM guardian.relay_outbox WHERE alert_id = %s", (alert,)
-            )
-        }
+        return {r[0] for r in dental.execute("SELECT channel FROM guardian.relay_outbox WHERE alert_id = %s", (alert,))}
 
     assert routed("before any policy") == {"ops", "oncall"}
     dental.execute("""SELECT guardian.set_response_setting('alerts.routes',

@@ -60,13 +60,10 @@ def test_restore_puts_back_every_row_byte_for_byte(
         b"\x00\xff\x10",
         datetime(1999, 12, 31).date(),
     )
-    assert scalar(
-        db, "SELECT duration FROM dental.appointments WHERE procedure = 'cleaning'"
-    ) == timedelta(days=1, hours=2, minutes=3, seconds=4, microseconds=500000)
-    assert (
-        scalar(db, "SELECT status FROM guardian.quarantine_batches WHERE id = %s", (batch,))
-        == "restored"
+    assert scalar(db, "SELECT duration FROM dental.appointments WHERE procedure = 'cleaning'") == timedelta(
+        days=1, hours=2, minutes=3, seconds=4, microseconds=500000
     )
+    assert scalar(db, "SELECT status FROM guardian.quarantine_batches WHERE id = %s", (batch,)) == "restored"
 
 
 def test_restore_keeps_json_text_exactly(db: psycopg.Connection) -> None:
@@ -80,9 +77,7 @@ def test_restore_keeps_json_text_exactly(db: psycopg.Connection) -> None:
                 '2024-01-01 00:00:00.000001');
     """)
     before = scalar(db, "SELECT e::text FROM public.events AS e")
-    response.run_script(
-        db, response.cleanup_script(db, alert=contamination_alert(db, "public.events"))
-    )
+    response.run_script(db, response.cleanup_script(db, alert=contamination_alert(db, "public.events")))
     assert count(db, "SELECT count(*) FROM public.events") == 0
     response.restore(db, str(scalar(db, "SELECT id FROM guardian.quarantine_batches")))
     assert scalar(db, "SELECT e::text FROM public.events AS e") == before
@@ -103,10 +98,7 @@ def test_restore_into_a_changed_table_is_refused_and_nothing_is_lost(
     cleaned: tuple[psycopg.Connection, str, str],
 ) -> None:
     db, batch, _ = cleaned
-    db.execute(
-        "ALTER TABLE dental.patients ADD COLUMN insurer text, "
-        "ALTER COLUMN balance TYPE numeric(14, 2)"
-    )
+    db.execute("ALTER TABLE dental.patients ADD COLUMN insurer text, ALTER COLUMN balance TYPE numeric(14, 2)")
     after_cleanup = scalar(db, SNAPSHOT)
     with pytest.raises(
         response.ResponseError,
@@ -117,10 +109,7 @@ def test_restore_into_a_changed_table_is_refused_and_nothing_is_lost(
         response.restore(db, batch)
     assert scalar(db, SNAPSHOT) == after_cleanup
     assert count(db, "SELECT count(*) FROM guardian.quarantine WHERE batch_id = %s", (batch,)) == 8
-    assert (
-        scalar(db, "SELECT status FROM guardian.quarantine_batches WHERE id = %s", (batch,))
-        == "applied"
-    )
+    assert scalar(db, "SELECT status FROM guardian.quarantine_batches WHERE id = %s", (batch,)) == "applied"
 
 
 def test_restore_into_a_dropped_table_is_refused(
@@ -137,9 +126,7 @@ def test_restore_of_a_row_created_again_is_refused(
 ) -> None:
     db, batch, _ = cleaned
     db.execute("INSERT INTO dental.clinics (id, name) VALUES (%s, 'Somebody Else')", (TEST_CLINIC,))
-    with pytest.raises(
-        response.ResponseError, match=r"a row it holds is already back in its table.*Key \(id\)"
-    ):
+    with pytest.raises(response.ResponseError, match=r"a row it holds is already back in its table.*Key \(id\)"):
         response.restore(db, batch)
     assert count(db, "SELECT count(*) FROM dental.patients") == 4
 
@@ -153,10 +140,7 @@ def test_restored_rows_are_allowlisted_and_pass_strict_mode(
     assert scalar(db, SNAPSHOT) == before
     rules = {
         r[0]
-        for r in db.execute(
-            "SELECT rule FROM guardian.allowlist "
-            "WHERE reason LIKE 'restored from quarantine batch%'"
-        )
+        for r in db.execute("SELECT rule FROM guardian.allowlist WHERE reason LIKE 'restored from quarantine batch%'")
     }
     assert rules == {"reserved_example_domain", "test_organization"}
     assert count(db, "SELECT count(*) FROM guardian.scan('dental.clinics')") == 0
@@ -171,10 +155,7 @@ def test_restore_without_allowlist_is_rejected_in_strict_mode_with_nothing_chang
     with pytest.raises(response.ResponseError, match="strict mode rejected test data"):
         response.restore(db, batch, allowlist=False)
     assert scalar(db, SNAPSHOT) == after_cleanup
-    assert (
-        scalar(db, "SELECT status FROM guardian.quarantine_batches WHERE id = %s", (batch,))
-        == "applied"
-    )
+    assert scalar(db, "SELECT status FROM guardian.quarantine_batches WHERE id = %s", (batch,)) == "applied"
 
 
 def test_quarantine_keeps_who_what_and_why(cleaned: tuple[psycopg.Connection, str, str]) -> None:
@@ -198,10 +179,7 @@ def test_retention_prunes_old_batches_and_says_so(
     assert "pruned 0 quarantine batch(es)" in response.prune(db)
     db.execute("UPDATE guardian.quarantine_batches SET applied_at = now() - interval '31 days'")
     summary = response.prune(db)
-    assert (
-        summary.startswith("pruned 1 quarantine batch(es) (8 row(s))")
-        and "older than 30 days" in summary
-    )
+    assert summary.startswith("pruned 1 quarantine batch(es) (8 row(s))") and "older than 30 days" in summary
     alert = db.execute(
         "SELECT severity, metadata FROM guardian.monitoring_alerts WHERE type = 'QUARANTINE_PRUNED'"
     ).fetchone()
@@ -213,18 +191,13 @@ def test_retention_zero_keeps_quarantine(cleaned: tuple[psycopg.Connection, str,
     db, _, _ = cleaned
     db.execute("SELECT guardian.set_param('retention.quarantine_days', 0)")
     db.execute("UPDATE guardian.quarantine_batches SET applied_at = now() - interval '10 years'")
-    assert (
-        response.prune(db)
-        == "quarantine kept until deleted by hand (retention.quarantine_days = 0)"
-    )
+    assert response.prune(db) == "quarantine kept until deleted by hand (retention.quarantine_days = 0)"
     assert count(db, "SELECT count(*) FROM guardian.quarantine") == 8
     assert scalar(db, "SELECT kept_until FROM guardian.quarantine_status") is None
     assert "quarantine_retention" in {r[0] for r in db.execute("SELECT name FROM guardian.jobs")}
 
 
-def test_quarantine_cli_list_show_restore(
-    cleaned: tuple[psycopg.Connection, str, str], dsn: str
-) -> None:
+def test_quarantine_cli_list_show_restore(cleaned: tuple[psycopg.Connection, str, str], dsn: str) -> None:
     db, batch, before = cleaned
     runner = CliRunner()
     listed = runner.invoke(main, ["quarantine", "list", "--dsn", dsn])

@@ -141,8 +141,7 @@ class Policy:
         if name not in self.environments:
             known = ", ".join(sorted(self.environments)) or "none"
             raise PolicyError(
-                f"{self.path} has no environment {name!r} (environments: {known}); "
-                f"add an [environments.{name}] table"
+                f"{self.path} has no environment {name!r} (environments: {known}); add an [environments.{name}] table"
             )
         return self.environments[name]
 
@@ -334,9 +333,7 @@ def _check_section(chk: _Checker, path: tuple[str, ...], raw: Mapping[str, Any])
                     chk.strings((*where, key), route[key])
             for severity in chk.strings((*where, "severity"), route.get("severity", [])):
                 if severity.upper() not in SEVERITIES:
-                    chk.add(
-                        (*where, "severity"), f"{severity!r} is not one of {', '.join(SEVERITIES)}"
-                    )
+                    chk.add((*where, "severity"), f"{severity!r} is not one of {', '.join(SEVERITIES)}")
             if "continue" in route:
                 chk.boolean((*where, "continue"), route["continue"])
 
@@ -394,9 +391,7 @@ def _env_overrides(env: Mapping[str, str], chk: _Checker) -> dict[str, Any]:
         if value.strip().isdigit() and 1 <= int(value) <= 1_000_000_000:
             extra.setdefault("lockdown", {})["threshold"] = int(value)
         else:
-            chk.problems.append(
-                f"LOCKDOWN_THRESHOLD: {value!r} is not a whole number from 1 to 1000000000"
-            )
+            chk.problems.append(f"LOCKDOWN_THRESHOLD: {value!r} is not a whole number from 1 to 1000000000")
     return extra
 
 
@@ -438,9 +433,7 @@ def load(path: Path | str, *, env: Mapping[str, str] | None = None) -> Policy:
         merged = _merge(_normalise(defaults), _normalise(section))
         if overrides:
             _merge(merged, overrides)
-            policy.overrides[name] = sorted(
-                f"{var}={env[var]}" for var in ENV_OVERRIDES if env.get(var)
-            )
+            policy.overrides[name] = sorted(f"{var}={env[var]}" for var in ENV_OVERRIDES if env.get(var))
         policy.environments[name] = merged
     if chk.problems:
         count = len(chk.problems)
@@ -466,11 +459,7 @@ def _names(section: Mapping[str, Any]) -> dict[str, Any]:
         "rules": sorted(section.get("rules", {})),
         "packs": sorted(set(section.get("packs", []))),
         "tables": sorted(tables),
-        "columns": {
-            name: sorted(t.get("columns", {}))
-            for name, t in sorted(tables.items())
-            if t.get("columns")
-        },
+        "columns": {name: sorted(t.get("columns", {})) for name, t in sorted(tables.items()) if t.get("columns")},
         "activity_rules": sorted(activity),
         "roles": sorted(set(lockdown.get("roles", [])) | set(lockdown.get("admin_roles", []))),
     }
@@ -561,9 +550,7 @@ def sql_jsonb(value: Any) -> str:
 
 def _environment() -> jinja2.Environment:
     loader = jinja2.FunctionLoader(
-        lambda name: (
-            resources.files("pg_guardian").joinpath("templates", "policy", name).read_text()
-        )
+        lambda name: resources.files("pg_guardian").joinpath("templates", "policy", name).read_text()
     )
     jenv = jinja2.Environment(
         loader=loader,
@@ -595,15 +582,10 @@ def _context(policy: Policy, name: str, force: bool) -> dict[str, Any]:
                 if columns is None
                 else {c: (None if k is False else k) for c, k in sorted(columns.items())},
                 "mode": spec.get("mode"),
-                "activity": [
-                    {"rule": rule, **spec["activity"][rule]}
-                    for rule in sorted(spec.get("activity", {}))
-                ],
+                "activity": [{"rule": rule, **spec["activity"][rule]} for rule in sorted(spec.get("activity", {}))],
             }
         )
-    activity = [
-        {"rule": rule, **section["activity"][rule]} for rule in sorted(section.get("activity", {}))
-    ]
+    activity = [{"rule": rule, **section["activity"][rule]} for rule in sorted(section.get("activity", {}))]
     for item in activity:
         item["params"] = {k: item[k] for k in ("start", "end", "timezone") if k in item}
     flags = [
@@ -679,9 +661,7 @@ def statements(script: str, *, without_transaction: bool = False) -> list[str]:
         if without_transaction and type(item.stmt).__name__ == "TransactionStmt":
             continue
         start = item.stmt_location or 0
-        text = (
-            raw[start : start + item.stmt_len].decode() if item.stmt_len else raw[start:].decode()
-        )
+        text = raw[start : start + item.stmt_len].decode() if item.stmt_len else raw[start:].decode()
         found.append(text.strip().rstrip(";").strip())
     return found
 
@@ -697,33 +677,25 @@ def _state(conn: psycopg.Connection, section: Mapping[str, Any]) -> dict[str, An
     state["environment"], state["mode"] = env["environment"], env["mode"]
     state["rules"] = {
         r["name"]: r
-        for r in cur.execute(
-            "SELECT name, pack, enabled, severity, safe_for_automation FROM guardian.rules"
-        )
+        for r in cur.execute("SELECT name, pack, enabled, severity, safe_for_automation FROM guardian.rules")
     }
     state["watched"] = {
-        r["name"]: r["columns"]
-        for r in cur.execute("SELECT relid::text AS name, columns FROM guardian.watched_tables")
+        r["name"]: r["columns"] for r in cur.execute("SELECT relid::text AS name, columns FROM guardian.watched_tables")
     }
     state["table_modes"] = {
-        r["name"]: r["mode"]
-        for r in cur.execute("SELECT relid::text AS name, mode FROM guardian.table_modes")
+        r["name"]: r["mode"] for r in cur.execute("SELECT relid::text AS name, mode FROM guardian.table_modes")
     }
     state["activity"] = {
-        r["name"]: r
-        for r in cur.execute("SELECT name, threshold, enabled, params FROM guardian.activity_rules")
+        r["name"]: r for r in cur.execute("SELECT name, threshold, enabled, params FROM guardian.activity_rules")
     }
     state["table_activity"] = {
         (r["name"], r["rule"]): r
         for r in cur.execute(
-            "SELECT relid::text AS name, name AS rule, threshold, enabled "
-            "FROM guardian.table_activity_rules"
+            "SELECT relid::text AS name, name AS rule, threshold, enabled FROM guardian.table_activity_rules"
         )
     }
     state["flags"] = {
-        key: cur.execute("SELECT guardian._response_flag(%s, %s) AS v", (key, default)).fetchone()[
-            "v"
-        ]  # type: ignore[index]
+        key: cur.execute("SELECT guardian._response_flag(%s, %s) AS v", (key, default)).fetchone()["v"]  # type: ignore[index]
         for key, default in _FLAGS.values()
     }
     state["params"] = {
@@ -738,11 +710,7 @@ def _state(conn: psycopg.Connection, section: Mapping[str, Any]) -> dict[str, An
     state["plans"] = {}
     for table, spec in section.get("tables", {}).items():
         columns = spec.get("columns")
-        overrides = (
-            None
-            if columns is None
-            else {c: (None if k is False else k) for c, k in columns.items()}
-        )
+        overrides = None if columns is None else {c: (None if k is False else k) for c, k in columns.items()}
         try:
             with conn.transaction():
                 row = cur.execute(
@@ -793,18 +761,14 @@ def diff(conn: psycopg.Connection, policy: Policy, name: str) -> list[Difference
         if "mode" in spec:
             wanted_mode = None if spec["mode"] == "default" else spec["mode"]
             if state["table_modes"].get(table) != wanted_mode:
-                out.append(
-                    Difference(f"{where}.mode", state["table_modes"].get(table), wanted_mode)
-                )
+                out.append(Difference(f"{where}.mode", state["table_modes"].get(table), wanted_mode))
         for rule, override in sorted(spec.get("activity", {}).items()):
             row = state["table_activity"].get((table, rule)) or {}
             for key in ("threshold", "enabled"):
                 have = row.get(key)
                 have = int(have) if key == "threshold" and have is not None else have
                 if have != override.get(key):
-                    out.append(
-                        Difference(f"{where}.activity.{rule}.{key}", have, override.get(key))
-                    )
+                    out.append(Difference(f"{where}.activity.{rule}.{key}", have, override.get(key)))
     for rule, override in sorted(section.get("activity", {}).items()):
         row = state["activity"].get(rule)
         if row is None:
@@ -818,21 +782,12 @@ def diff(conn: psycopg.Connection, policy: Policy, name: str) -> list[Difference
                 )
             )
         if "enabled" in override and row["enabled"] != override["enabled"]:
-            out.append(
-                Difference(f"{prefix}.activity.{rule}.enabled", row["enabled"], override["enabled"])
-            )
+            out.append(Difference(f"{prefix}.activity.{rule}.enabled", row["enabled"], override["enabled"]))
         for key in ("start", "end", "timezone"):
             if key in override and row["params"].get(key) != override[key]:
-                out.append(
-                    Difference(
-                        f"{prefix}.activity.{rule}.{key}", row["params"].get(key), override[key]
-                    )
-                )
+                out.append(Difference(f"{prefix}.activity.{rule}.{key}", row["params"].get(key), override[key]))
     for (section_name, key), (setting, _default) in sorted(_FLAGS.items()):
-        if (
-            key in section.get(section_name, {})
-            and state["flags"][setting] != section[section_name][key]
-        ):
+        if key in section.get(section_name, {}) and state["flags"][setting] != section[section_name][key]:
             out.append(
                 Difference(
                     f"{prefix}.{section_name}.{key}",
@@ -841,10 +796,7 @@ def diff(conn: psycopg.Connection, policy: Policy, name: str) -> list[Difference
                 )
             )
     for (section_name, key), param in sorted(_PARAMS.items()):
-        if (
-            key in section.get(section_name, {})
-            and state["params"][param] != section[section_name][key]
-        ):
+        if key in section.get(section_name, {}) and state["params"][param] != section[section_name][key]:
             out.append(
                 Difference(
                     f"{prefix}.{section_name}.{key}",
@@ -856,17 +808,11 @@ def diff(conn: psycopg.Connection, policy: Policy, name: str) -> list[Difference
         if key in section.get(section_name, {}):
             wanted_roles = sorted(set(section[section_name][key]))
             if state["settings"][setting] != wanted_roles:
-                out.append(
-                    Difference(
-                        f"{prefix}.{section_name}.{key}", state["settings"][setting], wanted_roles
-                    )
-                )
+                out.append(Difference(f"{prefix}.{section_name}.{key}", state["settings"][setting], wanted_roles))
     if "routes" in section:
         wanted_routes = [_route(r) for r in section["routes"]]
         if state["settings"]["alerts.routes"] != wanted_routes:
-            out.append(
-                Difference(f"{prefix}.routes", state["settings"]["alerts.routes"], wanted_routes)
-            )
+            out.append(Difference(f"{prefix}.routes", state["settings"]["alerts.routes"], wanted_routes))
     return out
 
 
@@ -880,10 +826,7 @@ def unmanaged(conn: psycopg.Connection, policy: Policy, name: str) -> list[str]:
            UNION SELECT relid::text, mode FROM guardian.table_modes ORDER BY 1"""
     ).fetchall():
         if row[0] not in mentioned:
-            notes.append(
-                f"table {row[0]} is guarded ({row[1]}) but not in the policy; "
-                "apply leaves it as it is"
-            )
+            notes.append(f"table {row[0]} is guarded ({row[1]}) but not in the policy; apply leaves it as it is")
     return sorted(set(notes))
 
 
@@ -917,9 +860,7 @@ def _sql_error(exc: psycopg.Error) -> PolicyError:
     return PolicyError("; ".join(parts))
 
 
-def apply(
-    conn: psycopg.Connection, policy: Policy, name: str, *, force: bool = False
-) -> ApplyResult:
+def apply(conn: psycopg.Connection, policy: Policy, name: str, *, force: bool = False) -> ApplyResult:
     """Make the database match one environment of the policy, in one transaction.
 
     Refused (PolicyError, nothing changed) when the database is another environment and
@@ -937,8 +878,7 @@ def apply(
     if found:
         raise PolicyError(
             f"the {name} policy does not fit this database ({len(found)} problem"
-            f"{'s' if len(found) != 1 else ''}; nothing was changed):\n"
-            + "\n".join(f"  - {p}" for p in found),
+            f"{'s' if len(found) != 1 else ''}; nothing was changed):\n" + "\n".join(f"  - {p}" for p in found),
             problems=found,
         )
     changes = diff(conn, policy, name)

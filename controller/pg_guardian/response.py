@@ -60,8 +60,7 @@ def cleanup_plan(
         with conn.transaction():
             return list(
                 conn.cursor(row_factory=dict_row).execute(
-                    "SELECT step, table_name, action, rows, via, detail "
-                    f"FROM guardian.cleanup_plan({args})",
+                    f"SELECT step, table_name, action, rows, via, detail FROM guardian.cleanup_plan({args})",
                     params,
                 )
             )
@@ -143,9 +142,7 @@ def restore(conn: psycopg.Connection, batch: str, *, allowlist: bool = True) -> 
     """Put a quarantine batch back (one transaction); refused when already restored."""
     try:
         with conn.transaction():
-            row = conn.execute(
-                "SELECT guardian.restore(%s::uuid, %s)", (_uuid(batch, "batch"), allowlist)
-            ).fetchone()
+            row = conn.execute("SELECT guardian.restore(%s::uuid, %s)", (_uuid(batch, "batch"), allowlist)).fetchone()
     except psycopg.Error as exc:
         raise _sql_error(exc) from exc
     assert row is not None
@@ -163,9 +160,7 @@ def prune(conn: psycopg.Connection) -> str:
     return str(row[0])
 
 
-_LOCKDOWN_COLUMNS = (
-    "id, environment, reason, automatic, started_at, started_by, roles, not_revoked, sessions_ended"
-)
+_LOCKDOWN_COLUMNS = "id, environment, reason, automatic, started_at, started_by, roles, not_revoked, sessions_ended"
 
 
 def lockdown(conn: psycopg.Connection, reason: str) -> dict[str, Any]:
@@ -195,8 +190,7 @@ def unlock(conn: psycopg.Connection, note: str | None = None) -> dict[str, Any]:
             row = (
                 conn.cursor(row_factory=dict_row)
                 .execute(
-                    "SELECT id, environment, reason, started_at, ended_at, ended_by "
-                    "FROM guardian.unlock(%s)",
+                    "SELECT id, environment, reason, started_at, ended_at, ended_by FROM guardian.unlock(%s)",
                     (note,),
                 )
                 .fetchone()
@@ -231,9 +225,7 @@ def lockdown_status(conn: psycopg.Connection) -> dict[str, Any] | None:
 def lockdown_roles(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Which roles a lockdown would lock, and why each is in or out."""
     return list(
-        conn.cursor(row_factory=dict_row).execute(
-            "SELECT role_name, locked, reason FROM guardian.lockdown_roles()"
-        )
+        conn.cursor(row_factory=dict_row).execute("SELECT role_name, locked, reason FROM guardian.lockdown_roles()")
     )
 
 
