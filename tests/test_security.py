@@ -14,6 +14,28 @@ PUBLIC_FUNCTIONS = {
     "_uuid_matches(uuid,uuid[])", "_anchors(text,text)", "_uuid_bounds(text)", "check_payload(jsonb,text)",
     "_prefilter_spec(regclass,boolean)", "_suspect(record)", "_suspect(record,record)", "_suspect_any_mode(record)",
 }
+# The auto-response runs at commit inside whichever session wrote test data, with that session's
+# rights (issue 7): the SECURITY INVOKER helpers it calls do only what the caller could do
+# anyway, and each SECURITY DEFINER one accepts only an admin or the guardian's own
+# auto-response of that very transaction (guardian._response_caller()), or only looks at the
+# caller's own transaction.
+PUBLIC_FUNCTIONS |= {
+    "_table_root(regclass)", "_regclass_of(text)", "_jsonb_texts(jsonb)",
+    "_attnames(regclass,smallint[])", "_cleanup_edges(regclass[])", "_cleanup_steps(regclass[])",
+    "_key_expr(regclass,text)", "_column_list(text,text[])", "_cleanup_roots(jsonb)",
+    "_cleanup_collect(jsonb,boolean)", "_comment(text)",
+    "_cleanup_counts(jsonb,guardian.cleanup_row[])", "_cleanup_group_sql(uuid,jsonb,integer)",
+    "_cleanup_step_list(jsonb,jsonb)",
+    "_render_cleanup_script(uuid,guardian.monitoring_alerts,jsonb,jsonb,boolean)",
+    "_cleanup_prepare(jsonb,uuid,boolean)", "_table_shape(regclass)", "_json_columns(regclass)",
+    "_row_json_expr(regclass,text)", "cleanup_begin(uuid,jsonb,jsonb)",
+    "_auto_cleanup(jsonb,uuid,numeric)", "_record_key(regclass)", "_response_caller()",
+    "_register_cleanup_script(uuid,uuid,jsonb,jsonb,boolean)", "_cleanup_registered(uuid)",
+    "_quarantine_open(uuid)", "_quarantine_put(uuid,guardian.quarantine_item[])",
+    "cleanup_targets(uuid,integer)", "cleanup_step(uuid,integer,bigint)", "cleanup_finish(uuid)",
+    "_auto_alert_roots(uuid)", "_auto_response_report(text,uuid,text,jsonb)",
+    "_auto_response_begin(bigint)", "_auto_response_end()", "_auto_lockdown_check()",
+}
 
 
 @pytest.fixture
@@ -111,6 +133,10 @@ def test_guardian_objects_belong_to_the_guardian_owner(db: psycopg.Connection) -
     superuser_owned = db.execute(
         "SELECT proname FROM pg_proc WHERE pronamespace = 'guardian'::regnamespace "
         "AND pg_get_userbyid(proowner) <> 'guardian_owner' ORDER BY 1").fetchall()
-    # dblink and the server log need a superuser: these few stay with the installing role.
-    assert {r[0] for r in superuser_owned} <= {"_record_rejection", "_role_password_digests", "_prune_cron_history"}
+    # dblink and the server log need a superuser, and lockdown changes other roles' privileges
+    # and settings: these few stay with the installing role.
+    assert {r[0] for r in superuser_owned} <= {
+        "_record_rejection", "_role_password_digests", "_prune_cron_history",
+        "_lockdown_privilege", "_lockdown_read_only", "_lockdown_end_sessions",
+    }
     assert scalar(db, "SELECT rolsuper OR rolcanlogin FROM pg_roles WHERE rolname = 'guardian_owner'") is False

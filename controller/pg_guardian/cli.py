@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a finding (drift found, contamination found), 2 an error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -509,7 +510,6 @@ def checks_set(dsn: str | None, name: str, value: str, environment: str) -> None
     click.echo(f"{name} = {result}" + ("" if environment == "*" else f" in {environment}"))
 
 
-
 # --- contamination: watch, scan, payload check ----------------------------------------------
 
 
@@ -705,6 +705,327 @@ def fingerprint(dsn: str | None, output: Path | None) -> None:
     else:
         click.echo(text, nl=False)
 
+
+# --- auto-response: cleanup scripts, quarantine, lockdown, policies (issue 7) ---------------
+
+
+def _cleanup_target(func: F) -> F:
+    """ALERT_ID, or --table with optional --record ids (as a scan returned them)."""
+    func = click.option("--record", "records", multiple=True,
+                        help="Only this record id of --table (repeatable), as scanned.")(func)
+    func = click.option("--table",
+                        help="Clean up what a scan finds in this table now (schema.table).")(func)
+    return click.argument("alert_id", required=False)(func)
+
+
+@main.group()
+def cleanup() -> None:
+    """Cleanup of contaminated rows and the rows that depend on them (quarantined first)."""
+
+
+@cleanup.command("plan")
+@dsn_option
+@_cleanup_target
+@format_option
+def cleanup_plan(dsn: str | None, alert_id: str | None, table: str | None,
+                 records: tuple[str, ...], fmt: str) -> None:
+    """Dry run: each step (foreign-key order) with the rows it would touch. Exit 1 if blocked."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "cleanup plan", autocommit=True) as conn:
+        rows = response.cleanup_plan(conn, alert=alert_id, table=table, records=list(records))
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        _table(rows, ("step", "table_name", "action", "rows", "via", "detail"))
+    if any(r["action"] == "blocked" and r["rows"] for r in rows):
+        sys.exit(1)
+
+
+@cleanup.command("script")
+@dsn_option
+@_cleanup_target
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the script here.")
+def cleanup_script(dsn: str | None, alert_id: str | None, table: str | None,
+                   records: tuple[str, ...], output: Path | None) -> None:
+    """Print the cleanup script (also stored with its alert); run it with psql -f."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "cleanup script", autocommit=True) as conn:
+        script = response.cleanup_script(conn, alert=alert_id, table=table, records=list(records))
+    if output:
+        output.write_text(script)
+        click.echo(f"cleanup script written to {output}")
+    else:
+        click.echo(script, nl=False)
+
+
+@cleanup.command("run")
+@dsn_option
+@_cleanup_target
+@click.option("--force", is_flag=True, help="Really remove the rows (they are quarantined first).")
+def cleanup_run(dsn: str | None, alert_id: str | None, table: str | None,
+                records: tuple[str, ...], force: bool) -> None:
+    """Generate the cleanup script and run it in one transaction (needs --force)."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "cleanup run", autocommit=True) as conn:
+        rows = response.cleanup_plan(conn, alert=alert_id, table=table, records=list(records))
+        total = sum(r["rows"] for r in rows if r["action"] != "blocked")
+        if not force:
+            _table(rows, ("step", "table_name", "action", "rows", "via"))
+            raise GuardianError(f"cleanup run would remove or change {total} row(s) "
+                                "(quarantined first); re-run with --force")
+        script = response.cleanup_script(conn, alert=alert_id, table=table, records=list(records))
+        click.echo(response.run_script(conn, script))
+
+
+@main.group("quarantine")
+def quarantine_group() -> None:
+    """Rows removed by cleanups, kept to be restored."""
+
+
+@quarantine_group.command("list")
+@dsn_option
+@click.option("--all", "include_restored", is_flag=True, help="Include restored batches.")
+@format_option
+def quarantine_list(dsn: str | None, include_restored: bool, fmt: str) -> None:
+    """Quarantine batches, newest first, with the command that restores each."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "quarantine list", autocommit=True) as conn:
+        rows = response.quarantine(conn, include_restored=include_restored)
+    if fmt == "json":
+        emit_json(rows)
+    elif not rows:
+        click.echo("quarantine is empty")
+    else:
+        _table(rows, ("batch_id", "status", "automatic", "row_count", "tables", "created_at",
+                      "created_by", "kept_until"))
+
+
+@quarantine_group.command("show")
+@dsn_option
+@click.argument("batch")
+@format_option
+def quarantine_show(dsn: str | None, batch: str, fmt: str) -> None:
+    """The rows of one batch, as they were removed."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "quarantine show", autocommit=True) as conn:
+        rows = response.quarantined_rows(conn, batch)
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        for row in rows:
+            cols = f" ({', '.join(row['columns'])})" if row["columns"] else ""
+            click.echo(f"{row['step']:>3} {row['table_name']} {row['action']}{cols} "
+                       f"{json.dumps(row['row_key'])}: "
+                       f"{json.dumps(row['row_data'], sort_keys=True)}")
+
+
+@quarantine_group.command("restore")
+@dsn_option
+@click.argument("batch")
+@click.option("--no-allowlist", is_flag=True,
+              help="Do not allowlist the values that got the rows removed (may be flagged again).")
+def quarantine_restore(dsn: str | None, batch: str, no_allowlist: bool) -> None:
+    """Put a batch back, identical to what was removed (refused a second time)."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "quarantine restore", autocommit=True) as conn:
+        click.echo(response.restore(conn, batch, allowlist=not no_allowlist))
+
+
+@quarantine_group.command("prune")
+@dsn_option
+def quarantine_prune(dsn: str | None) -> None:
+    """Apply quarantine retention now (retention.quarantine_days); says what went."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "quarantine prune", autocommit=True) as conn:
+        click.echo(response.prune(conn))
+
+
+@main.group("lockdown")
+def lockdown_group() -> None:
+    """Emergency brake: application roles lose their write privileges until unlocked."""
+
+
+@lockdown_group.command("start")
+@dsn_option
+@click.argument("reason", nargs=-1, required=True)
+def lockdown_start(dsn: str | None, reason: tuple[str, ...]) -> None:
+    """Lock this environment down (REASON is recorded and alerted)."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "lockdown", autocommit=True) as conn:
+        row = response.lockdown(conn, " ".join(reason))
+    click.echo(f"{row['environment']} locked down: {row['revoked']} write grant(s) taken from "
+               f"{', '.join(row['roles']) or 'no application roles'}"
+               + (f", {row['read_only_roles']} role(s) read-only" if row["read_only_roles"] else "")
+               + (f", {row['sessions_ended']} session(s) ended" if row["sessions_ended"] else ""))
+    for kept in row["not_revoked"]:
+        click.echo(f"  kept: {', '.join(kept['privileges'])} on {kept['table']} "
+                   f"for {kept['role']}: {kept['reason']}")
+    click.echo("lift it with: pg-guardian lockdown unlock")
+
+
+@lockdown_group.command("unlock")
+@dsn_option
+@click.option("--note", help="Why it is over (recorded on the LOCKDOWN alert).")
+def lockdown_unlock(dsn: str | None, note: str | None) -> None:
+    """Lift the lockdown, giving back exactly what it took. Exit 1 if something could not be."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "unlock", autocommit=True) as conn:
+        row = response.unlock(conn, note)
+    click.echo(f"{row['environment']} unlocked")
+    for problem in row["not_restored"]:
+        click.echo(f"  not restored: {problem}")
+    if row["not_restored"]:
+        sys.exit(1)
+
+
+@lockdown_group.command("status")
+@dsn_option
+@format_option
+def lockdown_status(dsn: str | None, fmt: str) -> None:
+    """Whether this environment is locked down, since when, by whom and why."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "lockdown status", autocommit=True) as conn:
+        row = response.lockdown_status(conn)
+    if fmt == "json":
+        emit_json(row)
+    else:
+        click.echo(response.describe_lockdown(row) if row else "not locked down")
+
+
+@lockdown_group.command("roles")
+@dsn_option
+@format_option
+def lockdown_roles(dsn: str | None, fmt: str) -> None:
+    """Which roles a lockdown would lock, and why each is in or out."""
+    from pg_guardian import response
+
+    with db.connect(dsn, "lockdown roles", autocommit=True) as conn:
+        rows = response.lockdown_roles(conn)
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        _table(rows, ("role_name", "locked", "reason"))
+
+
+def policy_file_option(func: F) -> F:
+    return click.option("-f", "--file", "policy_path", type=click.Path(path_type=Path),
+                        envvar="GUARDIAN_POLICY", show_envvar=True,
+                        default=Path("guardian-policy.toml"),
+                        show_default=True, help="The policy file (TOML).")(func)
+
+
+def env_option(func: F) -> F:
+    return click.option("--env", "environment", required=True,
+                        help="The environment section to use, e.g. production.")(func)
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """Per-environment policies: check, render, diff and apply a TOML policy file."""
+
+
+@policy_group.command("check")
+@policy_file_option
+@click.option("--dsn", help="Also check that the rules, tables, columns and roles exist there.")
+@config_option
+def policy_check(policy_path: Path, dsn: str | None, config_path: Path | None) -> None:
+    """Check the file and list every problem with its line; 2 if there is one."""
+    from pg_guardian import policy as policy_mod
+
+    pol = policy_mod.load(policy_path)
+    found: list[str] = []
+    if dsn:
+        with db.connect(dsn, "policy check", autocommit=True) as conn:
+            for name in sorted(pol.environments):
+                found.extend(p for p in policy_mod.problems(conn, pol, name) if p not in found)
+    if config_path or os.environ.get("GUARDIAN_CONFIG"):
+        from pg_guardian import config as config_mod
+
+        cfg = config_mod.load(config_path)
+        found.extend(policy_mod.check_routes(pol, set(cfg.channels)))
+    if found:
+        raise policy_mod.PolicyError(
+            f"policy {policy_path} does not fit "
+            f"({len(found)} problem{'s' if len(found) != 1 else ''}):\n"
+            + "\n".join(f"  - {p}" for p in found), problems=found)
+    click.echo(f"policy {policy_path} ok: environments {', '.join(sorted(pol.environments))}")
+    for name, overrides in sorted(pol.overrides.items()):
+        click.echo(f"  {name}: overridden from the environment: {', '.join(overrides)}")
+
+
+@policy_group.command("render")
+@policy_file_option
+@env_option
+@click.option("--force", is_flag=True,
+              help="Render for applying to a database of another environment.")
+def policy_render(policy_path: Path, environment: str, force: bool) -> None:
+    """Print the SQL that makes a database match ENV's policy (changes only what differs)."""
+    from pg_guardian import policy as policy_mod
+
+    pol = policy_mod.load(policy_path)
+    click.echo(policy_mod.render(pol, environment, force=force), nl=False)
+
+
+@policy_group.command("diff")
+@policy_file_option
+@env_option
+@dsn_option
+@format_option
+def policy_diff(policy_path: Path, environment: str, dsn: str | None, fmt: str) -> None:
+    """How the database differs from ENV's policy. Exit 1 if it does."""
+    from pg_guardian import policy as policy_mod
+
+    pol = policy_mod.load(policy_path)
+    with db.connect(dsn, "policy diff", autocommit=True) as conn:
+        found = policy_mod.problems(conn, pol, environment)
+        changes = policy_mod.diff(conn, pol, environment)
+        notes = policy_mod.unmanaged(conn, pol, environment)
+    if fmt == "json":
+        emit_json({"differences": [vars(c) for c in changes], "problems": found,
+                   "unmanaged": notes})
+    else:
+        for change in changes:
+            click.echo(change.describe())
+        for problem in found:
+            click.echo(f"problem: {problem}")
+        for note in notes:
+            click.echo(f"note: {note}")
+        if not changes and not found:
+            click.echo(f"the database matches the {environment} policy")
+    if changes or found:
+        sys.exit(1)
+
+
+@policy_group.command("apply")
+@policy_file_option
+@env_option
+@dsn_option
+@click.option("--force", is_flag=True,
+              help="Apply even though the database is another environment.")
+def policy_apply(policy_path: Path, environment: str, dsn: str | None, force: bool) -> None:
+    """Make the database match ENV's policy, in one transaction (nothing changes on any error)."""
+    from pg_guardian import policy as policy_mod
+
+    pol = policy_mod.load(policy_path)
+    with db.connect(dsn, "policy apply", autocommit=True) as conn:
+        result = policy_mod.apply(conn, pol, environment, force=force)
+    if not result.changes:
+        click.echo(f"nothing to change: the database already matches the {environment} policy")
+        return
+    for change in result.changes:
+        click.echo(f"  {change.describe()}")
+    click.echo(f"applied the {environment} policy to {result.database_environment}: "
+               f"{len(result.changes)} change(s)" + (" (forced)" if result.forced else ""))
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -213,10 +213,67 @@ def _scalar(conn: psycopg.Connection, query: str) -> object:
     return row[0]
 
 
+def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
+    """Detection -> alert -> cleanup script -> quarantine -> restore, on a test clinic."""
+    from pg_guardian import response
+
+    echo("== auto-response: a test clinic, its cleanup script, quarantine and restore")
+    conn.execute("SELECT guardian.watch('dental.clinics'), guardian.watch('dental.patients')")
+    clinic = "c1a1c000-0000-4000-8000-00000000de30"
+    conn.execute(
+        "INSERT INTO dental.clinics (id, name, email) "
+        "VALUES (%s, 'Demo Clinic', 'desk@example.com')",
+        (clinic,),
+    )
+    conn.execute(
+        """INSERT INTO dental.patients (clinic_id, first_name, last_name, email, allergies, balance)
+           VALUES (%s, 'Ann', 'Lee', 'ann.lee@gmail.com', '{latex}', 42.50),
+                  (%s, 'Bob', 'Ray', 'bob.ray@gmail.com', '{}', 0)""",
+        (clinic, clinic),
+    )
+    conn.execute(
+        """INSERT INTO dental.appointments (patient_id, clinic_id, starts_at, procedure)
+           SELECT p.id, p.clinic_id, now() + interval '1 day', 'cleaning'
+             FROM dental.patients AS p WHERE p.clinic_id = %s""",
+        (clinic,),
+    )
+    snapshot = """SELECT md5(string_agg(t, '|' ORDER BY t))
+                    FROM (SELECT c::text AS t FROM dental.clinics AS c
+                          UNION ALL SELECT p::text FROM dental.patients AS p
+                          UNION ALL SELECT a::text FROM dental.appointments AS a) AS x"""
+    before = conn.execute(snapshot).fetchone()
+    alert = conn.execute(
+        """SELECT a.id, a.severity, a.message FROM guardian.open_alerts AS a
+            WHERE a.type = 'TEST_DATA_CONTAMINATION'
+              AND EXISTS (SELECT FROM guardian.findings AS f
+                           WHERE f.alert_id = a.id AND f.record_key = jsonb_build_object('id', %s::uuid))
+            ORDER BY a.message LIMIT 1""",
+        (clinic,),
+    ).fetchone()
+    assert alert is not None
+    echo("  INSERT 'Demo Clinic' <desk@example.com> + 2 patients + 2 appointments")
+    echo(f"  -> {alert[1]} alert: {alert[2]}")
+    script = response.cleanup_script(conn, alert=str(alert[0]))
+    echo("  guardian.cleanup_script(alert): stored with the alert for Slack and email; its header:")
+    lines = script.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("-- step"))
+    for line in lines[start : lines.index("", start)]:
+        echo(f"    {line}")
+    summary = response.run_script(conn, script)
+    echo(f"  ran it (one transaction, parsed by pglast first): {summary.split(';')[0]}")
+    batch = conn.execute("SELECT batch_id FROM guardian.quarantine_status").fetchone()
+    assert batch is not None
+    echo(f"  {response.restore(conn, str(batch[0])).split(' by ')[0]}")
+    same = conn.execute(snapshot).fetchone() == before
+    echo(f"  every row back, byte for byte: {'yes' if same else 'NO'}"
+         " (and allowlisted, so it is not flagged again)")
+
+
 STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [
     step_environment,
     step_contamination,
     step_drift,
     step_health_and_security,
     step_relay,
+    step_cleanup,
 ]

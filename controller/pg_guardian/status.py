@@ -89,6 +89,12 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
             "by_status": {r["status"]: int(r["n"]) for r in by_status},
             "attention": [dict(r) for r in attention],
         }
+    if _exists(conn, "guardian.lockdown_status"):
+        from pg_guardian.response import describe_lockdown, lockdown_status
+
+        active = lockdown_status(conn)
+        if active:
+            result["lockdown"] = describe_lockdown(active)
     counts: dict[str, int] = dict(
         conn.execute(
             "SELECT severity, count(*) FROM guardian.monitoring_alerts "

@@ -16,14 +16,14 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import psycopg
 
 from pg_guardian import db
-from pg_guardian.config import ChannelConfig, Config
+from pg_guardian.config import ChannelConfig, Config, Route
 from pg_guardian.errors import ConnectionFailed, GuardianError
 from pg_guardian.relay import store
 from pg_guardian.relay.channels import DeliveryFailed, Sender, make_sender, pacer_for
@@ -362,6 +362,7 @@ class Relay:
         self.link = Link(self.dsn, "main", self.stopping, self.log, listen=not once)
         self._error: BaseException | None = None
         self._logged = 0
+        self._policy_routes: tuple[Route, ...] | None = None
 
     def stop(self) -> None:
         """Ask every thread to finish what it is sending and stop."""
@@ -461,7 +462,7 @@ class Relay:
             conn = self.link.get()
             with conn.transaction():
                 alerts = store.take_intake(conn, batch)
-                notices = self.route(alerts)
+                notices = self.route(alerts, store.policy_routes(conn))
                 queued = store.enqueue(conn, notices)
             self.summary.add(routed=len(alerts), notices=queued)
             for name in {n.channel for n in notices}:
@@ -470,9 +471,25 @@ class Relay:
             if len(alerts) < batch:
                 return
 
-    def route(self, alerts: Sequence[store.IntakeAlert]) -> list[store.Notice]:
-        """Notices for each alert's channels; logs the alerts that go to no channel."""
-        cfg = self.config
+    def route(
+        self, alerts: Sequence[store.IntakeAlert], policy_routes: tuple[Route, ...] | None = None
+    ) -> list[store.Notice]:
+        """Notices for each alert's channels; logs the alerts that go to no channel.
+
+        ``policy_routes`` (the database policy's ``alerts.routes``) replace the configured routes.
+        """
+        cfg = self.config if policy_routes is None else replace(self.config, routes=policy_routes)
+        if policy_routes != self._policy_routes:
+            self._policy_routes = policy_routes
+            event(
+                self.log,
+                logging.INFO,
+                "routes.policy",
+                "routing by the database policy's routes"
+                if policy_routes is not None
+                else "routing by the configured routes",
+                routes=len(policy_routes) if policy_routes is not None else None,
+            )
         now = datetime.now(UTC)
         max_age = timedelta(seconds=cfg.relay.max_age)
         notices: list[store.Notice] = []

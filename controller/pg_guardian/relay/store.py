@@ -11,6 +11,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from pg_guardian.config import Route
 from pg_guardian.errors import GuardianError
 from pg_guardian.relay.model import AlertView, Message
 
@@ -57,6 +58,33 @@ class Notice:
     group_key: str | None
     group_wait: float
     repeat_interval: float
+
+
+def policy_routes(conn: psycopg.Connection) -> tuple[Route, ...] | None:
+    """The alert routes the database's policy sets for its environment (guardian.policy_routes),
+    or None when it sets none (or the guardian predates policies): the configured routes apply."""
+    if conn.execute("SELECT to_regprocedure('guardian.policy_routes()')").fetchone() == (None,):
+        return None
+    row = conn.execute("SELECT guardian.policy_routes()").fetchone()
+    if not row or not isinstance(row[0], list):
+        return None
+
+    def values(route: dict[str, Any], key: str) -> tuple[str, ...] | None:
+        value = route.get(key)
+        return tuple(value) if isinstance(value, list) else None
+
+    return tuple(
+        Route(
+            channels=tuple(r.get("channels") or ()),
+            severity=values(r, "severity"),
+            type=values(r, "type"),
+            environment=values(r, "environment"),
+            table_name=values(r, "table_name"),
+            cont=bool(r.get("continue")),
+        )
+        for r in row[0]
+        if isinstance(r, dict)
+    )
 
 
 def check_ready(conn: psycopg.Connection) -> None:

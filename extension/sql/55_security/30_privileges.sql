@@ -211,6 +211,11 @@ BEGIN
         RETURN;
     END IF;
     BEGIN
+        -- guardian.lockdown() and unlock() record their own GRANT and REVOKE (LOCKDOWN alerts)
+        -- and renew the snapshot once when done.
+        IF guardian._lockdown_in_progress() THEN
+            RETURN;
+        END IF;
         -- Grants made by an extension script (installing or upgrading the guardian itself)
         -- only renew the snapshot.
         IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() AS c WHERE c.in_extension) THEN

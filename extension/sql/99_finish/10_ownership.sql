@@ -19,8 +19,9 @@ BEGIN
                       p.oid::regprocedure)
           FROM pg_catalog.pg_proc AS p
          WHERE p.pronamespace = 'guardian'::regnamespace
-           -- dblink connects without a password only for a superuser: this one stays with the installer.
-           AND p.proname <> '_record_rejection'
+           -- dblink connects without a password only for a superuser, and lockdown changes other
+           -- roles' privileges and settings: these stay with the installer.
+           AND p.proname NOT IN ('_record_rejection', '_lockdown_privilege', '_lockdown_read_only', '_lockdown_end_sessions')
         UNION ALL
         SELECT format('ALTER TYPE guardian.%I OWNER TO guardian_owner', t.typname)
           FROM pg_catalog.pg_type AS t
