@@ -272,8 +272,8 @@ def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
 STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [
     step_environment,
     step_contamination,
+    step_cleanup,
     step_drift,
     step_health_and_security,
     step_relay,
-    step_cleanup,
 ]

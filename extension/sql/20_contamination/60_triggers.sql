@@ -19,7 +19,10 @@ BEGIN
     IF v_schema IS NULL THEN
         RETURN 'log';
     END IF;
-    v_dsn := coalesce(guardian.setting('strict.recorder_dsn') #>> '{}',
+    -- Read the setting directly: this function runs as a superuser and calls nothing that
+    -- guardian_owner could replace.
+    v_dsn := coalesce((SELECT s.value #>> '{}' FROM guardian.settings AS s
+                        WHERE s.key = 'strict.recorder_dsn' ORDER BY s.environment = '*' LIMIT 1),
         format('dbname=%s port=%s user=%s application_name=%s',
                quote_ident(current_database()), current_setting('port'),
                quote_ident((SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE r.oid = 10)),

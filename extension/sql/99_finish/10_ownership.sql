@@ -22,6 +22,9 @@ BEGIN
            -- dblink connects without a password only for a superuser, and lockdown changes other
            -- roles' privileges and settings: these stay with the installer.
            AND p.proname NOT IN ('_record_rejection', '_lockdown_privilege', '_lockdown_read_only', '_lockdown_end_sessions')
+           -- Event trigger functions run as whoever runs DDL, superusers included: a role that
+           -- could replace them could run code as a superuser. They stay with the installer.
+           AND p.oid NOT IN (SELECT e.evtfoid FROM pg_catalog.pg_event_trigger AS e)
         UNION ALL
         SELECT format('ALTER TYPE guardian.%I OWNER TO guardian_owner', t.typname)
           FROM pg_catalog.pg_type AS t
