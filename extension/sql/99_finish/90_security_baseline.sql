@@ -22,6 +22,9 @@ BEGIN
             ON ddl_command_end
             WHEN TAG IN ('GRANT', 'REVOKE')
             EXECUTE FUNCTION guardian._on_grant_revoke();
+        -- Like every event trigger function, it stays with the installing superuser (see
+        -- 99_finish/10_ownership.sql): it runs as whoever issues GRANT, superusers included.
+        ALTER FUNCTION guardian._on_grant_revoke() OWNER TO CURRENT_USER;
     ELSE
         RAISE WARNING 'pg_guardian: % is not a superuser; GRANT and REVOKE are found by the scheduled privilege_changes check only', CURRENT_USER;
     END IF;
