@@ -17,14 +17,16 @@ import time
 from pathlib import Path
 
 import psycopg
+from pg_guardian.cluster import bindir
 
 from bench.common import bench_cluster, guarded_db
-from pg_guardian.cluster import bindir
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PGBENCH_SECONDS = int(os.environ.get("BENCH_PGBENCH_SECONDS", "10"))
-TABLE_DDL = "CREATE TABLE {name} (id uuid PRIMARY KEY, first_name text, last_name text, email text, clinic text, phone text)"
+TABLE_DDL = (
+    "CREATE TABLE {name} (id uuid PRIMARY KEY, first_name text, last_name text, email text, clinic text, phone text)"
+)
 PGBENCH_SCRIPT = """\\set n random(1, 1000000000)
 INSERT INTO {table} VALUES (gen_random_uuid(), 'Olivia', 'Testa', 'olivia.testa' || :n || '@gmail.com',
     'Greatest Smiles Dental', '+1 415 872 ' || (:n % 10000));
@@ -53,9 +55,26 @@ def pgbench_tps(dsn_parts: dict[str, str], table: str, workdir: Path) -> float:
     script = workdir / f"{table}.sql"
     script.write_text(PGBENCH_SCRIPT.format(table=table))
     out = subprocess.run(
-        [str(bindir() / "pgbench"), "-n", "-c", "1", "-T", str(PGBENCH_SECONDS), "-f", str(script),
-         "-h", dsn_parts["host"], "-p", dsn_parts["port"], "-U", "postgres", dsn_parts["dbname"]],
-        capture_output=True, text=True, check=True,
+        [
+            str(bindir() / "pgbench"),
+            "-n",
+            "-c",
+            "1",
+            "-T",
+            str(PGBENCH_SECONDS),
+            "-f",
+            str(script),
+            "-h",
+            dsn_parts["host"],
+            "-p",
+            dsn_parts["port"],
+            "-U",
+            "postgres",
+            dsn_parts["dbname"],
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     line = next(x for x in out.splitlines() if x.startswith("tps"))
     return float(line.split("=")[1].split()[0])
@@ -64,7 +83,10 @@ def pgbench_tps(dsn_parts: dict[str, str], table: str, workdir: Path) -> float:
 def ratio_line(name: str, base: float, watched: float, target: float, unit: str = "s") -> str:
     ratio = watched / base
     verdict = "ok" if ratio <= target else "OVER TARGET"
-    return f"  {name:<34} unwatched {base:8.3f} {unit}  watched {watched:8.3f} {unit}  ratio {ratio:5.2f}x  (target <= {target}x: {verdict})"
+    return (
+        f"  {name:<34} unwatched {base:8.3f} {unit}  watched {watched:8.3f} {unit}  "
+        f"ratio {ratio:5.2f}x  (target <= {target}x: {verdict})"
+    )
 
 
 def main() -> None:
@@ -83,14 +105,18 @@ def main() -> None:
                 for block in copy:
                     buf.write(block)
             data = buf.getvalue()
-            print(f"rows {ROWS:,}, watched columns {columns[0] if columns else '?'}, rounds {ROUNDS} (median), "
-                  "fsync on, synchronous_commit on")
+            print(
+                f"rows {ROWS:,}, watched columns {columns[0] if columns else '?'}, rounds {ROUNDS} (median), "
+                "fsync on, synchronous_commit on"
+            )
 
             results: dict[str, dict[str, list[float]]] = {"insert": {}, "copy": {}, "scan": {}}
             for _ in range(ROUNDS):
                 for table in ("plain", "watched"):
                     fresh(conn, table)
-                    results["insert"].setdefault(table, []).append(timed(conn, f"INSERT INTO {table} SELECT * FROM bench_src"))
+                    results["insert"].setdefault(table, []).append(
+                        timed(conn, f"INSERT INTO {table} SELECT * FROM bench_src")
+                    )
                 for table in ("plain", "watched"):
                     fresh(conn, table)
                     results["copy"].setdefault(table, []).append(copy_in(conn, table, data))
@@ -101,7 +127,8 @@ def main() -> None:
             for _ in range(ROUNDS):
                 results["scan"].setdefault("plain", []).append(timed(conn, "SELECT count(*) FROM watched"))
                 results["scan"].setdefault("watched", []).append(
-                    timed(conn, "SELECT count(*) FROM guardian.scan('watched')"))
+                    timed(conn, "SELECT count(*) FROM guardian.scan('watched')")
+                )
             found = conn.execute("SELECT count(*) FROM guardian.scan('watched')").fetchone()
             candidates = conn.execute("SELECT count(*) FROM guardian.findings").fetchone()
 
@@ -113,14 +140,18 @@ def main() -> None:
         med = {k: {t: statistics.median(v) for t, v in d.items()} for k, d in results.items()}
         tps_med = {t: statistics.median(v) for t, v in tps.items()}
         overhead = (tps_med["plain"] / tps_med["watched"] - 1) * 100
-        print(f"  {'(a) single-row INSERT, pgbench':<34} unwatched {tps_med['plain']:8.0f} tps  watched "
-              f"{tps_med['watched']:8.0f} tps  overhead {overhead:5.1f} %  (target <= 5 %: "
-              f"{'ok' if overhead <= 5 else 'OVER TARGET'})")
+        print(
+            f"  {'(a) single-row INSERT, pgbench':<34} unwatched {tps_med['plain']:8.0f} tps  watched "
+            f"{tps_med['watched']:8.0f} tps  overhead {overhead:5.1f} %  (target <= 5 %: "
+            f"{'ok' if overhead <= 5 else 'OVER TARGET'})"
+        )
         print(ratio_line("(b) INSERT ... SELECT", med["insert"]["plain"], med["insert"]["watched"], 1.5))
         print(ratio_line("(c) COPY", med["copy"]["plain"], med["copy"]["watched"], 1.5))
         print(ratio_line("(d) guardian.scan vs count(*)", med["scan"]["plain"], med["scan"]["watched"], 5.0))
-        print(f"  findings recorded by the triggers: {candidates[0] if candidates else 0}; by the scan: "
-              f"{found[0] if found else 0} (the data is clean but for names like Testa and Tester)")
+        print(
+            f"  findings recorded by the triggers: {candidates[0] if candidates else 0}; by the scan: "
+            f"{found[0] if found else 0} (the data is clean but for names like Testa and Tester)"
+        )
 
 
 if __name__ == "__main__":

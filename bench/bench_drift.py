@@ -49,8 +49,7 @@ def schema_statements() -> Iterator[str]:
     for i in range(TABLES):
         s = i % SCHEMAS
         fk = (
-            f",\n    parent_id bigint REFERENCES app{(i - 1) % SCHEMAS}.t{i - 1:04d} (id) "
-            "ON DELETE CASCADE"
+            f",\n    parent_id bigint REFERENCES app{(i - 1) % SCHEMAS}.t{i - 1:04d} (id) ON DELETE CASCADE"
             if i % 10
             else ""
         )
@@ -243,16 +242,11 @@ def main() -> None:
             migra_t, migra_best = timed(3, lambda: migra_diff(*migra_urls))
         except ImportError:
             migra_t = migra_best = float("nan")
-            print(
-                "migra is not installed: pip install 'migra==3.0.1663481299' "
-                "'sqlalchemy<2' psycopg2-binary"
-            )
+            print("migra is not installed: pip install 'migra==3.0.1663481299' 'sqlalchemy<2' psycopg2-binary")
 
         def line(name: str, value: float, best: float, target: float | None) -> None:
             verdict = (
-                ""
-                if target is None
-                else (f"  target <= {target:.1f} s: " + ("met" if value <= target else "MISSED"))
+                "" if target is None else (f"  target <= {target:.1f} s: " + ("met" if value <= target else "MISSED"))
             )
             print(f"  {name:<44} {value:6.3f} s (best {best:.3f}){verdict}")
 

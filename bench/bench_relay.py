@@ -54,9 +54,7 @@ class Sink:
                     for alert in body["alerts"]:
                         sink.seen.setdefault(alert["id"], now)
                     # a grouped message shows a sample: count the rest by the message's total
-                    sink.seen.update(
-                        {f"{body['message_id']}#{i}": now for i in range(body["alerts_omitted"])}
-                    )
+                    sink.seen.update({f"{body['message_id']}#{i}": now for i in range(body["alerts_omitted"])})
                     sink.cond.notify_all()
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -74,10 +72,7 @@ class Sink:
         deadline = time.monotonic() + timeout
         with self.cond:
             while len(self.seen) < count:
-                if (
-                    not self.cond.wait(max(deadline - time.monotonic(), 0))
-                    and time.monotonic() >= deadline
-                ):
+                if not self.cond.wait(max(deadline - time.monotonic(), 0)) and time.monotonic() >= deadline:
                     return False
             return True
 
@@ -101,8 +96,7 @@ def start_relay(dsn: str, config: Path) -> subprocess.Popen[bytes]:
 def write_config(path: Path, url: str, *, grouped: bool) -> None:
     group = "" if grouped else 'group_by = ["id"]\n'
     path.write_text(
-        f'[relay]\npoll_interval = "5s"\n[channels.webhook]\ntype = "webhook"\nurl = "{url}"\n'
-        f"{group}concurrency = 4\n"
+        f'[relay]\npoll_interval = "5s"\n[channels.webhook]\ntype = "webhook"\nurl = "{url}"\n{group}concurrency = 4\n'
     )
 
 

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-
 from pg_guardian import install as install_mod
 from pg_guardian.cluster import LocalCluster
 
@@ -21,8 +20,9 @@ def bench_cluster(settings: dict[str, str] | None = None) -> Iterator[LocalClust
     """A fresh cluster (default durability unless ``settings`` say otherwise), removed after."""
     workdir = Path(tempfile.mkdtemp(prefix="pg-guardian-bench-"))
     workdir.chmod(0o755)
-    pg = LocalCluster(datadir=workdir / "data", settings={
-        "shared_buffers": "'512MB'", "max_wal_size": "'4GB'", **(settings or {})})
+    pg = LocalCluster(
+        datadir=workdir / "data", settings={"shared_buffers": "'512MB'", "max_wal_size": "'4GB'", **(settings or {})}
+    )
     pg.init()
     pg.start()
     try:

@@ -16,9 +16,7 @@ def run_check(conn: psycopg.Connection, check: str) -> list[dict[str, Any]]:
     return list(cur.execute("SELECT * FROM guardian.run_checks(NULL, %s)", (check,)).fetchall())
 
 
-def findings(
-    conn: psycopg.Connection, check: str, alert_type: str | None = None
-) -> list[dict[str, Any]]:
+def findings(conn: psycopg.Connection, check: str, alert_type: str | None = None) -> list[dict[str, Any]]:
     """The findings (not ok/degraded rows) of one run of a check, optionally of one type."""
     return [
         r
@@ -31,8 +29,7 @@ def open_alerts(conn: psycopg.Connection, alert_type: str) -> list[dict[str, Any
     cur = conn.cursor(row_factory=dict_row)
     return list(
         cur.execute(
-            "SELECT * FROM guardian.monitoring_alerts WHERE type = %s AND resolved_at IS NULL "
-            "ORDER BY created_at",
+            "SELECT * FROM guardian.monitoring_alerts WHERE type = %s AND resolved_at IS NULL ORDER BY created_at",
             (alert_type,),
         ).fetchall()
     )

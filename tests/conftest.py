@@ -22,7 +22,6 @@ CRON_DB = "guardian_cron"
 _counter = itertools.count()
 
 
-
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
     """A throwaway cluster under .pgdata/ (run as the postgres user when we are root)."""
@@ -31,16 +30,19 @@ def cluster() -> Iterator[LocalCluster]:
     pg = LocalCluster(
         datadir=workdir / "data",
         cron_database=CRON_DB,
-        settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-                  "cron.use_background_workers": "on", "max_worker_processes": "20"},
+        settings={
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "cron.use_background_workers": "on",
+            "max_worker_processes": "20",
+        },
     )
     pg.init()
     pg.start()
     try:
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-            found = conn.execute(
-                "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_guardian'"
-            ).fetchone()
+            found = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_guardian'").fetchone()
             assert found and found[0] == 1, "pg_guardian extension files missing: run `make install`"
         yield pg
     finally:
@@ -48,11 +50,16 @@ def cluster() -> Iterator[LocalCluster]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _janitor(pg: LocalCluster, dbname: str, *, template: str | None = None,
-             as_template: bool = False) -> DatabaseJanitor:
+def _janitor(
+    pg: LocalCluster, dbname: str, *, template: str | None = None, as_template: bool = False
+) -> DatabaseJanitor:
     return DatabaseJanitor(
-        user="postgres", host=str(pg.socket_dir), port=pg.port, dbname=dbname,
-        template_dbname=template, as_template=as_template,
+        user="postgres",
+        host=str(pg.socket_dir),
+        port=pg.port,
+        dbname=dbname,
+        template_dbname=template,
+        as_template=as_template,
     )
 
 
@@ -139,8 +146,9 @@ def make_role(cluster: LocalCluster) -> Iterator[Callable[..., str]]:
     def _make(name: str, *grants: str, password: str | None = None) -> str:
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(name), sql.Literal(password)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password))
+            )
             for grant in grants:
                 conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(grant), sql.Identifier(name)))
         made.append(name)
@@ -158,4 +166,3 @@ def make_role(cluster: LocalCluster) -> Iterator[Callable[..., str]]:
                 pass
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-

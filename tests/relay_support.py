@@ -68,9 +68,7 @@ class Receiver:
                 if len(body) < length:  # the sender died mid-request: nothing was delivered
                     self.close_connection = True
                     return
-                got = Received(
-                    self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
-                )
+                got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
                 with receiver.cond:
                     receiver.requests.append(got)
                     reply = receiver.script.popleft() if receiver.script else None
@@ -105,18 +103,14 @@ class Receiver:
         with self.cond:
             return [r for r in self.requests if r.path == path]
 
-    def wait_for(
-        self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0
-    ) -> list[Received]:
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0) -> list[Received]:
         """Wait until ``predicate(requests)`` holds; fails the test on timeout."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while not predicate(self.requests):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(
-                        f"receiver: not met in {timeout}s; got {len(self.requests)} requests"
-                    )
+                    raise AssertionError(f"receiver: not met in {timeout}s; got {len(self.requests)} requests")
                 self.cond.wait(left)
             return list(self.requests)
 
@@ -145,9 +139,7 @@ class Mailbox:
             while len(self.messages) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(
-                        f"mailbox: {len(self.messages)} of {count} messages in {timeout}s"
-                    )
+                    raise AssertionError(f"mailbox: {len(self.messages)} of {count} messages in {timeout}s")
                 self.cond.wait(left)
             return list(self.messages)
 
@@ -160,9 +152,7 @@ class SmtpServer:
 
 
 def _auth(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-    ok = (
-        isinstance(data, LoginPassword) and data.login == b"guardian" and data.password == b"s3cret"
-    )
+    ok = isinstance(data, LoginPassword) and data.login == b"guardian" and data.password == b"s3cret"
     return AuthResult(success=ok, handled=False)
 
 

@@ -14,7 +14,8 @@ def test_design_style_insert_is_a_complete_alert(db: psycopg.Connection) -> None
     db.execute("SELECT guardian.set_environment('production')")
     db.execute(
         """INSERT INTO guardian.monitoring_alerts (severity, type, message, table_name, record_id, created_at)
-           VALUES ('CRITICAL', 'TEST_DATA_CONTAMINATION', 'Test email pattern detected in production: user@tenant-a.test',
+           VALUES ('CRITICAL', 'TEST_DATA_CONTAMINATION',
+                   'Test email pattern detected in production: user@tenant-a.test',
                    'users', gen_random_uuid(), NOW())"""
     )
     row = db.execute(
@@ -39,10 +40,20 @@ def test_alert_type_must_be_an_upper_case_word(db: psycopg.Connection) -> None:
 
 
 def test_raise_alert_counts_repeats_of_an_open_condition(db: psycopg.Connection) -> None:
-    first = scalar(db, "SELECT guardian.raise_alert('BULK_OPERATION', 'MEDIUM', '60 rows', 'patients', NULL, '{\"rows\": 60}', 'bulk:patients')")
-    again = scalar(db, "SELECT guardian.raise_alert('BULK_OPERATION', 'HIGH', '80 rows', 'patients', NULL, '{\"rows\": 80}', 'bulk:patients')")
+    first = scalar(
+        db,
+        "SELECT guardian.raise_alert('BULK_OPERATION', 'MEDIUM', '60 rows', 'patients', NULL, "
+        "'{\"rows\": 60}', 'bulk:patients')",
+    )
+    again = scalar(
+        db,
+        "SELECT guardian.raise_alert('BULK_OPERATION', 'HIGH', '80 rows', 'patients', NULL, "
+        "'{\"rows\": 80}', 'bulk:patients')",
+    )
     assert first == again
-    row = db.execute("SELECT occurrences, severity, message, metadata->>'rows' FROM guardian.monitoring_alerts").fetchone()
+    row = db.execute(
+        "SELECT occurrences, severity, message, metadata->>'rows' FROM guardian.monitoring_alerts"
+    ).fetchone()
     assert row == (2, "HIGH", "80 rows", "80")
 
 
@@ -51,7 +62,9 @@ def test_resolved_condition_opens_a_new_alert_when_it_returns(db: psycopg.Connec
     db.execute("SELECT guardian.resolve_alert(%s, 'cleaned up')", (first,))
     second = scalar(db, "SELECT guardian.raise_alert('BULK_OPERATION', 'HIGH', 'm', p_fingerprint => 'f')")
     assert first != second
-    row = db.execute("SELECT resolved_by, resolution_note, acknowledged_by FROM guardian.monitoring_alerts WHERE id = %s", (first,)).fetchone()
+    row = db.execute(
+        "SELECT resolved_by, resolution_note, acknowledged_by FROM guardian.monitoring_alerts WHERE id = %s", (first,)
+    ).fetchone()
     assert row == ("postgres", "cleaned up", "postgres")
 
 
@@ -61,8 +74,9 @@ def test_acknowledge_unknown_alert_is_a_clear_error(db: psycopg.Connection) -> N
     assert "no alert with id 00000000-0000-0000-0000-000000000001" in str(err.value)
 
 
-def test_acknowledge_keeps_the_first_acknowledgement(db: psycopg.Connection, make_role: Callable[..., str],
-                                                       connect: Callable[..., psycopg.Connection]) -> None:
+def test_acknowledge_keeps_the_first_acknowledgement(
+    db: psycopg.Connection, make_role: Callable[..., str], connect: Callable[..., psycopg.Connection]
+) -> None:
     alert = scalar(db, "SELECT guardian.raise_alert('X', 'LOW', 'm')")
     make_role("alice_admin", "guardian_admin")
     alice = connect(db.info.dbname, "alice_admin")
@@ -71,20 +85,23 @@ def test_acknowledge_keeps_the_first_acknowledgement(db: psycopg.Connection, mak
     assert scalar(db, "SELECT acknowledged_by FROM guardian.monitoring_alerts WHERE id = %s", (alert,)) == "alice_admin"
 
 
-def test_one_notification_per_transaction_that_raises_alerts(db: psycopg.Connection,
-                                                             connect: Callable[..., psycopg.Connection]) -> None:
+def test_one_notification_per_transaction_that_raises_alerts(
+    db: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
     listener = connect(db.info.dbname)
     listener.execute("LISTEN guardian_alerts")
     with db.transaction():
         for i in range(5):
             db.execute("SELECT guardian.raise_alert('X', 'LOW', %s)", (f"alert {i}",))
-        db.execute("INSERT INTO guardian.monitoring_alerts (severity, type, message) VALUES ('LOW', 'Y', 'plain insert')")
+        db.execute(
+            "INSERT INTO guardian.monitoring_alerts (severity, type, message) VALUES ('LOW', 'Y', 'plain insert')"
+        )
     notes = list(listener.notifies(timeout=1.0))
     assert [n.channel for n in notes] == ["guardian_alerts"]
 
 
 def test_ordinary_writes_never_notify(db: psycopg.Connection, connect: Callable[..., psycopg.Connection]) -> None:
-    db.execute("CREATE TABLE public.t (x int)")   # DDL is a SCHEMA_CHANGE alert; data is not
+    db.execute("CREATE TABLE public.t (x int)")  # DDL is a SCHEMA_CHANGE alert; data is not
     listener = connect(db.info.dbname)
     listener.execute("LISTEN guardian_alerts")
     db.execute("INSERT INTO public.t SELECT generate_series(1, 100)")
@@ -94,4 +111,8 @@ def test_ordinary_writes_never_notify(db: psycopg.Connection, connect: Callable[
 def test_open_alerts_view_orders_by_severity(db: psycopg.Connection) -> None:
     for sev in ("LOW", "CRITICAL", "MEDIUM"):
         db.execute("SELECT guardian.raise_alert('X', %s, %s)", (sev, sev))
-    assert [r[0] for r in db.execute("SELECT severity FROM guardian.open_alerts").fetchall()] == ["CRITICAL", "MEDIUM", "LOW"]
+    assert [r[0] for r in db.execute("SELECT severity FROM guardian.open_alerts").fetchall()] == [
+        "CRITICAL",
+        "MEDIUM",
+        "LOW",
+    ]

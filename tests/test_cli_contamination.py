@@ -7,7 +7,6 @@ from pathlib import Path
 
 import psycopg
 from click.testing import CliRunner
-
 from pg_guardian import contamination
 from pg_guardian.cli import main
 from pg_guardian.demo import package_sql
@@ -20,8 +19,18 @@ def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
 
 def test_watch_command_overrides_and_skips_columns(db: psycopg.Connection, dsn: str) -> None:
     db.execute("CREATE TABLE public.contacts (id int PRIMARY KEY, email text, code text, remarks text)")
-    code, out, err = run("watch", "public.contacts", "--column", "code=-", "--column", "remarks=free_text",
-                         "--mode", "strict", "--dsn", dsn)
+    code, out, err = run(
+        "watch",
+        "public.contacts",
+        "--column",
+        "code=-",
+        "--column",
+        "remarks=free_text",
+        "--mode",
+        "strict",
+        "--dsn",
+        dsn,
+    )
     assert code == 0, err
     assert out.split() == ["email", "email", "auto", "remarks", "free_text", "override"]
     assert db.execute("SELECT guardian.effective_mode('public.contacts')").fetchone() == ("strict",)
@@ -49,13 +58,17 @@ def test_scan_command_finds_test_data_with_exit_code_one(db: psycopg.Connection,
     assert {d["rule"] for d in data} == {"test_organization", "reserved_test_tld", "tenant_fixture"}
     assert {d["table"] for d in data} == {"dental.clinics"}
     assert "scanning dental.clinics" in err
-    assert db.execute("SELECT count(*) FROM guardian.monitoring_alerts WHERE type = 'TEST_DATA_CONTAMINATION'").fetchone() == (3,)
+    assert db.execute(
+        "SELECT count(*) FROM guardian.monitoring_alerts WHERE type = 'TEST_DATA_CONTAMINATION'"
+    ).fetchone() == (3,)
 
 
 def test_scan_in_batches_sees_every_row(db: psycopg.Connection) -> None:
     db.execute("CREATE TABLE public.big (id int PRIMARY KEY, email text)")
-    db.execute("INSERT INTO public.big SELECT i, CASE WHEN i % 1000 = 0 THEN 'qa+' || i || '@gmail.com' "
-               "ELSE 'p' || i || '@gmail.com' END FROM generate_series(1, 20000) AS i")
+    db.execute(
+        "INSERT INTO public.big SELECT i, CASE WHEN i % 1000 = 0 THEN 'qa+' || i || '@gmail.com' "
+        "ELSE 'p' || i || '@gmail.com' END FROM generate_series(1, 20000) AS i"
+    )
     batches = contamination.scan_batches(db, "public.big", batch_pages=10)
     assert len(batches) > 5 and batches[-1][2] is None
     pages: list[int] = []
@@ -71,7 +84,9 @@ def test_scan_of_missing_table_is_a_clear_error(dsn: str) -> None:
 
 def test_check_payload_command(dsn: str, tmp_path: Path) -> None:
     body = tmp_path / "signup.json"
-    body.write_text(json.dumps([{"email": "user@tenant-a.test", "name": "Ana"}] + [{"email": f"p{i}@gmail.com"} for i in range(60)]))
+    body.write_text(
+        json.dumps([{"email": "user@tenant-a.test", "name": "Ana"}] + [{"email": f"p{i}@gmail.com"} for i in range(60)])
+    )
     code, out, _ = run("check-payload", str(body), "--table", "users", "--dsn", dsn)
     assert code == 1
     alerts = json.loads(out)

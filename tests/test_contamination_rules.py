@@ -9,8 +9,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-COLUMNS = {"email": "email", "person": "person_name", "org": "organization", "phone": "phone",
-           "ident": "identifier", "note": "free_text"}
+COLUMNS = {
+    "email": "email",
+    "person": "person_name",
+    "org": "organization",
+    "phone": "phone",
+    "ident": "identifier",
+    "note": "free_text",
+}
 
 CATCHES = [
     # reserved_domains (RFC 2606 / RFC 6761)
@@ -85,23 +91,55 @@ CATCHES = [
 ]
 
 PASSES = [
-    ("person", "Celeste Testa"), ("person", "Martin Tester"), ("person", "Oliver Dummett"),
-    ("person", "Grace Sample"), ("person", "Celeste"), ("person", "Testa"), ("person", "Contessa Attwood"),
-    ("person", "John Dobson"), ("person", "Jane Doerr"), ("person", "Ilan Bar-On"), ("person", "Foo Jie Ying"),
-    ("person", "Wertheimer"), ("person", "Patience Okafor"), ("person", "Usher"), ("person", "Aaron"),
-    ("person", "Anna Schmidt-Müller"), ("person", "Zoë Nuñez"), ("person", "李小龙"), ("person", "Asdrúbal Ruiz"),
-    ("org", "Greatest Smiles Dental"), ("org", "Testament Dental Group"), ("org", "Contest Winners Orthodontics"),
-    ("org", "Tenants Association of Leeds"), ("org", "Sample & Sons Dentistry"), ("org", "Smile Clinic 2"),
-    ("org", "Harbour Family Dentistry"), ("org", "Acme Dental Lab"),
-    ("email", "celeste.testa@gmail.com"), ("email", "mtester@outlook.com"), ("email", "testa.celeste@gmail.com"),
-    ("email", "ops@examplehealth.com"), ("email", "jane+newsletter@gmail.com"), ("email", "info@test.com"),
-    ("email", "contact@greatest-smiles.test.dental.com"), ("email", "dr.quest@clinic.co.uk"),
-    ("email", "attestor@law.org"), ("email", "protester@riot.net"),
-    ("phone", "+1 415 872 1930"), ("phone", "+1 415 555 8123"), ("phone", "+44 20 7946 5678"),
-    ("phone", "0491 571 156"), ("phone", "+49 30 12345"), ("phone", "(212) 736-5000"),
-    ("ident", "7d1c2f0e-5b7a-4c1e-9d2a-3f4b5c6d7e81"), ("ident", "550e8401-e29b-41d4-a716-446655440000"),
-    ("note", "Test results normal, follow-up in 6 months"), ("note", "Patient contested the invoice"),
-    ("note", "Use floss daily; do not use whitening strips"), ("note", "Attended with tenant's permit"),
+    ("person", "Celeste Testa"),
+    ("person", "Martin Tester"),
+    ("person", "Oliver Dummett"),
+    ("person", "Grace Sample"),
+    ("person", "Celeste"),
+    ("person", "Testa"),
+    ("person", "Contessa Attwood"),
+    ("person", "John Dobson"),
+    ("person", "Jane Doerr"),
+    ("person", "Ilan Bar-On"),
+    ("person", "Foo Jie Ying"),
+    ("person", "Wertheimer"),
+    ("person", "Patience Okafor"),
+    ("person", "Usher"),
+    ("person", "Aaron"),
+    ("person", "Anna Schmidt-Müller"),
+    ("person", "Zoë Nuñez"),
+    ("person", "李小龙"),
+    ("person", "Asdrúbal Ruiz"),
+    ("org", "Greatest Smiles Dental"),
+    ("org", "Testament Dental Group"),
+    ("org", "Contest Winners Orthodontics"),
+    ("org", "Tenants Association of Leeds"),
+    ("org", "Sample & Sons Dentistry"),
+    ("org", "Smile Clinic 2"),
+    ("org", "Harbour Family Dentistry"),
+    ("org", "Acme Dental Lab"),
+    ("email", "celeste.testa@gmail.com"),
+    ("email", "mtester@outlook.com"),
+    ("email", "testa.celeste@gmail.com"),
+    ("email", "ops@examplehealth.com"),
+    ("email", "jane+newsletter@gmail.com"),
+    ("email", "info@test.com"),
+    ("email", "contact@greatest-smiles.test.dental.com"),
+    ("email", "dr.quest@clinic.co.uk"),
+    ("email", "attestor@law.org"),
+    ("email", "protester@riot.net"),
+    ("phone", "+1 415 872 1930"),
+    ("phone", "+1 415 555 8123"),
+    ("phone", "+44 20 7946 5678"),
+    ("phone", "0491 571 156"),
+    ("phone", "+49 30 12345"),
+    ("phone", "(212) 736-5000"),
+    ("ident", "7d1c2f0e-5b7a-4c1e-9d2a-3f4b5c6d7e81"),
+    ("ident", "550e8401-e29b-41d4-a716-446655440000"),
+    ("note", "Test results normal, follow-up in 6 months"),
+    ("note", "Patient contested the invoice"),
+    ("note", "Use floss daily; do not use whitening strips"),
+    ("note", "Attended with tenant's permit"),
 ]
 
 
@@ -120,8 +158,7 @@ def probe(module_db: psycopg.Connection) -> psycopg.Connection:
 def findings_for(db: psycopg.Connection, column: str, value: str) -> set[str]:
     db.execute(f"INSERT INTO public.probe ({column}) VALUES (%s)", (value,))
     rows = db.execute(
-        "SELECT f.rule FROM guardian.findings AS f WHERE f.record_id = "
-        "(SELECT max(id)::text FROM public.probe)"
+        "SELECT f.rule FROM guardian.findings AS f WHERE f.record_id = (SELECT max(id)::text FROM public.probe)"
     ).fetchall()
     return {r[0] for r in rows}
 
@@ -163,8 +200,10 @@ def test_full_name_across_first_and_last_name_columns(db: psycopg.Connection) ->
     db.execute("SELECT guardian.watch('public.people')")
     db.execute("INSERT INTO public.people VALUES (1, 'John', 'Doe'), (2, 'John', 'Dobson'), (3, 'Jane', 'Roe')")
     rows = db.execute("SELECT record_id, column_name, rule FROM guardian.findings ORDER BY record_id").fetchall()
-    assert rows == [("1", "first_name+last_name", "placeholder_full_name"),
-                    ("3", "first_name+last_name", "placeholder_full_name")]
+    assert rows == [
+        ("1", "first_name+last_name", "placeholder_full_name"),
+        ("3", "first_name+last_name", "placeholder_full_name"),
+    ]
 
 
 def test_false_positive_rate_on_realistic_data_is_far_below_five_percent(db: psycopg.Connection) -> None:

@@ -87,9 +87,7 @@ def test_text_output_reads_like_a_review(envs: Callable[[str], str]) -> None:
         "  - index public.patients_email_idx: only in source: "
         "CREATE INDEX patients_email_idx ON public.patients USING btree (email)" in out
     )
-    assert out.rstrip().endswith(
-        "3 differences in 2 objects (1 added, 1 removed, 1 changed in target)"
-    )
+    assert out.rstrip().endswith("3 differences in 2 objects (1 added, 1 removed, 1 changed in target)")
 
 
 def test_formatting_only_differences_are_not_drift_unless_asked(envs: Callable[[str], str]) -> None:
@@ -157,8 +155,7 @@ def test_sql_refuses_destructive_statements_without_unsafe(envs: Callable[[str],
 
 def test_sql_brings_the_target_in_line(envs: Callable[[str], str]) -> None:
     prod = envs(
-        "CREATE INDEX patients_email_idx ON public.patients (email); "
-        "COMMENT ON TABLE public.patients IS 'people';"
+        "CREATE INDEX patients_email_idx ON public.patients (email); COMMENT ON TABLE public.patients IS 'people';"
     )
     staging = envs("ALTER TABLE public.patients ADD COLUMN phone text;")
     code, script, _ = run("drift", "--source", prod, "--target", staging, "--sql", "--unsafe")
@@ -169,9 +166,7 @@ def test_sql_brings_the_target_in_line(envs: Callable[[str], str]) -> None:
     assert run("drift", "--source", prod, "--target", staging)[0] == 0
 
 
-def test_fingerprint_file_can_stand_in_for_a_database(
-    envs: Callable[[str], str], tmp_path: Path
-) -> None:
+def test_fingerprint_file_can_stand_in_for_a_database(envs: Callable[[str], str], tmp_path: Path) -> None:
     prod = envs("")
     exported = tmp_path / "production.json"
     code, _, err = run("fingerprint", "--dsn", prod, "--output", str(exported))
@@ -190,9 +185,7 @@ def test_fingerprint_file_can_stand_in_for_a_database(
     )
 
 
-def test_pg_guardian_itself_is_not_drift(
-    cluster: LocalCluster, dbname: str, envs: Callable[[str], str]
-) -> None:
+def test_pg_guardian_itself_is_not_drift(cluster: LocalCluster, dbname: str, envs: Callable[[str], str]) -> None:
     with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
         conn.execute(SCHEMA)
         conn.execute("SELECT guardian.approve_baseline()")
@@ -205,16 +198,12 @@ def test_schema_filter_limits_the_comparison(envs: Callable[[str], str]) -> None
     prod = envs("CREATE SCHEMA scratch; CREATE TABLE scratch.tmp (a int);")
     staging = envs("")
     assert run("drift", "--source", prod, "--target", staging, "--schema", "public")[0] == 0
-    assert (
-        run("drift", "--source", prod, "--target", staging, "--exclude-schema", "scratch")[0] == 0
-    )
+    assert run("drift", "--source", prod, "--target", staging, "--exclude-schema", "scratch")[0] == 0
     assert run("drift", "--source", prod, "--target", staging)[0] == 1
 
 
 def test_unreachable_database_is_a_clear_error(envs: Callable[[str], str]) -> None:
-    code, _, err = run(
-        "drift", "--source", envs(""), "--target", "postgresql://nobody@127.0.0.1:1/nowhere"
-    )
+    code, _, err = run("drift", "--source", envs(""), "--target", "postgresql://nobody@127.0.0.1:1/nowhere")
     assert code == 2
     assert err.startswith("error: cannot connect to database nowhere on 127.0.0.1:1")
 

@@ -27,11 +27,7 @@ from psycopg.types.json import Jsonb
 
 FIXTURES = Path(__file__).parent / "fixtures" / "drift"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.json").exists())
-ROUNDTRIP = [
-    c
-    for c in CASES
-    if json.loads((FIXTURES / c / "expected.json").read_text()).get("sql_roundtrip")
-]
+ROUNDTRIP = [c for c in CASES if json.loads((FIXTURES / c / "expected.json").read_text()).get("sql_roundtrip")]
 _names = itertools.count()
 
 
@@ -51,18 +47,12 @@ class CaseDatabases:
 
 def create_database(cluster: LocalCluster, name: str, template: str = "template1") -> None:
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        )
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
 
 
 def drop_database(cluster: LocalCluster, name: str) -> None:
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def read(cluster: LocalCluster, dbname: str) -> Fingerprint:
@@ -85,9 +75,7 @@ def fixture_roles(cluster: LocalCluster) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module", params=CASES)
-def case(
-    request: pytest.FixtureRequest, cluster: LocalCluster, fixture_roles: None
-) -> Iterator[CaseDatabases]:
+def case(request: pytest.FixtureRequest, cluster: LocalCluster, fixture_roles: None) -> Iterator[CaseDatabases]:
     """The case's two databases, built once for all the checks of that case."""
     name = request.param
     prefix = f"drift{os.getpid()}_{next(_names)}"
@@ -142,12 +130,9 @@ def test_diff_reports_exactly_the_expected_differences(case: CaseDatabases) -> N
     assert bool(drift.counted(differences)) is case.expected["drift"]
 
 
-def test_sql_comparison_finds_the_same_differences(
-    case: CaseDatabases, sql_db: psycopg.Connection
-) -> None:
+def test_sql_comparison_finds_the_same_differences(case: CaseDatabases, sql_db: psycopg.Connection) -> None:
     rows = sql_db.execute(
-        "SELECT kind, identity, change, detail, cosmetic "
-        "FROM guardian.compare_fingerprints(%s, %s, true)",
+        "SELECT kind, identity, change, detail, cosmetic FROM guardian.compare_fingerprints(%s, %s, true)",
         (Jsonb(case.source.to_document()), Jsonb(case.target.to_document())),
     ).fetchall()
     got = {(k, i, c, tuple(sorted(d)), cos) for k, i, c, d, cos in rows}
@@ -156,16 +141,12 @@ def test_sql_comparison_finds_the_same_differences(
 
 def test_each_object_checksum_is_the_md5_of_its_definition(case: CaseDatabases) -> None:
     for fp in (case.source, case.target):
-        reloaded = catalog.fingerprint_from_document(
-            json.loads(json.dumps(fp.to_document())), "copy"
-        )
+        reloaded = catalog.fingerprint_from_document(json.loads(json.dumps(fp.to_document())), "copy")
         assert reloaded.checksum == fp.checksum
 
 
 @pytest.mark.parametrize("case", ROUNDTRIP, indirect=True)
-def test_generated_sql_brings_the_target_in_line(
-    case: CaseDatabases, cluster: LocalCluster
-) -> None:
+def test_generated_sql_brings_the_target_in_line(case: CaseDatabases, cluster: LocalCluster) -> None:
     differences = drift.counted(drift.diff(case.source, case.target))
     script = drift_sql.render(
         drift_sql.migration(differences, case.source, case.target),

@@ -61,16 +61,12 @@ def test_sql_ignores_case_comments_whitespace_and_redundant_parentheses() -> Non
 
 
 def test_policy_expressions_compare_as_expressions() -> None:
-    assert normalize.expression("((owner = CURRENT_USER))") == normalize.expression(
-        "owner = current_user"
-    )
+    assert normalize.expression("((owner = CURRENT_USER))") == normalize.expression("owner = current_user")
 
 
 def test_unparsable_text_compares_by_tokens() -> None:
     assert normalize.sql("SELEC broken  -- x\n thing") == normalize.sql("selec BROKEN thing")
-    assert normalize.plpgsql("BEGIN RETURN (; END", "", "int") == normalize.plpgsql(
-        "begin return (; end", "", "int"
-    )
+    assert normalize.plpgsql("BEGIN RETURN (; END", "", "int") == normalize.plpgsql("begin return (; end", "", "int")
 
 
 def test_only_author_formatted_attributes_can_be_cosmetic() -> None:
@@ -79,9 +75,7 @@ def test_only_author_formatted_attributes_can_be_cosmetic() -> None:
     assert normalize.formatting_only("function", "body", sql_fn, other)
     assert not normalize.formatting_only("function", "volatility", sql_fn, other)
     python_fn = {"language": "plpython3u", "body": "return 1"}
-    assert not normalize.formatting_only(
-        "function", "body", python_fn, {**python_fn, "body": "return  1"}
-    )
+    assert not normalize.formatting_only("function", "body", python_fn, {**python_fn, "body": "return  1"})
     assert normalize.formatting_only(
         "view",
         "definition",

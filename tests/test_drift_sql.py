@@ -57,10 +57,7 @@ def test_dblink_that_pg_guardian_keeps_in_guardian_ext_is_neither_drift_nor_a_ch
 
 
 def test_fingerprint_does_not_depend_on_the_callers_settings(db: psycopg.Connection) -> None:
-    db.execute(
-        "CREATE TABLE public.t (at timestamptz DEFAULT '2024-01-02 03:04:05+00', "
-        "d date DEFAULT '2024-01-02')"
-    )
+    db.execute("CREATE TABLE public.t (at timestamptz DEFAULT '2024-01-02 03:04:05+00', d date DEFAULT '2024-01-02')")
     first = scalar(db, "SELECT guardian.schema_fingerprint()->>'checksum'")
     db.execute("SET DateStyle = 'SQL, DMY'")
     db.execute("SET TimeZone = 'Asia/Tokyo'")
@@ -76,8 +73,7 @@ def test_compare_fingerprints_lists_changes_with_both_values(db: psycopg.Connect
     before = scalar(db, "SELECT guardian.schema_fingerprint()")
     db.execute("ALTER TABLE public.t ALTER COLUMN email TYPE varchar(100)")
     rows = db.execute(
-        "SELECT kind, identity, change, detail "
-        "FROM guardian.compare_fingerprints(%s, guardian.schema_fingerprint())",
+        "SELECT kind, identity, change, detail FROM guardian.compare_fingerprints(%s, guardian.schema_fingerprint())",
         (Jsonb(before),),
     ).fetchall()
     assert rows == [
@@ -94,14 +90,8 @@ def test_compare_fingerprints_rejects_what_is_not_a_fingerprint(db: psycopg.Conn
     with pytest.raises(
         psycopg.errors.InvalidParameterValue, match="the source is not a pg_guardian fingerprint"
     ) as exc:
-        db.execute(
-            "SELECT * FROM guardian.compare_fingerprints('{\"a\": 1}', "
-            "guardian.schema_fingerprint())"
-        )
-    assert (
-        exc.value.diag.message_hint
-        and "guardian.schema_fingerprint()" in exc.value.diag.message_hint
-    )
+        db.execute("SELECT * FROM guardian.compare_fingerprints('{\"a\": 1}', guardian.schema_fingerprint())")
+    assert exc.value.diag.message_hint and "guardian.schema_fingerprint()" in exc.value.diag.message_hint
 
 
 @pytest.mark.parametrize(
@@ -115,12 +105,8 @@ def test_compare_fingerprints_rejects_what_is_not_a_fingerprint(db: psycopg.Conn
         ("SELECT a < = b", "SELECT a <= b", False),
     ],
 )
-def test_normalize_sql_ignores_formatting_only(
-    db: psycopg.Connection, a: str, b: str, same: bool
-) -> None:
-    assert (
-        scalar(db, "SELECT guardian.normalize_sql(%s) = guardian.normalize_sql(%s)", (a, b))
-    ) is same
+def test_normalize_sql_ignores_formatting_only(db: psycopg.Connection, a: str, b: str, same: bool) -> None:
+    assert (scalar(db, "SELECT guardian.normalize_sql(%s) = guardian.normalize_sql(%s)", (a, b))) is same
 
 
 # -- drift as it happens -------------------------------------------------------------------------
@@ -217,19 +203,13 @@ def test_ddl_by_an_application_role_is_recorded_as_that_role(
 def test_record_schema_change_is_the_hook_for_roles_and_other_detectors(
     db: psycopg.Connection,
 ) -> None:
-    db.execute(
-        "SELECT guardian.record_schema_change('alter role', 'role', 'app_owner', "
-        "p_source => 'role snapshot')"
-    )
+    db.execute("SELECT guardian.record_schema_change('alter role', 'role', 'app_owner', p_source => 'role snapshot')")
     assert db.execute(
         "SELECT command_tag, object_type, object_identity, source FROM guardian.schema_changes"
     ).fetchone() == ("ALTER ROLE", "role", "app_owner", "role snapshot")
     assert len(open_alerts(db, "SCHEMA_CHANGE")) == 1
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid change source"):
-        db.execute(
-            "SELECT guardian.record_schema_change('ALTER ROLE', 'role', 'x', "
-            "p_source => 'Bad Source!')"
-        )
+        db.execute("SELECT guardian.record_schema_change('ALTER ROLE', 'role', 'x', p_source => 'Bad Source!')")
 
 
 def test_mode_off_captures_nothing(db: psycopg.Connection) -> None:
@@ -280,13 +260,9 @@ def test_reformatted_function_is_not_drift_from_baseline(db: psycopg.Connection)
     db.execute("CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN 1; END$$")
     db.execute("SELECT guardian.approve_baseline()")
     db.execute(
-        "CREATE OR REPLACE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS "
-        "$$\nbegin\n  return 1; -- one\nend\n$$"
+        "CREATE OR REPLACE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS $$\nbegin\n  return 1; -- one\nend\n$$"
     )
-    assert (
-        scalar(db, "SELECT guardian.check_drift()")
-        == "no drift from baseline 1 (1 formatting-only differences)"
-    )
+    assert scalar(db, "SELECT guardian.check_drift()") == "no drift from baseline 1 (1 formatting-only differences)"
     assert scalar(db, "SELECT count(*) FROM guardian.diff_schema()") == 0
     assert scalar(db, "SELECT count(*) FROM guardian.diff_schema(p_include_cosmetic => true)") == 1
 
@@ -304,9 +280,10 @@ def test_approving_a_new_baseline_accepts_the_drift(db: psycopg.Connection) -> N
 
 
 def test_drift_check_is_a_registered_hourly_job(db: psycopg.Connection) -> None:
-    assert db.execute(
-        "SELECT schedule, command FROM guardian.jobs WHERE name = 'drift_check'"
-    ).fetchone() == ("0 * * * *", "SELECT guardian.check_drift()")
+    assert db.execute("SELECT schedule, command FROM guardian.jobs WHERE name = 'drift_check'").fetchone() == (
+        "0 * * * *",
+        "SELECT guardian.check_drift()",
+    )
     db.execute("SELECT guardian.approve_baseline()")
     db.execute("CREATE TABLE public.t (id int)")
     assert scalar(db, "SELECT guardian.run_job('drift_check')").startswith("ok")
@@ -326,9 +303,7 @@ def test_imported_fingerprint_from_another_environment_can_be_the_baseline(
         "SELECT guardian.import_fingerprint('production 2024-06', %s, 'production')",
         (Jsonb(document),),
     )
-    rows = db.execute(
-        "SELECT identity, detail FROM guardian.diff_schema(%s)", (snapshot,)
-    ).fetchall()
+    rows = db.execute("SELECT identity, detail FROM guardian.diff_schema(%s)", (snapshot,)).fetchall()
     assert rows == [("public.patients.email", {"not_null": {"source": True, "target": False}})]
     db.execute("SELECT guardian.approve_baseline(%s)", (snapshot,))
     assert scalar(db, "SELECT guardian.check_drift()") == f"1 difference from baseline {snapshot}"
@@ -383,10 +358,7 @@ def test_demo_step_shows_a_hotfix_caught_as_it_happens_and_against_the_baseline(
         "HIGH SCHEMA_CHANGE: schema change in production: "
         "ALTER TABLE dental.patients by postgres via psql (hotfix)" in text
     )
-    assert (
-        "CRITICAL SCHEMA_CHANGE: schema change in production: "
-        "DROP INDEX dental.appointments_patient_id_idx" in text
-    )
+    assert "CRITICAL SCHEMA_CHANGE: schema change in production: DROP INDEX dental.appointments_patient_id_idx" in text
     assert "hourly drift_check job: 2 differences from baseline 1" in text
     assert "    added    column dental.patients.insurance_no" in text
     assert "    removed  index dental.appointments_patient_id_idx" in text

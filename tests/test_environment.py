@@ -18,7 +18,13 @@ def test_set_environment_is_read_back_and_audited(db: psycopg.Connection) -> Non
         "SELECT severity, message, metadata->>'old', metadata->>'new', context->>'session_user' "
         "FROM guardian.monitoring_alerts WHERE type = 'ENVIRONMENT_CHANGED'"
     ).fetchone()
-    assert row == ("HIGH", "environment changed from local to production by postgres", "local", "production", "postgres")
+    assert row == (
+        "HIGH",
+        "environment changed from local to production by postgres",
+        "local",
+        "production",
+        "postgres",
+    )
 
 
 def test_setting_the_same_environment_again_is_not_audited_twice(db: psycopg.Connection) -> None:
@@ -81,8 +87,10 @@ def test_table_mode_for_missing_table_names_the_table(db: psycopg.Connection) ->
 
 
 def test_settings_fall_back_from_environment_to_default(db: psycopg.Connection) -> None:
-    db.execute("INSERT INTO guardian.settings (environment, key, value) VALUES ('*', 'lockdown.threshold', '100'), "
-               "('production', 'lockdown.threshold', '20')")
+    db.execute(
+        "INSERT INTO guardian.settings (environment, key, value) VALUES ('*', 'lockdown.threshold', '100'), "
+        "('production', 'lockdown.threshold', '20')"
+    )
     assert scalar(db, "SELECT guardian.setting('lockdown.threshold')") == 100
     db.execute("SELECT guardian.set_environment('production')")
     assert scalar(db, "SELECT guardian.setting('lockdown.threshold')") == 20

@@ -131,18 +131,12 @@ def test_cache_hit_ratio_fires_below_threshold(
     # Temporary tables larger than temp_buffers are read back from disk: real block reads.
     other = connect(db.info.dbname)
     other.execute("SET temp_buffers = '800kB'")
-    other.execute(
-        "CREATE TEMP TABLE scratch AS SELECT g, repeat('x', 500) AS pad "
-        "FROM generate_series(1, 5000) AS g"
-    )
+    other.execute("CREATE TEMP TABLE scratch AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 5000) AS g")
     other.execute("SELECT count(*) FROM scratch")
     other.execute("SELECT pg_stat_force_next_flush()")
     other.execute("SELECT 1")
     assert wait_for(
-        lambda: (
-            scalar(db, "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()")
-            > 0
-        ),
+        lambda: scalar(db, "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()") > 0,
         timeout=5,
     )
     assert findings(db, "cache_hit_ratio") == []  # too few blocks to judge by default
@@ -180,26 +174,17 @@ def test_table_growth_against_earlier_snapshot(db: psycopg.Connection) -> None:
     for name, value in (("window_seconds", 0), ("snapshot_interval_seconds", 0)):
         set_param(db, f"health.table_growth.{name}", value)
     assert findings(db, "table_growth") == []  # first run: the baseline
-    db.execute(
-        "INSERT INTO invoices SELECT g, repeat('n', 200) FROM generate_series(1, 20000) AS g"
-    )
+    db.execute("INSERT INTO invoices SELECT g, repeat('n', 200) FROM generate_series(1, 20000) AS g")
     assert findings(db, "table_growth") == []  # 100 MB minimum by default
     db.execute("INSERT INTO invoices SELECT g, repeat('n', 200) FROM generate_series(1, 100) AS g")
     set_param(db, "health.table_growth.min_bytes", 1_000_000)
     set_param(db, "health.table_growth.warn_pct", 50)
     assert findings(db, "table_growth") == []  # grew by a few kB since the last snapshot
-    db.execute(
-        "INSERT INTO invoices SELECT g, repeat('n', 200) FROM generate_series(1, 20000) AS g"
-    )
+    db.execute("INSERT INTO invoices SELECT g, repeat('n', 200) FROM generate_series(1, 20000) AS g")
     [row] = findings(db, "table_growth", "TABLE_GROWTH")
     assert row["table_name"] == "public.invoices" and row["severity"] == "MEDIUM"
     assert row["metadata"]["growth_bytes"] > 1_000_000
-    assert (
-        scalar(
-            db, "SELECT count(DISTINCT taken_at) FROM guardian.size_history WHERE kind = 'table'"
-        )
-        == 4
-    )
+    assert scalar(db, "SELECT count(DISTINCT taken_at) FROM guardian.size_history WHERE kind = 'table'") == 4
 
 
 def test_database_growth_is_quiet_below_min_bytes(db: psycopg.Connection) -> None:
@@ -239,10 +224,7 @@ def test_unreadable_sequences_make_the_check_degraded_not_failed(db: psycopg.Con
     [row] = [r for r in rows if r["alert_type"] == "CHECK_DEGRADED"]
     assert row["status"] == "degraded" and "secret_seq" in row["detail"]
     assert "GRANT SELECT ON SEQUENCE public.secret_seq TO guardian_owner" in row["remediation"]
-    assert (
-        scalar(db, "SELECT last_status FROM guardian.check_status WHERE name = 'sequences'")
-        == "degraded"
-    )
+    assert scalar(db, "SELECT last_status FROM guardian.check_status WHERE name = 'sequences'") == "degraded"
     db.execute("GRANT SELECT ON SEQUENCE public.secret_seq TO guardian_owner")
     assert [r["status"] for r in run_check(db, "sequences")] == ["ok"]
     assert open_alerts(db, "CHECK_DEGRADED") == []
@@ -255,10 +237,7 @@ def test_invalid_index_from_failed_concurrent_build(db: psycopg.Connection) -> N
     with pytest.raises(psycopg.errors.UniqueViolation):
         db.execute("CREATE UNIQUE INDEX CONCURRENTLY clinics_code_idx ON clinics (code)")
     [row] = findings(db, "invalid_indexes", "INVALID_INDEX")
-    assert (
-        row["record_id"] == "public.clinics_code_idx"
-        and "REINDEX INDEX CONCURRENTLY" in row["remediation"]
-    )
+    assert row["record_id"] == "public.clinics_code_idx" and "REINDEX INDEX CONCURRENTLY" in row["remediation"]
     db.execute("DROP INDEX clinics_code_idx")
     assert findings(db, "invalid_indexes") == [] and open_alerts(db, "INVALID_INDEX") == []
 
@@ -292,20 +271,11 @@ def test_nonsensical_thresholds_are_refused_with_the_fix(
 
 def test_bad_stored_threshold_fails_one_check_and_the_job_goes_on(db: psycopg.Connection) -> None:
     # Written past set_param (e.g. a restored dump): the check fails with the fix, the rest run.
-    db.execute(
-        "INSERT INTO guardian.settings (key, value) "
-        "VALUES ('health.lock_waits.warn_seconds', '\"soon\"')"
-    )
+    db.execute("INSERT INTO guardian.settings (key, value) VALUES ('health.lock_waits.warn_seconds', '\"soon\"')")
     rows = {r["check_name"]: r for r in run_check(db, "lock_waits")}
     assert rows["lock_waits"]["status"] == "error"
-    assert (
-        'invalid value "soon" for guardian parameter health.lock_waits.warn_seconds'
-        in rows["lock_waits"]["detail"]
-    )
-    assert (
-        "guardian.set_param('health.lock_waits.warn_seconds', 30)"
-        in rows["lock_waits"]["remediation"]
-    )
+    assert 'invalid value "soon" for guardian parameter health.lock_waits.warn_seconds' in rows["lock_waits"]["detail"]
+    assert "guardian.set_param('health.lock_waits.warn_seconds', 30)" in rows["lock_waits"]["remediation"]
     result = scalar(db, "SELECT guardian.run_job('health_checks')")
     assert result.startswith("ok: health checks:") and "1 error" in result and "12 ok" in result
     [alert] = open_alerts(db, "CHECK_FAILED")

@@ -131,8 +131,7 @@ def test_upgrade_from_previous_version_keeps_data_and_matches_fresh_install(
     with psycopg.connect(dsn) as upgraded, psycopg.connect(cluster.dsn(dbname)) as fresh:
         assert scalar(upgraded, "SELECT guardian.current_environment()") == "staging"
         row = upgraded.execute(
-            "SELECT severity, type, record_id, environment, fingerprint IS NOT NULL "
-            "FROM guardian.monitoring_alerts"
+            "SELECT severity, type, record_id, environment, fingerprint IS NOT NULL FROM guardian.monitoring_alerts"
         ).fetchone()
         assert row == ("CRITICAL", "TEST_DATA_CONTAMINATION", "42", "production", True)
         assert catalog_snapshot(upgraded) == catalog_snapshot(fresh)

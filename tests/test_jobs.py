@@ -54,9 +54,7 @@ def test_schedules_are_read_like_pg_cron_in_utc(schedule: str, now: str, expecte
         ("@daily * * * *", "invalid minute field '@daily'"),
     ],
 )
-def test_bad_schedules_are_refused_in_python_and_sql(
-    db: psycopg.Connection, schedule: str, message: str
-) -> None:
+def test_bad_schedules_are_refused_in_python_and_sql(db: psycopg.Connection, schedule: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
         jobs_mod.parse_schedule(schedule)
     with pytest.raises(psycopg.errors.InvalidParameterValue) as err:
@@ -65,14 +63,8 @@ def test_bad_schedules_are_refused_in_python_and_sql(
 
 
 def test_set_job_changes_schedule_and_refuses_nonsense(db: psycopg.Connection) -> None:
-    db.execute(
-        "SELECT guardian.set_job('health_checks', p_schedule => ' */10  *  * * * ', "
-        "p_max_lag => '1 hour')"
-    )
-    assert (
-        scalar(db, "SELECT schedule FROM guardian.jobs WHERE name = 'health_checks'")
-        == "*/10 * * * *"
-    )
+    db.execute("SELECT guardian.set_job('health_checks', p_schedule => ' */10  *  * * * ', p_max_lag => '1 hour')")
+    assert scalar(db, "SELECT schedule FROM guardian.jobs WHERE name = 'health_checks'") == "*/10 * * * *"
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="invalid max_lag"):
         db.execute("SELECT guardian.set_job('health_checks', p_max_lag => '-5 minutes')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown guardian job 'nope'"):
@@ -81,20 +73,14 @@ def test_set_job_changes_schedule_and_refuses_nonsense(db: psycopg.Connection) -
 
 def test_builtin_jobs_are_registered(db: psycopg.Connection) -> None:
     jobs = dict(db.execute("SELECT name, schedule FROM guardian.jobs WHERE builtin").fetchall())
-    assert {"health_checks", "security_events", "security_posture", "watchdog", "retention"} <= set(
-        jobs
-    )
+    assert {"health_checks", "security_events", "security_posture", "watchdog", "retention"} <= set(jobs)
 
 
-def test_jobs_run_all_runs_every_job_and_records_it(
-    cluster: LocalCluster, db: psycopg.Connection
-) -> None:
+def test_jobs_run_all_runs_every_job_and_records_it(cluster: LocalCluster, db: psycopg.Connection) -> None:
     code, out = run_cli("jobs", "run", "--all", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 0, out
     assert "health_checks: ok: health checks:" in out and "retention: ok: deleted 0 resolved" in out
-    rows = db.execute(
-        "SELECT name, last_status, runs, last_result FROM guardian.job_status"
-    ).fetchall()
+    rows = db.execute("SELECT name, last_status, runs, last_result FROM guardian.job_status").fetchall()
     assert all(status == "ok" and runs == 1 and result for _, status, runs, result in rows), rows
     code, out = run_cli("jobs", "list", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 0 and "security_events" in out and "* * * * *" in out
@@ -105,26 +91,19 @@ def test_only_due_jobs_run_in_one_pass(db: psycopg.Connection) -> None:
     due = jobs_mod.due_jobs(db, utc("2024-03-10 12:05:10"))
     assert set(due) >= {"health_checks", "security_events", "watchdog"}
     assert "retention" not in due and "security_posture" not in due
-    db.execute(
-        "UPDATE guardian.jobs SET last_started_at = '2024-03-10 12:05:01+00' "
-        "WHERE name = 'health_checks'"
-    )
+    db.execute("UPDATE guardian.jobs SET last_started_at = '2024-03-10 12:05:01+00' WHERE name = 'health_checks'")
     assert "health_checks" not in jobs_mod.due_jobs(db, utc("2024-03-10 12:09:59"))
     assert "health_checks" in jobs_mod.due_jobs(db, utc("2024-03-10 12:10:00"))
     db.execute("SELECT guardian.set_job('security_events', false)")
     assert "security_events" not in jobs_mod.due_jobs(db, utc("2024-03-10 12:10:00"))
 
 
-def test_failing_job_raises_job_failed_and_the_others_still_run(
-    cluster: LocalCluster, db: psycopg.Connection
-) -> None:
+def test_failing_job_raises_job_failed_and_the_others_still_run(cluster: LocalCluster, db: psycopg.Connection) -> None:
     db.execute(
         "INSERT INTO guardian.jobs (name, schedule, command, description) "
         "VALUES ('broken', '* * * * *', 'SELECT 1/0', 'always fails')"
     )
-    code, out = run_cli(
-        "jobs", "run", "--job", "broken", "--job", "watchdog", "--dsn", cluster.dsn(db.info.dbname)
-    )
+    code, out = run_cli("jobs", "run", "--job", "broken", "--job", "watchdog", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 1, out
     assert "broken: error: division by zero" in out and "watchdog: ok" in out
     [alert] = open_alerts(db, "JOB_FAILED")
@@ -145,9 +124,7 @@ def test_watchdog_raises_job_overdue_once_and_resolves_it(db: psycopg.Connection
         "last_status = 'ok' WHERE name = 'health_checks'"
     )
     for _ in range(2):
-        assert [
-            r["record_id"] for r in run_check(db, "jobs_overdue") if r["status"] == "finding"
-        ] == ["health_checks"]
+        assert [r["record_id"] for r in run_check(db, "jobs_overdue") if r["status"] == "finding"] == ["health_checks"]
     [alert] = open_alerts(db, "JOB_OVERDUE")
     assert alert["severity"] == "HIGH" and alert["occurrences"] == 2
     assert "has not run for 02:00:00" in alert["message"]
@@ -156,21 +133,14 @@ def test_watchdog_raises_job_overdue_once_and_resolves_it(db: psycopg.Connection
     assert open_alerts(db, "JOB_OVERDUE") == []
 
 
-def test_a_job_that_never_ran_becomes_overdue(
-    cluster: LocalCluster, db: psycopg.Connection
-) -> None:
-    db.execute(
-        "UPDATE guardian.jobs SET created_at = now() - interval '1 day' "
-        "WHERE name = 'security_events'"
-    )
+def test_a_job_that_never_ran_becomes_overdue(cluster: LocalCluster, db: psycopg.Connection) -> None:
+    db.execute("UPDATE guardian.jobs SET created_at = now() - interval '1 day' WHERE name = 'security_events'")
     assert scalar(db, "SELECT overdue FROM guardian.job_status WHERE name = 'security_events'")
     code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 0 and "security_events" in out and "overdue=True" in out
 
 
-def test_serve_runs_due_jobs_and_survives_a_lost_server(
-    db: psycopg.Connection, cluster: LocalCluster
-) -> None:
+def test_serve_runs_due_jobs_and_survives_a_lost_server(db: psycopg.Connection, cluster: LocalCluster) -> None:
     db.execute("UPDATE guardian.jobs SET created_at = now() - interval '1 day'")
     lines: list[str] = []
     passes = jobs_mod.serve(
@@ -210,33 +180,22 @@ def test_retention_prunes_old_resolved_alerts_and_says_so(db: psycopg.Connection
     result = scalar(db, "SELECT guardian.run_job('retention')")
     assert result.startswith("ok: deleted 1 resolved alerts older than 90 days")
     assert sorted(
-        r[0]
-        for r in db.execute(
-            "SELECT message FROM guardian.monitoring_alerts WHERE type = 'OLD_NEWS'"
-        )
+        r[0] for r in db.execute("SELECT message FROM guardian.monitoring_alerts WHERE type = 'OLD_NEWS'")
     ) == ["recently resolved", "still open"]
     [note] = open_alerts(db, "RETENTION_PRUNED")
     assert note["severity"] == "INFO" and note["metadata"]["resolved_alerts"] == 1
-    assert "deleted 1 resolved alerts" in scalar(
-        db, "SELECT last_result FROM guardian.jobs WHERE name = 'retention'"
-    )
+    assert "deleted 1 resolved alerts" in scalar(db, "SELECT last_result FROM guardian.jobs WHERE name = 'retention'")
     db.execute("SELECT guardian.set_param('retention.resolved_alerts_days', 5)")
-    assert scalar(db, "SELECT guardian.run_retention()").startswith(
-        "deleted 1 resolved alerts older than 5 days"
-    )
+    assert scalar(db, "SELECT guardian.run_retention()").startswith("deleted 1 resolved alerts older than 5 days")
 
 
-def test_status_shows_checks_that_need_attention(
-    cluster: LocalCluster, db: psycopg.Connection
-) -> None:
+def test_status_shows_checks_that_need_attention(cluster: LocalCluster, db: psycopg.Connection) -> None:
     db.execute("CREATE SEQUENCE hidden_seq")
     db.execute("SELECT guardian.run_checks('health')")
     code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 0, out
     assert "checks: " in out and "sequences degraded: 1 sequences are not readable" in out
-    code, out = run_cli(
-        "checks", "run", "--category", "health", "--dsn", cluster.dsn(db.info.dbname)
-    )
+    code, out = run_cli("checks", "run", "--category", "health", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 0 and "[DEGRADED]" not in out and "[LOW] CHECK_DEGRADED" in out
     code, out = run_cli(
         "checks",
@@ -273,48 +232,33 @@ def test_pg_cron_runs_a_registered_guardian_job(cluster: LocalCluster, cron_db: 
         conn.execute("CREATE EXTENSION pg_cron")
         install_mod.install(conn, method=os.environ.get("GUARDIAN_TEST_INSTALL", "extension"))
         scheduled = dict(
-            conn.execute(
-                "SELECT jobname, schedule FROM cron.job WHERE jobname LIKE 'guardian\\_%'"
-            ).fetchall()
+            conn.execute("SELECT jobname, schedule FROM cron.job WHERE jobname LIKE 'guardian\\_%'").fetchall()
         )
         assert scheduled["guardian_health_checks"] == "*/5 * * * *"
         # Keep only the watchdog, every minute: set_job re-registers with pg_cron.
-        for (name,) in conn.execute(
-            "SELECT name FROM guardian.jobs WHERE name <> 'watchdog'"
-        ).fetchall():
+        for (name,) in conn.execute("SELECT name FROM guardian.jobs WHERE name <> 'watchdog'").fetchall():
             conn.execute("SELECT guardian.set_job(%s, false)", (name,))
         conn.execute("SELECT guardian.set_job('watchdog', p_schedule => '* * * * *')")
-        assert conn.execute("SELECT jobname, schedule FROM cron.job").fetchall() == [
-            ("guardian_watchdog", "* * * * *")
-        ]
+        assert conn.execute("SELECT jobname, schedule FROM cron.job").fetchall() == [("guardian_watchdog", "* * * * *")]
         started = time.monotonic()
         ran = wait_for(
-            lambda: scalar(
-                conn, "SELECT last_finished_at FROM guardian.jobs WHERE name = 'watchdog'"
-            ),
+            lambda: scalar(conn, "SELECT last_finished_at FROM guardian.jobs WHERE name = 'watchdog'"),
             timeout=75,
             step=1,
         )
-        assert ran, (
-            f"pg_cron did not run guardian_watchdog within {time.monotonic() - started:.0f}s"
-        )
+        assert ran, f"pg_cron did not run guardian_watchdog within {time.monotonic() - started:.0f}s"
         assert scalar(conn, "SELECT last_status FROM guardian.jobs WHERE name = 'watchdog'") == "ok"
         assert wait_for(
-            lambda: scalar(
-                conn, "SELECT count(*) FROM cron.job_run_details WHERE status = 'succeeded'"
-            ),
+            lambda: scalar(conn, "SELECT count(*) FROM cron.job_run_details WHERE status = 'succeeded'"),
             timeout=5,
         )
         # Its history is the guardian's to prune (and nothing else's).
         conn.execute("UPDATE cron.job_run_details SET end_time = now() - interval '30 days'")
-        assert scalar(conn, "SELECT guardian.run_retention()").endswith(
-            "pg_cron run records older than 7 days"
-        )
+        assert scalar(conn, "SELECT guardian.run_retention()").endswith("pg_cron run records older than 7 days")
         assert (
             scalar(
                 conn,
-                "SELECT count(*) FROM cron.job_run_details "
-                "WHERE end_time < now() - interval '1 day'",
+                "SELECT count(*) FROM cron.job_run_details WHERE end_time < now() - interval '1 day'",
             )
             == 0
         )

@@ -168,9 +168,7 @@ def test_config_check_cli_exits_2_with_every_problem() -> None:
 
 
 def test_config_check_cli_shows_channels_and_routes() -> None:
-    result = CliRunner().invoke(
-        main, ["config", "check"], env={"SLACK_WEBHOOK_URL": SLACK, "GUARDIAN_CONFIG": ""}
-    )
+    result = CliRunner().invoke(main, ["config", "check"], env={"SLACK_WEBHOOK_URL": SLACK, "GUARDIAN_CONFIG": ""})
     assert result.exit_code == 0, result.output
     assert "channel slack [slack]" in result.output
     assert "route severity=CRITICAL -> slack" in result.output
@@ -180,12 +178,8 @@ def test_template_with_a_syntax_error_is_refused_at_start(tmp_path: Path) -> Non
     (tmp_path / "email").mkdir()
     (tmp_path / "email" / "alert.html.j2").write_text("<p>\n{{ message }\n</p>\n")
     with pytest.raises(ConfigError) as err:
-        config_mod.load(
-            None, env={"GUARDIAN_TEMPLATE_DIR": str(tmp_path), "ADMIN_EMAIL": "ops@example.com"}
-        )
-    assert err.value.problems == [
-        f"template {tmp_path}/email/alert.html.j2 line 2: unexpected '}}'"
-    ]
+        config_mod.load(None, env={"GUARDIAN_TEMPLATE_DIR": str(tmp_path), "ADMIN_EMAIL": "ops@example.com"})
+    assert err.value.problems == [f"template {tmp_path}/email/alert.html.j2 line 2: unexpected '}}'"]
 
 
 def test_durations_accept_units_and_refuse_nonsense() -> None:

@@ -74,9 +74,7 @@ def once(dsn: str, cfg: Any) -> dict[str, int]:
 
 
 def outbox(db: psycopg.Connection) -> list[tuple[Any, ...]]:
-    return db.execute(
-        "SELECT channel, status, seq FROM guardian.relay_outbox ORDER BY channel, seq"
-    ).fetchall()
+    return db.execute("SELECT channel, status, seq FROM guardian.relay_outbox ORDER BY channel, seq").fetchall()
 
 
 def test_critical_goes_to_slack_and_email_high_to_slack_others_are_logged(
@@ -92,9 +90,7 @@ def test_critical_goes_to_slack_and_email_high_to_slack_others_are_logged(
         {"slack": {"type": "slack", "url": receiver.url("/slack")}, "email": email_channel(smtp)},
         app_url="https://admin.example.com",
     )
-    critical = raise_alert(
-        db, metadata={"cleanup_script": "DELETE FROM public.users WHERE id = 1;"}
-    )
+    critical = raise_alert(db, metadata={"cleanup_script": "DELETE FROM public.users WHERE id = 1;"})
     raise_alert(db, "HIGH", "BULK_OPERATION", "82 rows inserted in 3 s", "public.patients", None)
     raise_alert(db, "MEDIUM", "OFF_HOURS_WRITE", "insert at 03:12", "public.patients", None)
     with caplog.at_level("INFO", logger="pg_guardian.relay"):
@@ -106,10 +102,7 @@ def test_critical_goes_to_slack_and_email_high_to_slack_others_are_logged(
         "HIGH: BULK_OPERATION",
     ]
     crit = next(p for p in posts if p.json["attachments"][0]["title"].startswith("CRITICAL"))
-    assert (
-        crit.json["attachments"][0]["actions"][0]["url"]
-        == f"https://admin.example.com/admin/cleanup/{critical}"
-    )
+    assert crit.json["attachments"][0]["actions"][0]["url"] == f"https://admin.example.com/admin/cleanup/{critical}"
     assert crit.json["attachments"][0]["fields"][0] == {
         "title": "Environment",
         "value": "production",
@@ -175,9 +168,7 @@ def test_listen_notify_delivers_without_waiting_for_the_poll(
 def test_burst_of_ten_thousand_rows_is_a_handful_of_messages(
     db: psycopg.Connection, dsn: str, receiver: Receiver
 ) -> None:
-    cfg = relay_config(
-        {"slack": {"type": "slack", "url": receiver.url("/slack"), "group_interval": "1s"}}
-    )
+    cfg = relay_config({"slack": {"type": "slack", "url": receiver.url("/slack"), "group_interval": "1s"}})
     db.execute("""INSERT INTO guardian.monitoring_alerts
                       (severity, type, message, table_name, record_id)
                   SELECT 'CRITICAL', 'TEST_DATA_CONTAMINATION',
@@ -187,10 +178,7 @@ def test_burst_of_ten_thousand_rows_is_a_handful_of_messages(
         posts = receiver.wait_for(lambda r: sum(_count(p) for p in r) >= 10_000, timeout=30)
     assert len(posts) <= 5
     assert sum(_count(p) for p in posts) == 10_000
-    assert (
-        scalar(db, "SELECT count(*) FROM guardian.relay_outbox WHERE status = 'delivered'")
-        == 10_000
-    )
+    assert scalar(db, "SELECT count(*) FROM guardian.relay_outbox WHERE status = 'delivered'") == 10_000
 
 
 def _count(post: Any) -> int:
@@ -225,12 +213,8 @@ def test_open_alert_is_resent_only_after_the_repeat_interval(
     assert once(dsn, cfg)["delivered"] == 0  # nothing new, nothing sent
 
 
-def test_repeat_of_a_resolved_alert_is_dropped(
-    db: psycopg.Connection, dsn: str, receiver: Receiver
-) -> None:
-    cfg = relay_config(
-        {"webhook": {"type": "webhook", "url": receiver.url(), "repeat_interval": "1h"}}
-    )
+def test_repeat_of_a_resolved_alert_is_dropped(db: psycopg.Connection, dsn: str, receiver: Receiver) -> None:
+    cfg = relay_config({"webhook": {"type": "webhook", "url": receiver.url(), "repeat_interval": "1h"}})
     aid = raise_alert(db, fingerprint="fp")
     once(dsn, cfg)
     raise_alert(db, fingerprint="fp")
@@ -256,9 +240,7 @@ def test_silence_holds_notices_back_and_releases_them_when_it_ends(
     other = raise_alert(db, type_="BULK_OPERATION", message="bulk")
     assert once(dsn, cfg)["delivered"] == 1
     assert [r.json["alerts"][0]["id"] for r in receiver.requests] == [other]
-    assert (
-        scalar(db, "SELECT held_notices FROM guardian.active_silences WHERE id = %s", (sid,)) == 1
-    )
+    assert scalar(db, "SELECT held_notices FROM guardian.active_silences WHERE id = %s", (sid,)) == 1
     status = CliRunner().invoke(main, ["relay", "status", "--dsn", dsn, "--format", "json"])
     assert json.loads(status.output)["channels"][0]["silenced"] == 1
     db.execute("SELECT guardian.expire_silence(%s)", (sid,))
@@ -266,13 +248,9 @@ def test_silence_holds_notices_back_and_releases_them_when_it_ends(
     assert receiver.requests[-1].json["alerts"][0]["id"] == held
 
 
-def test_alert_resolved_while_silenced_is_not_sent(
-    db: psycopg.Connection, dsn: str, receiver: Receiver
-) -> None:
+def test_alert_resolved_while_silenced_is_not_sent(db: psycopg.Connection, dsn: str, receiver: Receiver) -> None:
     cfg = relay_config({"webhook": {"type": "webhook", "url": receiver.url()}})
-    sid = scalar(
-        db, "SELECT guardian.create_silence(ARRAY['severity=CRITICAL'], '1 hour', 'maintenance')"
-    )
+    sid = scalar(db, "SELECT guardian.create_silence(ARRAY['severity=CRITICAL'], '1 hour', 'maintenance')")
     aid = raise_alert(db)
     once(dsn, cfg)
     db.execute("SELECT guardian.resolve_alert(%s)", (aid,))
@@ -304,23 +282,13 @@ def test_silence_cli_adds_lists_and_expires(db: psycopg.Connection, dsn: str) ->
     assert added.exit_code == 0, added.output
     sid = added.output.split()[1]
     listed = runner.invoke(main, ["silence", "list", "--dsn", dsn])
-    assert (
-        "type=TEST_DATA_CONTAMINATION, environment!=production" in listed.output
-        and "load test" in listed.output
-    )
-    bad = runner.invoke(
-        main, ["silence", "add", "--dsn", dsn, "-m", "colour=red", "--for", "1h", "--comment", "x"]
-    )
+    assert "type=TEST_DATA_CONTAMINATION, environment!=production" in listed.output and "load test" in listed.output
+    bad = runner.invoke(main, ["silence", "add", "--dsn", dsn, "-m", "colour=red", "--for", "1h", "--comment", "x"])
     assert bad.exit_code == 2
-    assert bad.output.startswith(
-        "error: unknown silence matcher field 'colour' (Match on severity, type"
-    )
+    assert bad.output.startswith("error: unknown silence matcher field 'colour' (Match on severity, type")
     expired = runner.invoke(main, ["silence", "expire", "--dsn", dsn, sid[:8]])
     assert expired.exit_code == 0, expired.output
-    assert (
-        runner.invoke(main, ["silence", "list", "--dsn", dsn]).output.strip()
-        == "no active silences"
-    )
+    assert runner.invoke(main, ["silence", "list", "--dsn", dsn]).output.strip() == "no active silences"
 
 
 def test_failed_sends_are_retried_with_backoff_until_delivered(
@@ -347,12 +315,8 @@ def test_429_retry_after_is_honoured(db: psycopg.Connection, dsn: str, receiver:
     assert second.at - first.at >= 1.9
 
 
-def test_slack_is_paced_to_about_one_post_per_second(
-    db: psycopg.Connection, dsn: str, receiver: Receiver
-) -> None:
-    cfg = relay_config(
-        {"slack": {"type": "slack", "url": receiver.url("/slack"), "group_by": ["id"]}}
-    )
+def test_slack_is_paced_to_about_one_post_per_second(db: psycopg.Connection, dsn: str, receiver: Receiver) -> None:
+    cfg = relay_config({"slack": {"type": "slack", "url": receiver.url("/slack"), "group_by": ["id"]}})
     for i in range(3):
         raise_alert(db, message=f"m{i}")
     with running(Relay(dsn, cfg)):
@@ -380,9 +344,7 @@ def test_dead_letter_after_max_attempts_raises_an_alert_on_a_working_channel(
     assert att["title"] == "HIGH: RELAY_DEAD_LETTER"
     assert "relay gave up on a webhook message (1 alert) after 2 attempts" in att["text"]
     assert len(receiver.on("/broken")) == 2
-    assert (
-        scalar(db, "SELECT status FROM guardian.relay_outbox WHERE alert_id = %s", (aid,)) == "dead"
-    )
+    assert scalar(db, "SELECT status FROM guardian.relay_outbox WHERE alert_id = %s", (aid,)) == "dead"
     status = CliRunner().invoke(main, ["relay", "status", "--dsn", dsn])
     assert status.exit_code == 1 and "webhook: 1 dead-lettered message(s)" in status.output
     # Fixed: re-send the dead letter from scratch.
@@ -390,15 +352,10 @@ def test_dead_letter_after_max_attempts_raises_an_alert_on_a_working_channel(
     retried = CliRunner().invoke(main, ["relay", "retry", "--dsn", dsn, "--channel", "webhook"])
     assert retried.output.strip() == "1 dead-lettered message(s) queued again"
     assert once(dsn, cfg)["delivered"] >= 1
-    assert (
-        scalar(db, "SELECT status FROM guardian.relay_outbox WHERE alert_id = %s", (aid,))
-        == "delivered"
-    )
+    assert scalar(db, "SELECT status FROM guardian.relay_outbox WHERE alert_id = %s", (aid,)) == "delivered"
 
 
-def test_receiver_refusal_is_dead_lettered_at_once(
-    db: psycopg.Connection, dsn: str, receiver: Receiver
-) -> None:
+def test_receiver_refusal_is_dead_lettered_at_once(db: psycopg.Connection, dsn: str, receiver: Receiver) -> None:
     cfg = relay_config({"webhook": {"type": "webhook", "url": receiver.url()}})
     receiver.script.append(Reply(404, body=b"no_service"))
     raise_alert(db)
@@ -442,10 +399,7 @@ def test_template_error_at_render_is_a_clear_failure_and_nothing_is_lost(
     raise_alert(db)
     assert once(dsn, cfg)["failed"] == 1
     error = scalar(db, "SELECT last_error FROM guardian.relay_messages")
-    assert (
-        error.startswith("template email/alert.txt.j2 line 1: UndefinedError:")
-        and "ticket" in error
-    )
+    assert error.startswith("template email/alert.txt.j2 line 1: UndefinedError:") and "ticket" in error
     bad.write_text("ticket {{ alert.metadata.get('ticket', 'none') }}\n")
     fixed = relay_config({"email": email_channel(smtp)}, template_dir=str(tmp_path))
     db.execute("UPDATE guardian.relay_messages SET next_attempt_at = now()")
@@ -476,9 +430,7 @@ def test_megabyte_message_with_control_characters_is_delivered_cut(
     assert mail["X-Guardian-Severity"] == "CRITICAL"
 
 
-def test_two_relays_in_parallel_send_each_alert_once(
-    db: psycopg.Connection, dsn: str, receiver: Receiver
-) -> None:
+def test_two_relays_in_parallel_send_each_alert_once(db: psycopg.Connection, dsn: str, receiver: Receiver) -> None:
     cfg = relay_config(
         {
             "webhook": {
@@ -512,8 +464,7 @@ def test_relay_runs_as_a_role_with_only_guardian_relay(
     assert once(cluster.dsn(dbname, user="relay_bot"), cfg)["delivered"] == 1
     with pytest.raises(
         GuardianError,
-        match="role nobody_bot may not run the relay; a superuser runs: "
-        "GRANT guardian_relay TO nobody_bot;",
+        match="role nobody_bot may not run the relay; a superuser runs: GRANT guardian_relay TO nobody_bot;",
     ):
         once(cluster.dsn(dbname, user="nobody_bot"), cfg)
     with (
@@ -533,9 +484,7 @@ def test_relay_once_cli_prints_a_summary_and_exits_1_on_failures(
         "GUARDIAN_RELAY_MAX_ATTEMPTS": "3",
     }
     receiver.script.append(Reply(500))
-    failed = CliRunner().invoke(
-        main, ["relay", "--once", "--dsn", dsn, "--log-format", "text"], env=env
-    )
+    failed = CliRunner().invoke(main, ["relay", "--once", "--dsn", dsn, "--log-format", "text"], env=env)
     assert failed.exit_code == 1, failed.output
     assert "routed=1 notices=1 delivered=0 failed=1 dead=0" in failed.output
     db.execute("UPDATE guardian.relay_messages SET next_attempt_at = now()")
@@ -544,9 +493,7 @@ def test_relay_once_cli_prints_a_summary_and_exits_1_on_failures(
     assert "delivered=1" in ok.output
 
 
-def test_monitoring_disabled_sends_nothing(
-    db: psycopg.Connection, dsn: str, receiver: Receiver
-) -> None:
+def test_monitoring_disabled_sends_nothing(db: psycopg.Connection, dsn: str, receiver: Receiver) -> None:
     raise_alert(db)
     env = {
         "GUARDIAN_WEBHOOK_URL": receiver.url(),
@@ -560,9 +507,7 @@ def test_monitoring_disabled_sends_nothing(
 
 
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
-def test_email_over_tls_with_authentication(
-    db: psycopg.Connection, dsn: str, certificate: Any, security: str
-) -> None:
+def test_email_over_tls_with_authentication(db: psycopg.Connection, dsn: str, certificate: Any, security: str) -> None:
     import ssl
 
     cert, key = certificate

@@ -60,9 +60,7 @@ def test_relay_killed_mid_delivery_many_times_loses_nothing(
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL
-    delivered_before = scalar(
-        db, "SELECT count(*) FROM guardian.relay_outbox WHERE status = 'delivered'"
-    )
+    delivered_before = scalar(db, "SELECT count(*) FROM guardian.relay_outbox WHERE status = 'delivered'")
     assert delivered_before < alerts  # the kills really interrupted the work
     receiver.delay = 0
     final = start_relay(dsn, config, "--once")
@@ -80,9 +78,7 @@ def test_relay_killed_mid_delivery_many_times_loses_nothing(
 
 
 @pytest.mark.slow
-def test_relay_survives_a_database_restart(
-    cluster: LocalCluster, dbname: str, dsn: str, receiver: Receiver
-) -> None:
+def test_relay_survives_a_database_restart(cluster: LocalCluster, dbname: str, dsn: str, receiver: Receiver) -> None:
     cfg = relay_config(
         {"webhook": {"type": "webhook", "url": receiver.url(), "group_by": ["id"]}},
         relay={"poll_interval": "2s"},

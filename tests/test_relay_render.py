@@ -62,9 +62,7 @@ def message(*alerts: AlertView, count: int | None = None) -> Message:
 
 def test_slack_payload_follows_the_design() -> None:
     a = alert()
-    payload = render.slack_payload(
-        message(a), app_url="https://admin.example.com", channel="#database-alerts"
-    )
+    payload = render.slack_payload(message(a), app_url="https://admin.example.com", channel="#database-alerts")
     assert payload["username"] == "Database Guardian"
     assert payload["icon_emoji"] == ":warning:"
     assert payload["channel"] == "#database-alerts"
@@ -166,12 +164,8 @@ def test_user_template_overrides_the_packaged_one(tmp_path: Path) -> None:
 
 def test_template_error_at_render_names_the_template(tmp_path: Path) -> None:
     (tmp_path / "email").mkdir()
-    (tmp_path / "email" / "alert.txt.j2").write_text(
-        "line one\n{{ alert.metadata.ticket.upper() }}\n"
-    )
-    with pytest.raises(
-        render.RenderError, match=r"template email/alert.txt.j2 line 2: UndefinedError: .*ticket"
-    ):
+    (tmp_path / "email" / "alert.txt.j2").write_text("line one\n{{ alert.metadata.ticket.upper() }}\n")
+    with pytest.raises(render.RenderError, match=r"template email/alert.txt.j2 line 2: UndefinedError: .*ticket"):
         render.email_message(
             message(alert()),
             env=render.environment(tmp_path),
@@ -193,9 +187,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert channels.retry_after(None) is None
     assert channels.retry_after("soon") is None
     when = datetime(2030, 1, 1, tzinfo=UTC)
-    assert channels.retry_after(
-        format_datetime(when, usegmt=True), now=when.timestamp() - 30
-    ) == pytest.approx(30)
+    assert channels.retry_after(format_datetime(when, usegmt=True), now=when.timestamp() - 30) == pytest.approx(30)
 
 
 def test_repeat_is_marked_still_open() -> None:

@@ -53,9 +53,7 @@ def test_prune_removes_history_of_resolved_alerts_and_is_a_daily_job(
             " ARRAY['0s']::interval[], ARRAY['1h']::interval[])",
             (aid,),
         )
-    (mid,) = db.execute(
-        "SELECT message_id FROM guardian.relay_claim('slack', %s, 10, '1 minute')", (token,)
-    ).fetchone()  # type: ignore[misc]
+    (mid,) = db.execute("SELECT message_id FROM guardian.relay_claim('slack', %s, 10, '1 minute')", (token,)).fetchone()  # type: ignore[misc]
     db.execute("SELECT guardian.relay_delivered(ARRAY[%s]::uuid[])", (mid,))
     db.execute("SELECT guardian.resolve_alert(%s)", (aid,))
     assert scalar(db, "SELECT guardian.relay_prune('1 day')") == 0
@@ -63,7 +61,4 @@ def test_prune_removes_history_of_resolved_alerts_and_is_a_daily_job(
     db.execute("UPDATE guardian.relay_messages SET created_at = now() - '40 days'::interval")
     assert scalar(db, "SELECT guardian.relay_prune()") == 1
     assert scalar(db, "SELECT count(*) FROM guardian.relay_messages") == 0
-    assert (
-        scalar(db, "SELECT command FROM guardian.jobs WHERE name = 'relay_prune'")
-        == "SELECT guardian.relay_prune()"
-    )
+    assert scalar(db, "SELECT command FROM guardian.jobs WHERE name = 'relay_prune'") == "SELECT guardian.relay_prune()"

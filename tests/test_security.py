@@ -9,10 +9,22 @@ import pytest
 from helpers import scalar
 
 PUBLIC_FUNCTIONS = {
-    "current_environment()", "current_mode()", "effective_mode(regclass)", "version()", "_is_admin()",
-    "_session_context()", "_alert_fingerprint(text,text,text,text,text)", "_contains_any(text,text[])",
-    "_uuid_matches(uuid,uuid[])", "_anchors(text,text)", "_uuid_bounds(text)", "check_payload(jsonb,text)",
-    "_prefilter_spec(regclass,boolean)", "_suspect(record)", "_suspect(record,record)", "_suspect_any_mode(record)",
+    "current_environment()",
+    "current_mode()",
+    "effective_mode(regclass)",
+    "version()",
+    "_is_admin()",
+    "_session_context()",
+    "_alert_fingerprint(text,text,text,text,text)",
+    "_contains_any(text,text[])",
+    "_uuid_matches(uuid,uuid[])",
+    "_anchors(text,text)",
+    "_uuid_bounds(text)",
+    "check_payload(jsonb,text)",
+    "_prefilter_spec(regclass,boolean)",
+    "_suspect(record)",
+    "_suspect(record,record)",
+    "_suspect_any_mode(record)",
 }
 # The auto-response runs at commit inside whichever session wrote test data, with that session's
 # rights (issue 7): the SECURITY INVOKER helpers it calls do only what the caller could do
@@ -20,27 +32,48 @@ PUBLIC_FUNCTIONS = {
 # auto-response of that very transaction (guardian._response_caller()), or only looks at the
 # caller's own transaction.
 PUBLIC_FUNCTIONS |= {
-    "_table_root(regclass)", "_regclass_of(text)", "_jsonb_texts(jsonb)",
-    "_attnames(regclass,smallint[])", "_cleanup_edges(regclass[])", "_cleanup_steps(regclass[])",
-    "_key_expr(regclass,text)", "_column_list(text,text[])", "_cleanup_roots(jsonb)",
-    "_cleanup_collect(jsonb,boolean)", "_comment(text)",
-    "_cleanup_counts(jsonb,guardian.cleanup_row[])", "_cleanup_group_sql(uuid,jsonb,integer)",
+    "_table_root(regclass)",
+    "_regclass_of(text)",
+    "_jsonb_texts(jsonb)",
+    "_attnames(regclass,smallint[])",
+    "_cleanup_edges(regclass[])",
+    "_cleanup_steps(regclass[])",
+    "_key_expr(regclass,text)",
+    "_column_list(text,text[])",
+    "_cleanup_roots(jsonb)",
+    "_cleanup_collect(jsonb,boolean)",
+    "_comment(text)",
+    "_cleanup_counts(jsonb,guardian.cleanup_row[])",
+    "_cleanup_group_sql(uuid,jsonb,integer)",
     "_cleanup_step_list(jsonb,jsonb)",
     "_render_cleanup_script(uuid,guardian.monitoring_alerts,jsonb,jsonb,boolean)",
-    "_cleanup_prepare(jsonb,uuid,boolean)", "_table_shape(regclass)", "_json_columns(regclass)",
-    "_row_json_expr(regclass,text)", "cleanup_begin(uuid,jsonb,jsonb)",
-    "_auto_cleanup(jsonb,uuid,numeric)", "_record_key(regclass)", "_response_caller()",
-    "_register_cleanup_script(uuid,uuid,jsonb,jsonb,boolean)", "_cleanup_registered(uuid)",
-    "_quarantine_open(uuid)", "_quarantine_put(uuid,guardian.quarantine_item[])",
-    "cleanup_targets(uuid,integer)", "cleanup_step(uuid,integer,bigint)", "cleanup_finish(uuid)",
-    "_auto_alert_roots(uuid)", "_auto_response_report(text,uuid,text,jsonb)",
-    "_auto_response_begin(bigint)", "_auto_response_end()", "_auto_lockdown_check()",
+    "_cleanup_prepare(jsonb,uuid,boolean)",
+    "_table_shape(regclass)",
+    "_json_columns(regclass)",
+    "_row_json_expr(regclass,text)",
+    "cleanup_begin(uuid,jsonb,jsonb)",
+    "_auto_cleanup(jsonb,uuid,numeric)",
+    "_record_key(regclass)",
+    "_response_caller()",
+    "_register_cleanup_script(uuid,uuid,jsonb,jsonb,boolean)",
+    "_cleanup_registered(uuid)",
+    "_quarantine_open(uuid)",
+    "_quarantine_put(uuid,guardian.quarantine_item[])",
+    "cleanup_targets(uuid,integer)",
+    "cleanup_step(uuid,integer,bigint)",
+    "cleanup_finish(uuid)",
+    "_auto_alert_roots(uuid)",
+    "_auto_response_report(text,uuid,text,jsonb)",
+    "_auto_response_begin(bigint)",
+    "_auto_response_end()",
+    "_auto_lockdown_check()",
 }
 
 
 @pytest.fixture
-def app(db: psycopg.Connection, make_role: Callable[..., str],
-        connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
+def app(
+    db: psycopg.Connection, make_role: Callable[..., str], connect: Callable[..., psycopg.Connection]
+) -> psycopg.Connection:
     """An application role that owns its table, as is common when migrations run as the app."""
     make_role("dental_app")
     db.execute("GRANT CREATE ON SCHEMA public TO dental_app")
@@ -57,17 +90,26 @@ def test_application_writes_are_still_checked(app: psycopg.Connection, db: psyco
     with pytest.raises(psycopg.Error) as err:
         app.execute("INSERT INTO public.patients (email, full_name) VALUES ('a@b.com', 'Test User')")
     assert err.value.sqlstate == "GD001"
-    assert scalar(db, "SELECT metadata->'session'->>'session_user' FROM guardian.monitoring_alerts "
-                      "WHERE type = 'STRICT_MODE_REJECTION'") == "dental_app"
+    assert (
+        scalar(
+            db,
+            "SELECT metadata->'session'->>'session_user' FROM guardian.monitoring_alerts "
+            "WHERE type = 'STRICT_MODE_REJECTION'",
+        )
+        == "dental_app"
+    )
 
 
-@pytest.mark.parametrize("statement", [
-    "ALTER TABLE public.patients DISABLE TRIGGER ALL",
-    "ALTER TABLE public.patients DISABLE TRIGGER USER",
-    "ALTER TABLE public.patients DISABLE TRIGGER guardian_contamination_insert",
-    "DROP TRIGGER guardian_contamination_insert ON public.patients",
-    "DROP TRIGGER guardian_activity ON public.patients",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER TABLE public.patients DISABLE TRIGGER ALL",
+        "ALTER TABLE public.patients DISABLE TRIGGER USER",
+        "ALTER TABLE public.patients DISABLE TRIGGER guardian_contamination_insert",
+        "DROP TRIGGER guardian_contamination_insert ON public.patients",
+        "DROP TRIGGER guardian_activity ON public.patients",
+    ],
+)
 def test_table_owner_cannot_disable_or_drop_guardian_triggers(app: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
         app.execute(statement)
@@ -80,23 +122,32 @@ def test_guardian_admin_may_unwatch(app: psycopg.Connection, db: psycopg.Connect
     assert app.execute("SELECT guardian.unwatch('public.patients')").fetchone() == (True,)
 
 
-@pytest.mark.parametrize(("statement", "error"), [
-    ("UPDATE guardian.monitoring_alerts SET resolved_at = now()", psycopg.errors.InsufficientPrivilege),
-    ("DELETE FROM guardian.monitoring_alerts", psycopg.errors.InsufficientPrivilege),
-    ("INSERT INTO guardian.monitoring_alerts (severity, type, message) VALUES ('LOW', 'X', 'forged')", psycopg.errors.InsufficientPrivilege),
-    ("TRUNCATE guardian.findings", psycopg.errors.InsufficientPrivilege),
-    ("UPDATE guardian.rules SET enabled = false", psycopg.errors.InsufficientPrivilege),
-    ("INSERT INTO guardian.allowlist (value, reason) VALUES ('x', 'y')", psycopg.errors.InsufficientPrivilege),
-    ("SELECT guardian.set_mode('off')", psycopg.errors.InsufficientPrivilege),
-    ("SELECT guardian.set_environment('local')", psycopg.errors.InsufficientPrivilege),
-    ("SELECT guardian.raise_alert('X', 'LOW', 'forged')", psycopg.errors.InsufficientPrivilege),
-    ("SELECT guardian.resolve_alert(gen_random_uuid())", psycopg.errors.InsufficientPrivilege),
-    ("SELECT guardian.allow('keyboard_mash', p_reason => 'x')", psycopg.errors.InsufficientPrivilege),
-    ("SELECT guardian.unwatch('public.patients')", psycopg.errors.InsufficientPrivilege),
-    ("ALTER TABLE guardian.rules DISABLE TRIGGER ALL", psycopg.errors.InsufficientPrivilege),
-    ("DROP FUNCTION guardian._on_contamination()", psycopg.errors.InsufficientPrivilege),
-    ("CREATE FUNCTION guardian.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'", psycopg.errors.InsufficientPrivilege),
-])
+@pytest.mark.parametrize(
+    ("statement", "error"),
+    [
+        ("UPDATE guardian.monitoring_alerts SET resolved_at = now()", psycopg.errors.InsufficientPrivilege),
+        ("DELETE FROM guardian.monitoring_alerts", psycopg.errors.InsufficientPrivilege),
+        (
+            "INSERT INTO guardian.monitoring_alerts (severity, type, message) VALUES ('LOW', 'X', 'forged')",
+            psycopg.errors.InsufficientPrivilege,
+        ),
+        ("TRUNCATE guardian.findings", psycopg.errors.InsufficientPrivilege),
+        ("UPDATE guardian.rules SET enabled = false", psycopg.errors.InsufficientPrivilege),
+        ("INSERT INTO guardian.allowlist (value, reason) VALUES ('x', 'y')", psycopg.errors.InsufficientPrivilege),
+        ("SELECT guardian.set_mode('off')", psycopg.errors.InsufficientPrivilege),
+        ("SELECT guardian.set_environment('local')", psycopg.errors.InsufficientPrivilege),
+        ("SELECT guardian.raise_alert('X', 'LOW', 'forged')", psycopg.errors.InsufficientPrivilege),
+        ("SELECT guardian.resolve_alert(gen_random_uuid())", psycopg.errors.InsufficientPrivilege),
+        ("SELECT guardian.allow('keyboard_mash', p_reason => 'x')", psycopg.errors.InsufficientPrivilege),
+        ("SELECT guardian.unwatch('public.patients')", psycopg.errors.InsufficientPrivilege),
+        ("ALTER TABLE guardian.rules DISABLE TRIGGER ALL", psycopg.errors.InsufficientPrivilege),
+        ("DROP FUNCTION guardian._on_contamination()", psycopg.errors.InsufficientPrivilege),
+        (
+            "CREATE FUNCTION guardian.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            psycopg.errors.InsufficientPrivilege,
+        ),
+    ],
+)
 def test_application_role_cannot_tamper(app: psycopg.Connection, statement: str, error: type) -> None:
     with pytest.raises(error):
         app.execute(statement)
@@ -111,8 +162,11 @@ def test_every_function_pins_search_path(db: psycopg.Connection) -> None:
     ).fetchall()
     # The exceptions run on every write and qualify every name instead (generated constants, or
     # inlined into callers that pin search_path).
-    assert sorted(r[0] for r in unpinned) == ["guardian._anchors(text,text)", "guardian._rule_matches(text,text,text[],text)",
-                                              "guardian._uuid_bounds(text)"]
+    assert sorted(r[0] for r in unpinned) == [
+        "guardian._anchors(text,text)",
+        "guardian._rule_matches(text,text,text[],text)",
+        "guardian._uuid_bounds(text)",
+    ]
 
 
 def test_only_harmless_functions_are_public(db: psycopg.Connection) -> None:
@@ -133,15 +187,22 @@ def test_guardian_objects_belong_to_the_guardian_owner(db: psycopg.Connection) -
     superuser_owned = db.execute(
         "SELECT proname FROM pg_proc WHERE pronamespace = 'guardian'::regnamespace "
         "AND pg_get_userbyid(proowner) <> 'guardian_owner' "
-        "AND oid NOT IN (SELECT evtfoid FROM pg_event_trigger) ORDER BY 1").fetchall()
+        "AND oid NOT IN (SELECT evtfoid FROM pg_event_trigger) ORDER BY 1"
+    ).fetchall()
     # Event trigger functions run as whoever runs DDL (superusers too): none may belong to a
     # role that could replace them.
-    assert db.execute("SELECT count(*) FROM pg_event_trigger AS e JOIN pg_proc AS p ON p.oid = e.evtfoid "
-                      "WHERE pg_get_userbyid(p.proowner) = 'guardian_owner'").fetchone() == (0,)
+    assert db.execute(
+        "SELECT count(*) FROM pg_event_trigger AS e JOIN pg_proc AS p ON p.oid = e.evtfoid "
+        "WHERE pg_get_userbyid(p.proowner) = 'guardian_owner'"
+    ).fetchone() == (0,)
     # dblink and the server log need a superuser, and lockdown changes other roles' privileges
     # and settings: these few stay with the installing role.
     assert {r[0] for r in superuser_owned} <= {
-        "_record_rejection", "_role_password_digests", "_prune_cron_history",
-        "_lockdown_privilege", "_lockdown_read_only", "_lockdown_end_sessions",
+        "_record_rejection",
+        "_role_password_digests",
+        "_prune_cron_history",
+        "_lockdown_privilege",
+        "_lockdown_read_only",
+        "_lockdown_end_sessions",
     }
     assert scalar(db, "SELECT rolsuper OR rolcanlogin FROM pg_roles WHERE rolname = 'guardian_owner'") is False

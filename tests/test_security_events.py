@@ -22,9 +22,7 @@ def fail_login(cluster: LocalCluster, dbname: str, user: str, times: int = 1) ->
             psycopg.connect(cluster.tcp_dsn(dbname, user, "wrong-password"), connect_timeout=5)
 
 
-def log_findings(
-    db: psycopg.Connection, alert_type: str, record_id: str
-) -> list[dict[str, object]]:
+def log_findings(db: psycopg.Connection, alert_type: str, record_id: str) -> list[dict[str, object]]:
     """Read the log until a finding of this type about this role shows up (bounded)."""
     return wait_for(
         lambda: [r for r in findings(db, "server_log", alert_type) if r["record_id"] == record_id],
@@ -42,8 +40,7 @@ def test_failed_logins_are_read_from_the_log_and_brute_force_fires_at_threshold(
     assert row["severity"] == "LOW" and "127.0.0.1" in row["detail"]
     events = scalar(
         db,
-        "SELECT count(*) FROM guardian.security_events "
-        "WHERE kind = 'login_failed' AND role_name = %s",
+        "SELECT count(*) FROM guardian.security_events WHERE kind = 'login_failed' AND role_name = %s",
         (role,),
     )
     assert events == 4
@@ -58,10 +55,7 @@ def test_failed_logins_are_read_from_the_log_and_brute_force_fires_at_threshold(
     assert alert["occurrences"] == 2  # an ongoing attack is one alert
     # A right password is not an event.
     psycopg.connect(cluster.tcp_dsn(db.info.dbname, role, "right-password")).close()
-    assert (
-        scalar(db, "SELECT count(*) FROM guardian.security_events WHERE role_name = %s", (role,))
-        == 6
-    )
+    assert scalar(db, "SELECT count(*) FROM guardian.security_events WHERE role_name = %s", (role,)) == 6
 
 
 def test_brute_force_threshold_and_window_are_settings(
@@ -95,22 +89,16 @@ def test_permission_denied_and_strict_mode_rejections_in_this_database(
         app.execute("SELECT * FROM patients")
     with pytest.raises(psycopg.errors.RaiseException):
         app.execute(
-            "DO $$ BEGIN RAISE EXCEPTION 'pg_guardian: strict mode rejected test data in "
-            "public.patients'; END $$"
+            "DO $$ BEGIN RAISE EXCEPTION 'pg_guardian: strict mode rejected test data in public.patients'; END $$"
         )
     [denied] = log_findings(db, "PERMISSION_DENIED", role)
-    assert (
-        denied["severity"] == "MEDIUM"
-        and "permission denied for table patients" in denied["detail"]
-    )
+    assert denied["severity"] == "MEDIUM" and "permission denied for table patients" in denied["detail"]
     assert denied["metadata"]["query"] == "SELECT * FROM patients"
     [strict] = [a for a in open_alerts(db, "STRICT_MODE_REJECTED") if a["record_id"] == role]
     assert strict["severity"] == "HIGH" and "public.patients" in strict["message"]
 
 
-def test_log_rotation_is_followed(
-    cluster: LocalCluster, db: psycopg.Connection, make_role: Callable[..., str]
-) -> None:
+def test_log_rotation_is_followed(cluster: LocalCluster, db: psycopg.Connection, make_role: Callable[..., str]) -> None:
     role = make_role("rot_victim", password="right-password")
     run_check(db, "server_log")
     fail_login(cluster, db.info.dbname, role)
@@ -121,12 +109,7 @@ def test_log_rotation_is_followed(
 
     def events() -> bool:
         run_check(db, "server_log")
-        return (
-            scalar(
-                db, "SELECT count(*) FROM guardian.security_events WHERE role_name = %s", (role,)
-            )
-            == 3
-        )
+        return scalar(db, "SELECT count(*) FROM guardian.security_events WHERE role_name = %s", (role,)) == 3
 
     assert wait_for(events, timeout=10)
     assert (
@@ -153,63 +136,44 @@ def unreadable_log_file(cluster: LocalCluster) -> Iterator[Path]:
     path.unlink()
 
 
-def test_unreadable_log_is_a_degraded_check_not_a_broken_job(
-    db: psycopg.Connection, unreadable_log_file: Path
-) -> None:
+def test_unreadable_log_is_a_degraded_check_not_a_broken_job(db: psycopg.Connection, unreadable_log_file: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: the file must be unreadable by the server's user")
     db.execute("SELECT guardian.run_checks('security')")  # reader positioned before the file
     rows = run_check(db, "server_log")
     [row] = rows
     assert row["status"] == "degraded" and row["alert_type"] == "CHECK_DEGRADED"
-    assert (
-        "cannot read server log file" in row["detail"] and unreadable_log_file.name in row["detail"]
-    )
+    assert "cannot read server log file" in row["detail"] and unreadable_log_file.name in row["detail"]
     assert "log_file_mode" in row["remediation"]
     result = scalar(db, "SELECT guardian.run_job('security_events')")
     assert result.startswith("ok: security checks:") and "1 degraded" in result
-    assert (
-        scalar(db, "SELECT last_status FROM guardian.check_status WHERE name = 'server_log'")
-        == "degraded"
-    )
+    assert scalar(db, "SELECT last_status FROM guardian.check_status WHERE name = 'server_log'") == "degraded"
 
 
 def test_log_reader_without_rights_says_which_grant_is_missing(db: psycopg.Connection) -> None:
-    db.execute(
-        "REVOKE EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) "
-        "FROM guardian_owner"
-    )
+    db.execute("REVOKE EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) FROM guardian_owner")
     [row] = run_check(db, "server_log")
     assert row["status"] == "degraded" and "may not read the server log" in row["detail"]
     assert "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file" in row["remediation"]
     [alert] = open_alerts(db, "CHECK_DEGRADED")
     assert alert["severity"] == "LOW" and alert["record_id"] == "server_log"
-    db.execute(
-        "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) "
-        "TO guardian_owner"
-    )
+    db.execute("GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO guardian_owner")
     assert run_check(db, "server_log")[0]["status"] in ("ok", "finding")
     assert open_alerts(db, "CHECK_DEGRADED") == []
 
 
-def test_role_escalation_membership_and_password_changes(
-    db: psycopg.Connection, make_role: Callable[..., str]
-) -> None:
+def test_role_escalation_membership_and_password_changes(db: psycopg.Connection, make_role: Callable[..., str]) -> None:
     run_check(db, "role_changes")
     role = make_role("new_intern", password="first")
     [created] = [r for r in findings(db, "role_changes") if r["record_id"] == role]
     assert created["alert_type"] == "ROLE_CREATED" and created["severity"] == "MEDIUM"
-    assert [
-        r for r in findings(db, "role_changes") if r["record_id"] == role
-    ] == []  # reported once
+    assert [r for r in findings(db, "role_changes") if r["record_id"] == role] == []  # reported once
 
     db.execute(f"ALTER ROLE {role} SUPERUSER CREATEROLE")
     db.execute(f"GRANT pg_read_server_files TO {role}")
     db.execute(f"ALTER ROLE {role} PASSWORD 'second'")
     got = {
-        (r["alert_type"], r["severity"], r["detail"])
-        for r in findings(db, "role_changes")
-        if r["record_id"] == role
+        (r["alert_type"], r["severity"], r["detail"]) for r in findings(db, "role_changes") if r["record_id"] == role
     }
     assert got == {
         ("ROLE_ESCALATION", "CRITICAL", "role new_intern gained SUPERUSER"),
@@ -225,8 +189,7 @@ def test_role_escalation_membership_and_password_changes(
     assert (
         scalar(
             db,
-            "SELECT count(*) FROM guardian.monitoring_alerts "
-            "WHERE metadata::text ~ 'SCRAM|[0-9a-f]{64}'",
+            "SELECT count(*) FROM guardian.monitoring_alerts WHERE metadata::text ~ 'SCRAM|[0-9a-f]{64}'",
         )
         == 0
     )
@@ -253,10 +216,7 @@ def test_grant_to_public_is_high_and_reported_at_once(
     [granted] = open_alerts(db, "PRIVILEGE_GRANTED")
     assert granted["severity"] == "MEDIUM" and granted["record_id"] == reader
     app.execute(f"GRANT SELECT (id) ON invoices TO {reader}")
-    assert any(
-        "SELECT on column public.invoices.id" in a["message"]
-        for a in open_alerts(db, "PRIVILEGE_GRANTED")
-    )
+    assert any("SELECT on column public.invoices.id" in a["message"] for a in open_alerts(db, "PRIVILEGE_GRANTED"))
     app.execute("REVOKE SELECT ON invoices FROM PUBLIC")
     [revoked] = open_alerts(db, "PRIVILEGE_REVOKED")
     assert revoked["severity"] == "LOW" and "revoked from PUBLIC" in revoked["message"]
@@ -302,10 +262,7 @@ def test_risky_posture_is_found_and_resolves_when_fixed(db: psycopg.Connection) 
     db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     left = {
         r[0]: r[1]
-        for r in db.execute(
-            "SELECT alert_type, severity FROM guardian.run_checks('posture') "
-            "WHERE status = 'finding'"
-        )
+        for r in db.execute("SELECT alert_type, severity FROM guardian.run_checks('posture') WHERE status = 'finding'")
     }
     assert left == {"TABLE_READABLE_BY_PUBLIC": "LOW"}  # RLS now filters what PUBLIC reads
     resolved = scalar(
@@ -317,9 +274,7 @@ def test_risky_posture_is_found_and_resolves_when_fixed(db: psycopg.Connection) 
     assert resolved == 3
 
 
-def test_unreadable_log_directory_is_a_degraded_check(
-    cluster: LocalCluster, db: psycopg.Connection
-) -> None:
+def test_unreadable_log_directory_is_a_degraded_check(cluster: LocalCluster, db: psycopg.Connection) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: the folder must be unreadable by the server's user")
     mode = cluster.logdir.stat().st_mode

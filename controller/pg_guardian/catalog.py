@@ -54,10 +54,7 @@ def objects_query() -> ObjectsQuery:
     )
     if not match:
         raise CatalogError(f"guardian.schema_objects() not found in {path}; the package is damaged")
-    settings = tuple(
-        (m.group(1), m.group(2))
-        for m in re.finditer(r"^SET (\w+) = (.+)$", match.group("header"), re.M)
-    )
+    settings = tuple((m.group(1), m.group(2)) for m in re.finditer(r"^SET (\w+) = (.+)$", match.group("header"), re.M))
     return ObjectsQuery(match.group("body").strip(), settings)
 
 
@@ -104,13 +101,7 @@ def jsonb_text(value: Any) -> str:
     """``value::text`` as PostgreSQL prints jsonb: keys by length then bytes, ", " and ": "."""
     if isinstance(value, Mapping):
         keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
-        return (
-            "{"
-            + ", ".join(
-                f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in keys
-            )
-            + "}"
-        )
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in keys) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(jsonb_text(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
@@ -241,16 +232,12 @@ def fingerprint_from_document(document: Any, origin: str) -> Fingerprint:
             raise CatalogError(f"{origin}: object {key!r} is incomplete ({exc})") from exc
         if key != f"{obj.kind} {obj.identity}" or obj.checksum != definition_checksum(definition):
             raise CatalogError(
-                f"{origin} is corrupt: object {key!r} does not match its checksum; "
-                "export it again unchanged"
+                f"{origin} is corrupt: object {key!r} does not match its checksum; export it again unchanged"
             )
         objects[key] = obj
     fingerprint = Fingerprint(objects, origin)
     if fingerprint.checksum != document.get("checksum"):
-        raise CatalogError(
-            f"{origin} is corrupt: its checksum does not match its objects; "
-            "export it again unchanged"
-        )
+        raise CatalogError(f"{origin} is corrupt: its checksum does not match its objects; export it again unchanged")
     return fingerprint
 
 

@@ -27,9 +27,7 @@ def _sql_error(exc: psycopg.Error) -> CheckError:
     return CheckError(message + (f"; {hint}" if hint else ""))
 
 
-def run(
-    conn: psycopg.Connection, *, category: str | None = None, check: str | None = None
-) -> list[dict[str, Any]]:
+def run(conn: psycopg.Connection, *, category: str | None = None, check: str | None = None) -> list[dict[str, Any]]:
     """Run checks (a category, one check, or all) and return one row per finding or per
     check without findings (status ok, disabled, degraded or error)."""
     cur = conn.cursor(row_factory=dict_row)
@@ -77,14 +75,10 @@ def parameters(conn: psycopg.Connection) -> list[dict[str, Any]]:
     )
 
 
-def set_parameter(
-    conn: psycopg.Connection, name: str, value: str | None, environment: str = "*"
-) -> Any:
+def set_parameter(conn: psycopg.Connection, name: str, value: str | None, environment: str = "*") -> Any:
     """Set (or with None, reset) a threshold; the database refuses nonsense with the fix."""
     try:
-        row = conn.execute(
-            "SELECT guardian.set_param(%s, %s::numeric, %s)", (name, value, environment)
-        ).fetchone()
+        row = conn.execute("SELECT guardian.set_param(%s, %s::numeric, %s)", (name, value, environment)).fetchone()
     except psycopg.errors.InvalidTextRepresentation as exc:
         raise CheckError(f"invalid value {value!r} for parameter {name}: give a number") from exc
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.InsufficientPrivilege) as exc:

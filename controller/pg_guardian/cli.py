@@ -34,9 +34,7 @@ def dsn_option(func: F) -> F:
 
 
 def format_option(func: F) -> F:
-    return click.option(
-        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-    )(func)
+    return click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)(func)
 
 
 def emit_json(data: Any) -> None:
@@ -68,21 +66,30 @@ def main() -> None:
 
 @main.command()
 @dsn_option
-@click.option("--method", type=click.Choice(install_mod.METHODS), default="auto", show_default=True,
-              help="extension: CREATE EXTENSION (files on the server); sql: plain SQL for managed Postgres.")
+@click.option(
+    "--method",
+    type=click.Choice(install_mod.METHODS),
+    default="auto",
+    show_default=True,
+    help="extension: CREATE EXTENSION (files on the server); sql: plain SQL for managed Postgres.",
+)
 @click.option("--version", "version", help="Version to install (default: the newest).")
 @click.option("--environment", help="Declare the environment (production, staging, local, ...).")
 @click.option("--mode", type=click.Choice(["off", "warn", "strict"]), help="Set the guard mode.")
 @click.option("--upgrade", "or_upgrade", is_flag=True, help="If already installed, upgrade instead of failing.")
-def install(dsn: str | None, method: str, version: str | None, environment: str | None,
-            mode: str | None, or_upgrade: bool) -> None:
+def install(
+    dsn: str | None, method: str, version: str | None, environment: str | None, mode: str | None, or_upgrade: bool
+) -> None:
     """Install pg_guardian into a database."""
     with db.connect(dsn, "install", autocommit=True) as conn:
         state = install_mod.installed(conn)
         if state.version and or_upgrade:
             old, new = install_mod.upgrade(conn, to=version)
-            click.echo(f"pg_guardian {old} -> {new} ({state.method}) in {conn.info.dbname}"
-                       if old != new else f"pg_guardian {new} already installed in {conn.info.dbname}")
+            click.echo(
+                f"pg_guardian {old} -> {new} ({state.method}) in {conn.info.dbname}"
+                if old != new
+                else f"pg_guardian {new} already installed in {conn.info.dbname}"
+            )
         else:
             state = install_mod.install(conn, method=method, version=version)
             click.echo(f"installed pg_guardian {state.version} ({state.method}) in {conn.info.dbname}")
@@ -158,8 +165,14 @@ def status(dsn: str | None, fmt: str) -> None:
 
 
 @main.command()
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".demo"),
-              show_default=True, help="Where the throwaway cluster lives (git-ignored).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the throwaway cluster lives (git-ignored).",
+)
 @click.option("--keep", is_flag=True, help="Leave the cluster running and print how to connect.")
 def demo(directory: Path, keep: bool) -> None:
     """Start a throwaway cluster with a sample dental schema and show the guardian at work."""
@@ -174,7 +187,10 @@ def demo(directory: Path, keep: bool) -> None:
 def config_option(func: F) -> F:
     """``--config``, falling back to ``GUARDIAN_CONFIG``."""
     return click.option(
-        "--config", "config_path", type=click.Path(path_type=Path), default=None,
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=None,
         help="Controller configuration (TOML); default: $GUARDIAN_CONFIG, else defaults and environment.",
     )(func)
 
@@ -184,11 +200,22 @@ def config_option(func: F) -> F:
 @config_option
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit (1 if a delivery failed).")
 @click.option("--poll-interval", help="Look for alerts at least this often, e.g. 5s (default from config).")
-@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True,
-              help="Structured log lines on stderr.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="Structured log lines on stderr.",
+)
 @click.pass_context
-def relay(ctx: click.Context, dsn: str | None, config_path: Path | None, once: bool,
-          poll_interval: str | None, log_format: str) -> None:
+def relay(
+    ctx: click.Context,
+    dsn: str | None,
+    config_path: Path | None,
+    once: bool,
+    poll_interval: str | None,
+    log_format: str,
+) -> None:
     """Deliver alerts to Slack, email and webhooks (runs until stopped; see also `relay status`).
 
     Exit codes: 0 stopped cleanly (or --once delivered everything due), 1 --once had failed
@@ -217,8 +244,13 @@ def relay(ctx: click.Context, dsn: str | None, config_path: Path | None, once: b
 @relay.command("status")
 @dsn_option
 @format_option
-@click.option("--stale-after", type=float, default=300.0, show_default=True,
-              help="Seconds a notice may wait before status reports a problem.")
+@click.option(
+    "--stale-after",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds a notice may wait before status reports a problem.",
+)
 def relay_status(dsn: str | None, fmt: str, stale_after: float) -> None:
     """Relay queue per channel: depth, oldest undelivered, failures. Exit 1 if something is stuck."""
     from pg_guardian.relay import status as relay_status_mod
@@ -228,16 +260,22 @@ def relay_status(dsn: str | None, fmt: str, stale_after: float) -> None:
     if fmt == "json":
         emit_json(data)
     else:
-        click.echo(f"relay in {data['database']}: {data['relay_connections']} relay connection(s), "
-                   f"{data['intake_backlog']} alert(s) waiting to be routed")
-        header = f"  {'channel':12} {'pending':>8} {'silenced':>8} {'sending':>8} {'retrying':>8} " \
-                 f"{'dead':>5} {'sent/1h':>8} {'oldest':>8}"
+        click.echo(
+            f"relay in {data['database']}: {data['relay_connections']} relay connection(s), "
+            f"{data['intake_backlog']} alert(s) waiting to be routed"
+        )
+        header = (
+            f"  {'channel':12} {'pending':>8} {'silenced':>8} {'sending':>8} {'retrying':>8} "
+            f"{'dead':>5} {'sent/1h':>8} {'oldest':>8}"
+        )
         click.echo(header)
         for row in data["channels"]:
             oldest = row["oldest_undelivered_seconds"]
-            click.echo(f"  {row['channel']:12} {row['pending']:>8} {row['silenced']:>8} {row['sending']:>8} "
-                       f"{row['retrying']:>8} {row['dead_messages']:>5} {row['delivered_last_hour']:>8} "
-                       f"{'-' if oldest is None else f'{oldest:.0f}s':>8}")
+            click.echo(
+                f"  {row['channel']:12} {row['pending']:>8} {row['silenced']:>8} {row['sending']:>8} "
+                f"{row['retrying']:>8} {row['dead_messages']:>5} {row['delivered_last_hour']:>8} "
+                f"{'-' if oldest is None else f'{oldest:.0f}s':>8}"
+            )
             if row["last_error"]:
                 click.echo(f"    last error: {row['last_error'][:200]}")
         for problem in data["problems"]:
@@ -263,13 +301,18 @@ def silence() -> None:
 
 @silence.command("add")
 @dsn_option
-@click.option("-m", "--match", "matchers", multiple=True, required=True,
-              help="field=value, field!=value, field=~regex or field!~regex; repeat for more.")
+@click.option(
+    "-m",
+    "--match",
+    "matchers",
+    multiple=True,
+    required=True,
+    help="field=value, field!=value, field=~regex or field!~regex; repeat for more.",
+)
 @click.option("--for", "duration", required=True, help="How long, e.g. 30m, 2h, 1d.")
 @click.option("--comment", required=True, help="Why (shown in silence list).")
 @click.option("--channel", help="Only this channel (default: every channel).")
-def silence_add(dsn: str | None, matchers: tuple[str, ...], duration: str, comment: str,
-                channel: str | None) -> None:
+def silence_add(dsn: str | None, matchers: tuple[str, ...], duration: str, comment: str, channel: str | None) -> None:
     """Create a silence, e.g. -m type=TEST_DATA_CONTAMINATION -m environment=staging --for 2h."""
     from pg_guardian import config as config_mod
     from pg_guardian.errors import ConfigError
@@ -299,9 +342,11 @@ def silence_list(dsn: str | None, fmt: str) -> None:
     if not rows:
         click.echo("no active silences")
     for row in rows:
-        click.echo(f"{row['id']}  until {row['ends_at']:%Y-%m-%d %H:%M %Z}  [{row['channel']}]  "
-                   f"{row['matchers']}  holds {row['held_notices']}  "
-                   f"by {row['created_by']}: {row['comment']}")
+        click.echo(
+            f"{row['id']}  until {row['ends_at']:%Y-%m-%d %H:%M %Z}  [{row['channel']}]  "
+            f"{row['matchers']}  holds {row['held_notices']}  "
+            f"by {row['created_by']}: {row['comment']}"
+        )
 
 
 @silence.command("expire")
@@ -342,21 +387,21 @@ def config_check(config_path: Path | None, fmt: str) -> None:
         click.echo(f"  channel {name} [{chan['type']}] {where}")
     for route in data["routes"]:
         match = " ".join(f"{k}={','.join(v)}" for k, v in route["match"].items()) or "every alert"
-        click.echo(f"  route {match} -> {', '.join(route['channels']) or '(log only)'}"
-                   + (" (continue)" if route["continue"] else ""))
+        click.echo(
+            f"  route {match} -> {', '.join(route['channels']) or '(log only)'}"
+            + (" (continue)" if route["continue"] else "")
+        )
     if data["default_routes"]:
-        click.echo("  (the design's default routes: CRITICAL to every channel, "
-                   "HIGH to Slack and webhooks)")
+        click.echo("  (the design's default routes: CRITICAL to every channel, HIGH to Slack and webhooks)")
     for warning in data["warnings"]:
         click.echo(f"  warning: {warning}")
+
 
 # --- jobs, health checks and security events (issue 6) -------------------------------------
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    cells = [columns] + [
-        tuple("" if r.get(c) is None else str(r.get(c)) for c in columns) for r in rows
-    ]
+    cells = [columns] + [tuple("" if r.get(c) is None else str(r.get(c)) for c in columns) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for n, row in enumerate(cells):
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -381,8 +426,7 @@ def jobs_list(dsn: str | None, fmt: str) -> None:
     if fmt == "json":
         emit_json(rows)
     else:
-        _table(rows, ("name", "schedule", "enabled", "last_status", "last_finished_at", "overdue",
-                      "last_result"))
+        _table(rows, ("name", "schedule", "enabled", "last_status", "last_finished_at", "overdue", "last_result"))
 
 
 @jobs.command("run")
@@ -397,8 +441,7 @@ def jobs_run(dsn: str | None, all_jobs: bool, names: tuple[str, ...], fmt: str) 
     with db.connect(dsn, "jobs run", autocommit=True) as conn:
         runs = jobs_mod.run_due(conn, all_jobs=all_jobs, names=names)
     if fmt == "json":
-        emit_json([{"job": r.name, "result": r.result, "seconds": round(r.seconds, 3)}
-                   for r in runs])
+        emit_json([{"job": r.name, "result": r.result, "seconds": round(r.seconds, 3)} for r in runs])
     elif not runs:
         click.echo("no job is due")
     for r in runs if fmt == "text" else []:
@@ -436,8 +479,11 @@ def checks() -> None:
 
 @checks.command("run")
 @dsn_option
-@click.option("--category", type=click.Choice(["health", "security", "posture", "jobs"]),
-              help="Only this category (default: all).")
+@click.option(
+    "--category",
+    type=click.Choice(["health", "security", "posture", "jobs"]),
+    help="Only this category (default: all).",
+)
 @click.option("--check", "check", help="Only this check.")
 @format_option
 def checks_run(dsn: str | None, category: str | None, check: str | None, fmt: str) -> None:
@@ -456,10 +502,11 @@ def checks_run(dsn: str | None, category: str | None, check: str | None, fmt: st
             click.echo(f"[{label}] {r['alert_type'] or r['check_name']}: {r['detail']}")
             if r["remediation"]:
                 click.echo(f"    fix: {r['remediation']}")
-        count = {s: sum(1 for r in rows if r["status"] == s)
-                 for s in ("ok", "finding", "degraded", "error")}
-        click.echo(f"{count['ok']} checks ok, {count['finding']} findings, "
-                   f"{count['degraded'] + count['error']} degraded or failed")
+        count = {s: sum(1 for r in rows if r["status"] == s) for s in ("ok", "finding", "degraded", "error")}
+        click.echo(
+            f"{count['ok']} checks ok, {count['finding']} findings, "
+            f"{count['degraded'] + count['error']} degraded or failed"
+        )
     if any(r["status"] == "finding" for r in rows):
         sys.exit(1)
 
@@ -504,9 +551,7 @@ def checks_set(dsn: str | None, name: str, value: str, environment: str) -> None
     from pg_guardian import checks as checks_mod
 
     with db.connect(dsn, "checks set", autocommit=True) as conn:
-        result = checks_mod.set_parameter(
-            conn, name, None if value == "default" else value, environment
-        )
+        result = checks_mod.set_parameter(conn, name, None if value == "default" else value, environment)
     click.echo(f"{name} = {result}" + ("" if environment == "*" else f" in {environment}"))
 
 
@@ -516,9 +561,14 @@ def checks_set(dsn: str | None, name: str, value: str, environment: str) -> None
 @main.command()
 @dsn_option
 @click.argument("table")
-@click.option("--column", "columns", multiple=True, metavar="NAME=KIND",
-              help="Override a column's kind (email, person_name, organization, phone, identifier, "
-                   "free_text), or NAME=- to skip it. Repeatable.")
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="NAME=KIND",
+    help="Override a column's kind (email, person_name, organization, phone, identifier, "
+    "free_text), or NAME=- to skip it. Repeatable.",
+)
 @click.option("--mode", type=click.Choice(["off", "warn", "strict"]), help="Per-table guard mode.")
 def watch(dsn: str | None, table: str, columns: tuple[str, ...], mode: str | None) -> None:
     """Watch TABLE for test data (idempotent); prints the watched columns and their kinds."""
@@ -550,8 +600,13 @@ def unwatch(dsn: str | None, table: str) -> None:
 @dsn_option
 @click.argument("tables", nargs=-1)
 @click.option("--record", is_flag=True, help="Also record the findings as alerts.")
-@click.option("--batch-pages", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Heap pages per batch (each batch is its own short transaction).")
+@click.option(
+    "--batch-pages",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Heap pages per batch (each batch is its own short transaction).",
+)
 @format_option
 def scan(dsn: str | None, tables: tuple[str, ...], record: bool, batch_pages: int, fmt: str) -> None:
     """Find test data already in TABLES (default: every watched table). Exit 1 if any is found."""
@@ -565,18 +620,22 @@ def scan(dsn: str | None, tables: tuple[str, ...], record: bool, batch_pages: in
         for table in targets:
             batches = contamination.scan_batches(conn, table, batch_pages)
             total = sum(b[3] for b in batches)
-            with click.progressbar(length=total, label=f"scanning {table}", file=sys.stderr,
-                                   show_pos=True) as bar:
-                for finding in contamination.scan(conn, table, record=record, batch_pages=batch_pages,
-                                                  progress=bar.update):
+            with click.progressbar(length=total, label=f"scanning {table}", file=sys.stderr, show_pos=True) as bar:
+                for finding in contamination.scan(
+                    conn, table, record=record, batch_pages=batch_pages, progress=bar.update
+                ):
                     found.append(finding.as_dict())
     if fmt == "json":
         emit_json(found)
     else:
         for f in found:
-            click.echo(f"{f['severity']:<8} {f['table']}  record {f['record_id']}  {f['column_name']}: "
-                       f"{f['sample']}  ({f['rule']})")
-        click.echo(f"{len(found)} finding(s) in {len(targets)} table(s)" + ("; recorded as alerts" if record and found else ""))
+            click.echo(
+                f"{f['severity']:<8} {f['table']}  record {f['record_id']}  {f['column_name']}: "
+                f"{f['sample']}  ({f['rule']})"
+            )
+        click.echo(
+            f"{len(found)} finding(s) in {len(targets)} table(s)" + ("; recorded as alerts" if record and found else "")
+        )
     sys.exit(1 if found else 0)
 
 
@@ -609,8 +668,7 @@ def _parse_envs(envs: tuple[str, ...]) -> dict[str, str]:
     for item in envs:
         name, sep, spec = item.partition("=")
         if not sep or not name.strip() or not spec.strip():
-            raise GuardianError(
-                f"--env {item!r} is not NAME=DSN; e.g. --env production=postgresql://host/db")
+            raise GuardianError(f"--env {item!r} is not NAME=DSN; e.g. --env production=postgresql://host/db")
         if name in parsed:
             raise GuardianError(f"--env {name} is given twice")
         parsed[name.strip()] = spec.strip()
@@ -620,20 +678,34 @@ def _parse_envs(envs: tuple[str, ...]) -> dict[str, str]:
 @main.command()
 @click.option("--source", help="Reference: a DSN or a fingerprint file (e.g. production).")
 @click.option("--target", help="Environment to check against it: a DSN or a fingerprint file.")
-@click.option("--env", "envs", multiple=True, metavar="NAME=DSN",
-              help="Compare several environments (repeat; the first is the reference).")
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="NAME=DSN",
+    help="Compare several environments (repeat; the first is the reference).",
+)
 @format_option
 @click.option("--schema", "schemas", multiple=True, help="Only this schema (repeatable).")
 @click.option("--exclude-schema", "exclude", multiple=True, help="Skip this schema (repeatable).")
-@click.option("--include-cosmetic", is_flag=True,
-              help="Count formatting-only differences (whitespace, comments, case) as drift.")
-@click.option("--sql", "emit_sql", is_flag=True,
-              help="Print the SQL that would bring the target in line with the source.")
-@click.option("--unsafe", is_flag=True,
-              help="With --sql: allow destructive statements (DROP, column type changes).")
-def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: str,
-          schemas: tuple[str, ...], exclude: tuple[str, ...], include_cosmetic: bool,
-          emit_sql: bool, unsafe: bool) -> None:
+@click.option(
+    "--include-cosmetic", is_flag=True, help="Count formatting-only differences (whitespace, comments, case) as drift."
+)
+@click.option(
+    "--sql", "emit_sql", is_flag=True, help="Print the SQL that would bring the target in line with the source."
+)
+@click.option("--unsafe", is_flag=True, help="With --sql: allow destructive statements (DROP, column type changes).")
+def drift(
+    source: str | None,
+    target: str | None,
+    envs: tuple[str, ...],
+    fmt: str,
+    schemas: tuple[str, ...],
+    exclude: tuple[str, ...],
+    include_cosmetic: bool,
+    emit_sql: bool,
+    unsafe: bool,
+) -> None:
     """Compare the schemas of environments; exit 0 no drift, 1 drift, 2 error.
 
     Each side is a DSN (pg_guardian need not be installed there) or a file written by
@@ -647,14 +719,12 @@ def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: st
     if envs:
         specs = _parse_envs(envs)
         if len(specs) < 2:
-            raise GuardianError("--env needs at least two environments, "
-                                "e.g. --env production=DSN --env staging=DSN")
+            raise GuardianError("--env needs at least two environments, e.g. --env production=DSN --env staging=DSN")
         if emit_sql:
             raise GuardianError("--sql works on one pair: use --source DSN --target DSN")
     else:
         if not source or not target:
-            raise GuardianError("give --source and --target (a DSN or fingerprint file each), "
-                                "or --env NAME=DSN twice")
+            raise GuardianError("give --source and --target (a DSN or fingerprint file each), or --env NAME=DSN twice")
         specs = {"source": source, "target": target}
     fetched = drift_mod.fetch_all(specs)
     fingerprints = {name: fp.only(schemas, exclude) for name, fp in fetched.items()}
@@ -664,10 +734,12 @@ def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: st
         drifted = bool(drift_mod.counted(differences, include_cosmetic))
         if emit_sql:
             statements = drift_sql.migration(
-                drift_mod.counted(differences, include_cosmetic),
-                fingerprints["source"], fingerprints["target"])
-            header = (f"pg-guardian drift --sql: bring {fingerprints['target'].origin}\n"
-                      f"in line with {fingerprints['source'].origin}. Review before running.")
+                drift_mod.counted(differences, include_cosmetic), fingerprints["source"], fingerprints["target"]
+            )
+            header = (
+                f"pg-guardian drift --sql: bring {fingerprints['target'].origin}\n"
+                f"in line with {fingerprints['source'].origin}. Review before running."
+            )
             click.echo(drift_sql.render(statements, unsafe=unsafe, header=header), nl=False)
         elif fmt == "json":
             emit_json([d.to_dict() for d in differences])
@@ -689,8 +761,12 @@ def drift(source: str | None, target: str | None, envs: tuple[str, ...], fmt: st
 
 @main.command()
 @dsn_option
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the fingerprint to this file instead of standard output.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the fingerprint to this file instead of standard output.",
+)
 def fingerprint(dsn: str | None, output: Path | None) -> None:
     """Print a database's schema fingerprint (JSON) for `drift` or guardian.import_fingerprint()."""
     from pg_guardian import catalog
@@ -700,8 +776,7 @@ def fingerprint(dsn: str | None, output: Path | None) -> None:
     text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
     if output:
         output.write_text(text)
-        click.echo(f"wrote {len(document['objects'])} objects "
-                   f"(checksum {document['checksum']}) to {output}", err=True)
+        click.echo(f"wrote {len(document['objects'])} objects (checksum {document['checksum']}) to {output}", err=True)
     else:
         click.echo(text, nl=False)
 
@@ -711,10 +786,10 @@ def fingerprint(dsn: str | None, output: Path | None) -> None:
 
 def _cleanup_target(func: F) -> F:
     """ALERT_ID, or --table with optional --record ids (as a scan returned them)."""
-    func = click.option("--record", "records", multiple=True,
-                        help="Only this record id of --table (repeatable), as scanned.")(func)
-    func = click.option("--table",
-                        help="Clean up what a scan finds in this table now (schema.table).")(func)
+    func = click.option(
+        "--record", "records", multiple=True, help="Only this record id of --table (repeatable), as scanned."
+    )(func)
+    func = click.option("--table", help="Clean up what a scan finds in this table now (schema.table).")(func)
     return click.argument("alert_id", required=False)(func)
 
 
@@ -727,8 +802,7 @@ def cleanup() -> None:
 @dsn_option
 @_cleanup_target
 @format_option
-def cleanup_plan(dsn: str | None, alert_id: str | None, table: str | None,
-                 records: tuple[str, ...], fmt: str) -> None:
+def cleanup_plan(dsn: str | None, alert_id: str | None, table: str | None, records: tuple[str, ...], fmt: str) -> None:
     """Dry run: each step (foreign-key order) with the rows it would touch. Exit 1 if blocked."""
     from pg_guardian import response
 
@@ -746,8 +820,9 @@ def cleanup_plan(dsn: str | None, alert_id: str | None, table: str | None,
 @dsn_option
 @_cleanup_target
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the script here.")
-def cleanup_script(dsn: str | None, alert_id: str | None, table: str | None,
-                   records: tuple[str, ...], output: Path | None) -> None:
+def cleanup_script(
+    dsn: str | None, alert_id: str | None, table: str | None, records: tuple[str, ...], output: Path | None
+) -> None:
     """Print the cleanup script (also stored with its alert); run it with psql -f."""
     from pg_guardian import response
 
@@ -764,8 +839,9 @@ def cleanup_script(dsn: str | None, alert_id: str | None, table: str | None,
 @dsn_option
 @_cleanup_target
 @click.option("--force", is_flag=True, help="Really remove the rows (they are quarantined first).")
-def cleanup_run(dsn: str | None, alert_id: str | None, table: str | None,
-                records: tuple[str, ...], force: bool) -> None:
+def cleanup_run(
+    dsn: str | None, alert_id: str | None, table: str | None, records: tuple[str, ...], force: bool
+) -> None:
     """Generate the cleanup script and run it in one transaction (needs --force)."""
     from pg_guardian import response
 
@@ -774,8 +850,9 @@ def cleanup_run(dsn: str | None, alert_id: str | None, table: str | None,
         total = sum(r["rows"] for r in rows if r["action"] != "blocked")
         if not force:
             _table(rows, ("step", "table_name", "action", "rows", "via"))
-            raise GuardianError(f"cleanup run would remove or change {total} row(s) "
-                                "(quarantined first); re-run with --force")
+            raise GuardianError(
+                f"cleanup run would remove or change {total} row(s) (quarantined first); re-run with --force"
+            )
         script = response.cleanup_script(conn, alert=alert_id, table=table, records=list(records))
         click.echo(response.run_script(conn, script))
 
@@ -800,8 +877,9 @@ def quarantine_list(dsn: str | None, include_restored: bool, fmt: str) -> None:
     elif not rows:
         click.echo("quarantine is empty")
     else:
-        _table(rows, ("batch_id", "status", "automatic", "row_count", "tables", "created_at",
-                      "created_by", "kept_until"))
+        _table(
+            rows, ("batch_id", "status", "automatic", "row_count", "tables", "created_at", "created_by", "kept_until")
+        )
 
 
 @quarantine_group.command("show")
@@ -819,16 +897,19 @@ def quarantine_show(dsn: str | None, batch: str, fmt: str) -> None:
     else:
         for row in rows:
             cols = f" ({', '.join(row['columns'])})" if row["columns"] else ""
-            click.echo(f"{row['step']:>3} {row['table_name']} {row['action']}{cols} "
-                       f"{json.dumps(row['row_key'])}: "
-                       f"{json.dumps(row['row_data'], sort_keys=True)}")
+            click.echo(
+                f"{row['step']:>3} {row['table_name']} {row['action']}{cols} "
+                f"{json.dumps(row['row_key'])}: "
+                f"{json.dumps(row['row_data'], sort_keys=True)}"
+            )
 
 
 @quarantine_group.command("restore")
 @dsn_option
 @click.argument("batch")
-@click.option("--no-allowlist", is_flag=True,
-              help="Do not allowlist the values that got the rows removed (may be flagged again).")
+@click.option(
+    "--no-allowlist", is_flag=True, help="Do not allowlist the values that got the rows removed (may be flagged again)."
+)
 def quarantine_restore(dsn: str | None, batch: str, no_allowlist: bool) -> None:
     """Put a batch back, identical to what was removed (refused a second time)."""
     from pg_guardian import response
@@ -861,13 +942,14 @@ def lockdown_start(dsn: str | None, reason: tuple[str, ...]) -> None:
 
     with db.connect(dsn, "lockdown", autocommit=True) as conn:
         row = response.lockdown(conn, " ".join(reason))
-    click.echo(f"{row['environment']} locked down: {row['revoked']} write grant(s) taken from "
-               f"{', '.join(row['roles']) or 'no application roles'}"
-               + (f", {row['read_only_roles']} role(s) read-only" if row["read_only_roles"] else "")
-               + (f", {row['sessions_ended']} session(s) ended" if row["sessions_ended"] else ""))
+    click.echo(
+        f"{row['environment']} locked down: {row['revoked']} write grant(s) taken from "
+        f"{', '.join(row['roles']) or 'no application roles'}"
+        + (f", {row['read_only_roles']} role(s) read-only" if row["read_only_roles"] else "")
+        + (f", {row['sessions_ended']} session(s) ended" if row["sessions_ended"] else "")
+    )
     for kept in row["not_revoked"]:
-        click.echo(f"  kept: {', '.join(kept['privileges'])} on {kept['table']} "
-                   f"for {kept['role']}: {kept['reason']}")
+        click.echo(f"  kept: {', '.join(kept['privileges'])} on {kept['table']} for {kept['role']}: {kept['reason']}")
     click.echo("lift it with: pg-guardian lockdown unlock")
 
 
@@ -918,15 +1000,23 @@ def lockdown_roles(dsn: str | None, fmt: str) -> None:
 
 
 def policy_file_option(func: F) -> F:
-    return click.option("-f", "--file", "policy_path", type=click.Path(path_type=Path),
-                        envvar="GUARDIAN_POLICY", show_envvar=True,
-                        default=Path("guardian-policy.toml"),
-                        show_default=True, help="The policy file (TOML).")(func)
+    return click.option(
+        "-f",
+        "--file",
+        "policy_path",
+        type=click.Path(path_type=Path),
+        envvar="GUARDIAN_POLICY",
+        show_envvar=True,
+        default=Path("guardian-policy.toml"),
+        show_default=True,
+        help="The policy file (TOML).",
+    )(func)
 
 
 def env_option(func: F) -> F:
-    return click.option("--env", "environment", required=True,
-                        help="The environment section to use, e.g. production.")(func)
+    return click.option("--env", "environment", required=True, help="The environment section to use, e.g. production.")(
+        func
+    )
 
 
 @main.group("policy")
@@ -956,8 +1046,9 @@ def policy_check(policy_path: Path, dsn: str | None, config_path: Path | None) -
     if found:
         raise policy_mod.PolicyError(
             f"policy {policy_path} does not fit "
-            f"({len(found)} problem{'s' if len(found) != 1 else ''}):\n"
-            + "\n".join(f"  - {p}" for p in found), problems=found)
+            f"({len(found)} problem{'s' if len(found) != 1 else ''}):\n" + "\n".join(f"  - {p}" for p in found),
+            problems=found,
+        )
     click.echo(f"policy {policy_path} ok: environments {', '.join(sorted(pol.environments))}")
     for name, overrides in sorted(pol.overrides.items()):
         click.echo(f"  {name}: overridden from the environment: {', '.join(overrides)}")
@@ -966,8 +1057,7 @@ def policy_check(policy_path: Path, dsn: str | None, config_path: Path | None) -
 @policy_group.command("render")
 @policy_file_option
 @env_option
-@click.option("--force", is_flag=True,
-              help="Render for applying to a database of another environment.")
+@click.option("--force", is_flag=True, help="Render for applying to a database of another environment.")
 def policy_render(policy_path: Path, environment: str, force: bool) -> None:
     """Print the SQL that makes a database match ENV's policy (changes only what differs)."""
     from pg_guardian import policy as policy_mod
@@ -991,8 +1081,7 @@ def policy_diff(policy_path: Path, environment: str, dsn: str | None, fmt: str) 
         changes = policy_mod.diff(conn, pol, environment)
         notes = policy_mod.unmanaged(conn, pol, environment)
     if fmt == "json":
-        emit_json({"differences": [vars(c) for c in changes], "problems": found,
-                   "unmanaged": notes})
+        emit_json({"differences": [vars(c) for c in changes], "problems": found, "unmanaged": notes})
     else:
         for change in changes:
             click.echo(change.describe())
@@ -1010,8 +1099,7 @@ def policy_diff(policy_path: Path, environment: str, dsn: str | None, fmt: str) 
 @policy_file_option
 @env_option
 @dsn_option
-@click.option("--force", is_flag=True,
-              help="Apply even though the database is another environment.")
+@click.option("--force", is_flag=True, help="Apply even though the database is another environment.")
 def policy_apply(policy_path: Path, environment: str, dsn: str | None, force: bool) -> None:
     """Make the database match ENV's policy, in one transaction (nothing changes on any error)."""
     from pg_guardian import policy as policy_mod
@@ -1024,8 +1112,11 @@ def policy_apply(policy_path: Path, environment: str, dsn: str | None, force: bo
         return
     for change in result.changes:
         click.echo(f"  {change.describe()}")
-    click.echo(f"applied the {environment} policy to {result.database_environment}: "
-               f"{len(result.changes)} change(s)" + (" (forced)" if result.forced else ""))
+    click.echo(
+        f"applied the {environment} policy to {result.database_environment}: "
+        f"{len(result.changes)} change(s)" + (" (forced)" if result.forced else "")
+    )
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -82,8 +82,7 @@ class LocalCluster:
         probe = path if path.exists() else path.parent
         while not probe.exists():
             probe = probe.parent
-        proc = subprocess.run(["runuser", "-u", SERVER_USER, "--", "test", "-x", str(probe)],
-                              capture_output=True)
+        proc = subprocess.run(["runuser", "-u", SERVER_USER, "--", "test", "-x", str(probe)], capture_output=True)
         return proc.returncode == 0
 
     def init(self) -> None:
@@ -105,8 +104,16 @@ class LocalCluster:
         pwfile.write_text(self.superuser_password + "\n")
         self._own(pwfile)
         self._run(
-            initdb, "-D", str(self.datadir), "-U", "postgres", "-E", "UTF8",
-            "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
+            initdb,
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
             f"--pwfile={pwfile}",
         )
         pwfile.unlink()
@@ -134,15 +141,21 @@ class LocalCluster:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         self._run(
-            bindir() / "pg_ctl", "-D", str(self.datadir), "-l", str(self.datadir / "startup.log"),
-            "-w", "-t", "60", "start",
+            bindir() / "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.datadir / "startup.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self, *, missing_ok: bool = False) -> None:
         """Stop the server (fast shutdown)."""
-        if not (self.datadir / "postmaster.pid").exists():
-            if missing_ok:
-                return
+        if not (self.datadir / "postmaster.pid").exists() and missing_ok:
+            return
         try:
             self._run(bindir() / "pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
         except GuardianError:
@@ -150,8 +163,17 @@ class LocalCluster:
                 raise
 
     def restart(self) -> None:
-        self._run(bindir() / "pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "restart",
-                  "-l", str(self.datadir / "startup.log"))
+        self._run(
+            bindir() / "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+            "-l",
+            str(self.datadir / "startup.log"),
+        )
 
     def destroy(self) -> None:
         """Stop the server and remove its folders."""
@@ -166,6 +188,4 @@ class LocalCluster:
     def tcp_dsn(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None) -> str:
         """A DSN over TCP on 127.0.0.1 (password authentication)."""
         pw = self.superuser_password if password is None and user == "postgres" else password
-        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}" + (
-            f" password={pw}" if pw else ""
-        )
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}" + (f" password={pw}" if pw else "")

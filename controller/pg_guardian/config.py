@@ -77,8 +77,7 @@ _COMMON_KEYS = {"type", *CHANNEL_DEFAULTS, "min_interval", "concurrency"}
 _CHANNEL_KEYS = {
     "slack": _COMMON_KEYS | {"url", "slack_channel", "username", "icon_emoji"},
     "webhook": _COMMON_KEYS | {"url", "secret", "headers"},
-    "email": _COMMON_KEYS
-    | {"to", "from", "host", "port", "security", "username", "password", "ca_file", "verify"},
+    "email": _COMMON_KEYS | {"to", "from", "host", "port", "security", "username", "password", "ca_file", "verify"},
 }
 _ROUTE_KEYS = {"channels", "severity", "type", "environment", "table_name", "continue"}
 _TOP_KEYS = {
@@ -318,9 +317,7 @@ def _from_env(env: Mapping[str, str], raw: dict[str, Any]) -> list[str]:
     if (v := take("SLACK_CHANNEL")) is not None:
         channels.setdefault("slack", {"type": "slack"})["slack_channel"] = v
     if (v := take("ADMIN_EMAIL")) is not None:
-        channels.setdefault("email", {"type": "email"})["to"] = [
-            a.strip() for a in v.split(",") if a.strip()
-        ]
+        channels.setdefault("email", {"type": "email"})["to"] = [a.strip() for a in v.split(",") if a.strip()]
     smtp = {
         "SMTP_HOST": "host",
         "SMTP_PORT": "port",
@@ -332,9 +329,7 @@ def _from_env(env: Mapping[str, str], raw: dict[str, Any]) -> list[str]:
     }
     smtp_values = {key: v for name, key in smtp.items() if (v := take(name)) is not None}
     if smtp_values:
-        email_channels = [
-            c for c in channels.values() if isinstance(c, dict) and c.get("type") == "email"
-        ]
+        email_channels = [c for c in channels.values() if isinstance(c, dict) and c.get("type") == "email"]
         if not email_channels:
             email_channels = [channels.setdefault("email", {"type": "email"})]
         for chan in email_channels:
@@ -355,9 +350,7 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
-    def get(
-        self, where: str, value: Any, convert: Callable[[Any], Any], default: Any = None
-    ) -> Any:
+    def get(self, where: str, value: Any, convert: Callable[[Any], Any], default: Any = None) -> Any:
         try:
             return convert(value)
         except (ValueError, TypeError) as exc:
@@ -387,9 +380,7 @@ def _http_url(value: Any) -> str:
         raise ValueError(f"{value!r} is not a URL")
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"{mask_url(value) if parts.netloc else value[:60]!r} is not an http(s) URL with a host"
-        )
+        raise ValueError(f"{mask_url(value) if parts.netloc else value[:60]!r} is not an http(s) URL with a host")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
@@ -413,14 +404,10 @@ def _str_list(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _channel(
-    name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any], chk: _Checker
-) -> ChannelConfig | None:
+def _channel(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any], chk: _Checker) -> ChannelConfig | None:
     where = f"channels.{name}"
     if not CHANNEL_NAME.match(name):
-        chk.problems.append(
-            f"{where}: channel names are lower-case letters, digits, - and _ (at most 40)"
-        )
+        chk.problems.append(f"{where}: channel names are lower-case letters, digits, - and _ (at most 40)")
     kind = raw.get("type", name if name in CHANNEL_TYPES else None)
     if kind not in CHANNEL_TYPES:
         chk.problems.append(f"{where}.type: {kind!r} is not one of {', '.join(CHANNEL_TYPES)}")
@@ -430,25 +417,17 @@ def _channel(
     group_by = chk.get(f"{where}.group_by", merged["group_by"], _str_list, ())
     for item in group_by:
         if item not in GROUP_FIELDS:
-            chk.problems.append(
-                f"{where}.group_by: {item!r} is not one of {', '.join(GROUP_FIELDS)}"
-            )
+            chk.problems.append(f"{where}.group_by: {item!r} is not one of {', '.join(GROUP_FIELDS)}")
     common: dict[str, Any] = {
         "name": name,
         "type": kind,
         "group_by": group_by,
         "group_wait": chk.get(f"{where}.group_wait", merged["group_wait"], parse_duration, 0.0),
-        "group_interval": chk.get(
-            f"{where}.group_interval", merged["group_interval"], parse_duration, 60.0
-        ),
-        "repeat_interval": chk.get(
-            f"{where}.repeat_interval", merged["repeat_interval"], parse_duration, 14400.0
-        ),
+        "group_interval": chk.get(f"{where}.group_interval", merged["group_interval"], parse_duration, 60.0),
+        "repeat_interval": chk.get(f"{where}.repeat_interval", merged["repeat_interval"], parse_duration, 14400.0),
         "sample": chk.get(f"{where}.sample", merged["sample"], _positive_int, 10),
         "timeout": chk.get(f"{where}.timeout", merged["timeout"], parse_duration, 10.0),
-        "min_interval": chk.get(
-            f"{where}.min_interval", merged["min_interval"], parse_duration, 0.0
-        ),
+        "min_interval": chk.get(f"{where}.min_interval", merged["min_interval"], parse_duration, 0.0),
         "concurrency": chk.get(f"{where}.concurrency", merged["concurrency"], _positive_int, 1),
     }
     if common["timeout"] is not None and common["timeout"] <= 0:
@@ -470,27 +449,20 @@ def _channel(
         else:
             headers = merged.get("headers") or {}
             if not isinstance(headers, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) and "\n" not in v + k
-                for k, v in headers.items()
+                isinstance(k, str) and isinstance(v, str) and "\n" not in v + k for k, v in headers.items()
             ):
-                chk.problems.append(
-                    f"{where}.headers: must be a table of header names to string values"
-                )
+                chk.problems.append(f"{where}.headers: must be a table of header names to string values")
                 headers = {}
             extra.update(secret=merged.get("secret") or None, headers=dict(headers))
         return ChannelConfig(**common, **extra)
     # email
     to = chk.get(f"{where}.to", merged.get("to", []), _str_list, ())
     if not to:
-        chk.problems.append(
-            f'{where}.to: no recipients (set ADMIN_EMAIL or to = ["ops@example.com"])'
-        )
+        chk.problems.append(f'{where}.to: no recipients (set ADMIN_EMAIL or to = ["ops@example.com"])')
     to = tuple(chk.get(f"{where}.to", a, _email, a) for a in to)
     security = str(merged.get("security", "starttls")).lower()
     if security not in SMTP_SECURITY:
-        chk.problems.append(
-            f"{where}.security: {security!r} is not one of {', '.join(SMTP_SECURITY)}"
-        )
+        chk.problems.append(f"{where}.security: {security!r} is not one of {', '.join(SMTP_SECURITY)}")
     port_default = {"starttls": 587, "ssl": 465}.get(security, 25)
     port = chk.get(f"{where}.port", merged.get("port", port_default), _positive_int, port_default)
     if port and port > 65535:
@@ -502,8 +474,7 @@ def _channel(
     password = merged.get("password") or None
     if bool(username) != bool(password):
         chk.problems.append(
-            f"{where}: SMTP authentication needs both username (SMTP_USER) "
-            "and password (SMTP_PASSWORD)"
+            f"{where}: SMTP authentication needs both username (SMTP_USER) and password (SMTP_PASSWORD)"
         )
     host = str(merged.get("host") or "")
     if not host or any(c.isspace() for c in host):
@@ -522,9 +493,7 @@ def _channel(
     )
 
 
-def _route(
-    index: int, raw: Any, channels: Mapping[str, ChannelConfig], chk: _Checker
-) -> Route | None:
+def _route(index: int, raw: Any, channels: Mapping[str, ChannelConfig], chk: _Checker) -> Route | None:
     where = f"routes[{index}]"
     if not isinstance(raw, Mapping):
         chk.problems.append(f"{where}: must be a table with channels and match fields")
@@ -542,9 +511,7 @@ def _route(
         match["severity"] = tuple(s.upper() for s in match["severity"])
         for sev in match["severity"]:
             if sev not in SEVERITIES:
-                chk.problems.append(
-                    f"{where}.severity: {sev!r} is not one of {', '.join(SEVERITIES)}"
-                )
+                chk.problems.append(f"{where}.severity: {sev!r} is not one of {', '.join(SEVERITIES)}")
     cont = chk.get(f"{where}.continue", raw.get("continue", False), _parse_bool, False)
     return Route(channels=tuple(targets), cont=cont, **match)
 
@@ -600,9 +567,7 @@ def load(
     return cfg
 
 
-def _check(
-    raw: dict[str, Any], sources: tuple[str, ...], check_templates: bool
-) -> tuple[Config | None, list[str]]:
+def _check(raw: dict[str, Any], sources: tuple[str, ...], check_templates: bool) -> tuple[Config | None, list[str]]:
     chk = _Checker()
     chk.unknown("", raw, _TOP_KEYS)
     relay_raw = raw.get("relay", {})
@@ -613,9 +578,7 @@ def _check(
     merged = {**RELAY_DEFAULTS, **relay_raw}
     ints = {"batch_size", "intake_batch", "max_attempts"}
     values = {
-        key: chk.get(
-            f"relay.{key}", merged[key], _positive_int if key in ints else parse_duration, 1
-        )
+        key: chk.get(f"relay.{key}", merged[key], _positive_int if key in ints else parse_duration, 1)
         for key in RELAY_DEFAULTS
     }
     for key in ("poll_interval", "lease"):
@@ -675,10 +638,7 @@ def _check(
     routed = {c for r in routes for c in r.channels}
     for name in channels:
         if name not in routed:
-            warnings.append(
-                f"channels.{name}: no route sends alerts to it "
-                "(it still gets RELAY_DEAD_LETTER alerts)"
-            )
+            warnings.append(f"channels.{name}: no route sends alerts to it (it still gets RELAY_DEAD_LETTER alerts)")
     if chk.problems:
         return None, chk.problems
     return (

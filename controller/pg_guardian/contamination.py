@@ -52,7 +52,9 @@ def _resolve(conn: psycopg.Connection, table: str) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def scan_batches(conn: psycopg.Connection, table: str, batch_pages: int = BATCH_PAGES) -> list[tuple[str, int | None, int | None, int]]:
+def scan_batches(
+    conn: psycopg.Connection, table: str, batch_pages: int = BATCH_PAGES
+) -> list[tuple[str, int | None, int | None, int]]:
     """The (relation, from_page, to_page, pages) batches that cover a table and its partitions."""
     _, name = _resolve(conn, table)
     leaves = conn.execute(
@@ -122,19 +124,28 @@ def check_payload(
     alerts: list[dict[str, Any]] = []
     if findings:
         order = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"]
-        alerts.append({
-            "type": "TEST_DATA_PATTERN",
-            "severity": min((f["severity"] for f in findings), key=order.index),
-            "operation": operation,
-            "findings": findings,
-        })
+        alerts.append(
+            {
+                "type": "TEST_DATA_PATTERN",
+                "severity": min((f["severity"] for f in findings), key=order.index),
+                "operation": operation,
+                "findings": findings,
+            }
+        )
     if isinstance(data, list):
         row = conn.execute(
             "SELECT threshold FROM guardian.activity_rules WHERE name = 'bulk_statement' AND enabled"
         ).fetchone()
         if row is not None and len(data) > row[0]:
-            alerts.append({"type": "BULK_OPERATION", "severity": "HIGH", "operation": operation,
-                           "record_count": len(data), "threshold": int(row[0])})
+            alerts.append(
+                {
+                    "type": "BULK_OPERATION",
+                    "severity": "HIGH",
+                    "operation": operation,
+                    "record_count": len(data),
+                    "threshold": int(row[0]),
+                }
+            )
     return alerts
 
 

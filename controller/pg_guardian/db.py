@@ -17,9 +17,7 @@ def resolve_dsn(dsn: str | None) -> str:
     """The DSN from ``--dsn``, else ``DATABASE_URL``; a clear error when neither is set."""
     value = dsn or os.environ.get("DATABASE_URL")
     if not value:
-        raise ConfigError(
-            "no database given: pass --dsn 'postgresql://user@host/db' or set DATABASE_URL"
-        )
+        raise ConfigError("no database given: pass --dsn 'postgresql://user@host/db' or set DATABASE_URL")
     try:
         conninfo.conninfo_to_dict(value)
     except psycopg.ProgrammingError as exc:
@@ -38,7 +36,7 @@ def connect(
     value = resolve_dsn(dsn)
     options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else ""
     params = conninfo.conninfo_to_dict(value)
-    if "options" in params and params["options"]:
+    if params.get("options"):
         options = f"{params['options']} {options}".strip()
     try:
         return psycopg.connect(

@@ -52,8 +52,10 @@ def run(directory: Path, *, keep: bool, echo: Callable[[str], None]) -> None:
             echo("")
             echo("== summary")
             data = status_mod.status(conn)
-            echo(f"  environment {data['environment']}, mode {data['mode']}, "
-                 f"{len(data['watched_tables'])} watched tables, {len(data['jobs'])} scheduled jobs")
+            echo(
+                f"  environment {data['environment']}, mode {data['mode']}, "
+                f"{len(data['watched_tables'])} watched tables, {len(data['jobs'])} scheduled jobs"
+            )
             echo("  open alerts: " + ", ".join(f"{k} {v}" for k, v in data["open_alerts"].items()))
             rows = conn.execute(
                 "SELECT severity, type, left(message, 70), occurrences FROM guardian.open_alerts"
@@ -88,45 +90,59 @@ def step_contamination(conn: psycopg.Connection, echo: Callable[[str], None]) ->
         "(%(c)s, 'Celeste', 'Testa', 'celeste.t@gmail.com', '+1 415 872 1000'), "
         "(%(c)s, 'Martin', 'Tester', 'martin.tester@outlook.com', '+1 415 872 2000'), "
         "(%(c)s, 'Dana', 'Dummett', 'dana@dummett.co.uk', '+44 20 7946 5678'), "
-        "(%(c)s, 'Grace', 'Sample', 'grace.sample@yahoo.co.uk', '+44 7700 183 456')", {"c": clinic[0]})
+        "(%(c)s, 'Grace', 'Sample', 'grace.sample@yahoo.co.uk', '+44 7700 183 456')",
+        {"c": clinic[0]},
+    )
     found = conn.execute("SELECT count(*) FROM guardian.findings").fetchone()
     echo(f"  real patients Testa, Tester, Dummett, Sample written: {found[0] if found else 0} findings")
     conn.execute(
         "INSERT INTO dental.clinics (id, name, email, phone) VALUES "
-        "('550e8400-e29b-41d4-a716-446655440000', 'Test Clinic', 'user@tenant-a.test', '(415) 555-0123')")
+        "('550e8400-e29b-41d4-a716-446655440000', 'Test Clinic', 'user@tenant-a.test', '(415) 555-0123')"
+    )
     echo("  fixture clinic written (warn mode lets it through) and reported:")
     rows = conn.execute(
         "SELECT severity, metadata->>'rule', left(message, 72) FROM guardian.monitoring_alerts "
-        "WHERE type = 'TEST_DATA_CONTAMINATION' ORDER BY severity, 2").fetchall()
+        "WHERE type = 'TEST_DATA_CONTAMINATION' ORDER BY severity, 2"
+    ).fetchall()
     for line in _table([tuple(r) for r in rows], ("severity", "rule", "message")):
         echo(line)
 
     echo("== strict mode: the write is rejected, and the rejection is still an alert")
     conn.execute("SELECT guardian.set_mode('strict')")
     try:
-        conn.execute("INSERT INTO dental.patients (clinic_id, first_name, last_name, email) "
-                     "VALUES (%s, 'John', 'Doe', 'qa+e2e@mailinator.com')", (clinic[0],))
+        conn.execute(
+            "INSERT INTO dental.patients (clinic_id, first_name, last_name, email) "
+            "VALUES (%s, 'John', 'Doe', 'qa+e2e@mailinator.com')",
+            (clinic[0],),
+        )
     except psycopg.Error as exc:
         echo(f"  ERROR {exc.sqlstate}: {exc.diag.message_primary}")
         echo(f"  HINT: {exc.diag.message_hint}")
-    row = conn.execute("SELECT severity, message FROM guardian.monitoring_alerts "
-                       "WHERE type = 'STRICT_MODE_REJECTION'").fetchone()
+    row = conn.execute(
+        "SELECT severity, message FROM guardian.monitoring_alerts WHERE type = 'STRICT_MODE_REJECTION'"
+    ).fetchone()
     if row:
         echo(f"  recorded after the rollback: {row[0]} STRICT_MODE_REJECTION: {row[1][:80]}")
     conn.execute("SELECT guardian.set_mode('warn')")
 
     echo("== scanner: test data already in the tables, whatever the mode")
-    rows = conn.execute("SELECT record_id, column_name, rule, sample FROM guardian.scan('dental.clinics') "
-                        "ORDER BY rule").fetchall()
+    rows = conn.execute(
+        "SELECT record_id, column_name, rule, sample FROM guardian.scan('dental.clinics') ORDER BY rule"
+    ).fetchall()
     for line in _table([tuple(r) for r in rows], ("record", "column", "rule", "sample")):
         echo(line)
 
     echo("== unusual activity: a script bulk-inserts 200 patients")
-    conn.execute("INSERT INTO dental.patients (clinic_id, first_name, last_name) "
-                 "SELECT %s, 'Import', 'Row ' || i FROM generate_series(1, 200) AS i", (clinic[0],))
+    conn.execute(
+        "INSERT INTO dental.patients (clinic_id, first_name, last_name) "
+        "SELECT %s, 'Import', 'Row ' || i FROM generate_series(1, 200) AS i",
+        (clinic[0],),
+    )
     conn.execute("SELECT guardian.rollup_activity()")
-    rows = conn.execute("SELECT severity, type, left(message, 80) FROM guardian.monitoring_alerts "
-                        "WHERE type IN ('BULK_OPERATION', 'RAPID_CREATION') ORDER BY 2").fetchall()
+    rows = conn.execute(
+        "SELECT severity, type, left(message, 80) FROM guardian.monitoring_alerts "
+        "WHERE type IN ('BULK_OPERATION', 'RAPID_CREATION') ORDER BY 2"
+    ).fetchall()
     for line in _table([tuple(r) for r in rows], ("severity", "type", "message")):
         echo(line)
 
@@ -156,16 +172,20 @@ def step_relay(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/guardian"
-        cfg = config_mod.load(None, env={}, overrides={
-            "channels": {"webhook": {"type": "webhook", "url": url}},
-            "routes": [{"channels": ["webhook"]}]})
+        cfg = config_mod.load(
+            None,
+            env={},
+            overrides={"channels": {"webhook": {"type": "webhook", "url": url}}, "routes": [{"channels": ["webhook"]}]},
+        )
         dsn = conn.info.dsn + (f" password={conn.info.password}" if conn.info.password else "")
         summary = Relay(dsn, cfg, once=True, log=logging.getLogger("pg_guardian.demo")).run()
         for body in got:
             key = str(body["idempotency_key"])
             echo(f"  POST {url}: {body['title']}  (Idempotency-Key {key[:22]}...)")
-        echo(f"  routed {summary.routed} alert(s), delivered {summary.delivered} message(s); "
-             "`pg-guardian relay status` shows the queue")
+        echo(
+            f"  routed {summary.routed} alert(s), delivered {summary.delivered} message(s); "
+            "`pg-guardian relay status` shows the queue"
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -221,8 +241,7 @@ def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     conn.execute("SELECT guardian.watch('dental.clinics'), guardian.watch('dental.patients')")
     clinic = "c1a1c000-0000-4000-8000-00000000de30"
     conn.execute(
-        "INSERT INTO dental.clinics (id, name, email) "
-        "VALUES (%s, 'Demo Clinic', 'desk@example.com')",
+        "INSERT INTO dental.clinics (id, name, email) VALUES (%s, 'Demo Clinic', 'desk@example.com')",
         (clinic,),
     )
     conn.execute(
@@ -265,8 +284,7 @@ def step_cleanup(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     assert batch is not None
     echo(f"  {response.restore(conn, str(batch[0])).split(' by ')[0]}")
     same = conn.execute(snapshot).fetchone() == before
-    echo(f"  every row back, byte for byte: {'yes' if same else 'NO'}"
-         " (and allowlisted, so it is not flagged again)")
+    echo(f"  every row back, byte for byte: {'yes' if same else 'NO'} (and allowlisted, so it is not flagged again)")
 
 
 STEPS: list[Callable[[psycopg.Connection, Callable[[str], None]], None]] = [

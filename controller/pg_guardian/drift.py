@@ -116,9 +116,7 @@ def diff(source: Fingerprint, target: Fingerprint) -> list[Difference]:
         s, t = src.get(key), tgt.get(key)
         any_side = s or t
         assert any_side is not None
-        detail = _attribute_differences(
-            any_side.kind, s.definition if s else None, t.definition if t else None
-        )
+        detail = _attribute_differences(any_side.kind, s.definition if s else None, t.definition if t else None)
         change = "added" if s is None else "removed" if t is None else "changed"
         if change == "changed" and not detail:
             continue  # only the order of columns differs, and not among shared columns
@@ -232,16 +230,8 @@ def diff_many(fingerprints: Mapping[str, Fingerprint]) -> list[EnvironmentDiffer
             for attribute in set().union(*(o.definition for o in present.values() if o)):
                 detail.setdefault(attribute, {})
         for attribute in detail:
-            detail[attribute] = {
-                n: (obj.definition.get(attribute) if (obj := present[n]) else None) for n in names
-            }
-        change = (
-            "added"
-            if ref is None
-            else "removed"
-            if any(s == "missing" for s in states.values())
-            else "changed"
-        )
+            detail[attribute] = {n: (obj.definition.get(attribute) if (obj := present[n]) else None) for n in names}
+        change = "added" if ref is None else "removed" if any(s == "missing" for s in states.values()) else "changed"
         out.append(
             EnvironmentDifference(
                 any_side.kind,
@@ -269,9 +259,7 @@ def fetch(spec: str, name: str = "database") -> Fingerprint:
         return catalog.read_fingerprint(conn, f"{name} ({db.describe(spec)})")
 
 
-def fetch_all(
-    specs: Mapping[str, str], reader: Callable[[str, str], Fingerprint] = fetch
-) -> dict[str, Fingerprint]:
+def fetch_all(specs: Mapping[str, str], reader: Callable[[str, str], Fingerprint] = fetch) -> dict[str, Fingerprint]:
     """Read several fingerprints at once (each server does its own catalog work in parallel)."""
     with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
         futures = {name: pool.submit(reader, spec, name) for name, spec in specs.items()}
@@ -421,18 +409,14 @@ def render_many_text(
             if lines:
                 lines.append("")
             lines.append(f"{d.group_kind} {d.group}")
-        states = ", ".join(
-            f"{n} {s}" for n, s in d.environments.items() if s not in ("reference", "same")
-        )
+        states = ", ".join(f"{n} {s}" for n, s in d.environments.items() if s not in ("reference", "same"))
         label = "" if d.identity == d.group else f"{d.kind} {d.identity}: "
         lines.append(f"  {_SIGN[d.change]} {label}{states}")
         missing_any = any(s in ("missing", "extra") for s in d.environments.values())
         if missing_any:
             for name in names:
                 obj = {a: v.get(name) for a, v in d.detail.items() if v.get(name) is not None}
-                lines.append(
-                    f"      {name.ljust(width)}  {summary(obj, d.kind) if obj else '(missing)'}"
-                )
+                lines.append(f"      {name.ljust(width)}  {summary(obj, d.kind) if obj else '(missing)'}")
             continue
         for attribute, values in d.detail.items():
             lines.append(f"      {attribute}:")
@@ -451,9 +435,7 @@ def render_many_text(
             reference = str(values.get(names[0]) or "")
             for text, label in versions.items():
                 if text != reference:
-                    lines.extend(
-                        _body_diff(reference, text, (f"version A ({names[0]})", f"version {label}"))
-                    )
+                    lines.extend(_body_diff(reference, text, (f"version A ({names[0]})", f"version {label}")))
     cosmetic = [d for d in differences if d not in real]
     if cosmetic:
         if lines:

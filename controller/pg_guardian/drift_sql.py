@@ -84,9 +84,7 @@ def role(name: str) -> str:
     if name == "PUBLIC":
         return "PUBLIC"
     return (
-        name
-        if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and not _keyword(name)
-        else '"' + name.replace('"', '""') + '"'
+        name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and not _keyword(name) else '"' + name.replace('"', '""') + '"'
     )
 
 
@@ -140,11 +138,7 @@ class _Builder:
     # -- objects of the source the target lacks, or has differently ----------------------------
 
     def columns_of(self, table: str) -> list[SchemaObject]:
-        cols = {
-            o.identity: o
-            for o in self.source.objects.values()
-            if o.kind == "column" and o.parent == table
-        }
+        cols = {o.identity: o for o in self.source.objects.values() if o.kind == "column" and o.parent == table}
         order = (
             self.source.objects[f"table {table}"].definition.get("column_order", [])
             if f"table {table}" in self.source.objects
@@ -177,15 +171,13 @@ class _Builder:
         elif kind == "extension":
             self.add(
                 kind,
-                f"CREATE EXTENSION IF NOT EXISTS {ident} WITH SCHEMA {d['schema']} "
-                f"VERSION {literal(d['version'])}",
+                f"CREATE EXTENSION IF NOT EXISTS {ident} WITH SCHEMA {d['schema']} VERSION {literal(d['version'])}",
             )
         elif kind == "type":
             if d.get("type") == "enum":
                 self.add(
                     kind,
-                    f"CREATE TYPE {ident} AS ENUM "
-                    f"({', '.join(literal(x) for x in d.get('labels', []))})",
+                    f"CREATE TYPE {ident} AS ENUM ({', '.join(literal(x) for x in d.get('labels', []))})",
                 )
             elif d.get("type") == "composite":
                 self.add(kind, f"CREATE TYPE {ident} AS ({', '.join(d.get('attributes', []))})")
@@ -194,8 +186,7 @@ class _Builder:
             else:
                 self.manual(
                     kind,
-                    f"create base type {ident} (input {d.get('input_function')}, "
-                    f"output {d.get('output_function')})",
+                    f"create base type {ident} (input {d.get('input_function')}, output {d.get('output_function')})",
                 )
         elif kind == "domain":
             sql = f"CREATE DOMAIN {ident} AS {d['base_type']}"
@@ -229,27 +220,18 @@ class _Builder:
         elif kind in ("function", "procedure"):
             self.add(kind, self.function_sql(obj))
         elif kind == "aggregate":
-            self.manual(
-                kind, f"create aggregate {ident} ({d.get('arguments')}) with {d.get('aggregate')}"
-            )
+            self.manual(kind, f"create aggregate {ident} ({d.get('arguments')}) with {d.get('aggregate')}")
         elif kind in ("view", "materialized view"):
             options = f" WITH ({', '.join(d['options'])})" if d.get("options") else ""
             keyword = "VIEW" if kind == "view" else "MATERIALIZED VIEW"
-            self.add(
-                kind, f"CREATE {keyword} {ident}{options} AS {d['definition'].strip().rstrip(';')}"
-            )
+            self.add(kind, f"CREATE {keyword} {ident}{options} AS {d['definition'].strip().rstrip(';')}")
         elif kind == "policy":
             self.add(kind, self.policy_sql(obj))
         elif kind == "event trigger":
-            tags = (
-                f" WHEN TAG IN ({', '.join(literal(t) for t in d['tags'])})"
-                if d.get("tags")
-                else ""
-            )
+            tags = f" WHEN TAG IN ({', '.join(literal(t) for t in d['tags'])})" if d.get("tags") else ""
             self.add(
                 kind,
-                f"CREATE EVENT TRIGGER {ident} ON {d['event']}{tags} "
-                f"EXECUTE FUNCTION {function_name(d['function'])}()",
+                f"CREATE EVENT TRIGGER {ident} ON {d['event']}{tags} EXECUTE FUNCTION {function_name(d['function'])}()",
             )
         elif kind == "default privileges":
             pass  # privileges below
@@ -265,14 +247,11 @@ class _Builder:
         columns = [self.column_sql(c) for c in self.columns_of(ident)]
         if obj.kind == "foreign table":
             options = (
-                f" OPTIONS ({', '.join(_option(o) for o in d['foreign_options'])})"
-                if d.get("foreign_options")
-                else ""
+                f" OPTIONS ({', '.join(_option(o) for o in d['foreign_options'])})" if d.get("foreign_options") else ""
             )
             self.add(
                 "table",
-                f"CREATE FOREIGN TABLE {ident} ({', '.join(columns)}) "
-                f"SERVER {d['foreign_server']}{options}",
+                f"CREATE FOREIGN TABLE {ident} ({', '.join(columns)}) SERVER {d['foreign_server']}{options}",
             )
         elif d.get("partition_of"):
             self.add(
@@ -321,11 +300,7 @@ class _Builder:
             sql += " SECURITY DEFINER"
         for setting in d.get("config") or []:
             name, _, value = setting.partition("=")
-            sql += (
-                f" SET {name} = {literal(value)}"
-                if name != "search_path"
-                else f" SET search_path = {value}"
-            )
+            sql += f" SET {name} = {literal(value)}" if name != "search_path" else f" SET search_path = {value}"
         body = d.get("body") or ""
         if d.get("library"):
             sql += f" AS {literal(d['library'])}, {literal(body)}"
@@ -357,14 +332,12 @@ class _Builder:
         if old.startswith("enabled") != new.startswith("enabled"):
             self.add(
                 "policy",
-                f"ALTER TABLE {table} "
-                f"{'ENABLE' if new.startswith('enabled') else 'DISABLE'} ROW LEVEL SECURITY",
+                f"ALTER TABLE {table} {'ENABLE' if new.startswith('enabled') else 'DISABLE'} ROW LEVEL SECURITY",
             )
         if old.endswith("forced") != new.endswith("forced"):
             self.add(
                 "policy",
-                f"ALTER TABLE {table} "
-                f"{'FORCE' if new.endswith('forced') else 'NO FORCE'} ROW LEVEL SECURITY",
+                f"ALTER TABLE {table} {'FORCE' if new.endswith('forced') else 'NO FORCE'} ROW LEVEL SECURITY",
             )
 
     def trigger_enabled(self, obj: SchemaObject) -> None:
@@ -434,8 +407,7 @@ class _Builder:
             if revoke_option:
                 self.add(
                     "privileges",
-                    f"{prefix}REVOKE GRANT OPTION FOR {', '.join(revoke_option)}{cols} "
-                    f"ON {what} FROM {role(grantee)}",
+                    f"{prefix}REVOKE GRANT OPTION FOR {', '.join(revoke_option)}{cols} ON {what} FROM {role(grantee)}",
                 )
             if revoke:
                 self.add(
@@ -448,14 +420,9 @@ class _Builder:
     def drop(self, obj: SchemaObject) -> None:
         d, ident, kind = obj.definition, obj.identity, obj.kind
         if kind == "column":
-            if (
-                f"table {obj.parent}" in self.target.objects
-                and f"table {obj.parent}" not in self.source.objects
-            ):
+            if f"table {obj.parent}" in self.target.objects and f"table {obj.parent}" not in self.source.objects:
                 return  # the whole table goes
-            self.add(
-                kind, f"ALTER TABLE {obj.parent} DROP COLUMN {quoted_parts(ident)[-1]}", drop=True
-            )
+            self.add(kind, f"ALTER TABLE {obj.parent} DROP COLUMN {quoted_parts(ident)[-1]}", drop=True)
         elif kind == "constraint":
             if self._parent_dropped(obj):
                 return
@@ -480,10 +447,7 @@ class _Builder:
             self.privileges(obj, d.get("privileges") or {}, {})
         elif kind == "sequence" and d.get("owned_by"):
             table = d["owned_by"].rsplit(".", 1)[0]
-            if (
-                f"table {table}" in self.target.objects
-                and f"table {table}" not in self.source.objects
-            ):
+            if f"table {table}" in self.target.objects and f"table {table}" not in self.source.objects:
                 return
             self.add(kind, f"DROP SEQUENCE {ident}", drop=True)
         else:
@@ -503,8 +467,7 @@ class _Builder:
 
     def _parent_dropped(self, obj: SchemaObject) -> bool:
         return any(
-            f"{k} {obj.parent}" in self.target.objects
-            and f"{k} {obj.parent}" not in self.source.objects
+            f"{k} {obj.parent}" in self.target.objects and f"{k} {obj.parent}" not in self.source.objects
             for k in ("table", "foreign table", "materialized view", "view")
         )
 
@@ -520,9 +483,7 @@ class _Builder:
         if "privileges" in detail:
             self.privileges(src, td.get("privileges") or {}, sd.get("privileges") or {})
         if "column_privileges" in detail:
-            for column in sorted(
-                set(sd.get("column_privileges") or {}) | set(td.get("column_privileges") or {})
-            ):
+            for column in sorted(set(sd.get("column_privileges") or {}) | set(td.get("column_privileges") or {})):
                 self.privileges(
                     src,
                     (td.get("column_privileges") or {}).get(column, {}),
@@ -530,9 +491,7 @@ class _Builder:
                     column=_quote_name(column),
                 )
         if "column_comments" in detail:
-            for column in sorted(
-                set(sd.get("column_comments") or {}) | set(td.get("column_comments") or {})
-            ):
+            for column in sorted(set(sd.get("column_comments") or {}) | set(td.get("column_comments") or {})):
                 old, new = (
                     (td.get("column_comments") or {}).get(column),
                     (sd.get("column_comments") or {}).get(column),
@@ -551,14 +510,11 @@ class _Builder:
         elif kind in ("table", "foreign table"):
             for attribute in rest:
                 if attribute == "row_level_security":
-                    self.row_level_security(
-                        ident, td.get(attribute, "disabled"), sd.get(attribute, "disabled")
-                    )
+                    self.row_level_security(ident, td.get(attribute, "disabled"), sd.get(attribute, "disabled"))
                 elif attribute == "persistence":
                     self.add(
                         "table",
-                        f"ALTER TABLE {ident} "
-                        f"SET {'UNLOGGED' if sd[attribute] == 'unlogged' else 'LOGGED'}",
+                        f"ALTER TABLE {ident} SET {'UNLOGGED' if sd[attribute] == 'unlogged' else 'LOGGED'}",
                     )
                 elif attribute == "options":
                     old, new = set(td.get("options") or []), set(sd.get("options") or [])
@@ -568,9 +524,7 @@ class _Builder:
                             f"ALTER TABLE {ident} RESET ({_option_names(old - new)})",
                         )
                     if new - old:
-                        self.add(
-                            "table", f"ALTER TABLE {ident} SET ({', '.join(sorted(new - old))})"
-                        )
+                        self.add("table", f"ALTER TABLE {ident} SET ({', '.join(sorted(new - old))})")
                 elif attribute == "replica_identity":
                     value = sd.get(attribute) or "default"
                     if value == "index":
@@ -613,9 +567,7 @@ class _Builder:
                     kind,
                     sd["definition"]
                     .replace("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER", 1)
-                    .replace(
-                        "CREATE CONSTRAINT TRIGGER", "CREATE OR REPLACE CONSTRAINT TRIGGER", 1
-                    ),
+                    .replace("CREATE CONSTRAINT TRIGGER", "CREATE OR REPLACE CONSTRAINT TRIGGER", 1),
                 )
             if "enabled" in rest or "definition" in rest:
                 self.trigger_enabled(src)
@@ -651,9 +603,7 @@ class _Builder:
             self.enum_labels(ident, td.get("labels") or [], sd.get("labels") or [])
         elif kind == "domain" and set(rest) <= {"not_null", "default", "constraints"}:
             if "not_null" in rest:
-                self.add(
-                    kind, f"ALTER DOMAIN {ident} {'SET' if sd.get('not_null') else 'DROP'} NOT NULL"
-                )
+                self.add(kind, f"ALTER DOMAIN {ident} {'SET' if sd.get('not_null') else 'DROP'} NOT NULL")
             if "default" in rest:
                 self.add(
                     kind,
@@ -698,9 +648,7 @@ class _Builder:
             self.drop(tgt)
             self.create(src)
         else:
-            self.manual(
-                kind, f"{kind} {ident}: {', '.join(rest)} differ; recreate it as in the source"
-            )
+            self.manual(kind, f"{kind} {ident}: {', '.join(rest)} differ; recreate it as in the source")
 
     def change_column(self, src: SchemaObject, tgt: SchemaObject, rest: list[str]) -> None:
         sd, td = src.definition, tgt.definition
@@ -712,9 +660,7 @@ class _Builder:
         if "default" in rest:
             self.add(
                 "column",
-                f"{alter} SET DEFAULT {sd['default']}"
-                if sd.get("default") is not None
-                else f"{alter} DROP DEFAULT",
+                f"{alter} SET DEFAULT {sd['default']}" if sd.get("default") is not None else f"{alter} DROP DEFAULT",
             )
         if "identity" in rest:
             if not sd.get("identity"):
@@ -737,8 +683,7 @@ class _Builder:
         if "generated" in rest:
             self.manual(
                 "column",
-                f"{src.identity}: generated expression differs; "
-                "drop and add the column as in the source",
+                f"{src.identity}: generated expression differs; drop and add the column as in the source",
             )
 
     def enum_labels(self, ident: str, old: list[str], new: list[str]) -> None:
@@ -749,20 +694,13 @@ class _Builder:
         if removed:
             self.manual(
                 "type",
-                f"{ident}: remove enum labels {', '.join(removed)} "
-                "(PostgreSQL cannot drop labels; recreate the type)",
+                f"{ident}: remove enum labels {', '.join(removed)} (PostgreSQL cannot drop labels; recreate the type)",
             )
         for i, label in enumerate(new):
             if label in old:
                 continue
-            after = next(
-                (new[j] for j in range(i - 1, -1, -1) if new[j] in old or new[j] in new[:i]), None
-            )
-            position = (
-                f" AFTER {literal(after)}"
-                if after
-                else (f" BEFORE {literal(old[0])}" if old else "")
-            )
+            after = next((new[j] for j in range(i - 1, -1, -1) if new[j] in old or new[j] in new[:i]), None)
+            position = f" AFTER {literal(after)}" if after else (f" BEFORE {literal(old[0])}" if old else "")
             self.add("type", f"ALTER TYPE {ident} ADD VALUE {literal(label)}{position}")
 
 
@@ -785,9 +723,7 @@ def _privs(text: str | None) -> dict[str, bool]:
     return out
 
 
-def _seq_options(
-    d: Mapping[str, Any] | None, open_: str = "", close: str = "", prefix: str = " "
-) -> str:
+def _seq_options(d: Mapping[str, Any] | None, open_: str = "", close: str = "", prefix: str = " ") -> str:
     if not d:
         return ""
     parts = [
@@ -866,9 +802,7 @@ def _grant_target(obj: SchemaObject) -> tuple[str, str] | None:
     return (on, obj.identity) if on else None
 
 
-def migration(
-    differences: Iterable[Difference], source: Fingerprint, target: Fingerprint
-) -> list[Statement]:
+def migration(differences: Iterable[Difference], source: Fingerprint, target: Fingerprint) -> list[Statement]:
     """The statements that turn ``target`` into ``source`` for these differences, in order."""
     builder = _Builder(source, target)
     drops: list[Difference] = []
@@ -883,10 +817,7 @@ def migration(
     rest.sort(
         key=lambda d: (
             d.kind not in ("table", "foreign table"),
-            bool(
-                d.change == "removed"
-                and source.objects[f"{d.kind} {d.identity}"].definition.get("partition_of")
-            ),
+            bool(d.change == "removed" and source.objects[f"{d.kind} {d.identity}"].definition.get("partition_of")),
         )
     )
     for d in rest:
@@ -932,7 +863,5 @@ def render(statements: list[Statement], *, unsafe: bool, header: str) -> str:
     try:
         pglast.parse_sql(script)
     except pglast.parser.ParseError as exc:
-        raise GuardianError(
-            f"internal error: the generated SQL does not parse ({exc}); please report it"
-        ) from exc
+        raise GuardianError(f"internal error: the generated SQL does not parse ({exc}); please report it") from exc
     return script

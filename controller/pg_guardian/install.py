@@ -41,9 +41,7 @@ def migrations_dir() -> Path:
 
 def installed(conn: psycopg.Connection) -> InstallState:
     """Which version of pg_guardian the database has, and how it was installed."""
-    row = conn.execute(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s", (EXTENSION,)
-    ).fetchone()
+    row = conn.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s", (EXTENSION,)).fetchone()
     if row:
         return InstallState(row[0], "extension")
     if conn.execute("SELECT to_regclass('guardian.migrations')").fetchone()[0] is not None:  # type: ignore[index]
@@ -80,14 +78,10 @@ def plain_sql(script: str) -> str:
 def _check_version(version: str) -> None:
     known = scripts.known_versions()
     if version not in known:
-        raise InstallError(
-            f"unknown pg_guardian version {version!r}; this controller knows {', '.join(known)}"
-        )
+        raise InstallError(f"unknown pg_guardian version {version!r}; this controller knows {', '.join(known)}")
 
 
-def install(
-    conn: psycopg.Connection, *, method: str = "auto", version: str | None = None
-) -> InstallState:
+def install(conn: psycopg.Connection, *, method: str = "auto", version: str | None = None) -> InstallState:
     """Install pg_guardian; refuse if it is already there. Leaves nothing behind on failure."""
     if method not in METHODS:
         raise InstallError(f"unknown install method {method!r}; use one of {', '.join(METHODS)}")
@@ -136,9 +130,7 @@ def _ensure_dblink(conn: psycopg.Connection) -> bool:
     present = conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'dblink'").fetchone()
     if present:
         return True
-    available = conn.execute(
-        "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'dblink'"
-    ).fetchone()
+    available = conn.execute("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'dblink'").fetchone()
     if not available:
         return False
     try:
@@ -150,9 +142,7 @@ def _ensure_dblink(conn: psycopg.Connection) -> bool:
                     sql.Literal("pg_guardian: dblink, for strict-mode rejections that survive the rollback"),
                 )
             )
-            conn.execute(
-                sql.SQL("CREATE EXTENSION dblink SCHEMA {}").format(sql.Identifier(RECORDER_SCHEMA))
-            )
+            conn.execute(sql.SQL("CREATE EXTENSION dblink SCHEMA {}").format(sql.Identifier(RECORDER_SCHEMA)))
     except psycopg.errors.InsufficientPrivilege:
         return False
     return True
@@ -180,8 +170,7 @@ def upgrade(conn: psycopg.Connection, *, to: str | None = None) -> tuple[str, st
         chain = scripts.update_chain(state.version, target)
     except LookupError as exc:
         raise InstallError(
-            f"cannot upgrade pg_guardian from {state.version} to {target}: {exc}; "
-            "downgrades are not supported"
+            f"cannot upgrade pg_guardian from {state.version} to {target}: {exc}; downgrades are not supported"
         ) from exc
     with conn.transaction():
         if state.method == "extension":
@@ -191,9 +180,7 @@ def upgrade(conn: psycopg.Connection, *, to: str | None = None) -> tuple[str, st
                     "on the database host first"
                 )
             conn.execute(
-                sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(
-                    sql.Identifier(EXTENSION), sql.Literal(target)
-                )
+                sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(sql.Identifier(EXTENSION), sql.Literal(target))
             )
         else:
             for path in chain:

@@ -45,11 +45,7 @@ class Schedule:
     def matches(self, at: datetime) -> bool:
         """Does the minute ``at`` (UTC) match? Day of month and day of week are OR-ed when
         both are restricted, as in cron."""
-        if (
-            at.minute not in self.minutes
-            or at.hour not in self.hours
-            or at.month not in self.months
-        ):
+        if at.minute not in self.minutes or at.hour not in self.hours or at.month not in self.months:
             return False
         return self._day_matches(at)
 
@@ -155,8 +151,7 @@ def due_jobs(conn: psycopg.Connection, now: datetime | None = None) -> list[str]
     now = now or datetime.now(UTC)
     due = []
     rows = conn.execute(
-        "SELECT name, schedule, coalesce(last_started_at, created_at) FROM guardian.jobs "
-        "WHERE enabled ORDER BY name"
+        "SELECT name, schedule, coalesce(last_started_at, created_at) FROM guardian.jobs WHERE enabled ORDER BY name"
     ).fetchall()
     for name, schedule, since in rows:
         fired = parse_schedule(schedule).previous(now)
@@ -172,9 +167,7 @@ def run_jobs(conn: psycopg.Connection, names: Iterable[str]) -> list[JobRun]:
     known = {r[0] for r in conn.execute("SELECT name FROM guardian.jobs").fetchall()}
     for name in names:
         if name not in known:
-            raise ConfigError(
-                f"unknown guardian job {name!r}; known jobs: {', '.join(sorted(known)) or 'none'}"
-            )
+            raise ConfigError(f"unknown guardian job {name!r}; known jobs: {', '.join(sorted(known)) or 'none'}")
     for name in names:
         started = time.monotonic()
         row = conn.execute("SELECT guardian.run_job(%s)", (name,)).fetchone()
@@ -196,10 +189,7 @@ def run_due(
     if not selected:
         if all_jobs:
             selected = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT name FROM guardian.jobs WHERE enabled ORDER BY name"
-                ).fetchall()
+                r[0] for r in conn.execute("SELECT name FROM guardian.jobs WHERE enabled ORDER BY name").fetchall()
             ]
         else:
             selected = due_jobs(conn, now)
@@ -241,10 +231,7 @@ def serve(
                     conn = db.connect(dsn, "jobs serve", autocommit=True)
                     backoff = 1.0
                 for run in run_due(conn):
-                    echo(
-                        f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z {run.name}: {run.result} "
-                        f"({run.seconds:.2f}s)"
-                    )
+                    echo(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z {run.name}: {run.result} ({run.seconds:.2f}s)")
             except (ConnectionFailed, psycopg.OperationalError) as exc:
                 echo(
                     f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z connection lost: "
@@ -279,9 +266,7 @@ def register(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Schedule the guardian jobs with pg_cron (``guardian.register_jobs()``); says why not."""
     cur = conn.cursor(row_factory=dict_row)
     try:
-        return list(
-            cur.execute("SELECT job, scheduled, detail FROM guardian.register_jobs()").fetchall()
-        )
+        return list(cur.execute("SELECT job, scheduled, detail FROM guardian.register_jobs()").fetchall())
     except psycopg.errors.InsufficientPrivilege as exc:
         raise GuardianError(
             f"cannot schedule pg_cron jobs as {conn.info.user}: {exc.diag.message_primary}; "

@@ -70,9 +70,7 @@ def _strip_plpgsql(node: Any) -> Any:
     return node
 
 
-def plpgsql(
-    body: str, arguments: str = "", returns: str | None = "void", procedure: bool = False
-) -> str:
+def plpgsql(body: str, arguments: str = "", returns: str | None = "void", procedure: bool = False) -> str:
     """A PL/pgSQL body as its parse tree (line numbers dropped, embedded SQL as tokens)."""
     tag = "$pgg$"
     n = 0
@@ -91,14 +89,10 @@ def plpgsql(
     return json.dumps(_strip_plpgsql(tree), sort_keys=True)
 
 
-def formatting_attribute(
-    kind: str, attribute: str, source: Mapping[str, Any], target: Mapping[str, Any]
-) -> bool:
+def formatting_attribute(kind: str, attribute: str, source: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
     """Can a difference in this attribute be formatting only? (guardian._formatting_attribute)"""
     if kind in ("function", "procedure") and attribute == "body":
-        return source.get("language") in ("sql", "plpgsql") and source.get(
-            "language"
-        ) == target.get("language")
+        return source.get("language") in ("sql", "plpgsql") and source.get("language") == target.get("language")
     if kind in ("view", "materialized view"):
         return attribute == "definition"
     if kind == "policy":
@@ -121,9 +115,7 @@ def _canonical(kind: str, attribute: str, value: str, definition: Mapping[str, A
     return sql(value)
 
 
-def formatting_only(
-    kind: str, attribute: str, source: Mapping[str, Any], target: Mapping[str, Any]
-) -> bool:
+def formatting_only(kind: str, attribute: str, source: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
     """True when the attribute differs between two definitions only in formatting."""
     a, b = source.get(attribute), target.get(attribute)
     if not isinstance(a, str) or not isinstance(b, str):

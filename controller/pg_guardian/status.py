@@ -41,12 +41,15 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
     )
     result["features"] = {
         "plpython3u": bool(
-            conn.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_language WHERE lanname = 'plpython3u')").fetchone()[0]  # type: ignore[index]
+            conn.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_language WHERE lanname = 'plpython3u')").fetchone()[
+                0
+            ]  # type: ignore[index]
         ),
         "pg_cron": _exists(conn, "cron.job"),
         "trigger_protection": bool(
             conn.execute(
-                "SELECT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'guardian_protect_triggers_alter')"
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_event_trigger "
+                "WHERE evtname = 'guardian_protect_triggers_alter')"
             ).fetchone()[0]  # type: ignore[index]
         ),
     }
@@ -62,7 +65,8 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
         result["watched_tables"] = []
     cron_join = (
         "LEFT JOIN cron.job AS c ON c.jobname = 'guardian_' || j.name AND c.database = current_database()"
-        if result["features"]["pg_cron"] else ""
+        if result["features"]["pg_cron"]
+        else ""
     )
     cron_col = "c.jobid IS NOT NULL" if cron_join else "false"
     result["jobs"] = [
@@ -97,8 +101,7 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
             result["lockdown"] = describe_lockdown(active)
     counts: dict[str, int] = dict(
         conn.execute(
-            "SELECT severity, count(*) FROM guardian.monitoring_alerts "
-            "WHERE resolved_at IS NULL GROUP BY severity"
+            "SELECT severity, count(*) FROM guardian.monitoring_alerts WHERE resolved_at IS NULL GROUP BY severity"
         ).fetchall()
     )
     result["open_alerts"] = {s: int(counts.get(s, 0)) for s in SEVERITIES}

@@ -37,9 +37,7 @@ class DeliveryFailed(Exception):
     """A send failed. ``retry_after``: the receiver said when to come back (seconds);
     ``permanent``: retrying the same message cannot help (dead-letter it now)."""
 
-    def __init__(
-        self, reason: str, *, retry_after: float | None = None, permanent: bool = False
-    ) -> None:
+    def __init__(self, reason: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.permanent = permanent
@@ -169,15 +167,11 @@ class HttpPoster:
                 # A keep-alive connection the server closed meanwhile: one fresh try.
                 self._drop()
                 if attempt == 2:
-                    raise DeliveryFailed(
-                        f"cannot reach {self.where}: {exc or type(exc).__name__}"
-                    ) from exc
+                    raise DeliveryFailed(f"cannot reach {self.where}: {exc or type(exc).__name__}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
                 reason = (
-                    "timed out"
-                    if isinstance(exc, TimeoutError | socket.timeout)
-                    else str(exc) or type(exc).__name__
+                    "timed out" if isinstance(exc, TimeoutError | socket.timeout) else str(exc) or type(exc).__name__
                 )
                 raise DeliveryFailed(f"cannot reach {self.where}: {reason}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -193,9 +187,7 @@ def _check_status(where: str, status: int, text: str, after: str | None) -> None
     if status == 429:
         raise DeliveryFailed(detail, retry_after=retry_after(after) or 1.0)
     if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-        raise DeliveryFailed(
-            detail + " (the receiver refused the message; not retried)", permanent=True
-        )
+        raise DeliveryFailed(detail + " (the receiver refused the message; not retried)", permanent=True)
     raise DeliveryFailed(detail, retry_after=retry_after(after))
 
 
@@ -263,9 +255,7 @@ class WebhookSender:
 class EmailSender:
     """SMTP with STARTTLS, implicit TLS (ssl) or none (plain), and optional authentication."""
 
-    def __init__(
-        self, config: ChannelConfig, app_url: str | None, templates: jinja2.Environment
-    ) -> None:
+    def __init__(self, config: ChannelConfig, app_url: str | None, templates: jinja2.Environment) -> None:
         self.config = config
         self.app_url = app_url
         self.templates = templates
@@ -281,18 +271,14 @@ class EmailSender:
     def _connect(self) -> smtplib.SMTP:
         c = self.config
         if c.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                c.host, c.port, timeout=c.timeout, context=self._tls()
-            )
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=self._tls())
         else:
             smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
         try:
             smtp.ehlo()
             if c.security == "starttls":
                 if not smtp.has_extn("starttls"):
-                    raise DeliveryFailed(
-                        f'{self.where} does not offer STARTTLS (set security = "ssl" or "plain")'
-                    )
+                    raise DeliveryFailed(f'{self.where} does not offer STARTTLS (set security = "ssl" or "plain")')
                 smtp.starttls(context=self._tls())
                 smtp.ehlo()
             if c.smtp_user and c.password:
@@ -330,20 +316,14 @@ class EmailSender:
                 permanent=True,
             ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryFailed(
-                f"{self.where} refused every recipient: {exc.recipients}", permanent=True
-            ) from exc
+            raise DeliveryFailed(f"{self.where} refused every recipient: {exc.recipients}", permanent=True) from exc
         except smtplib.SMTPResponseException as exc:
             raise DeliveryFailed(
                 f"{self.where} answered {exc.smtp_code} {_smtp_text(exc.smtp_error)}",
                 permanent=500 <= exc.smtp_code < 600,
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            reason = (
-                "timed out"
-                if isinstance(exc, TimeoutError | socket.timeout)
-                else str(exc) or type(exc).__name__
-            )
+            reason = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else str(exc) or type(exc).__name__
             raise DeliveryFailed(f"cannot reach {self.where}: {reason}") from exc
         if refused:
             # Some recipients took it: a retry would send them a duplicate, so this counts as sent.
@@ -358,9 +338,7 @@ def _smtp_text(value: bytes | str) -> str:
     return " ".join(text.split())[:300]
 
 
-def make_sender(
-    config: ChannelConfig, app_url: str | None, template_dir: Path | None = None
-) -> Sender:
+def make_sender(config: ChannelConfig, app_url: str | None, template_dir: Path | None = None) -> Sender:
     """The sender for a channel's type."""
     if config.type == "slack":
         return SlackSender(config, app_url)

@@ -62,9 +62,7 @@ def clean(text: str | None, limit: int) -> str:
     """Text safe to show: control characters made visible (``\\x1b``), cut to ``limit``."""
     if text is None:
         return ""
-    shown = _CONTROL.sub(
-        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else " ", text
-    )
+    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else " ", text)
     if len(shown) > limit:
         shown = shown[: max(limit - 40, 0)] + f"… [cut: {len(text):,} characters in all]"
     return shown
@@ -222,9 +220,7 @@ def webhook_payload(msg: Message, *, app_url: str | None) -> dict[str, Any]:
 
 def webhook_body(msg: Message, *, app_url: str | None) -> bytes:
     """The webhook payload as compact UTF-8 JSON (control characters escaped by JSON)."""
-    return json.dumps(
-        webhook_payload(msg, app_url=app_url), separators=(",", ":"), default=str
-    ).encode()
+    return json.dumps(webhook_payload(msg, app_url=app_url), separators=(",", ":"), default=str).encode()
 
 
 # ---- email ---------------------------------------------------------------------------------
@@ -256,9 +252,7 @@ def _describe(exc: Exception, name: str) -> str:
     line = None
     tb = exc.__traceback__
     while tb is not None:  # the innermost frame in a template names its line
-        if tb.tb_frame.f_code.co_filename.endswith(".j2") or tb.tb_frame.f_globals.get(
-            "__jinja_template__"
-        ):
+        if tb.tb_frame.f_code.co_filename.endswith(".j2") or tb.tb_frame.f_globals.get("__jinja_template__"):
             line = tb.tb_lineno
         tb = tb.tb_next
     return f"template {name}{f' line {line}' if line else ''}: {type(exc).__name__}: {exc}"

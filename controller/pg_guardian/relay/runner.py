@@ -154,9 +154,7 @@ def sql_error(log: logging.Logger, where: str, exc: psycopg.Error) -> None:
     )
 
 
-def backoff_seconds(
-    attempt: int, initial: float, maximum: float, rng: random.Random | None = None
-) -> float:
+def backoff_seconds(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with ±20 % jitter: initial, 2x, 4x, ... up to maximum."""
     base = min(maximum, initial * (2 ** max(attempt - 1, 0)))
     return float(base * (rng or random).uniform(0.8, 1.2))
@@ -280,9 +278,7 @@ class ChannelWorker(threading.Thread):
             if exc.retry_after:
                 self.pacer.pause(exc.retry_after)
             return exc
-        except (
-            Exception
-        ) as exc:  # a bug in rendering must not stop the relay: retry, then dead-letter
+        except Exception as exc:  # a bug in rendering must not stop the relay: retry, then dead-letter
             return DeliveryFailed(f"{type(exc).__name__}: {exc}")
         return time.perf_counter() - started
 
@@ -320,9 +316,7 @@ class ChannelWorker(threading.Thread):
         max_attempts = 0 if outcome.permanent else settings.max_attempts
         with self.db_lock:
             try:
-                result = store.failed(
-                    self.link.get(), msg.id, self.link.token, str(outcome), retry_in, max_attempts
-                )
+                result = store.failed(self.link.get(), msg.id, self.link.token, str(outcome), retry_in, max_attempts)
             except psycopg.OperationalError as exc:
                 self.link.broken(exc)
                 result = "unrecorded"  # the lease dies with the session: it is retried anyway
@@ -402,9 +396,7 @@ class Relay:
         try:
             self.link.get()  # fail fast on a missing relay or a role without guardian_relay
             for name, chan in cfg.channels.items():
-                self.workers[name] = ChannelWorker(
-                    self, chan, make_sender(chan, cfg.app_url, cfg.template_dir)
-                )
+                self.workers[name] = ChannelWorker(self, chan, make_sender(chan, cfg.app_url, cfg.template_dir))
             if self.once:
                 self._route_all()
                 for worker in self.workers.values():
@@ -426,9 +418,7 @@ class Relay:
         if self._error is not None:
             if isinstance(self._error, GuardianError):
                 raise self._error
-            raise GuardianError(
-                f"relay stopped on an unexpected error: {self._error!r}"
-            ) from self._error
+            raise GuardianError(f"relay stopped on an unexpected error: {self._error!r}") from self._error
         event(self.log, logging.INFO, "relay.stopped", "relay stopped", **self.summary.as_dict())
         return self.summary
 

@@ -36,9 +36,7 @@ def create(
     except psycopg.errors.InvalidParameterValue as exc:
         raise _sql_error(exc) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise GuardianError(
-            f"{exc.diag.message_primary}; silences need a member of guardian_admin"
-        ) from exc
+        raise GuardianError(f"{exc.diag.message_primary}; silences need a member of guardian_admin") from exc
     assert row is not None
     return UUID(str(row[0]))
 
@@ -63,17 +61,13 @@ def expire(conn: psycopg.Connection, silence: str) -> dict[str, Any]:
         else []
     )
     if not ids:
-        raise GuardianError(
-            f"no silence with id {silence!r}; list them with `pg-guardian silence list`"
-        )
+        raise GuardianError(f"no silence with id {silence!r}; list them with `pg-guardian silence list`")
     if len(ids) > 1:
         raise GuardianError(f"{len(ids)} silences start with {silence!r}; give more of the id")
     try:
         cur = conn.cursor(row_factory=dict_row)
         row = cur.execute("SELECT * FROM guardian.expire_silence(%s)", (ids[0],)).fetchone()
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise GuardianError(
-            f"{exc.diag.message_primary}; silences need a member of guardian_admin"
-        ) from exc
+        raise GuardianError(f"{exc.diag.message_primary}; silences need a member of guardian_admin") from exc
     assert row is not None
     return dict(row)

@@ -18,10 +18,7 @@ def status(conn: psycopg.Connection, *, stale_after: float = 300.0) -> dict[str,
     ``stale_after`` seconds (not counting those held by a silence).
     """
     if conn.execute("SELECT to_regclass('guardian.relay_status')").fetchone() == (None,):
-        raise GuardianError(
-            f"pg_guardian in database {conn.info.dbname} has no alert relay; "
-            "run `pg-guardian upgrade`"
-        )
+        raise GuardianError(f"pg_guardian in database {conn.info.dbname} has no alert relay; run `pg-guardian upgrade`")
     cur = conn.cursor(row_factory=dict_row)
     try:
         overview = cur.execute("SELECT * FROM guardian.relay_overview()").fetchone()
@@ -34,15 +31,11 @@ def status(conn: psycopg.Connection, *, stale_after: float = 300.0) -> dict[str,
     problems = []
     for row in channels:
         age: timedelta | None = row["oldest_undelivered_age"]
-        row["oldest_undelivered_seconds"] = (
-            round(age.total_seconds(), 1) if age is not None else None
-        )
+        row["oldest_undelivered_seconds"] = round(age.total_seconds(), 1) if age is not None else None
         if row["dead_messages"]:
             problems.append(f"{row['channel']}: {row['dead_messages']} dead-lettered message(s)")
         if age is not None and age.total_seconds() > stale_after:
-            problems.append(
-                f"{row['channel']}: oldest undelivered notice waited {int(age.total_seconds())}s"
-            )
+            problems.append(f"{row['channel']}: oldest undelivered notice waited {int(age.total_seconds())}s")
     backlog_age = None
     if overview["oldest_intake_at"] is not None:
         waited = conn.execute(
@@ -51,17 +44,14 @@ def status(conn: psycopg.Connection, *, stale_after: float = 300.0) -> dict[str,
         backlog_age = round(float(waited[0]), 1) if waited else None
         if backlog_age is not None and backlog_age > stale_after:
             problems.append(
-                f"{overview['intake_backlog']} alert(s) not routed for {int(backlog_age)}s: "
-                "is a relay running?"
+                f"{overview['intake_backlog']} alert(s) not routed for {int(backlog_age)}s: is a relay running?"
             )
     return {
         "database": conn.info.dbname,
         "relay_connections": overview["relay_connections"],
         "intake_backlog": overview["intake_backlog"],
         "intake_oldest_seconds": backlog_age,
-        "channels": [
-            {k: v for k, v in r.items() if k != "oldest_undelivered_age"} for r in channels
-        ],
+        "channels": [{k: v for k, v in r.items() if k != "oldest_undelivered_age"} for r in channels],
         "healthy": not problems,
         "problems": problems,
     }

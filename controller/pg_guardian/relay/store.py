@@ -101,10 +101,7 @@ def check_ready(conn: psycopg.Connection) -> None:
             "`pg-guardian install`, or `pg-guardian upgrade` an older version"
         )
     if not row[1]:
-        raise GuardianError(
-            f"role {row[2]} may not run the relay; "
-            f"a superuser runs: GRANT guardian_relay TO {row[2]};"
-        )
+        raise GuardianError(f"role {row[2]} may not run the relay; a superuser runs: GRANT guardian_relay TO {row[2]};")
 
 
 def register(conn: psycopg.Connection) -> int:
@@ -125,8 +122,7 @@ def enqueue(conn: psycopg.Connection, notices: Sequence[Notice]) -> int:
     if not notices:
         return 0
     row = conn.execute(
-        "SELECT guardian.relay_enqueue("
-        "%s::uuid[], %s::text[], %s::text[], %s::interval[], %s::interval[])",
+        "SELECT guardian.relay_enqueue(%s::uuid[], %s::text[], %s::text[], %s::interval[], %s::interval[])",
         (
             [n.alert_id for n in notices],
             [n.channel for n in notices],
@@ -229,7 +225,5 @@ def failed(
 
 def next_due_in(conn: psycopg.Connection, channel: str) -> float | None:
     """Seconds until the channel has work (may be negative: overdue); None when idle."""
-    row = conn.execute(
-        "SELECT extract(epoch FROM guardian.relay_next_due(%s) - now())::float8", (channel,)
-    ).fetchone()
+    row = conn.execute("SELECT extract(epoch FROM guardian.relay_next_due(%s) - now())::float8", (channel,)).fetchone()
     return None if row is None or row[0] is None else float(row[0])

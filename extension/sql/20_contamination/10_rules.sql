@@ -109,15 +109,17 @@ $$;
 COMMENT ON FUNCTION guardian._rule_matcher(text, text, text[]) IS 'Internal: the regular expression that decides a rule.';
 
 -- The precise test. Deliberately without SET search_path so that it inlines into its callers,
--- all of which pin search_path (it is SECURITY INVOKER and only compares text).
+-- all of which pin search_path; every operator is schema-qualified.
 CREATE FUNCTION guardian._rule_matches(p_match_type text, p_matcher text, p_terms text[], p_value text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT p_value <> ''
-       AND ((p_match_type = 'exact' AND p_value = ANY (p_terms))
-            OR (p_match_type = 'digits' AND pg_catalog.regexp_replace(p_value, '[^0-9]', '', 'g') ~ p_matcher)
-            OR (p_match_type NOT IN ('exact', 'digits') AND p_value ~* p_matcher))
+    SELECT p_value OPERATOR(pg_catalog.<>) ''
+       AND ((p_match_type OPERATOR(pg_catalog.=) 'exact' AND p_value OPERATOR(pg_catalog.=) ANY (p_terms))
+            OR (p_match_type OPERATOR(pg_catalog.=) 'digits'
+                AND pg_catalog.regexp_replace(p_value, '[^0-9]', '', 'g') OPERATOR(pg_catalog.~) p_matcher)
+            OR (p_match_type OPERATOR(pg_catalog.<>) 'exact' AND p_match_type OPERATOR(pg_catalog.<>) 'digits'
+                AND p_value OPERATOR(pg_catalog.~*) p_matcher))
 $$;
 COMMENT ON FUNCTION guardian._rule_matches(text, text, text[], text) IS
     'Internal: does a rule (match type, matcher, terms) match this normalised value?';
