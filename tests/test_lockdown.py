@@ -255,3 +255,13 @@ def test_automatic_lockdown_is_off_unless_enabled(db: psycopg.Connection, roles:
             (f"Clinic {n}", f"c{n}@example.com"),
         )
     assert count(db, "SELECT count(*) FROM guardian.lockdowns") == 0
+
+
+def test_uninstall_is_refused_during_a_lockdown(db: psycopg.Connection, roles: dict[str, str], dsn: str) -> None:
+    response.lockdown(db, "drill")
+    result = CliRunner().invoke(main, ["uninstall", "--force", "--dsn", dsn])
+    assert result.exit_code == 2
+    assert "a lockdown is active" in result.output and "guardian.unlock()" in result.output
+    assert scalar(db, "SELECT count(*) FROM guardian.lockdown_status") == 1
+    response.unlock(db)
+    assert CliRunner().invoke(main, ["uninstall", "--force", "--dsn", dsn]).exit_code == 0

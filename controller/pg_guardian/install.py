@@ -197,6 +197,13 @@ def uninstall(conn: psycopg.Connection, *, drop_alerts: bool = False) -> str | N
     state = installed(conn)
     if not state.version:
         raise InstallError("pg_guardian is not installed here; nothing to uninstall")
+    locked = conn.execute("SELECT to_regclass('guardian.lockdown_status') IS NOT NULL").fetchone()
+    if locked and locked[0] and conn.execute("SELECT 1 FROM guardian.lockdown_status").fetchone():
+        # Uninstalling would drop the record of which privileges the lockdown took.
+        raise InstallError(
+            "a lockdown is active and uninstalling would lose what it took; "
+            "lift it first with: SELECT guardian.unlock(); (pg-guardian lockdown unlock)"
+        )
     archive = None
     with conn.transaction():
         if not drop_alerts:
