@@ -130,9 +130,8 @@ def _print_status(data: dict[str, Any]) -> None:
     click.echo(f"  environment: {data['environment']}   mode: {data['mode']}")
     feats = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in data["features"].items())
     click.echo(f"  features: {feats}")
-    for key in ("lockdown",):
-        if data.get(key):
-            click.echo(f"  {key}: {data[key]}")
+    if data.get("lockdown"):
+        click.echo(f"  lockdown: {data['lockdown']}")
     watched = data.get("watched_tables") or []
     click.echo(f"  watched tables ({len(watched)}):")
     for row in watched:

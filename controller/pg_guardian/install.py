@@ -220,16 +220,20 @@ def uninstall(conn: psycopg.Connection, *, drop_alerts: bool = False) -> str | N
             conn.execute("SELECT guardian.unregister_jobs()")
         # Triggers on user tables are not extension members; remove them first.
         triggers = conn.execute(
-            """SELECT t.tgname, t.tgrelid::regclass::text
+            """SELECT t.tgname, n.nspname, c.relname
                  FROM pg_catalog.pg_trigger AS t
                  JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+                 JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid
+                 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
                 WHERE p.pronamespace = 'guardian'::regnamespace
                   AND t.tgrelid NOT IN (SELECT c.oid FROM pg_catalog.pg_class AS c
                                          WHERE c.relnamespace = 'guardian'::regnamespace)
                   AND NOT t.tgisinternal AND t.tgparentid = 0"""
         ).fetchall()
-        for name, table in triggers:
-            conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), sql.SQL(table)))
+        for name, schema, table in triggers:
+            conn.execute(
+                sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), sql.Identifier(schema, table))
+            )
         if state.method == "extension":
             conn.execute(sql.SQL("DROP EXTENSION {}").format(sql.Identifier(EXTENSION)))
             # CREATE EXTENSION made the schema but does not own it; it is empty now.

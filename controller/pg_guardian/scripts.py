@@ -115,8 +115,8 @@ def known_versions(ext_dir: Path | None = None) -> list[str]:
     ext_dir = ext_dir or extension_dir()
     versions = {default_version(ext_dir)}
     for path in ext_dir.glob(f"{EXTENSION}--*.sql"):
-        match = re.fullmatch(rf"{EXTENSION}--([^-]+(?:-[^-]+)?)\.sql", path.name)
-        if match and "--" not in match.group(1):
+        match = re.fullmatch(rf"{EXTENSION}--([^-]+)\.sql", path.name)
+        if match:
             versions.add(match.group(1))
     return sorted(versions, key=lambda v: [int(x) if x.isdigit() else x for x in v.split(".")])
 

@@ -213,7 +213,6 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	int			n;
 	int			i;
 	int			counts[256] = {0};
-	int			fill[256];
 
 	/* the element array is scratch: take it apart in the caller's context */
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
@@ -296,7 +295,6 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 		set->order[i] = i;
 	qsort_arg(set->order, set->count, sizeof(int), compare_needles, set);
 	index_second_bytes(set);
-	(void) fill;
 	if (set->digit_count > 0)
 		set->digits = index_plain_needles(set->digit_needles, set->digit_lengths, set->digit_count);
 

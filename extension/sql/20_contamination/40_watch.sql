@@ -194,6 +194,23 @@ END
 $$;
 COMMENT ON FUNCTION guardian._plan_watch(regclass, jsonb) IS 'Internal: which columns to watch, as which kind.';
 
+-- The watched_tables row a plan makes: the plan, the same columns as arrays for the write path,
+-- and how records are identified. watch() stores it; a scan of an unwatched table uses it as is.
+CREATE FUNCTION guardian._watch_record(p_table regclass, p_plan jsonb)
+RETURNS guardian.watched_tables
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_table, p_plan,
+           ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(p_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(p_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(p_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
+           k.key_columns, k.key_source, now(), SESSION_USER::text
+      FROM guardian._record_key(p_table) AS k
+$$;
+COMMENT ON FUNCTION guardian._watch_record(regclass, jsonb) IS
+    'Internal: the guardian.watched_tables row for a table and a watch plan.';
+
 -- The value expression a WHEN clause tests for one column.
 CREATE FUNCTION guardian._column_test(p_ref text, p_column jsonb)
 RETURNS text
@@ -203,9 +220,6 @@ AS $$
     SELECT CASE
         WHEN p_column ->> 'type' = 'uuid' THEN
             format('guardian._uuid_matches(%s.%I, guardian._uuid_bounds(%L))', p_ref, p_column ->> 'column', p_column ->> 'column')
-        WHEN p_column ->> 'type' IN ('text', 'character varying', 'character', 'name') THEN
-            format('guardian._contains_any(%s.%I::text, guardian._anchors(%L, %L))', p_ref, p_column ->> 'column',
-                   p_column ->> 'kind', p_column ->> 'column')
         ELSE
             format('guardian._contains_any(%s.%I::text, guardian._anchors(%L, %L))', p_ref, p_column ->> 'column',
                    p_column ->> 'kind', p_column ->> 'column')
@@ -337,7 +351,7 @@ END
 $$;
 COMMENT ON FUNCTION guardian._drop_watch_triggers(regclass) IS 'Internal: removes the guardian triggers from a table.';
 
-CREATE FUNCTION guardian._register_watch(p_table regclass, p_columns jsonb, p_key text[], p_key_source text)
+CREATE FUNCTION guardian._register_watch(p_table regclass, p_columns jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -349,20 +363,15 @@ BEGIN
         RETURN;
     END IF;
     INSERT INTO guardian.watched_tables AS w
-        (relid, columns, column_names, column_kinds, column_types, key_columns, key_source)
-    SELECT p_table, p_columns,
-           ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
-           ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
-           ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o) ORDER BY o),
-           p_key, p_key_source
+    SELECT (guardian._watch_record(p_table, p_columns)).*
     ON CONFLICT (relid) DO UPDATE
        SET columns = EXCLUDED.columns, column_names = EXCLUDED.column_names,
            column_kinds = EXCLUDED.column_kinds, column_types = EXCLUDED.column_types,
            key_columns = EXCLUDED.key_columns, key_source = EXCLUDED.key_source,
-           watched_at = now(), watched_by = SESSION_USER;
+           watched_at = EXCLUDED.watched_at, watched_by = EXCLUDED.watched_by;
 END
 $$;
-COMMENT ON FUNCTION guardian._register_watch(regclass, jsonb, text[], text) IS
+COMMENT ON FUNCTION guardian._register_watch(regclass, jsonb) IS
     'Internal: records (or with NULL columns forgets) a watched table; called by watch() and unwatch().';
 
 CREATE FUNCTION guardian.watch(p_table regclass, p_columns jsonb DEFAULT NULL, p_mode text DEFAULT NULL)
@@ -401,7 +410,7 @@ BEGIN
             EXECUTE v_stmt;
         END LOOP;
     END IF;
-    PERFORM guardian._register_watch(p_table, v_plan, v_key.key_columns, v_key.key_source);
+    PERFORM guardian._register_watch(p_table, v_plan);
     IF p_mode IS NOT NULL THEN
         PERFORM guardian.set_table_mode(p_table, p_mode);
     END IF;
@@ -426,7 +435,7 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM guardian._drop_watch_triggers(p_table);
-    PERFORM guardian._register_watch(p_table, NULL, NULL, NULL);
+    PERFORM guardian._register_watch(p_table, NULL);
     RETURN true;
 END
 $$;

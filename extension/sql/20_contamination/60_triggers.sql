@@ -153,7 +153,7 @@ BEGIN
     FOR v_group IN
         SELECT f.rule,
                (array_agg(f.severity ORDER BY array_position(ARRAY['CRITICAL','HIGH','MEDIUM','LOW','INFO'], f.severity)))[1] AS severity,
-               count(*) AS n, count(DISTINCT f.record_id) AS records,
+               count(DISTINCT f.record_id) AS records,
                (array_agg(f.record_id ORDER BY f.id))[1] AS first_record,
                (array_agg(DISTINCT f.record_id))[1:20] AS record_ids,
                array_agg(DISTINCT f.column_name) AS columns,

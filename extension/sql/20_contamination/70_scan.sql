@@ -5,21 +5,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_watch guardian.watched_tables := guardian._watch_of(p_table);
-    v_plan  jsonb;
 BEGIN
     -- A watched table is scanned as watched; any other table as watch() would map it.
     IF v_watch.relid IS NOT NULL THEN
         RETURN v_watch;
     END IF;
-    v_plan := guardian._plan_watch(p_table, NULL);
-    SELECT p_table, v_plan,
-           ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
-           ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
-           ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(v_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
-           k.key_columns, k.key_source, now(), SESSION_USER
-      INTO v_watch
-      FROM guardian._record_key(p_table) AS k;
-    RETURN v_watch;
+    RETURN guardian._watch_record(p_table, guardian._plan_watch(p_table, NULL));
 END
 $$;
 COMMENT ON FUNCTION guardian._scan_plan(regclass) IS 'Internal: the columns and key a scan of a table uses.';

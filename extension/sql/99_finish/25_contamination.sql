@@ -18,7 +18,7 @@ GRANT EXECUTE ON FUNCTION guardian.scan(regclass, boolean, bigint, bigint), guar
     guardian._record_ref(guardian.watched_tables, jsonb), guardian._rule_anchors(guardian.rules),
     guardian._uuid_range(text), guardian._applicable_rules(), guardian._plan_watch(regclass, jsonb),
     guardian._record_key(regclass), guardian._infer_kind(text, text, regtype), guardian._watch_of(regclass),
-    guardian._relation_tree(regclass)
+    guardian._relation_tree(regclass), guardian._watch_record(regclass, jsonb)
     TO guardian_reader;
 
 GRANT INSERT, UPDATE, DELETE ON guardian.rules, guardian.allowlist, guardian.activity_rules,
@@ -28,7 +28,7 @@ GRANT EXECUTE ON FUNCTION guardian.watch(regclass, jsonb, text), guardian.unwatc
     guardian.allow(text, regclass, text, text, text, timestamptz),
     guardian._guard_watchable(regclass), guardian._trigger_ddl(regclass, jsonb), guardian._trigger_names(jsonb),
     guardian._drop_watch_triggers(regclass), guardian._column_test(text, jsonb),
-    guardian._register_watch(regclass, jsonb, text[], text), guardian._on_contamination(), guardian._on_statement(), guardian._before_statement(),
+    guardian._register_watch(regclass, jsonb), guardian._on_contamination(), guardian._on_statement(), guardian._before_statement(),
     guardian._statement_followup(regclass, text, bigint),
     guardian._record_scan_finding(regclass, text, jsonb, text, text, text, text), guardian._flush_findings(regclass),
     guardian._compile_rules(), guardian.rollup_activity(), guardian.prune_activity()
