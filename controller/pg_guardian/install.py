@@ -231,9 +231,7 @@ def uninstall(conn: psycopg.Connection, *, drop_alerts: bool = False) -> str | N
                   AND NOT t.tgisinternal AND t.tgparentid = 0"""
         ).fetchall()
         for name, schema, table in triggers:
-            conn.execute(
-                sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), sql.Identifier(schema, table))
-            )
+            conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), sql.Identifier(schema, table)))
         if state.method == "extension":
             conn.execute(sql.SQL("DROP EXTENSION {}").format(sql.Identifier(EXTENSION)))
             # CREATE EXTENSION made the schema but does not own it; it is empty now.
