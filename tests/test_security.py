@@ -24,7 +24,7 @@ PUBLIC_FUNCTIONS = {
     "_prefilter_spec(regclass,boolean)",
     "_suspect(record)",
     "_suspect(record,record)",
-    "_suspect_any_mode(record)",
+    '_suspect_columns(regclass,"any")',
 }
 # The auto-response runs at commit inside whichever session wrote test data, with that session's
 # rights (issue 7): the SECURITY INVOKER helpers it calls do only what the caller could do

@@ -11,7 +11,13 @@
  * "Test Clinic" but not "Celeste" or "Testa"). Bytes >= 0x80 (UTF-8 letters) count as letters.
  * A needle starting with '#' is looked for in the value's digits only ("#55501" finds
  * "(415) 555-0123"), so phone numbers match whatever their punctuation.
- * The needle set is parsed once per query and cached.
+ * The needle set is parsed once and cached.
+ *
+ * The search is built for clean values, which are nearly all of them: most needles can only
+ * start where a word starts or at a byte between words, so a search skips whole words in a
+ * tight loop and tests the few remaining positions against a trigram bitmap before comparing
+ * any needle (see NeedleSet). Sets with needles that may start anywhere inside a word test every
+ * position against the bitmap instead.
  */
 #include "postgres.h"
 
@@ -41,6 +47,7 @@
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
@@ -48,6 +55,7 @@ PG_MODULE_MAGIC;
 
 typedef struct NeedleSet
 {
+	MemoryContext cxt;			/* cached sets: the context holding all of it */
 	Size		array_len;		/* bytes of the cached array datum */
 	char	   *array_copy;		/* copy of the array datum, to recognise it */
 	int			count;
@@ -65,7 +73,41 @@ typedef struct NeedleSet
 	int		   *order;
 	/* within a first byte b, by second byte c: second[b][c] .. second[b][c + 1] in order[] */
 	int		   *second[256];
+
+	/*
+	 * A first test at every position of a value: the needles' first three bytes as classes (a
+	 * letter whatever its case, a digit, a space, '.' or '@', ...: five bits each, 0 past the
+	 * end), one bit per trigram, in a bitmap small enough to stay in the L1 cache. Needles
+	 * marked '^' have their own bitmap, tested only where a word starts. A shorter needle sets
+	 * every trigram it can begin. The set of digit needles is keyed by four digits instead
+	 * (phone numbers are all digits: classes would tell nothing there).
+	 */
+	bool		digit_keys;
+	uint64	   *grams;
+	uint64	   *start_grams;
+
+	/*
+	 * Most needles can only start at a word start ('^' needles) or at a byte that is not part of
+	 * a word ("@example$", ".test$"); the rest, unanchored, still hold such a byte somewhere
+	 * ("mailinator.com", "t use$"): the pivot, at a known offset. When every needle is one of
+	 * these (sparse), a search visits only the bytes between words and skips words in a tight
+	 * loop. pivots[pivot_index[b][a] .. pivot_index[b][a + 1]) are the needles whose pivot is
+	 * byte b, preceded in the needle by byte a.
+	 */
+	bool		sparse;
+	uint64	   *between_grams;	/* sparse: grams | start_grams, for the bytes between words */
+	int		   *pivot_index[256];
+	int		   *pivots;
+	int		   *pivot_offsets;
 } NeedleSet;
+
+#define TEXT_GRAMS (1 << 15)
+#define DIGIT_GRAMS (11 * 11 * 11 * 11)
+#define GRAM_SET(bits, key) ((bits)[(key) >> 6] |= UINT64CONST(1) << ((key) & 63))
+#define GRAM_HAS(bits, key) (((bits)[(key) >> 6] >> ((key) & 63)) & 1)
+#define TEXT_GRAM(a, b, c) (((a) << 10) | ((b) << 5) | (c))
+#define DIGIT_GRAM(a, b, c, d) ((((a) * 11 + (b)) * 11 + (c)) * 11 + (d))
+
 
 static inline unsigned char
 ascii_lower(unsigned char c)
@@ -79,6 +121,41 @@ is_word_byte(unsigned char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+static unsigned char byte_class[256];
+static bool word_byte[256];
+static bool skip_byte[256];		/* word bytes but 0xEF (where fullwidth forms start) */
+static bool byte_class_ready = false;
+
+static void
+init_byte_classes(void)
+{
+	int			c;
+
+	for (c = 0; c < 256; c++)
+	{
+		word_byte[c] = is_word_byte((unsigned char) c);
+		skip_byte[c] = word_byte[c] && c != 0xEF;
+		if (c >= 'a' && c <= 'z')
+			byte_class[c] = 1 + (c - 'a');
+		else if (c >= 'A' && c <= 'Z')
+			byte_class[c] = 1 + (c - 'A');
+		else if (c >= '0' && c <= '9')
+			byte_class[c] = 27;
+		else if (c == ' ')
+			byte_class[c] = 28;
+		else if (c == '.' || c == '@')
+			byte_class[c] = 29;
+		else if (c == '+' || c == '-' || c == '_')
+			byte_class[c] = 30;
+		else
+			byte_class[c] = 31; /* other punctuation, UTF-8 bytes (NUL cannot occur in text) */
+	}
+	byte_class_ready = true;
+}
+
+/* A digit as a key digit: 1..10, 0 being past the end. */
+#define DIGIT_CLASS(c) ((c) - '0' + 1)
+
 /*
  * Needle sets outlive one query: the WHEN clause folds the anchors into a new constant for every
  * statement, and parsing them again each time would cost more than the search. A few recent
@@ -89,6 +166,8 @@ static NeedleSet *needle_cache[NEEDLE_CACHE_SIZE];
 static int	needle_cache_next = 0;
 
 static NeedleSet *build_needles(ArrayType *arr, MemoryContext cxt);
+static void index_grams(NeedleSet *set);
+static void index_pivots(NeedleSet *set);
 
 static NeedleSet *
 lookup_needles(ArrayType *arr)
@@ -96,6 +175,7 @@ lookup_needles(ArrayType *arr)
 	Size		len = VARSIZE(arr);
 	int			i;
 	NeedleSet  *set;
+	MemoryContext cxt;
 
 	for (i = 0; i < NEEDLE_CACHE_SIZE; i++)
 	{
@@ -103,26 +183,11 @@ lookup_needles(ArrayType *arr)
 		if (set != NULL && set->array_len == len && memcmp(set->array_copy, arr, len) == 0)
 			return set;
 	}
-	set = build_needles(arr, TopMemoryContext);
+	cxt = AllocSetContextCreate(TopMemoryContext, "pg_guardian needles", ALLOCSET_SMALL_SIZES);
+	set = build_needles(arr, cxt);
+	set->cxt = cxt;
 	if (needle_cache[needle_cache_next] != NULL)
-	{
-		NeedleSet  *old = needle_cache[needle_cache_next];
-		int			k;
-
-		for (k = 0; k < old->count; k++)
-			pfree(old->needles[k]);
-		for (k = 0; k < old->digit_count; k++)
-			pfree(old->digit_needles[k]);
-		pfree(old->needles);
-		pfree(old->lengths);
-		pfree(old->word_start);
-		pfree(old->word_end);
-		pfree(old->digit_needles);
-		pfree(old->digit_lengths);
-		pfree(old->order);
-		pfree(old->array_copy);
-		pfree(old);
-	}
+		MemoryContextDelete(needle_cache[needle_cache_next]->cxt);
 	needle_cache[needle_cache_next] = set;
 	needle_cache_next = (needle_cache_next + 1) % NEEDLE_CACHE_SIZE;
 	return set;
@@ -174,6 +239,144 @@ index_second_bytes(NeedleSet *set)
 			sec[b + 1] += sec[b];
 		set->second[c] = sec;
 	}
+	index_grams(set);
+}
+
+static void
+index_grams(NeedleSet *set)
+{
+	int			size = set->digit_keys ? DIGIT_GRAMS : TEXT_GRAMS;
+	int			k;
+
+	if (!byte_class_ready)
+		init_byte_classes();
+	set->grams = palloc0(sizeof(uint64) * (size / 64 + 1));
+	set->start_grams = palloc0(sizeof(uint64) * (size / 64 + 1));
+	for (k = 0; k < set->count; k++)
+	{
+		const unsigned char *n = (const unsigned char *) set->needles[k];
+		int			len = set->lengths[k];
+		uint64	   *bits = set->word_start[k] ? set->start_grams : set->grams;
+		int			x[4];
+		int			lo[4];
+		int			hi[4];
+		int			j;
+		int			classes = set->digit_keys ? 11 : 32;
+		int			width = set->digit_keys ? 4 : 3;
+
+		/* each key position: the needle's byte, or any class where the needle is shorter */
+		for (j = 0; j < 4; j++)
+		{
+			if (j >= width)
+				lo[j] = hi[j] = 0;
+			else if (j < len)
+				lo[j] = hi[j] = set->digit_keys ? DIGIT_CLASS(n[j]) : byte_class[n[j]];
+			else
+			{
+				lo[j] = 0;
+				hi[j] = classes - 1;
+			}
+		}
+		for (x[0] = lo[0]; x[0] <= hi[0]; x[0]++)
+			for (x[1] = lo[1]; x[1] <= hi[1]; x[1]++)
+				for (x[2] = lo[2]; x[2] <= hi[2]; x[2]++)
+					for (x[3] = lo[3]; x[3] <= hi[3]; x[3]++)
+					{
+						if (set->digit_keys)
+							GRAM_SET(bits, DIGIT_GRAM(x[0], x[1], x[2], x[3]));
+						else
+							GRAM_SET(bits, TEXT_GRAM(x[0], x[1], x[2]));
+					}
+	}
+	if (!set->digit_keys)
+		index_pivots(set);
+}
+
+/* A needle's pivot: where an unanchored needle that starts inside a word holds a non-word byte. */
+static int
+pivot_offset(NeedleSet *set, int k)
+{
+	const unsigned char *n = (const unsigned char *) set->needles[k];
+	int			j;
+
+	if (set->word_start[k] || !word_byte[n[0]])
+		return 0;				/* found from a word start or from its own first byte */
+	for (j = 1; j < set->lengths[k]; j++)
+		if (!word_byte[n[j]])
+			return j;
+	return -1;					/* all word bytes: it could start anywhere */
+}
+
+static void
+index_pivots(NeedleSet *set)
+{
+	int			total = 0;
+	int			fill = 0;
+	int			k;
+	int			b;
+
+	set->sparse = true;
+	for (k = 0; k < set->count; k++)
+	{
+		int			o = pivot_offset(set, k);
+
+		if (o < 0)
+			set->sparse = false;
+		else if (o > 0)
+		{
+			b = (unsigned char) set->needles[k][o];
+			if (set->pivot_index[b] == NULL)
+				set->pivot_index[b] = palloc0(sizeof(int) * 258);
+			set->pivot_index[b][(unsigned char) set->needles[k][o - 1] + 1]++;
+			total++;
+		}
+	}
+	if (set->sparse)
+	{
+		set->between_grams = palloc0(sizeof(uint64) * (TEXT_GRAMS / 64));
+		for (k = 0; k < TEXT_GRAMS / 64; k++)
+			set->between_grams[k] = set->grams[k] | set->start_grams[k];
+	}
+	set->pivots = palloc0(sizeof(int) * (total + 1));
+	set->pivot_offsets = palloc0(sizeof(int) * (total + 1));
+	/* counts to bounds, then fill each (pivot, previous byte) bucket in needle order */
+	for (b = 0; b < 256; b++)
+	{
+		int		   *idx = set->pivot_index[b];
+		int			a;
+
+		if (idx == NULL)
+			continue;
+		idx[0] = fill;
+		for (a = 0; a < 257; a++)
+			idx[a + 1] += idx[a];
+		fill = idx[257];
+	}
+	for (b = 0; b < 256; b++)
+	{
+		int		   *idx = set->pivot_index[b];
+		int			a;
+
+		if (idx == NULL)
+			continue;
+		for (a = 0; a < 256; a++)
+		{
+			int			slot = idx[a];
+
+			for (k = 0; k < set->count; k++)
+			{
+				int			o = pivot_offset(set, k);
+
+				if (o > 0 && (unsigned char) set->needles[k][o] == b &&
+					(unsigned char) set->needles[k][o - 1] == a)
+				{
+					set->pivots[slot] = k;
+					set->pivot_offsets[slot] = o;
+					slot++;
+				}
+			}
+		}
+	}
 }
 
 /* An index over plain needles (no boundary marks), in the current memory context. */
@@ -190,6 +393,7 @@ index_plain_needles(char **needles, int *lengths, int n)
 	set->word_start = palloc0(sizeof(bool) * (n + 1));
 	set->word_end = palloc0(sizeof(bool) * (n + 1));
 	set->order = palloc0(sizeof(int) * (n + 1));
+	set->digit_keys = true;
 	for (i = 0; i < n; i++)
 	{
 		counts[(unsigned char) needles[i][0]]++;
@@ -302,85 +506,193 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	return set;
 }
 
-/* Does h[0..hlen) contain any needle of the set? */
+/* Does a needle of the set start at h[i]? */
 static bool
-search_needles(NeedleSet *set, const unsigned char *h, int hlen)
+match_at(NeedleSet *set, const unsigned char *h, int hlen, int i)
+{
+	int			c = ascii_lower(h[i]);
+	int			c2 = i + 1 < hlen ? ascii_lower(h[i + 1]) : 0;
+	int		   *sec = set->second[c];
+	int			pass;
+
+	if (sec == NULL)
+		return false;
+	/* pass 0: one-byte needles (second byte 0); pass 1: needles whose second byte is c2 */
+	for (pass = 0; pass < 2; pass++)
+	{
+		int			want = pass == 0 ? 0 : c2;
+		int			k;
+
+		if (pass == 1 && want == 0)
+			break;
+		for (k = sec[want]; k < sec[want + 1]; k++)
+		{
+			int			idx = set->order[k];
+			int			len = set->lengths[idx];
+			const char *needle = set->needles[idx];
+			int			j;
+
+			if (len > hlen - i)
+				continue;
+			if (set->word_start[idx] && i > 0 && is_word_byte(h[i - 1]))
+				continue;
+			for (j = 2; j < len; j++)
+			{
+				if (ascii_lower(h[i + j]) != (unsigned char) needle[j])
+					break;
+			}
+			if (j < len)
+				continue;
+			if (set->word_end[idx] && i + len < hlen && is_word_byte(h[i + len]))
+				continue;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Does needle k of the set occur at h[i], boundaries included? */
+static bool
+needle_at(NeedleSet *set, int k, const unsigned char *h, int hlen, int i)
+{
+	int			len = set->lengths[k];
+	const unsigned char *n = (const unsigned char *) set->needles[k];
+	int			j;
+
+	if (i < 0 || len > hlen - i)
+		return false;
+	if (set->word_start[k] && i > 0 && word_byte[h[i - 1]])
+		return false;
+	for (j = 0; j < len; j++)
+		if (ascii_lower(h[i + j]) != n[j])
+			return false;
+	return !(set->word_end[k] && i + len < hlen && word_byte[h[i + len]]);
+}
+
+/* The trigram of classes at h[i] (0 past the end). */
+static inline int
+text_gram_at(const unsigned char *h, int hlen, int i)
+{
+	return TEXT_GRAM(byte_class[h[i]], i + 1 < hlen ? byte_class[h[i + 1]] : 0,
+					 i + 2 < hlen ? byte_class[h[i + 2]] : 0);
+}
+
+/*
+ * Fullwidth forms (U+FF01..U+FF5E, "ｔｅｓｔ＠ｅｘａｍｐｌｅ．ｃｏｍ") would slip past an ASCII
+ * comparison: a search that meets one stops (NEEDS_FOLD) and runs again on the value folded to
+ * ASCII. A match found before is a match in the folded value too (its boundaries are ASCII).
+ */
+#define NEEDS_FOLD (-1)
+
+static inline bool
+foldable_at(const unsigned char *h, int hlen, int i)
+{
+	return h[i] == 0xEF && i + 2 < hlen &&
+		((h[i + 1] == 0xBC && h[i + 2] >= 0x81) || (h[i + 1] == 0xBD && h[i + 2] <= 0x9E)) &&
+		h[i + 2] >= 0x80 && h[i + 2] <= 0xBF;
+}
+
+/* The search of a sparse set: only word starts and the bytes between words are visited. */
+static int
+search_sparse(NeedleSet *set, const unsigned char *h, int hlen)
+{
+	int			p = 0;
+
+	/* a word start: only '^' needles start here (others are found by their pivot) */
+	if (hlen > 0 && word_byte[h[0]] && GRAM_HAS(set->start_grams, text_gram_at(h, hlen, 0)) &&
+		match_at(set, h, hlen, 0))
+		return true;
+	for (;;)
+	{
+		int			k;
+
+		while (p < hlen && skip_byte[h[p]])
+			p++;
+		if (p >= hlen)
+			return false;
+		if (h[p] == 0xEF)
+		{
+			if (foldable_at(h, hlen, p))
+				return NEEDS_FOLD;
+			p++;
+			continue;
+		}
+		/* h[p] is between words: needles can start here, pivot here, or start at p + 1 */
+		if (GRAM_HAS(set->between_grams, text_gram_at(h, hlen, p)) && match_at(set, h, hlen, p))
+			return true;
+		if (p > 0 && set->pivot_index[h[p]] != NULL)
+		{
+			int		   *idx = set->pivot_index[h[p]];
+			int			a = ascii_lower(h[p - 1]);
+
+			for (k = idx[a]; k < idx[a + 1]; k++)
+				if (needle_at(set, set->pivots[k], h, hlen, p - set->pivot_offsets[k]))
+					return true;
+		}
+		p++;
+		if (p < hlen && word_byte[h[p]] && GRAM_HAS(set->start_grams, text_gram_at(h, hlen, p)) &&
+			match_at(set, h, hlen, p))
+			return true;
+	}
+}
+
+/* The search of a set of digit needles, in a value of digits only. */
+static bool
+search_digits(NeedleSet *set, const unsigned char *h, int hlen)
 {
 	int			i;
-
-	if (set->match_all)
-		return true;
-
-	/*
-	 * Fullwidth forms (U+FF01..U+FF5E, "ｔｅｓｔ＠ｅｘａｍｐｌｅ．ｃｏｍ") would slip past an ASCII
-	 * comparison: fold them to ASCII first. The memchr keeps the common case free.
-	 */
-	if (hlen >= 3 && memchr(h, 0xEF, hlen) != NULL)
-	{
-		unsigned char *folded = palloc(hlen);
-		int			n = 0;
-
-		for (i = 0; i < hlen; i++)
-		{
-			if (h[i] == 0xEF && i + 2 < hlen && (h[i + 1] == 0xBC || h[i + 1] == 0xBD) &&
-				h[i + 2] >= 0x80 && h[i + 2] <= 0xBF)
-			{
-				int			cp = ((h[i + 1] & 0x3F) << 6) | (h[i + 2] & 0x3F);	/* low 12 bits */
-
-				cp += 0xF000;
-				if (cp >= 0xFF01 && cp <= 0xFF5E)
-				{
-					folded[n++] = (unsigned char) (cp - 0xFEE0);
-					i += 2;
-					continue;
-				}
-			}
-			folded[n++] = h[i];
-		}
-		h = folded;
-		hlen = n;
-	}
+	int			k1 = hlen > 0 ? DIGIT_CLASS(h[0]) : 0;
+	int			k2 = hlen > 1 ? DIGIT_CLASS(h[1]) : 0;
+	int			k3 = hlen > 2 ? DIGIT_CLASS(h[2]) : 0;
 
 	for (i = 0; i < hlen; i++)
 	{
-		unsigned char c = ascii_lower(h[i]);
-		int		   *sec = set->second[c];
-		int			c2;
-		int			k;
-		int			pass;
+		int			k4 = i + 3 < hlen ? DIGIT_CLASS(h[i + 3]) : 0;
 
-		if (sec == NULL)
-			continue;
-		c2 = i + 1 < hlen ? ascii_lower(h[i + 1]) : -1;
-		/* pass 0: one-byte needles (second byte 0); pass 1: needles whose second byte is c2 */
-		for (pass = 0; pass < 2; pass++)
+		if (GRAM_HAS(set->grams, DIGIT_GRAM(k1, k2, k3, k4)) && match_at(set, h, hlen, i))
+			return true;
+		k1 = k2;
+		k2 = k3;
+		k3 = k4;
+	}
+	return false;
+}
+
+/* One search of a value as it is: true, false or NEEDS_FOLD. */
+static int
+search_unfolded(NeedleSet *set, const unsigned char *h, int hlen)
+{
+	int			i;
+
+	if (set->count == 0)
+		;						/* digit needles only */
+	else if (set->sparse)
+	{
+		int			found = search_sparse(set, h, hlen);
+
+		if (found != false)
+			return found;
+	}
+	else
+	{
+		int			k1 = hlen > 0 ? byte_class[h[0]] : 0;
+		int			k2 = hlen > 1 ? byte_class[h[1]] : 0;
+
+		if (hlen >= 3 && memchr(h, 0xEF, hlen) != NULL)
+			for (i = 0; i < hlen; i++)
+				if (foldable_at(h, hlen, i))
+					return NEEDS_FOLD;
+		for (i = 0; i < hlen; i++)
 		{
-			int			want = pass == 0 ? 0 : c2;
+			int			k3 = i + 2 < hlen ? byte_class[h[i + 2]] : 0;
+			int			key = TEXT_GRAM(k1, k2, k3);
 
-			if (want < 0 || (pass == 1 && want == 0))
-				break;
-			for (k = sec[want]; k < sec[want + 1]; k++)
-			{
-				int			idx = set->order[k];
-				int			len = set->lengths[idx];
-				const char *needle = set->needles[idx];
-				int			j;
-
-				if (len > hlen - i)
-					continue;
-				if (set->word_start[idx] && i > 0 && is_word_byte(h[i - 1]))
-					continue;
-				for (j = 2; j < len; j++)
-				{
-					if (ascii_lower(h[i + j]) != (unsigned char) needle[j])
-						break;
-				}
-				if (j < len)
-					continue;
-				if (set->word_end[idx] && i + len < hlen && is_word_byte(h[i + len]))
-					continue;
+			if ((GRAM_HAS(set->grams, key) ||
+				 (GRAM_HAS(set->start_grams, key) && (i == 0 || !word_byte[h[i - 1]]))) &&
+				match_at(set, h, hlen, i))
 				return true;
-			}
+			k1 = k2;
+			k2 = k3;
 		}
 	}
 
@@ -391,12 +703,51 @@ search_needles(NeedleSet *set, const unsigned char *h, int hlen)
 		int			nd = 0;
 
 		for (i = 0; i < hlen; i++)
+		{
 			if (h[i] >= '0' && h[i] <= '9')
 				digits[nd++] = (char) h[i];
-		if (search_needles(set->digits, (const unsigned char *) digits, nd))
+			else if (h[i] == 0xEF && foldable_at(h, hlen, i))
+				return NEEDS_FOLD;
+		}
+		if (search_digits(set->digits, (const unsigned char *) digits, nd))
 			return true;
 	}
 	return false;
+}
+
+/* Does h[0..hlen) contain any needle of the set? */
+static bool
+search_needles(NeedleSet *set, const unsigned char *h, int hlen)
+{
+	int			found;
+	unsigned char *folded;
+	int			n = 0;
+	int			i;
+
+	if (set->match_all)
+		return true;
+	if (set->digit_keys)
+		return search_digits(set, h, hlen);
+	found = search_unfolded(set, h, hlen);
+	if (found != NEEDS_FOLD)
+		return found;
+
+	folded = palloc(hlen);
+	for (i = 0; i < hlen; i++)
+	{
+		if (foldable_at(h, hlen, i))
+		{
+			int			cp = 0xF000 | ((h[i + 1] & 0x3F) << 6) | (h[i + 2] & 0x3F);
+
+			folded[n++] = (unsigned char) (cp - 0xFEE0);
+			i += 2;
+		}
+		else
+			folded[n++] = h[i];
+	}
+	found = search_unfolded(set, folded, n);
+	pfree(folded);
+	return found == true;
 }
 
 PG_FUNCTION_INFO_V1(pg_guardian_contains_any);
@@ -680,6 +1031,7 @@ typedef struct ColumnSpec
 	NeedleSet  *needles;		/* text columns */
 	int			nbounds;		/* uuid columns: pairs of low, high */
 	pg_uuid_t  *bounds;
+	uint64		first_bytes[4]; /* the first bytes any range covers, one bit each */
 } ColumnSpec;
 
 typedef struct TableSpec
@@ -731,6 +1083,26 @@ spec_rel_callback(Datum arg, Oid relid)
 	for (i = 0; i < n_specs; i++)
 		if (specs[i].relid == relid)
 			specs_stale = true;
+}
+
+/* Columns of one kind share their anchors: build each distinct set once for all specs. */
+static NeedleSet *
+shared_needles(ArrayType *arr)
+{
+	int			i;
+	int			k;
+
+	for (i = 0; i <= n_specs && i < MAX_SPECS; i++)
+	{
+		for (k = 0; k < specs[i].ncolumns; k++)
+		{
+			NeedleSet  *set = specs[i].columns[k].needles;
+
+			if (set != NULL && set->array_len == VARSIZE(arr) && memcmp(set->array_copy, arr, set->array_len) == 0)
+				return set;
+		}
+	}
+	return build_needles(arr, spec_cxt);
 }
 
 static TableSpec *
@@ -785,10 +1157,18 @@ load_spec(Oid relid, bool any_mode)
 			{
 				ArrayType  *arr = DatumGetArrayTypeP(b);
 				int			n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+				int			k;
 
 				col->nbounds = n / 2;
 				col->bounds = MemoryContextAlloc(spec_cxt, sizeof(pg_uuid_t) * (n + 1));
 				memcpy(col->bounds, ARR_DATA_PTR(arr), sizeof(pg_uuid_t) * n);
+				for (k = 0; k < col->nbounds; k++)
+				{
+					int			b;
+
+					for (b = col->bounds[2 * k].data[0]; b <= col->bounds[2 * k + 1].data[0]; b++)
+						col->first_bytes[b >> 6] |= UINT64CONST(1) << (b & 63);
+				}
 			}
 		}
 		else
@@ -797,7 +1177,7 @@ load_spec(Oid relid, bool any_mode)
 
 			if (isnull)
 				continue;
-			col->needles = build_needles(DatumGetArrayTypeP(a), spec_cxt);
+			col->needles = shared_needles(DatumGetArrayTypeP(a));
 		}
 		spec->ncolumns++;
 	}
@@ -819,18 +1199,102 @@ static Datum *deform_values = NULL;
 static bool *deform_nulls = NULL;
 static int	deform_size = 0;
 
+static bool
+value_suspect(ColumnSpec *col, Datum value)
+{
+	if (col->is_uuid)
+	{
+		pg_uuid_t  *u = DatumGetUUIDP(value);
+		int			k;
+
+		if (!((col->first_bytes[u->data[0] >> 6] >> (u->data[0] & 63)) & 1))
+			return false;
+		for (k = 0; k < col->nbounds; k++)
+			if (memcmp(u->data, col->bounds[2 * k].data, UUID_LEN) >= 0 &&
+				memcmp(u->data, col->bounds[2 * k + 1].data, UUID_LEN) <= 0)
+				return true;
+		return false;
+	}
+	return col->needles != NULL && text_suspect(col->needles, DatumGetTextPP(value));
+}
+
 /*
- * What one call site (one WHEN clause, one scan) remembers between rows: the row type it saw
- * last, that type's descriptor, and the table's spec, valid while the spec generation holds.
+ * How a column's values are read. Text types (text, varchar, char, citext and domains over
+ * them) are searched in place and uuids compared as bytes; any other type a column was
+ * watched as (an override may name a bigint or jsonb column) is searched in its text output.
+ */
+typedef enum ReadAs
+{
+	READ_SKIP,
+	READ_TEXT,
+	READ_UUID,
+	READ_OUTPUT
+} ReadAs;
+
+typedef struct ColumnReader
+{
+	ReadAs		how;
+	int16		typlen;
+	bool		typbyval;
+	FmgrInfo	output;
+} ColumnReader;
+
+static void
+setup_reader(ColumnReader *r, ColumnSpec *col, Oid typid, MemoryContext cxt)
+{
+	Oid			base = getBaseType(typid);
+	Oid			outfn;
+	bool		varlena;
+
+	get_typlenbyval(typid, &r->typlen, &r->typbyval);
+	if (col->is_uuid)
+		r->how = base == UUIDOID ? READ_UUID : READ_SKIP;
+	else if (base == TEXTOID || base == VARCHAROID || base == BPCHAROID ||
+			 (r->typlen == -1 && strcmp(format_type_be(base), "citext") == 0))
+		r->how = READ_TEXT;
+	else
+	{
+		getTypeOutputInfo(typid, &outfn, &varlena);
+		fmgr_info_cxt(outfn, &r->output, cxt);
+		r->how = READ_OUTPUT;
+	}
+}
+
+static bool
+read_suspect(ColumnReader *r, ColumnSpec *col, Datum value)
+{
+	switch (r->how)
+	{
+		case READ_TEXT:
+		case READ_UUID:
+			return value_suspect(col, value);
+		case READ_OUTPUT:
+			{
+				char	   *out = OutputFunctionCall(&r->output, value);
+				bool		found = col->needles != NULL &&
+					search_needles(col->needles, (const unsigned char *) out, strlen(out));
+
+				pfree(out);
+				return found;
+			}
+		default:
+			return false;
+	}
+}
+
+/*
+ * What one call site (one WHEN clause) remembers between rows: the row type it saw last, that
+ * type's descriptor, the table's spec and how to read each of its columns, valid while the
+ * spec generation holds.
  */
 typedef struct SuspectCache
 {
 	Oid			typid;
 	int32		typmod;
 	uint64		generation;
-	bool		any_mode;
 	TableSpec  *spec;
 	TupleDesc	desc;
+	ColumnReader *readers;		/* per spec column */
 } SuspectCache;
 
 /* Take a composite datum apart once (GetAttributeByNum would walk it again for each column). */
@@ -856,37 +1320,6 @@ deform_row(HeapTupleHeader row, TupleDesc desc)
 	heap_deform_tuple(&tuple, desc, deform_values, deform_nulls);
 }
 
-static bool
-value_suspect(ColumnSpec *col, Datum value)
-{
-	if (col->is_uuid)
-	{
-		pg_uuid_t  *u = DatumGetUUIDP(value);
-		int			k;
-
-		for (k = 0; k < col->nbounds; k++)
-			if (memcmp(u->data, col->bounds[2 * k].data, UUID_LEN) >= 0 &&
-				memcmp(u->data, col->bounds[2 * k + 1].data, UUID_LEN) <= 0)
-				return true;
-		return false;
-	}
-	return col->needles != NULL && text_suspect(col->needles, DatumGetTextPP(value));
-}
-
-static bool
-values_equal(ColumnSpec *col, Datum a, Datum b)
-{
-	text	   *ta;
-	text	   *tb;
-
-	if (col->is_uuid)
-		return memcmp(DatumGetUUIDP(a), DatumGetUUIDP(b), UUID_LEN) == 0;
-	ta = DatumGetTextPP(a);
-	tb = DatumGetTextPP(b);
-	return VARSIZE_ANY_EXHDR(ta) == VARSIZE_ANY_EXHDR(tb) &&
-		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
-}
-
 static TableSpec *
 find_spec(Oid relid, bool any_mode)
 {
@@ -899,13 +1332,12 @@ find_spec(Oid relid, bool any_mode)
 }
 
 static bool
-row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup, bool any_mode)
+row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 {
 	SuspectCache *cache = (SuspectCache *) flinfo->fn_extra;
 	Oid			typid = HeapTupleHeaderGetTypeId(newtup);
 	int32		typmod = HeapTupleHeaderGetTypMod(newtup);
 	TableSpec  *spec;
-	TupleDesc	desc;
 	bool		found = false;
 	int			i;
 
@@ -916,8 +1348,7 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup, bo
 		cache = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SuspectCache));
 		flinfo->fn_extra = cache;
 	}
-	if (cache->generation != spec_generation || cache->typid != typid || cache->typmod != typmod ||
-		cache->any_mode != any_mode)
+	if (cache->generation != spec_generation || cache->typid != typid || cache->typmod != typmod)
 	{
 		TupleDesc	looked = lookup_rowtype_tupdesc(typid, typmod);
 		MemoryContext old = MemoryContextSwitchTo(flinfo->fn_mcxt);
@@ -925,35 +1356,47 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup, bo
 		cache->desc = CreateTupleDescCopy(looked);
 		MemoryContextSwitchTo(old);
 		ReleaseTupleDesc(looked);
-		cache->spec = find_spec(get_typ_typrelid(typid), any_mode);
+		spec = find_spec(get_typ_typrelid(typid), false);
+		cache->spec = spec;
+		cache->readers = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(ColumnReader) * (spec->ncolumns + 1));
+		for (i = 0; i < spec->ncolumns; i++)
+		{
+			int			idx = spec->columns[i].attnum - 1;
+
+			if (idx < 0 || idx >= cache->desc->natts || TupleDescAttr(cache->desc, idx)->attisdropped)
+				cache->readers[i].how = READ_SKIP;
+			else
+				setup_reader(&cache->readers[i], &spec->columns[i], TupleDescAttr(cache->desc, idx)->atttypid,
+							 flinfo->fn_mcxt);
+		}
 		cache->typid = typid;
 		cache->typmod = typmod;
-		cache->any_mode = any_mode;
 		/* loading may itself have been invalidated: then look again next row */
 		cache->generation = specs_stale ? 0 : spec_generation;
 	}
 	spec = cache->spec;
-	desc = cache->desc;
 	if (spec->ncolumns == 0)
 		return false;
 
-	deform_row(newtup, desc);
+	deform_row(newtup, cache->desc);
 	for (i = 0; i < spec->ncolumns && !found; i++)
 	{
 		ColumnSpec *col = &spec->columns[i];
+		ColumnReader *r = &cache->readers[i];
 		int			idx = col->attnum - 1;
 
-		if (idx < 0 || idx >= desc->natts || deform_nulls[idx])
+		if (r->how == READ_SKIP || deform_nulls[idx])
 			continue;
 		if (oldtup != NULL)
 		{
 			bool		oldnull;
 			Datum		old = GetAttributeByNum(oldtup, col->attnum, &oldnull);
 
-			if (!oldnull && values_equal(col, deform_values[idx], old))
+			/* unchanged values were checked when written (another encoding is just checked again) */
+			if (!oldnull && datumIsEqual(deform_values[idx], old, r->typbyval, r->typlen))
 				continue;
 		}
-		found = value_suspect(col, deform_values[idx]);
+		found = read_suspect(r, col, deform_values[idx]);
 	}
 	return found;
 }
@@ -966,14 +1409,86 @@ pg_guardian_suspect(PG_FUNCTION_ARGS)
 	HeapTupleHeader newtup = PG_GETARG_HEAPTUPLEHEADER(0);
 	HeapTupleHeader oldtup = (PG_NARGS() > 1 && !PG_ARGISNULL(1)) ? PG_GETARG_HEAPTUPLEHEADER(1) : NULL;
 
-	PG_RETURN_BOOL(row_suspect(fcinfo->flinfo, newtup, oldtup, false));
+	PG_RETURN_BOOL(row_suspect(fcinfo->flinfo, newtup, oldtup));
 }
 
-/* The same test for scans: the rules as they apply whatever the guard mode. */
-PG_FUNCTION_INFO_V1(pg_guardian_suspect_any_mode);
+/*
+ * guardian._suspect_columns(table regclass, VARIADIC "any"): the scan's prefilter. The values
+ * come as pairs (attnum integer, value) straight from the scan's own columns, so no row is
+ * built and taken apart again for every call; the rules are those that apply whatever the guard
+ * mode. A column the table's spec does not list is not looked at.
+ */
+typedef struct ColumnsCache
+{
+	Oid			relid;
+	uint64		generation;
+	int			npairs;
+	ColumnSpec **columns;		/* per pair, the column's spec or NULL */
+	ColumnReader *readers;		/* per pair */
+} ColumnsCache;
+
+PG_FUNCTION_INFO_V1(pg_guardian_suspect_columns);
 
 Datum
-pg_guardian_suspect_any_mode(PG_FUNCTION_ARGS)
+pg_guardian_suspect_columns(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(row_suspect(fcinfo->flinfo, PG_GETARG_HEAPTUPLEHEADER(0), NULL, true));
+	ColumnsCache *cache = (ColumnsCache *) fcinfo->flinfo->fn_extra;
+	Oid			relid;
+	int			npairs = (PG_NARGS() - 1) / 2;
+	int			j;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	relid = PG_GETARG_OID(0);
+	if (specs_stale)
+		reset_specs();
+	if (cache == NULL)
+	{
+		if (PG_NARGS() % 2 != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("guardian._suspect_columns takes a table and (attnum, value) pairs")));
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ColumnsCache));
+		cache->columns = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ColumnSpec *) * (npairs + 1));
+		cache->readers = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ColumnReader) * (npairs + 1));
+		cache->npairs = npairs;
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	if (cache->generation != spec_generation || cache->relid != relid)
+	{
+		TableSpec  *spec = find_spec(relid, true);
+
+		for (j = 0; j < npairs; j++)
+		{
+			int			attnum;
+			int			k;
+
+			if (get_fn_expr_argtype(fcinfo->flinfo, 1 + 2 * j) != INT4OID || PG_ARGISNULL(1 + 2 * j))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("guardian._suspect_columns: argument %d must be an integer attnum", 2 + 2 * j)));
+			attnum = PG_GETARG_INT32(1 + 2 * j);
+			cache->columns[j] = NULL;
+			for (k = 0; k < spec->ncolumns; k++)
+			{
+				if (spec->columns[k].attnum != attnum)
+					continue;
+				cache->columns[j] = &spec->columns[k];
+				setup_reader(&cache->readers[j], &spec->columns[k],
+							 get_fn_expr_argtype(fcinfo->flinfo, 2 + 2 * j), fcinfo->flinfo->fn_mcxt);
+			}
+		}
+		cache->relid = relid;
+		/* loading may itself have been invalidated: then look again next row */
+		cache->generation = specs_stale ? 0 : spec_generation;
+	}
+	for (j = 0; j < cache->npairs; j++)
+	{
+		ColumnSpec *col = cache->columns[j];
+
+		if (col != NULL && !PG_ARGISNULL(2 + 2 * j) &&
+			read_suspect(&cache->readers[j], col, PG_GETARG_DATUM(2 + 2 * j)))
+			PG_RETURN_BOOL(true);
+	}
+	PG_RETURN_BOOL(false);
 }

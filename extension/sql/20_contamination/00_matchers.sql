@@ -20,12 +20,13 @@ BEGIN
     RETURNS boolean
     LANGUAGE c STABLE
     AS '$libdir/pg_guardian', 'pg_guardian_suspect';
-    CREATE FUNCTION guardian._suspect_any_mode(p_row record)
+    -- The scan's prefilter: (attnum, value) pairs straight from the scanned columns.
+    CREATE FUNCTION guardian._suspect_columns(p_table regclass, VARIADIC p_columns "any")
     RETURNS boolean
-    LANGUAGE c STABLE STRICT
-    AS '$libdir/pg_guardian', 'pg_guardian_suspect_any_mode';
-    COMMENT ON FUNCTION guardian._suspect_any_mode(record) IS
-        'Internal prefilter (C) for scans: may this row hold test data, whatever the guard mode?';
+    LANGUAGE c STABLE PARALLEL SAFE
+    AS '$libdir/pg_guardian', 'pg_guardian_suspect_columns';
+    COMMENT ON FUNCTION guardian._suspect_columns(regclass, "any") IS
+        'Internal prefilter (C) for scans: may these columns of a row, given as (attnum, value) pairs, hold test data whatever the guard mode?';
     COMMENT ON FUNCTION guardian._suspect(record) IS
         'Internal prefilter (C): may this new row hold test data? One call checks every watched column.';
     COMMENT ON FUNCTION guardian._suspect(record, record) IS

@@ -42,7 +42,7 @@ BEGIN
     IF to_regprocedure('guardian._activity_end()') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION guardian._activity_start(), guardian._activity_end() TO guardian_admin;
         GRANT EXECUTE ON FUNCTION guardian._suspect(record), guardian._suspect(record, record),
-            guardian._suspect_any_mode(record) TO PUBLIC;
+            guardian._suspect_columns(regclass, "any") TO PUBLIC;
     END IF;
 END
 $grant_c$;

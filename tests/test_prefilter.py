@@ -1,0 +1,157 @@
+"""The C prefilter: the needle search against a reference written from its documented meaning,
+columns of any type, and scans in parallel workers."""
+
+from __future__ import annotations
+
+import random
+
+import psycopg
+import pytest
+from helpers import scalar
+
+FULLWIDTH = {chr(c): chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)}
+
+
+def is_word(byte: int) -> bool:
+    return (chr(byte).isascii() and chr(byte).isalnum()) or byte >= 0x80
+
+
+def reference_contains_any(value: str, needles: list[str]) -> bool:
+    """What guardian._contains_any means: ASCII case-insensitive, '^'/'$' word boundaries,
+    '#' digits only, an empty needle matches everything, fullwidth forms fold to ASCII."""
+    h = "".join(FULLWIDTH.get(c, c) for c in value).encode()
+    lowered = bytes(b + 32 if 65 <= b <= 90 else b for b in h)
+    digits = bytes(b for b in h if 48 <= b <= 57)
+    for raw in needles:
+        if len(raw) > 1 and raw.startswith("#"):
+            wanted = "".join(c for c in raw[1:] if c.isdigit()).encode()
+            if not wanted or wanted in digits:
+                return True
+            continue
+        start = len(raw) > 1 and raw.startswith("^")
+        body = raw[1:] if start else raw
+        end = len(body) > 1 and body.endswith("$")
+        body = body[:-1] if end else body
+        needle = bytes(b + 32 if 65 <= b <= 90 else b for b in body.encode())
+        if not needle:
+            return True
+        at = lowered.find(needle)
+        while at >= 0:
+            before_ok = not start or at == 0 or not is_word(h[at - 1])
+            after = at + len(needle)
+            after_ok = not end or after == len(h) or not is_word(h[after])
+            if before_ok and after_ok:
+                return True
+            at = lowered.find(needle, at + 1)
+    return False
+
+
+TOKENS = [
+    "test", "Testa", "TEST", "tester", "qa", "QA", "e2e", "demo", "Celeste", "contest", "mail",
+    "mailinator", "mailinator.com", "notmailinator.com", "example", "example.com", "gmail.com",
+    "tenant-a", "don't", "use", "not", "do", "Zoë", "ü", "555", "0123", "4155550123", "5550",
+    "ｔｅｓｔ", "＠", "．", "ｃｏｍ", "１２３", "x", "xx", "xxx",
+]  # fmt: skip
+SEPARATORS = [" ", "", ".", "@", "+", "-", "_", "'", "’", "(", ")", "/", "  "]
+
+
+def random_values(rng: random.Random, count: int) -> list[str]:
+    values = []
+    for _ in range(count):
+        parts = [rng.choice(TOKENS) + rng.choice(SEPARATORS) for _ in range(rng.randint(0, 5))]
+        values.append("".join(parts))
+    return values
+
+
+NEEDLE_SETS = {
+    # every kind of needle the search treats differently: word starts, bytes between words,
+    # pivots inside unanchored needles, digits, and word-only unanchored needles (dense search)
+    "word starts": ["^test$", "^qa", "^tenant", "^demo$", "^xxx"],
+    "between words": ["@example$", ".com$", "+test", "^'t use$", ".test$"],
+    "pivots": ["mailinator.com", "t use$", "a-a", "l.c"],
+    "digits": ["#55501", "#0123", "#5", "#123"],
+    "dense": ["est", "ail", "x", "^mail", "a"],
+    "short": ["t", "^q", "e$", "^x$"],
+    "mixed": ["^test$", "mailinator.com", "#55501", "@example$", "use"],
+    "everything": ["", "^test$"],
+}
+
+
+@pytest.mark.parametrize("name", list(NEEDLE_SETS))
+def test_search_agrees_with_its_definition(db: psycopg.Connection, name: str) -> None:
+    rng = random.Random(name)
+    values = random_values(rng, 1500)
+    needles = NEEDLE_SETS[name]
+    got = db.execute(
+        "SELECT guardian._contains_any(v, %s) FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n",
+        (needles, values),
+    ).fetchall()
+    wrong = [v for v, (g,) in zip(values, got, strict=True) if g != reference_contains_any(v, needles)]
+    assert wrong == []
+    assert any(g for (g,) in got) or name == "everything"
+
+
+def test_search_with_the_default_anchors_agrees_with_its_definition(db: psycopg.Connection) -> None:
+    rng = random.Random(7)
+    values = [*random_values(rng, 1500), "Test Clinic", "user@tenant-a.test", "x@mailinator.com", "(415) 555-0123"]
+    for kind in ("email", "person_name", "organization", "phone", "free_text"):
+        needles = db.execute("SELECT guardian._anchors(%s, 'c')", (kind,)).fetchone()[0]  # type: ignore[index]
+        got = db.execute(
+            "SELECT guardian._contains_any(v, %s) FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n",
+            (needles, values),
+        ).fetchall()
+        wrong = [v for v, (g,) in zip(values, got, strict=True) if g != reference_contains_any(v, needles)]
+        assert wrong == [], kind
+
+
+def test_columns_of_any_type_can_be_watched_as_a_kind(db: psycopg.Connection) -> None:
+    # an override may watch a name, bigint or jsonb column; their values are read as text
+    db.execute("CREATE TABLE public.contacts (id int PRIMARY KEY, who name, phone bigint, notes jsonb)")
+    db.execute(
+        'SELECT guardian.watch(\'public.contacts\', \'{"who": "person_name", "phone": "phone", "notes": "free_text"}\')'
+    )
+    db.execute("SELECT guardian.set_environment('production')")
+    db.execute("INSERT INTO public.contacts VALUES (1, 'Ana Lopez', 4158721930, '{\"a\": \"fine\"}')")
+    db.execute("INSERT INTO public.contacts VALUES (2, 'John Doe', 4155550123, '{\"a\": \"(TEST) do not use\"}')")
+    found = db.execute("SELECT DISTINCT record_id, column_name FROM guardian.findings ORDER BY 1, 2").fetchall()
+    assert found == [("2", "notes"), ("2", "phone"), ("2", "who")]
+    scanned = db.execute("SELECT DISTINCT record_id, column_name FROM guardian.scan('public.contacts') ORDER BY 1, 2")
+    assert scanned.fetchall() == found
+    db.execute("UPDATE public.contacts SET phone = 4155550124 WHERE id = 1")
+    assert scalar(db, "SELECT count(*) FROM guardian.findings WHERE record_id = '1' AND column_name = 'phone'") == 1
+    db.execute("SELECT guardian.set_mode('strict')")
+    with pytest.raises(psycopg.Error, match="rule nanp_fictional_phone"):
+        db.execute("INSERT INTO public.contacts VALUES (3, 'Ana Lopez', 4155550155, NULL)")
+
+
+def test_scan_in_parallel_workers_finds_what_a_serial_scan_finds(db: psycopg.Connection) -> None:
+    db.execute("CREATE TABLE public.people (id int PRIMARY KEY, email text, full_name text, phone text)")
+    db.execute(
+        "INSERT INTO public.people SELECT i,"
+        " 'p' || i || CASE WHEN i % 997 = 0 THEN '@example.com' ELSE '@gmail.com' END,"
+        " CASE WHEN i % 1499 = 0 THEN 'Test User' ELSE 'Ana Lopez' END,"
+        " '+1 415 872 ' || lpad((i % 10000)::text, 4, '0')"
+        " FROM generate_series(1, 20000) AS i"
+    )
+    db.execute("ANALYZE public.people")
+    query = "SELECT record_id, rule FROM guardian.scan('public.people') ORDER BY 1, 2"
+    db.execute("SET max_parallel_workers_per_gather = 0")
+    serial = db.execute(query).fetchall()
+    for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+        db.execute(f"SET {setting} = 0")
+    db.execute("SET max_parallel_workers_per_gather = 2")
+    db.execute("LOAD 'auto_explain'")
+    for setting, value in (
+        ("log_min_duration", "0"),
+        ("log_nested_statements", "on"),
+        ("log_analyze", "on"),
+        ("log_level", "notice"),
+    ):
+        db.execute(f"SET auto_explain.{setting} = {value}")
+    plans: list[str] = []
+    db.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    parallel = db.execute(query).fetchall()
+    assert parallel == serial
+    assert any("Parallel Seq Scan on people" in p and "Workers Launched: 2" in p for p in plans)
+    assert {rule for _, rule in serial} >= {"reserved_example_domain", "placeholder_full_name"}
+    assert len({record for record, _ in serial}) == 20000 // 997 + 20000 // 1499
