@@ -10,7 +10,8 @@
  * that no letter or digit precede it, a trailing '$' that none follow it ("^test$" finds
  * "Test Clinic" but not "Celeste" or "Testa"). Bytes >= 0x80 (UTF-8 letters) count as letters.
  * A needle starting with '#' is looked for in the value's digits only ("#55501" finds
- * "(415) 555-0123"), so phone numbers match whatever their punctuation.
+ * "(415) 555-0123"), so phone numbers match whatever their punctuation; in it '?' stands for
+ * any digit and a trailing '$' asks that the digits end there ("#55501??$": 555-01XX at the end).
  * The needle set is parsed once and cached.
  *
  * The search is built for clean values, which are nearly all of them: most needles can only
@@ -67,6 +68,7 @@ typedef struct NeedleSet
 	int			digit_count;	/* '#' needles, matched against the digits only */
 	char	  **digit_needles;
 	int		   *digit_lengths;
+	bool	   *digit_ends;		/* '$': the number's digits end with the needle */
 	struct NeedleSet *digits;	/* the same needles, indexed like the others */
 	/* needle indexes by first byte: first[b] .. first[b + 1] in order[] */
 	int			first[257];
@@ -197,7 +199,10 @@ lookup_needles(ArrayType *arr)
 static inline int
 second_byte(NeedleSet *set, int idx)
 {
-	return set->lengths[idx] > 1 ? (unsigned char) set->needles[idx][1] : 0;
+	/* a digit wildcard second byte goes with the one-byte needles: any second byte will do */
+	if (set->lengths[idx] < 2 || (set->digit_keys && set->needles[idx][1] == '?'))
+		return 0;
+	return (unsigned char) set->needles[idx][1];
 }
 
 static int
@@ -269,8 +274,13 @@ index_grams(NeedleSet *set)
 		{
 			if (j >= width)
 				lo[j] = hi[j] = 0;
-			else if (j < len)
+			else if (j < len && !(set->digit_keys && n[j] == '?'))
 				lo[j] = hi[j] = set->digit_keys ? DIGIT_CLASS(n[j]) : byte_class[n[j]];
+			else if (j < len)
+			{
+				lo[j] = 1;		/* a digit wildcard: any digit */
+				hi[j] = 10;
+			}
 			else
 			{
 				lo[j] = 0;
@@ -379,9 +389,9 @@ index_pivots(NeedleSet *set)
 	}
 }
 
-/* An index over plain needles (no boundary marks), in the current memory context. */
+/* An index over digit needles (every byte a word byte: '$' is the end of the digits). */
 static NeedleSet *
-index_plain_needles(char **needles, int *lengths, int n)
+index_plain_needles(char **needles, int *lengths, bool *ends, int n)
 {
 	NeedleSet  *set = palloc0(sizeof(NeedleSet));
 	int			i;
@@ -391,7 +401,7 @@ index_plain_needles(char **needles, int *lengths, int n)
 	set->needles = needles;
 	set->lengths = lengths;
 	set->word_start = palloc0(sizeof(bool) * (n + 1));
-	set->word_end = palloc0(sizeof(bool) * (n + 1));
+	set->word_end = ends;
 	set->order = palloc0(sizeof(int) * (n + 1));
 	set->digit_keys = true;
 	for (i = 0; i < n; i++)
@@ -431,6 +441,7 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	set->word_end = palloc0(sizeof(bool) * (n + 1));
 	set->digit_needles = palloc0(sizeof(char *) * (n + 1));
 	set->digit_lengths = palloc0(sizeof(int) * (n + 1));
+	set->digit_ends = palloc0(sizeof(bool) * (n + 1));
 	set->order = palloc0(sizeof(int) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
@@ -453,14 +464,15 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 
 			s = palloc(len);
 			for (j = 1; j < len; j++)
-				if (src[j] >= '0' && src[j] <= '9')
-					s[d++] = src[j];
+				if ((src[j] >= '0' && src[j] <= '9') || (src[j] == '?' && d > 0))
+					s[d++] = src[j];	/* a leading wildcard would only widen the search */
 			if (d == 0)
 				set->match_all = true;
 			else
 			{
 				set->digit_needles[set->digit_count] = s;
 				set->digit_lengths[set->digit_count] = d;
+				set->digit_ends[set->digit_count] = src[len - 1] == '$';
 				set->digit_count++;
 			}
 			continue;
@@ -500,7 +512,7 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	qsort_arg(set->order, set->count, sizeof(int), compare_needles, set);
 	index_second_bytes(set);
 	if (set->digit_count > 0)
-		set->digits = index_plain_needles(set->digit_needles, set->digit_lengths, set->digit_count);
+		set->digits = index_plain_needles(set->digit_needles, set->digit_lengths, set->digit_ends, set->digit_count);
 
 	MemoryContextSwitchTo(old);
 	return set;
@@ -536,8 +548,10 @@ match_at(NeedleSet *set, const unsigned char *h, int hlen, int i)
 				continue;
 			if (set->word_start[idx] && i > 0 && is_word_byte(h[i - 1]))
 				continue;
-			for (j = 2; j < len; j++)
+			for (j = 1; j < len; j++)
 			{
+				if (set->digit_keys && needle[j] == '?')
+					continue;	/* digit sets search digits only: any byte is a digit */
 				if (ascii_lower(h[i + j]) != (unsigned char) needle[j])
 					break;
 			}
@@ -934,6 +948,60 @@ guardian_relation(const char *name)
 	return relid;
 }
 
+/*
+ * What every statement's log row needs and rarely changes, looked up once: the log's relid
+ * (until a relcache invalidation for it) and the session user's name (until a role changes).
+ */
+static Oid	activity_log_relid = InvalidOid;
+static Oid	logged_user = InvalidOid;
+static Datum logged_user_name = (Datum) 0;
+static bool activity_callbacks = false;
+
+static void
+activity_rel_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == activity_log_relid)
+		activity_log_relid = InvalidOid;
+}
+
+static void
+activity_role_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	logged_user = InvalidOid;
+}
+
+static Datum
+session_user_name(void)
+{
+	Oid			user = GetSessionUserId();
+
+	if (user != logged_user)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		if (logged_user_name != (Datum) 0)
+			pfree(DatumGetPointer(logged_user_name));
+		logged_user_name = CStringGetTextDatum(GetUserNameFromId(user, false));
+		MemoryContextSwitchTo(old);
+		logged_user = user;
+	}
+	return logged_user_name;
+}
+
+static Oid
+activity_log(void)
+{
+	if (!activity_callbacks)
+	{
+		CacheRegisterRelcacheCallback(activity_rel_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, activity_role_callback, (Datum) 0);
+		activity_callbacks = true;
+	}
+	if (!OidIsValid(activity_log_relid))
+		activity_log_relid = guardian_relation("activity_log");
+	return activity_log_relid;
+}
+
 PG_FUNCTION_INFO_V1(pg_guardian_activity_end);
 
 Datum
@@ -975,7 +1043,7 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 
 	if (rows > 0)
 	{
-		Oid			logid = guardian_relation("activity_log");
+		Oid			logid = activity_log();
 		Relation	log = table_open(logid, RowExclusiveLock);
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
@@ -985,7 +1053,7 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 		values[0] = ObjectIdGetDatum(root);
 		values[1] = CStringGetTextDatum(opname);
 		values[2] = Int64GetDatum(rows);
-		values[3] = CStringGetTextDatum(GetUserNameFromId(GetSessionUserId(), false));
+		values[3] = session_user_name();
 		if (application_name != NULL && application_name[0] != '\0')
 			values[4] = CStringGetTextDatum(application_name);
 		else
@@ -1024,6 +1092,27 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
  * rules) or the table changes. A small WHEN clause matters: the executor rebuilds it for every
  * statement, and six function calls folded per statement cost more than a single-row INSERT.
  */
+/*
+ * How a column's values are read. Text types (text, varchar, char, citext and domains over
+ * them) are searched in place and uuids compared as bytes; any other type a column was
+ * watched as (an override may name a bigint or jsonb column) is searched in its text output.
+ */
+typedef enum ReadAs
+{
+	READ_SKIP,
+	READ_TEXT,
+	READ_UUID,
+	READ_OUTPUT
+} ReadAs;
+
+typedef struct ColumnReader
+{
+	ReadAs		how;
+	int16		typlen;
+	bool		typbyval;
+	FmgrInfo	output;
+} ColumnReader;
+
 typedef struct ColumnSpec
 {
 	AttrNumber	attnum;
@@ -1032,11 +1121,13 @@ typedef struct ColumnSpec
 	int			nbounds;		/* uuid columns: pairs of low, high */
 	pg_uuid_t  *bounds;
 	uint64		first_bytes[4]; /* the first bytes any range covers, one bit each */
+	ColumnReader reader;		/* as the table's column */
 } ColumnSpec;
 
 typedef struct TableSpec
 {
 	Oid			relid;
+	TupleDesc	desc;			/* the table's row type */
 	bool		any_mode;		/* for scans: the rules whatever the guard mode */
 	int			ncolumns;
 	ColumnSpec *columns;
@@ -1104,6 +1195,8 @@ shared_needles(ArrayType *arr)
 	}
 	return build_needles(arr, spec_cxt);
 }
+
+static void setup_reader(ColumnReader *r, ColumnSpec *col, Oid typid, MemoryContext cxt);
 
 static TableSpec *
 load_spec(Oid relid, bool any_mode)
@@ -1182,6 +1275,24 @@ load_spec(Oid relid, bool any_mode)
 		spec->ncolumns++;
 	}
 	SPI_finish();
+	{
+		TupleDesc	looked = lookup_rowtype_tupdesc(get_rel_type_id(relid), -1);
+		MemoryContext old = MemoryContextSwitchTo(spec_cxt);
+
+		spec->desc = CreateTupleDescCopy(looked);
+		MemoryContextSwitchTo(old);
+		ReleaseTupleDesc(looked);
+	}
+	for (i = 0; i < spec->ncolumns; i++)
+	{
+		ColumnSpec *col = &spec->columns[i];
+		int			idx = col->attnum - 1;
+
+		if (idx < 0 || idx >= spec->desc->natts || TupleDescAttr(spec->desc, idx)->attisdropped)
+			col->reader.how = READ_SKIP;
+		else
+			setup_reader(&col->reader, col, TupleDescAttr(spec->desc, idx)->atttypid, spec_cxt);
+	}
 	n_specs++;
 	return spec;
 }
@@ -1217,27 +1328,6 @@ value_suspect(ColumnSpec *col, Datum value)
 	}
 	return col->needles != NULL && text_suspect(col->needles, DatumGetTextPP(value));
 }
-
-/*
- * How a column's values are read. Text types (text, varchar, char, citext and domains over
- * them) are searched in place and uuids compared as bytes; any other type a column was
- * watched as (an override may name a bigint or jsonb column) is searched in its text output.
- */
-typedef enum ReadAs
-{
-	READ_SKIP,
-	READ_TEXT,
-	READ_UUID,
-	READ_OUTPUT
-} ReadAs;
-
-typedef struct ColumnReader
-{
-	ReadAs		how;
-	int16		typlen;
-	bool		typbyval;
-	FmgrInfo	output;
-} ColumnReader;
 
 static void
 setup_reader(ColumnReader *r, ColumnSpec *col, Oid typid, MemoryContext cxt)
@@ -1283,18 +1373,14 @@ read_suspect(ColumnReader *r, ColumnSpec *col, Datum value)
 }
 
 /*
- * What one call site (one WHEN clause) remembers between rows: the row type it saw last, that
- * type's descriptor, the table's spec and how to read each of its columns, valid while the
- * spec generation holds.
+ * What one call site (one WHEN clause) remembers between rows: the row type it saw last and
+ * that table's spec, valid while the spec generation holds.
  */
 typedef struct SuspectCache
 {
 	Oid			typid;
-	int32		typmod;
 	uint64		generation;
 	TableSpec  *spec;
-	TupleDesc	desc;
-	ColumnReader *readers;		/* per spec column */
 } SuspectCache;
 
 /* Take a composite datum apart once (GetAttributeByNum would walk it again for each column). */
@@ -1336,7 +1422,6 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 {
 	SuspectCache *cache = (SuspectCache *) flinfo->fn_extra;
 	Oid			typid = HeapTupleHeaderGetTypeId(newtup);
-	int32		typmod = HeapTupleHeaderGetTypMod(newtup);
 	TableSpec  *spec;
 	bool		found = false;
 	int			i;
@@ -1348,29 +1433,10 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 		cache = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SuspectCache));
 		flinfo->fn_extra = cache;
 	}
-	if (cache->generation != spec_generation || cache->typid != typid || cache->typmod != typmod)
+	if (cache->generation != spec_generation || cache->typid != typid)
 	{
-		TupleDesc	looked = lookup_rowtype_tupdesc(typid, typmod);
-		MemoryContext old = MemoryContextSwitchTo(flinfo->fn_mcxt);
-
-		cache->desc = CreateTupleDescCopy(looked);
-		MemoryContextSwitchTo(old);
-		ReleaseTupleDesc(looked);
-		spec = find_spec(get_typ_typrelid(typid), false);
-		cache->spec = spec;
-		cache->readers = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(ColumnReader) * (spec->ncolumns + 1));
-		for (i = 0; i < spec->ncolumns; i++)
-		{
-			int			idx = spec->columns[i].attnum - 1;
-
-			if (idx < 0 || idx >= cache->desc->natts || TupleDescAttr(cache->desc, idx)->attisdropped)
-				cache->readers[i].how = READ_SKIP;
-			else
-				setup_reader(&cache->readers[i], &spec->columns[i], TupleDescAttr(cache->desc, idx)->atttypid,
-							 flinfo->fn_mcxt);
-		}
+		cache->spec = find_spec(get_typ_typrelid(typid), false);
 		cache->typid = typid;
-		cache->typmod = typmod;
 		/* loading may itself have been invalidated: then look again next row */
 		cache->generation = specs_stale ? 0 : spec_generation;
 	}
@@ -1378,14 +1444,13 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 	if (spec->ncolumns == 0)
 		return false;
 
-	deform_row(newtup, cache->desc);
+	deform_row(newtup, spec->desc);
 	for (i = 0; i < spec->ncolumns && !found; i++)
 	{
 		ColumnSpec *col = &spec->columns[i];
-		ColumnReader *r = &cache->readers[i];
 		int			idx = col->attnum - 1;
 
-		if (r->how == READ_SKIP || deform_nulls[idx])
+		if (col->reader.how == READ_SKIP || deform_nulls[idx])
 			continue;
 		if (oldtup != NULL)
 		{
@@ -1393,10 +1458,10 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 			Datum		old = GetAttributeByNum(oldtup, col->attnum, &oldnull);
 
 			/* unchanged values were checked when written (another encoding is just checked again) */
-			if (!oldnull && datumIsEqual(deform_values[idx], old, r->typbyval, r->typlen))
+			if (!oldnull && datumIsEqual(deform_values[idx], old, col->reader.typbyval, col->reader.typlen))
 				continue;
 		}
-		found = read_suspect(r, col, deform_values[idx]);
+		found = read_suspect(&col->reader, col, deform_values[idx]);
 	}
 	return found;
 }

@@ -38,17 +38,25 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $sql$
+        -- The C search's meaning: fullwidth forms fold to ASCII and ASCII letters to lower case;
+        -- a word character is an ASCII letter or digit or any non-ASCII character.
         SELECT EXISTS (
-            SELECT FROM unnest(p_needles) AS n(needle)
+            SELECT FROM unnest(p_needles) AS n(needle),
+                   (SELECT translate(p_value,
+                                     '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+                                     '!"#$%&''()*+,-./0123456789:;<=>?@abcdefghijklmnopqrstuvwxyz[\]^_`abcdefghijklmnopqrstuvwxyz{|}~abcdefghijklmnopqrstuvwxyz') AS v) AS f
              WHERE n.needle IS NOT NULL
-               AND (n.needle IN ('', '^', '$', '#')
-                    OR (n.needle LIKE '#%' AND strpos(regexp_replace(p_value, '[^0-9]', '', 'g'),
-                                                      regexp_replace(n.needle, '[^0-9]', '', 'g')) > 0)
-                    OR n.needle NOT LIKE '#%' AND lower(p_value) ~ (
-                        CASE WHEN n.needle LIKE '^_%' THEN '(^|[^[:alnum:]])' ELSE '' END
-                        || regexp_replace(lower(regexp_replace(regexp_replace(n.needle, '^\^(.)', '\1'), '(.)\$$', '\1')),
+               AND (n.needle IN ('', '^', '$', '#') OR n.needle ~ '^#[^0-9]*$'
+                    OR (n.needle LIKE '#%' AND regexp_replace(f.v, '[^0-9]', '', 'g') ~ (
+                            -- digits, '?' any digit, a trailing '$' the end of the digits
+                            replace(regexp_replace(regexp_replace(n.needle, '^#[^0-9]*', ''), '[^0-9?]', '', 'g'), '?', '[0-9]')
+                            || CASE WHEN n.needle LIKE '%$' THEN '$' ELSE '' END))
+                    OR n.needle NOT LIKE '#%' AND f.v ~ (
+                        CASE WHEN n.needle LIKE '^_%' THEN '(^|[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])' ELSE '' END
+                        || regexp_replace(translate(regexp_replace(regexp_replace(n.needle, '^\^(.)', '\1'), '(.)\$$', '\1'),
+                                                    'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'),
                                           '([^[:alnum:][:space:]])', '\\\1', 'g')
-                        || CASE WHEN n.needle LIKE '%_$' THEN '($|[^[:alnum:]])' ELSE '' END)))
+                        || CASE WHEN n.needle LIKE '%_$' THEN '($|[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])' ELSE '' END)))
     $sql$;
     CREATE FUNCTION guardian._uuid_matches(p_value uuid, p_bounds uuid[])
     RETURNS boolean
