@@ -23,7 +23,8 @@ from bench.common import bench_cluster, guarded_db
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-PGBENCH_SECONDS = int(os.environ.get("BENCH_PGBENCH_SECONDS", "10"))
+PGBENCH_SECONDS = int(os.environ.get("BENCH_PGBENCH_SECONDS", "5"))
+PGBENCH_ROUNDS = int(os.environ.get("BENCH_PGBENCH_ROUNDS", "7"))
 TABLE_DDL = (
     "CREATE TABLE {name} (id uuid PRIMARY KEY, first_name text, last_name text, email text, clinic text, phone text)"
 )
@@ -132,19 +133,24 @@ def main() -> None:
             found = conn.execute("SELECT count(*) FROM guardian.scan('watched')").fetchone()
             candidates = conn.execute("SELECT count(*) FROM guardian.findings").fetchone()
 
+            # Short runs, alternating, so that a noisy neighbour weighs on both tables alike.
             tps: dict[str, list[float]] = {}
-            for _ in range(2):
+            for _ in range(PGBENCH_ROUNDS):
                 for table in ("plain", "watched"):
                     tps.setdefault(table, []).append(pgbench_tps(parts, table, Path(tmp)))
 
         med = {k: {t: statistics.median(v) for t, v in d.items()} for k, d in results.items()}
         tps_med = {t: statistics.median(v) for t, v in tps.items()}
-        overhead = (tps_med["plain"] / tps_med["watched"] - 1) * 100
+        # Commit latency (an fsync) drifts on a shared disk: compare each round's pair, take the median.
+        pairs = sorted((p / w - 1) * 100 for p, w in zip(tps["plain"], tps["watched"], strict=True))
+        overhead = statistics.median(pairs)
         print(
             f"  {'(a) single-row INSERT, pgbench':<34} unwatched {tps_med['plain']:8.0f} tps  watched "
-            f"{tps_med['watched']:8.0f} tps  overhead {overhead:5.1f} %  (target <= 5 %: "
+            f"{tps_med['watched']:8.0f} tps  overhead {overhead:5.1f} % (median of rounds)  (target <= 5 %: "
             f"{'ok' if overhead <= 5 else 'OVER TARGET'})"
         )
+        rounds = ", ".join(f"{x:.1f} %" for x in pairs)
+        print(f"  {'':<34} per round: {rounds} ({PGBENCH_ROUNDS} x {PGBENCH_SECONDS} s each)")
         print(ratio_line("(b) INSERT ... SELECT", med["insert"]["plain"], med["insert"]["watched"], 1.5))
         print(ratio_line("(c) COPY", med["copy"]["plain"], med["copy"]["watched"], 1.5))
         print(ratio_line("(d) guardian.scan vs count(*)", med["scan"]["plain"], med["scan"]["watched"], 5.0))

@@ -1067,7 +1067,7 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 		tuple = heap_form_tuple(RelationGetDescr(log), values, nulls);
 		simple_heap_insert(log, tuple);
 		heap_freetuple(tuple);
-		table_close(log, RowExclusiveLock);
+		table_close(log, NoLock);	/* held to the end of the transaction, as usual */
 	}
 
 	if (rows > 1 || (pending != NULL && strcmp(pending, "on") == 0))
