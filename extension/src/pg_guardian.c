@@ -75,6 +75,9 @@ typedef struct NeedleSet
 	int		   *order;
 	/* within a first byte b, by second byte c: second[b][c] .. second[b][c + 1] in order[] */
 	int		   *second[256];
+	/* per position in order[]: the needle's first 8 bytes and which of them to compare */
+	uint64	   *prefix;
+	uint64	   *prefix_mask;
 
 	/*
 	 * A first test at every position of a value: the needles' first three bytes as classes (a
@@ -243,6 +246,23 @@ index_second_bytes(NeedleSet *set)
 		for (b = 0; b < 257; b++)
 			sec[b + 1] += sec[b];
 		set->second[c] = sec;
+	}
+	set->prefix = palloc0(sizeof(uint64) * (set->count + 1));
+	set->prefix_mask = palloc0(sizeof(uint64) * (set->count + 1));
+	for (c = 0; c < set->count; c++)
+	{
+		int			idx = set->order[c];
+		int			j;
+
+		for (j = 0; j < Min(8, set->lengths[idx]); j++)
+		{
+			unsigned char b = (unsigned char) set->needles[idx][j];
+
+			if (set->digit_keys && b == '?')
+				continue;		/* any digit */
+			set->prefix[c] |= (uint64) b << (8 * j);
+			set->prefix_mask[c] |= (uint64) 0xFF << (8 * j);
+		}
 	}
 	index_grams(set);
 }
@@ -525,10 +545,15 @@ match_at(NeedleSet *set, const unsigned char *h, int hlen, int i)
 	int			c = ascii_lower(h[i]);
 	int			c2 = i + 1 < hlen ? ascii_lower(h[i + 1]) : 0;
 	int		   *sec = set->second[c];
+	uint64		window = 0;
 	int			pass;
+	int			j;
 
 	if (sec == NULL)
 		return false;
+	/* the value's next 8 bytes (lower case, 0 past the end): most needles fail on these at once */
+	for (j = 0; j < Min(8, hlen - i); j++)
+		window |= (uint64) ascii_lower(h[i + j]) << (8 * j);
 	/* pass 0: one-byte needles (second byte 0); pass 1: needles whose second byte is c2 */
 	for (pass = 0; pass < 2; pass++)
 	{
@@ -539,16 +564,20 @@ match_at(NeedleSet *set, const unsigned char *h, int hlen, int i)
 			break;
 		for (k = sec[want]; k < sec[want + 1]; k++)
 		{
-			int			idx = set->order[k];
-			int			len = set->lengths[idx];
-			const char *needle = set->needles[idx];
-			int			j;
+			int			idx;
+			int			len;
+			const char *needle;
 
+			if ((window & set->prefix_mask[k]) != set->prefix[k])
+				continue;
+			idx = set->order[k];
+			len = set->lengths[idx];
+			needle = set->needles[idx];
 			if (len > hlen - i)
 				continue;
 			if (set->word_start[idx] && i > 0 && is_word_byte(h[i - 1]))
 				continue;
-			for (j = 1; j < len; j++)
+			for (j = 8; j < len; j++)
 			{
 				if (set->digit_keys && needle[j] == '?')
 					continue;	/* digit sets search digits only: any byte is a digit */
@@ -843,6 +872,7 @@ typedef struct Baseline
 
 #define MAX_BASELINES 64
 static Baseline baselines[MAX_BASELINES];
+static bool suspect_seen = false;	/* a row passed the prefilter in this transaction */
 static int	n_baselines = 0;
 static bool callback_registered = false;
 
@@ -852,7 +882,27 @@ reset_baselines(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		n_baselines = 0;
+		suspect_seen = false;
+	}
+}
+
+/* "INSERT", "UPDATE" or "DELETE" as text, made once. */
+static Datum
+op_name(char op)
+{
+	static Datum names[3];
+	int			k = op == 'I' ? 0 : (op == 'U' ? 1 : 2);
+
+	if (names[k] == (Datum) 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		names[k] = CStringGetTextDatum(k == 0 ? "INSERT" : (k == 1 ? "UPDATE" : "DELETE"));
+		MemoryContextSwitchTo(old);
+	}
+	return names[k];
 }
 
 static char
@@ -1035,7 +1085,8 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 		}
 	}
 	rows = xact_rows(rel, op) - base;
-	pending = GetConfigOption("guardian.pending_findings", true, false);
+	/* findings wait for grouping only after a row passed the prefilter in this transaction */
+	pending = suspect_seen ? GetConfigOption("guardian.pending_findings", true, false) : NULL;
 
 	root = relid;
 	if (rel->rd_rel->relispartition)
@@ -1048,10 +1099,9 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
 		HeapTuple	tuple;
-		const char *opname = op == 'I' ? "INSERT" : (op == 'U' ? "UPDATE" : "DELETE");
 
 		values[0] = ObjectIdGetDatum(root);
-		values[1] = CStringGetTextDatum(opname);
+		values[1] = op_name(op);
 		values[2] = Int64GetDatum(rows);
 		values[3] = session_user_name();
 		if (application_name != NULL && application_name[0] != '\0')
@@ -1077,7 +1127,7 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 		Oid			fn = LookupFuncName(names, 3, argtypes, false);
 
 		OidFunctionCall3(fn, ObjectIdGetDatum(root),
-						 CStringGetTextDatum(op == 'I' ? "INSERT" : (op == 'U' ? "UPDATE" : "DELETE")),
+						 op_name(op),
 						 Int64GetDatum(rows));
 	}
 	PG_RETURN_POINTER(NULL);
@@ -1463,6 +1513,8 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 		}
 		found = read_suspect(&col->reader, col, deform_values[idx]);
 	}
+	if (found)
+		suspect_seen = true;
 	return found;
 }
 

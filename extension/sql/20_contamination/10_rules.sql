@@ -44,7 +44,7 @@ COMMENT ON TABLE guardian.rules IS
 COMMENT ON COLUMN guardian.rules.match_type IS
     'regex: pattern (case-insensitive) on the normalised value; words: any term as a whole word; exact: the whole normalised value is a term; prefix: starts with pattern; domains: e-mail domain equals or ends with a term; uuids: value equals a term or starts with a term ending in ''-''; digits: pattern (regex) on the value''s digits only.';
 COMMENT ON COLUMN guardian.rules.anchors IS
-    'Literal substrings, one of which every matching value contains: the write-path prefilter. NULL: derived from terms; for regex rules without anchors every value is checked (slower).';
+    'Literal substrings, one of which every matching value contains: the write-path prefilter. A leading ^ / trailing $ asks for a word boundary there; #digits is looked for in the value''s digits only, where ? stands for any digit and a trailing $ for the end of the digits (#55501??$). NULL: derived from terms; for regex rules without anchors every value is checked (slower).';
 COMMENT ON COLUMN guardian.rules.matcher IS
     'Derived on write: the one regular expression (or, for exact, nothing) that decides a match on the normalised value.';
 COMMENT ON COLUMN guardian.rules.environments IS 'Environments the rule applies to; NULL means every environment.';
