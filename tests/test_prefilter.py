@@ -182,3 +182,28 @@ def test_scan_in_parallel_workers_finds_what_a_serial_scan_finds(db: psycopg.Con
     assert any("Parallel Seq Scan on people" in p and "Workers Launched: 2" in p for p in plans)
     assert {rule for _, rule in serial} >= {"reserved_example_domain", "placeholder_full_name"}
     assert len({record for record, _ in serial}) == 20000 // 997 + 20000 // 1499
+
+
+def test_columns_whose_text_the_rules_see_as_json_are_always_checked(db: psycopg.Connection) -> None:
+    # an array's value reaches the rules as JSON (["..."]), not as its '{...}' output
+    db.execute("CREATE TABLE public.lists (id int PRIMARY KEY, notes text[], seen timestamptz)")
+    db.execute('SELECT guardian.watch(\'public.lists\', \'{"notes": "free_text", "seen": "free_text"}\')')
+    db.execute("SELECT guardian.set_environment('production')")
+    db.execute(
+        "INSERT INTO public.lists VALUES (1, '{\"follow-up in May\"}', now()), (2, '{\"(TEST) do not ship\"}', NULL)"
+    )
+    found = db.execute("SELECT DISTINCT record_id, column_name, rule FROM guardian.findings").fetchall()
+    assert found == [("2", "notes", "test_marker")]
+    assert [r[0] for r in db.execute("SELECT record_id FROM guardian.scan('public.lists')")] == ["2"]
+
+
+def test_prefilter_functions_refuse_nothing_they_are_handed(db: psycopg.Connection) -> None:
+    # PUBLIC may call them: odd arguments get an answer, never a crashed backend
+    db.execute("CREATE TABLE public.people (id int PRIMARY KEY, email text)")
+    db.execute("SELECT guardian.watch('public.people')")
+    assert scalar(db, "SELECT guardian._suspect(ROW(1, 'a@b.example')::public.people, ROW(1, 2, 3))") is True
+    assert scalar(db, "SELECT guardian._suspect(ROW(1, 'a@b.example'))") is False
+    # more needle sets than the cache holds, each call site meeting its set again on the next row
+    calls = ", ".join(f"guardian._contains_any(v, '{{x{i},a}}')" for i in range(20))
+    rows = db.execute(f"SELECT {calls} FROM (VALUES ('a'), ('b'), ('xa')) AS t(v)").fetchall()
+    assert rows == [(True,) * 20, (False,) * 20, (True,) * 20]

@@ -168,14 +168,23 @@ init_byte_classes(void)
  */
 #define NEEDLE_CACHE_SIZE 16
 static NeedleSet *needle_cache[NEEDLE_CACHE_SIZE];
+static uint64 needle_cache_serial[NEEDLE_CACHE_SIZE];	/* changes when a slot's set is replaced */
+static uint64 needle_serial = 0;
 static int	needle_cache_next = 0;
+
+/* What a call site keeps: a cache slot and its serial (the set itself may have been evicted). */
+typedef struct NeedleRef
+{
+	int			slot;
+	uint64		serial;
+} NeedleRef;
 
 static NeedleSet *build_needles(ArrayType *arr, MemoryContext cxt);
 static void index_grams(NeedleSet *set);
 static void index_pivots(NeedleSet *set);
 
 static NeedleSet *
-lookup_needles(ArrayType *arr)
+lookup_needles(ArrayType *arr, NeedleRef *ref)
 {
 	Size		len = VARSIZE(arr);
 	int			i;
@@ -186,7 +195,11 @@ lookup_needles(ArrayType *arr)
 	{
 		set = needle_cache[i];
 		if (set != NULL && set->array_len == len && memcmp(set->array_copy, arr, len) == 0)
+		{
+			ref->slot = i;
+			ref->serial = needle_cache_serial[i];
 			return set;
+		}
 	}
 	cxt = AllocSetContextCreate(TopMemoryContext, "pg_guardian needles", ALLOCSET_SMALL_SIZES);
 	set = build_needles(arr, cxt);
@@ -194,6 +207,9 @@ lookup_needles(ArrayType *arr)
 	if (needle_cache[needle_cache_next] != NULL)
 		MemoryContextDelete(needle_cache[needle_cache_next]->cxt);
 	needle_cache[needle_cache_next] = set;
+	needle_cache_serial[needle_cache_next] = ++needle_serial;
+	ref->slot = needle_cache_next;
+	ref->serial = needle_serial;
 	needle_cache_next = (needle_cache_next + 1) % NEEDLE_CACHE_SIZE;
 	return set;
 }
@@ -800,7 +816,8 @@ pg_guardian_contains_any(PG_FUNCTION_ARGS)
 {
 	text	   *haystack = PG_GETARG_TEXT_PP(0);
 	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
-	NeedleSet  *set = (NeedleSet *) fcinfo->flinfo->fn_extra;
+	NeedleRef  *ref = (NeedleRef *) fcinfo->flinfo->fn_extra;
+	NeedleSet  *set = NULL;
 	const unsigned char *h = (const unsigned char *) VARDATA_ANY(haystack);
 	int			hlen = VARSIZE_ANY_EXHDR(haystack);
 
@@ -809,12 +826,21 @@ pg_guardian_contains_any(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("needles must be a one-dimensional text array")));
 
-	if (set == NULL || set->array_len != VARSIZE(arr) ||
-		memcmp(set->array_copy, arr, set->array_len) != 0)
+	if (ref == NULL)
 	{
-		set = lookup_needles(arr);
-		fcinfo->flinfo->fn_extra = set;
+		ref = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(NeedleRef));
+		ref->serial = 0;
+		fcinfo->flinfo->fn_extra = ref;
 	}
+	/* the set this call site used last, if it is still cached and the needles are the same */
+	if (ref->serial != 0 && needle_cache_serial[ref->slot] == ref->serial)
+	{
+		set = needle_cache[ref->slot];
+		if (set->array_len != VARSIZE(arr) || memcmp(set->array_copy, arr, set->array_len) != 0)
+			set = NULL;
+	}
+	if (set == NULL)
+		set = lookup_needles(arr, ref);
 
 	PG_RETURN_BOOL(search_needles(set, h, hlen));
 }
@@ -1028,11 +1054,12 @@ session_user_name(void)
 	if (user != logged_user)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		Datum		name = CStringGetTextDatum(GetUserNameFromId(user, false));	/* may fail: first */
 
+		MemoryContextSwitchTo(old);
 		if (logged_user_name != (Datum) 0)
 			pfree(DatumGetPointer(logged_user_name));
-		logged_user_name = CStringGetTextDatum(GetUserNameFromId(user, false));
-		MemoryContextSwitchTo(old);
+		logged_user_name = name;
 		logged_user = user;
 	}
 	return logged_user_name;
@@ -1152,7 +1179,8 @@ typedef enum ReadAs
 	READ_SKIP,
 	READ_TEXT,
 	READ_UUID,
-	READ_OUTPUT
+	READ_OUTPUT,
+	READ_ALWAYS
 } ReadAs;
 
 typedef struct ColumnReader
@@ -1247,6 +1275,21 @@ shared_needles(ArrayType *arr)
 }
 
 static void setup_reader(ColumnReader *r, ColumnSpec *col, Oid typid, MemoryContext cxt);
+
+/* Is the type the citext extension's (whatever schema it lives in)? */
+static bool
+type_is_citext(Oid typid)
+{
+	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	bool		result = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		result = strcmp(NameStr(((Form_pg_type) GETSTRUCT(tup))->typname), "citext") == 0;
+		ReleaseSysCache(tup);
+	}
+	return result;
+}
 
 static TableSpec *
 load_spec(Oid relid, bool any_mode)
@@ -1390,14 +1433,19 @@ setup_reader(ColumnReader *r, ColumnSpec *col, Oid typid, MemoryContext cxt)
 	if (col->is_uuid)
 		r->how = base == UUIDOID ? READ_UUID : READ_SKIP;
 	else if (base == TEXTOID || base == VARCHAROID || base == BPCHAROID ||
-			 (r->typlen == -1 && strcmp(format_type_be(base), "citext") == 0))
+			 (r->typlen == -1 && type_is_citext(base)))
 		r->how = READ_TEXT;
-	else
+	else if (base == INT2OID || base == INT4OID || base == INT8OID || base == OIDOID ||
+			 base == NUMERICOID || base == FLOAT4OID || base == FLOAT8OID || base == NAMEOID ||
+			 base == UUIDOID || base == JSONBOID)
 	{
+		/* the output is the text the precise rules see (to_jsonb(row) ->> column) */
 		getTypeOutputInfo(typid, &outfn, &varlena);
 		fmgr_info_cxt(outfn, &r->output, cxt);
 		r->how = READ_OUTPUT;
 	}
+	else
+		r->how = READ_ALWAYS;	/* bool, dates, arrays, ...: the rules see JSON, so let them look */
 }
 
 static bool
@@ -1408,6 +1456,8 @@ read_suspect(ColumnReader *r, ColumnSpec *col, Datum value)
 		case READ_TEXT:
 		case READ_UUID:
 			return value_suspect(col, value);
+		case READ_ALWAYS:
+			return true;
 		case READ_OUTPUT:
 			{
 				char	   *out = OutputFunctionCall(&r->output, value);
@@ -1483,6 +1533,10 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 		cache = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SuspectCache));
 		flinfo->fn_extra = cache;
 	}
+	if (!OidIsValid(get_typ_typrelid(typid)))
+		return false;			/* not a table's row: nothing is watched in it */
+	if (oldtup != NULL && HeapTupleHeaderGetTypeId(oldtup) != typid)
+		oldtup = NULL;			/* not the same table's row: every value counts as new */
 	if (cache->generation != spec_generation || cache->typid != typid)
 	{
 		cache->spec = find_spec(get_typ_typrelid(typid), false);
