@@ -36,10 +36,12 @@ SET enable_nestloop = 'off'
 SET work_mem = '64MB'
 AS $objects$
 WITH
+-- Every 'e' dependency points at an extension; saying so lets the scan use the reference
+-- index instead of reading all of pg_depend.
 ext_member AS (
     SELECT d.classid, d.objid
       FROM pg_catalog.pg_depend AS d
-     WHERE d.deptype = 'e'
+     WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
 ),
 ns AS (
     SELECT n.oid, n.nspname, n.nspowner, n.nspacl, pg_catalog.quote_ident(n.nspname) AS ident
@@ -71,12 +73,24 @@ typ AS (
     SELECT t.*, ns.ident AS schema_ident
       FROM pg_catalog.pg_type AS t
       JOIN ns ON ns.oid = t.typnamespace
-      LEFT JOIN pg_catalog.pg_class AS c ON c.oid = t.typrelid
      WHERE t.typtype IN ('b', 'c', 'd', 'e', 'r')
-       AND (c.oid IS NULL OR c.relkind = 'c')
+       -- a table's row type is the table's; only stand-alone composite types count
+       AND (t.typrelid = 0 OR t.typrelid IN (SELECT c.oid FROM pg_catalog.pg_class AS c WHERE c.relkind = 'c'))
        AND NOT (t.typtype = 'b' AND t.typcategory = 'A' AND t.typelem <> 0)
        AND NOT EXISTS (SELECT FROM ext_member AS e
                         WHERE e.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND e.objid = t.oid)
+),
+-- The live columns of those relations (sequences' own columns describe nothing), read once:
+-- the column privileges, the column order and the columns all need them. pg_attribute is the
+-- largest catalog (every index, toast table and system column has rows there), so its index
+-- is probed for just these relations rather than the whole of it read.
+att AS (
+    SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity,
+           a.attgenerated, a.attcollation, a.attislocal, a.attacl, r.relkind, r.relispartition, r.ident AS rel_ident
+      FROM pg_catalog.pg_attribute AS a
+      JOIN rel AS r ON r.oid = a.attrelid
+     WHERE a.attrelid = ANY (ARRAY(SELECT r.oid FROM rel AS r WHERE r.relkind <> 'S'))
+       AND a.attnum > 0 AND NOT a.attisdropped
 ),
 -- Privileges, one shape for every object: {"grantee": "PRIV, PRIV WITH GRANT OPTION"}. A NULL
 -- ACL means the built-in default, which is expanded; the owner's own rights are implied
@@ -90,8 +104,7 @@ acl AS (
       FROM rel AS r WHERE r.relacl IS NOT NULL
     UNION ALL
     SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, a.attrelid, a.attnum, a.attacl, NULL::pg_catalog.oid
-      FROM pg_catalog.pg_attribute AS a JOIN rel AS r ON r.oid = a.attrelid
-     WHERE a.attacl IS NOT NULL AND a.attnum > 0
+      FROM att AS a WHERE a.attacl IS NOT NULL
     UNION ALL
     SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, 0,
            coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner)), p.proowner
@@ -115,14 +128,15 @@ privs AS (
              GROUP BY 1, 2, 3, 4) AS g
      GROUP BY 1, 2, 3
 ),
--- the column each sequence belongs to: 'i' identity columns, 'a' serial (OWNED BY)
+-- the column each sequence belongs to: 'i' identity columns, 'a' serial (OWNED BY); the
+-- sequences' own dependencies, found through the index, not all of pg_depend
 seq_owner AS (
     SELECT d.objid AS seqid, d.deptype, d.refobjid AS relid, d.refobjsubid AS attnum
       FROM pg_catalog.pg_depend AS d
      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objid = ANY (ARRAY(SELECT r.oid FROM rel AS r WHERE r.relkind = 'S'))
        AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
        AND d.deptype IN ('i', 'a') AND d.refobjsubid > 0
-       AND d.objid IN (SELECT r.oid FROM rel AS r WHERE r.relkind = 'S')
 ),
 -- Each definition is written as the text jsonb would print (keys by length, then bytes; ", "
 -- and ": " separators; absent attributes left out), so md5(definition) is the checksum
@@ -183,9 +197,8 @@ objects AS (
                    JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
                   GROUP BY i.inhrelid) AS inh ON inh.inhrelid = r.oid
       LEFT JOIN (SELECT a.attrelid, pg_catalog.jsonb_agg(a.attname ORDER BY a.attnum) AS names
-                   FROM pg_catalog.pg_attribute AS a
-                   JOIN rel AS t ON t.oid = a.attrelid AND t.relkind IN ('r', 'p', 'f')
-                  WHERE a.attnum > 0 AND NOT a.attisdropped
+                   FROM att AS a
+                  WHERE a.relkind IN ('r', 'p', 'f')
                   GROUP BY a.attrelid) AS cols ON cols.attrelid = r.oid
       LEFT JOIN pg_catalog.pg_description AS d ON d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objoid = r.oid AND d.objsubid = 0
       LEFT JOIN privs AS pv ON pv.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND pv.objid = r.oid AND pv.objsubid = 0
@@ -232,14 +245,14 @@ objects AS (
       JOIN pg_catalog.pg_sequence AS s ON s.seqrelid = r.oid
       LEFT JOIN seq_owner AS so ON so.seqid = r.oid
       LEFT JOIN rel AS owner_rel ON owner_rel.oid = so.relid
-      LEFT JOIN pg_catalog.pg_attribute AS oa ON oa.attrelid = so.relid AND oa.attnum = so.attnum
+      LEFT JOIN att AS oa ON oa.attrelid = so.relid AND oa.attnum = so.attnum
       LEFT JOIN pg_catalog.pg_description AS d ON d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objoid = r.oid AND d.objsubid = 0
       LEFT JOIN privs AS pv ON pv.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND pv.objid = r.oid AND pv.objsubid = 0
      WHERE r.relkind = 'S' AND so.deptype IS DISTINCT FROM 'i'
 
     UNION ALL
     -- columns of tables and foreign tables (a partition's inherited columns are its parent's)
-    SELECT 'column', r.ident || '.' || pg_catalog.quote_ident(a.attname), r.ident,
+    SELECT 'column', a.rel_ident || '.' || pg_catalog.quote_ident(a.attname), a.rel_ident,
            '{' || concat_ws(', ',
                '"comment": ' || pg_catalog.to_json(d.description)::text,
                CASE WHEN a.attgenerated = '' THEN '"default": ' || pg_catalog.to_json(pg_catalog.pg_get_expr(ad.adbin, ad.adrelid))::text END,
@@ -253,8 +266,7 @@ objects AS (
                CASE WHEN a.attidentity <> '' THEN '"identity_sequence": ' || pg_catalog.jsonb_build_object(
                     'start', s.seqstart, 'increment', s.seqincrement, 'minimum', s.seqmin,
                     'maximum', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle)::text END) || '}'
-      FROM rel AS r
-      JOIN pg_catalog.pg_attribute AS a ON a.attrelid = r.oid
+      FROM att AS a
       JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
       LEFT JOIN pg_catalog.pg_attrdef AS ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
       LEFT JOIN pg_catalog.pg_collation AS co ON co.oid = a.attcollation AND a.attcollation <> t.typcollation
@@ -263,9 +275,8 @@ objects AS (
       LEFT JOIN pg_catalog.pg_sequence AS s ON s.seqrelid = so.seqid
       LEFT JOIN pg_catalog.pg_description AS d ON d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objoid = a.attrelid AND d.objsubid = a.attnum
       LEFT JOIN privs AS pv ON pv.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND pv.objid = a.attrelid AND pv.objsubid = a.attnum
-     WHERE r.relkind IN ('r', 'p', 'f')
-       AND a.attnum > 0 AND NOT a.attisdropped
-       AND (a.attislocal OR NOT r.relispartition)
+     WHERE a.relkind IN ('r', 'p', 'f')
+       AND (a.attislocal OR NOT a.relispartition)
 
     UNION ALL
     -- indexes, except those a constraint made (the constraint describes them) and those
