@@ -169,7 +169,8 @@ objects AS (
            '{' || concat_ws(', ',
                '"comment": ' || pg_catalog.to_json(d.description)::text,
                CASE WHEN r.reloftype <> 0 THEN '"of_type": ' || pg_catalog.to_json(pg_catalog.format_type(r.reloftype, NULL))::text END,
-               '"options": ' || (SELECT pg_catalog.jsonb_agg(o ORDER BY o COLLATE "C") FROM pg_catalog.unnest(r.reloptions) AS o)::text,
+               CASE WHEN r.reloptions IS NOT NULL THEN '"options": ' ||
+                    (SELECT pg_catalog.jsonb_agg(o ORDER BY o COLLATE "C") FROM pg_catalog.unnest(r.reloptions) AS o)::text END,
                '"inherits": ' || inh.inherits::text,
                '"privileges": ' || pv.privileges::text,
                '"persistence": ' || CASE r.relpersistence WHEN 'u' THEN '"unlogged"' ELSE '"permanent"' END,
@@ -178,7 +179,8 @@ objects AS (
                CASE WHEN am.amname <> 'heap' THEN '"access_method": ' || pg_catalog.to_json(am.amname)::text END,
                CASE WHEN r.relkind = 'p' THEN '"partition_key": ' || pg_catalog.to_json(pg_catalog.pg_get_partkeydef(r.oid))::text END,
                '"foreign_server": ' || pg_catalog.to_json(pg_catalog.quote_ident(fs.srvname))::text,
-               '"foreign_options": ' || (SELECT pg_catalog.jsonb_agg(o ORDER BY o COLLATE "C") FROM pg_catalog.unnest(ft.ftoptions) AS o)::text,
+               CASE WHEN ft.ftoptions IS NOT NULL THEN '"foreign_options": ' ||
+                    (SELECT pg_catalog.jsonb_agg(o ORDER BY o COLLATE "C") FROM pg_catalog.unnest(ft.ftoptions) AS o)::text END,
                CASE WHEN r.relispartition THEN '"partition_bound": ' || pg_catalog.to_json(pg_catalog.pg_get_expr(r.relpartbound, r.oid))::text END,
                '"replica_identity": ' || CASE r.relreplident WHEN 'n' THEN '"nothing"' WHEN 'f' THEN '"full"' WHEN 'i' THEN '"index"' END,
                '"row_level_security": ' || CASE WHEN r.relrowsecurity AND r.relforcerowsecurity THEN '"enabled, forced"'
@@ -209,7 +211,8 @@ objects AS (
     SELECT CASE r.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END, r.ident, NULL,
            '{' || concat_ws(', ',
                '"comment": ' || pg_catalog.to_json(d.description)::text,
-               '"options": ' || (SELECT pg_catalog.jsonb_agg(o ORDER BY o COLLATE "C") FROM pg_catalog.unnest(r.reloptions) AS o)::text,
+               CASE WHEN r.reloptions IS NOT NULL THEN '"options": ' ||
+                    (SELECT pg_catalog.jsonb_agg(o ORDER BY o COLLATE "C") FROM pg_catalog.unnest(r.reloptions) AS o)::text END,
                '"definition": ' || pg_catalog.to_json(pg_catalog.pg_get_viewdef(r.oid))::text,
                '"privileges": ' || pv.privileges::text,
                '"column_comments": ' || (SELECT pg_catalog.jsonb_object_agg(a.attname, cd.description)
@@ -369,7 +372,8 @@ objects AS (
                     CASE WHEN p.prosqlbody IS NOT NULL THEN pg_catalog.pg_get_function_sqlbody(p.oid) ELSE p.prosrc END)::text END,
                CASE WHEN p.prokind IN ('f', 'w') THEN '"cost": ' || pg_catalog.to_json(p.procost::numeric)::text END,
                CASE WHEN p.proretset THEN '"rows": ' || pg_catalog.to_json(p.prorows::numeric)::text END,
-               '"config": ' || (SELECT pg_catalog.jsonb_agg(c ORDER BY c COLLATE "C") FROM pg_catalog.unnest(p.proconfig) AS c)::text,
+               CASE WHEN p.proconfig IS NOT NULL THEN '"config": ' ||
+                    (SELECT pg_catalog.jsonb_agg(c ORDER BY c COLLATE "C") FROM pg_catalog.unnest(p.proconfig) AS c)::text END,
                CASE WHEN p.prokind IN ('f', 'w') THEN '"strict": ' || p.proisstrict END,
                CASE WHEN p.prokind = 'w' THEN '"window": true' END,
                '"comment": ' || pg_catalog.to_json(d.description)::text,
