@@ -490,16 +490,22 @@ AS $$
             || pg_catalog.md5(coalesce(pg_catalog.string_agg(o.key || '=' || o.checksum, E'\n' ORDER BY o.key COLLATE "C"), ''))
             || '", "objects": {'
             || coalesce(pg_catalog.string_agg(
-                   -- kinds are plain words; the identity is quoted once and reused in the key
-                   '"' || o.kind || ' ' || pg_catalog.substr(o.identity_json, 2)
-                   || ': {"kind": "' || o.kind
-                   || '", "identity": ' || o.identity_json
-                   || coalesce(', "parent": ' || pg_catalog.to_json(o.parent)::text, '')
+                   -- kinds are plain words; the identity is escaped once and reused in the key
+                   '"' || o.kind || ' ' || o.identity_esc
+                   || '": {"kind": "' || o.kind
+                   || '", "identity": "' || o.identity_esc
+                   || coalesce('", "parent": ' || o.parent_json, '"')
                    || ', "checksum": "' || o.checksum
                    || '", "definition": ' || o.definition || '}', ', '), '')
             || '}}')::jsonb
-      FROM (SELECT x.key, x.kind, x.parent, x.checksum, x.definition,
-                   pg_catalog.to_json(x.identity)::text AS identity_json
+      -- Identities and parents are built from quote_ident()ed names, so one without a double
+      -- quote holds nothing JSON escapes and is written as it is: to_json() on every one was
+      -- a tenth of the cost of assembling the document. The others still go through it.
+      FROM (SELECT x.key, x.kind, x.checksum, x.definition,
+                   CASE WHEN pg_catalog.strpos(x.identity, '"') = 0 THEN x.identity
+                        ELSE pg_catalog.left(pg_catalog.substr(pg_catalog.to_json(x.identity)::text, 2), -1) END AS identity_esc,
+                   CASE WHEN pg_catalog.strpos(x.parent, '"') = 0 THEN '"' || x.parent || '"'
+                        ELSE pg_catalog.to_json(x.parent)::text END AS parent_json
               FROM guardian.schema_objects() AS x) AS o
 $$;
 COMMENT ON FUNCTION guardian.schema_fingerprint() IS
