@@ -490,12 +490,12 @@ AS $$
             || pg_catalog.md5(coalesce(pg_catalog.string_agg(o.key || '=' || o.checksum, E'\n' ORDER BY o.key COLLATE "C"), ''))
             || '", "objects": {'
             || coalesce(pg_catalog.string_agg(
-                   -- kinds are plain words; the identity is escaped once and reused in the key
+                   -- kinds are plain words; the identity is escaped once and reused in the key;
+                   -- the keys come in jsonb's order (length, then bytes), so the parser keeps them as they are
                    '"' || o.kind || ' ' || o.identity_esc
                    || '": {"kind": "' || o.kind
+                   || coalesce('", "parent": ' || o.parent_json || ', "checksum": "', '", "checksum": "') || o.checksum
                    || '", "identity": "' || o.identity_esc
-                   || coalesce('", "parent": ' || o.parent_json, '"')
-                   || ', "checksum": "' || o.checksum
                    || '", "definition": ' || o.definition || '}', ', '), '')
             || '}}')::jsonb
       -- Identities and parents are built from quote_ident()ed names, so one without a double
