@@ -494,7 +494,7 @@ AS $$
             || '", "objects": {'
             || coalesce(pg_catalog.string_agg(
                    -- kinds are plain words; the identity is escaped once and reused in the key;
-                   -- the keys come in jsonb's order (length, then bytes), so the parser keeps them as they are
+                   -- the keys come in jsonb's order (length, then bytes), which the parser keeps
                    '"' || o.kind || ' ' || o.identity_esc
                    || '": {"kind": "' || o.kind
                    || coalesce('", "parent": ' || o.parent_json || ', "checksum": "', '", "checksum": "') || o.checksum
