@@ -39,8 +39,11 @@ GRANT EXECUTE ON FUNCTION guardian._prefilter_spec(regclass, boolean) TO PUBLIC;
 -- The C triggers and prefilter exist only where the library is installed.
 DO $grant_c$
 BEGIN
+    -- each group is created by its own block (21_activity, 20_contamination/00_matchers)
     IF to_regprocedure('guardian._activity_end()') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION guardian._activity_start(), guardian._activity_end() TO guardian_admin;
+    END IF;
+    IF to_regprocedure('guardian._suspect_columns(regclass, "any")') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION guardian._suspect(record), guardian._suspect(record, record),
             guardian._suspect_columns(regclass, "any") TO PUBLIC;
     END IF;
