@@ -67,6 +67,15 @@ def random_values(rng: random.Random, count: int) -> list[str]:
     return values
 
 
+def disagreements(db: psycopg.Connection, function: str, needles: list[str], values: list[str]) -> list[str]:
+    """The values on which the function's answer differs from the reference's."""
+    got = db.execute(
+        f"SELECT {function}(v, %s) FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n",
+        (needles, values),
+    ).fetchall()
+    return [v for v, (g,) in zip(values, got, strict=True) if g != reference_contains_any(v, needles)]
+
+
 NEEDLE_SETS = {
     # every kind of needle the search treats differently: word starts, bytes between words,
     # pivots inside unanchored needles, digits, and word-only unanchored needles (dense search)
@@ -84,16 +93,13 @@ NEEDLE_SETS = {
 
 @pytest.mark.parametrize("name", list(NEEDLE_SETS))
 def test_search_agrees_with_its_definition(db: psycopg.Connection, name: str) -> None:
-    rng = random.Random(name)
-    values = random_values(rng, 1500)
-    needles = NEEDLE_SETS[name]
-    got = db.execute(
-        "SELECT guardian._contains_any(v, %s) FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n",
-        (needles, values),
-    ).fetchall()
-    wrong = [v for v, (g,) in zip(values, got, strict=True) if g != reference_contains_any(v, needles)]
-    assert wrong == []
-    assert any(g for (g,) in got) or name == "everything"
+    values = random_values(random.Random(name), 1500)
+    assert disagreements(db, "guardian._contains_any", NEEDLE_SETS[name], values) == []
+    matched = db.execute(
+        "SELECT count(*) FILTER (WHERE guardian._contains_any(v, %s)) FROM unnest(%s::text[]) AS v",
+        (NEEDLE_SETS[name], values),
+    ).fetchone()
+    assert matched and (0 < matched[0] < len(values) or name == "everything")
 
 
 def sql_fallback(db: psycopg.Connection) -> str:
@@ -107,15 +113,8 @@ def sql_fallback(db: psycopg.Connection) -> str:
 
 @pytest.mark.parametrize("name", list(NEEDLE_SETS))
 def test_sql_fallback_agrees_with_the_same_definition(db: psycopg.Connection, name: str) -> None:
-    function = sql_fallback(db)
     values = random_values(random.Random(name), 300)
-    needles = NEEDLE_SETS[name]
-    got = db.execute(
-        f"SELECT {function}(v, %s) FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n",
-        (needles, values),
-    ).fetchall()
-    wrong = [v for v, (g,) in zip(values, got, strict=True) if g != reference_contains_any(v, needles)]
-    assert wrong == []
+    assert disagreements(db, sql_fallback(db), NEEDLE_SETS[name], values) == []
 
 
 def test_search_with_the_default_anchors_agrees_with_its_definition(db: psycopg.Connection) -> None:
@@ -123,12 +122,7 @@ def test_search_with_the_default_anchors_agrees_with_its_definition(db: psycopg.
     values = [*random_values(rng, 1500), "Test Clinic", "user@tenant-a.test", "x@mailinator.com", "(415) 555-0123"]
     for kind in ("email", "person_name", "organization", "phone", "free_text"):
         needles = db.execute("SELECT guardian._anchors(%s, 'c')", (kind,)).fetchone()[0]  # type: ignore[index]
-        got = db.execute(
-            "SELECT guardian._contains_any(v, %s) FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, n) ORDER BY n",
-            (needles, values),
-        ).fetchall()
-        wrong = [v for v, (g,) in zip(values, got, strict=True) if g != reference_contains_any(v, needles)]
-        assert wrong == [], kind
+        assert disagreements(db, "guardian._contains_any", needles, values) == [], kind
 
 
 def test_columns_of_any_type_can_be_watched_as_a_kind(db: psycopg.Connection) -> None:
