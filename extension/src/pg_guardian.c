@@ -785,8 +785,6 @@ search_needles(NeedleSet *set, const unsigned char *h, int hlen)
 
 	if (set->match_all)
 		return true;
-	if (set->digit_keys)
-		return search_digits(set, h, hlen);
 	found = search_unfolded(set, h, hlen);
 	if (found != NEEDS_FOLD)
 		return found;
@@ -1533,13 +1531,15 @@ row_suspect(FmgrInfo *flinfo, HeapTupleHeader newtup, HeapTupleHeader oldtup)
 		cache = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SuspectCache));
 		flinfo->fn_extra = cache;
 	}
-	if (!OidIsValid(get_typ_typrelid(typid)))
-		return false;			/* not a table's row: nothing is watched in it */
 	if (oldtup != NULL && HeapTupleHeaderGetTypeId(oldtup) != typid)
 		oldtup = NULL;			/* not the same table's row: every value counts as new */
 	if (cache->generation != spec_generation || cache->typid != typid)
 	{
-		cache->spec = find_spec(get_typ_typrelid(typid), false);
+		Oid			relid = get_typ_typrelid(typid);
+
+		if (!OidIsValid(relid))
+			return false;		/* not a table's row: nothing is watched in it */
+		cache->spec = find_spec(relid, false);
 		cache->typid = typid;
 		/* loading may itself have been invalidated: then look again next row */
 		cache->generation = specs_stale ? 0 : spec_generation;

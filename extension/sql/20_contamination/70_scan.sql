@@ -46,9 +46,9 @@ BEGIN
     IF to_regprocedure('guardian._suspect_columns(regclass, "any")') IS NOT NULL THEN
         -- One C call per row with the watched columns straight from the scan (the rules as
         -- they apply in any mode), so the scan can run in parallel workers.
+        -- Columns go as they are: the C side reads each by its type, as the triggers do.
         SELECT format('guardian._suspect_columns(%L::regclass, %s)', p_table,
-                      string_agg(format('%s, t.%I::%s', s.attnum, a.attname, CASE WHEN s.is_uuid THEN 'uuid' ELSE 'text' END),
-                                 ', ' ORDER BY s.attnum))
+                      string_agg(format('%s, t.%I', s.attnum, a.attname), ', ' ORDER BY s.attnum))
           INTO v_filter
           FROM guardian._prefilter_spec(p_table, true) AS s
           JOIN pg_catalog.pg_attribute AS a ON a.attrelid = p_table AND a.attnum = s.attnum;
