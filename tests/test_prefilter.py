@@ -102,6 +102,39 @@ def test_search_agrees_with_its_definition(db: psycopg.Connection, name: str) ->
     assert matched and (0 < matched[0] < len(values) or name == "everything")
 
 
+def test_search_agrees_across_its_64_byte_blocks(db: psycopg.Connection) -> None:
+    # the search classifies 64 bytes at a time: needles, word starts and pivots that straddle
+    # a block boundary (a word running into the next block must not start a word there)
+    rng = random.Random(64)
+    values = []
+    for pad in range(50, 140):
+        for token in ("test", "Test Clinic", "x@mailinator.com", "mailinator.com", "a.test", "don't use", "555-0123"):
+            for filler in ("a", " ", "ab ", "é"):
+                values.append((filler * pad)[:pad] + token + rng.choice(["", " ", "s", ".x"]))
+    for name in ("word starts", "between words", "pivots", "digits", "mixed"):
+        assert disagreements(db, "guardian._contains_any", NEEDLE_SETS[name], values) == [], name
+
+
+def test_repeated_values_get_the_answer_a_search_gives(db: psycopg.Connection) -> None:
+    # short values are remembered per needle set: a value differing from a remembered one in
+    # any single byte, or only in length, must still be searched; unique values pause the memo
+    # (4,096 lookups with few hits), and it must answer correctly again when it resumes
+    rng = random.Random(3)
+    bases = ["Test", "Tesa", "test", "Jane Doe", "Jane Dot", "qa", "q", "Greatest Smiles Dental",
+             "Greatest Smiles Denta", "do not use", "do not usE", "x@a.test", "x@a.tesT", "4155550123"]  # fmt: skip
+    mutated = []
+    for base in bases:
+        for at in range(len(base)):
+            mutated.append(base[:at] + rng.choice("tTsa .@1") + base[at + 1 :])
+        mutated.append(base + "t")
+        mutated.append(base[:-1])
+    unique = [f"p{n}@proton.me" for n in range(6000)]
+    repeated = [rng.choice(bases + mutated) for _ in range(3000)]
+    values = repeated + unique + repeated + [rng.choice(bases + mutated) for _ in range(70000)]
+    for name in ("mixed", "word starts", "between words"):
+        assert disagreements(db, "guardian._contains_any", NEEDLE_SETS[name], values) == [], name
+
+
 def sql_fallback(db: psycopg.Connection) -> str:
     """The SQL matcher installed where the C library cannot be (00_matchers.sql), as a temp function."""
     source = (Path(__file__).parents[1] / "extension/sql/20_contamination/00_matchers.sql").read_text()

@@ -51,6 +51,12 @@
 #include "utils/datum.h"
 #include "utils/memutils.h"
 #include "utils/uuid.h"
+#include "port/pg_bitutils.h"
+#include "port/pg_bswap.h"
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 PG_MODULE_MAGIC;
 
@@ -104,14 +110,38 @@ typedef struct NeedleSet
 	int		   *pivot_index[256];
 	int		   *pivots;
 	int		   *pivot_offsets;
+	/* per pivot entry: the needle's (up to) eight bytes before its pivot, as lower8_before() reads */
+	uint64	   *pivot_back;
+	uint64	   *pivot_back_mask;
+
+	/*
+	 * Recent short values and whether they matched (see search_needles): names, clinics and
+	 * cities repeat, and a repeated value is found here for less than a search costs.
+	 */
+	struct MemoEntry *memo;
+	uint32		memo_lookups;
+	uint32		memo_hits;
+	uint32		memo_pause;		/* values left to search without the memo */
 } NeedleSet;
 
+#define MEMO_SLOTS 512			/* 16 kB a set */
+#define MEMO_MAX_LEN 24
+#define MEMO_ROUND 4096			/* lookups between two looks at the hit rate */
+#define MEMO_PAUSE 65536		/* values searched without it when it hardly ever hits */
+
+typedef struct MemoEntry		/* 32 bytes: one cache line holds it whole */
+{
+	uint64		words[3];		/* the value's bytes, as memo_words() reads them */
+	int32		len;			/* 0: empty slot */
+	int32		found;
+} MemoEntry;
+
 #define TEXT_GRAMS (1 << 15)
-#define DIGIT_GRAMS (11 * 11 * 11 * 11)
+#define DIGIT_GRAMS (1 << 16)
 #define GRAM_SET(bits, key) ((bits)[(key) >> 6] |= UINT64CONST(1) << ((key) & 63))
 #define GRAM_HAS(bits, key) (((bits)[(key) >> 6] >> ((key) & 63)) & 1)
 #define TEXT_GRAM(a, b, c) (((a) << 10) | ((b) << 5) | (c))
-#define DIGIT_GRAM(a, b, c, d) ((((a) * 11 + (b)) * 11 + (c)) * 11 + (d))
+#define DIGIT_GRAM(a, b, c, d) (((a) << 12) | ((b) << 8) | ((c) << 4) | (d))
 
 
 static inline unsigned char
@@ -160,6 +190,58 @@ init_byte_classes(void)
 
 /* A digit as a key digit: 1..10, 0 being past the end. */
 #define DIGIT_CLASS(c) ((c) - '0' + 1)
+
+/* ASCII upper-case letters of eight bytes to lower case at once (other bytes unchanged). */
+static inline uint64
+lower8(uint64 x)
+{
+	uint64		heptets = x & UINT64CONST(0x7F7F7F7F7F7F7F7F);
+	uint64		ge_a = heptets + UINT64CONST(0x3F3F3F3F3F3F3F3F);	/* high bit: >= 'A' */
+	uint64		gt_z = heptets + UINT64CONST(0x2525252525252525);	/* high bit: > 'Z' */
+
+	return x | ((ge_a & ~gt_z & ~x & UINT64CONST(0x8080808080808080)) >> 2);
+}
+
+/* Eight bytes from h as a little-endian word: byte j in bits 8j..8j+7. */
+static inline uint64
+load8(const unsigned char *h)
+{
+	uint64		x;
+
+	memcpy(&x, h, sizeof(x));
+#ifdef WORDS_BIGENDIAN
+	x = pg_bswap64(x);
+#endif
+	return x;
+}
+
+/* h[i..i+8) in lower case, 0 past the end. */
+static inline uint64
+lower8_at(const unsigned char *h, int hlen, int i)
+{
+	uint64		x = 0;
+	int			j;
+
+	if (hlen - i >= 8)
+		return lower8(load8(h + i));
+	for (j = 0; j < hlen - i; j++)
+		x |= (uint64) ascii_lower(h[i + j]) << (8 * j);
+	return x;
+}
+
+/* h[p-8..p) in lower case, h[p-1] in the top byte, 0 before the start. */
+static inline uint64
+lower8_before(const unsigned char *h, int p)
+{
+	uint64		x = 0;
+	int			t;
+
+	if (p >= 8)
+		return lower8(load8(h + p - 8));
+	for (t = 1; t <= p; t++)
+		x |= (uint64) ascii_lower(h[p - t]) << (8 * (8 - t));
+	return x;
+}
 
 /*
  * Needle sets outlive one query: the WHEN clause folds the anchors into a new constant for every
@@ -385,6 +467,8 @@ index_pivots(NeedleSet *set)
 	}
 	set->pivots = palloc0(sizeof(int) * (total + 1));
 	set->pivot_offsets = palloc0(sizeof(int) * (total + 1));
+	set->pivot_back = palloc0(sizeof(uint64) * (total + 1));
+	set->pivot_back_mask = palloc0(sizeof(uint64) * (total + 1));
 	/* counts to bounds, then fill each (pivot, previous byte) bucket in needle order */
 	for (b = 0; b < 256; b++)
 	{
@@ -416,8 +500,15 @@ index_pivots(NeedleSet *set)
 				if (o > 0 && (unsigned char) set->needles[k][o] == b &&
 					(unsigned char) set->needles[k][o - 1] == a)
 				{
+					int			t;
+
 					set->pivots[slot] = k;
 					set->pivot_offsets[slot] = o;
+					for (t = 1; t <= Min(8, o); t++)
+					{
+						set->pivot_back[slot] |= (uint64) (unsigned char) set->needles[k][o - t] << (8 * (8 - t));
+						set->pivot_back_mask[slot] |= (uint64) 0xFF << (8 * (8 - t));
+					}
 					slot++;
 				}
 			}
@@ -451,6 +542,15 @@ index_plain_needles(char **needles, int *lengths, bool *ends, int n)
 	qsort_arg(set->order, n, sizeof(int), compare_needles, set);
 	index_second_bytes(set);
 	return set;
+}
+
+/* A set's memo, zeroed, aligned so that no entry straddles two cache lines. */
+static MemoEntry *
+palloc_aligned_memo(void)
+{
+	char	   *raw = palloc0(sizeof(MemoEntry) * (MEMO_SLOTS + 1));
+
+	return (MemoEntry *) TYPEALIGN(sizeof(MemoEntry), raw);
 }
 
 static NeedleSet *
@@ -549,6 +649,7 @@ build_needles(ArrayType *arr, MemoryContext cxt)
 	index_second_bytes(set);
 	if (set->digit_count > 0)
 		set->digits = index_plain_needles(set->digit_needles, set->digit_lengths, set->digit_ends, set->digit_count);
+	set->memo = palloc_aligned_memo();
 
 	MemoryContextSwitchTo(old);
 	return set;
@@ -561,15 +662,14 @@ match_at(NeedleSet *set, const unsigned char *h, int hlen, int i)
 	int			c = ascii_lower(h[i]);
 	int			c2 = i + 1 < hlen ? ascii_lower(h[i + 1]) : 0;
 	int		   *sec = set->second[c];
-	uint64		window = 0;
+	uint64		window;
 	int			pass;
 	int			j;
 
 	if (sec == NULL)
 		return false;
 	/* the value's next 8 bytes (lower case, 0 past the end): most needles fail on these at once */
-	for (j = 0; j < Min(8, hlen - i); j++)
-		window |= (uint64) ascii_lower(h[i + j]) << (8 * j);
+	window = lower8_at(h, hlen, i);
 	/* pass 0: one-byte needles (second byte 0); pass 1: needles whose second byte is c2 */
 	for (pass = 0; pass < 2; pass++)
 	{
@@ -651,68 +751,179 @@ foldable_at(const unsigned char *h, int hlen, int i)
 		h[i + 2] >= 0x80 && h[i + 2] <= 0xBF;
 }
 
-/* The search of a sparse set: only word starts and the bytes between words are visited. */
+#ifdef __SSE2__
+/*
+ * The last 1..15 bytes of a value in a vector, zeros after them, from overlapping loads inside
+ * the value (a buffer on the stack would stall the vector load).
+ */
+static inline __m128i
+load_tail16(const unsigned char *h, int n)
+{
+	uint64		lo;
+	uint64		hi = 0;
+
+	if (n > 8)
+	{
+		lo = load8(h);
+		hi = load8(h + n - 8) >> (8 * (16 - n));
+	}
+	else if (n == 8)
+		lo = load8(h);
+	else if (n >= 4)
+	{
+		uint32		a;
+		uint32		b;
+
+		memcpy(&a, h, 4);
+		memcpy(&b, h + n - 4, 4);
+		lo = (uint64) a | ((uint64) b << (8 * (n - 4)));
+	}
+	else
+		lo = (uint64) h[0] | ((uint64) h[n >> 1] << (8 * (n >> 1))) | ((uint64) h[n - 1] << (8 * (n - 1)));
+	return _mm_set_epi64x((int64) hi, (int64) lo);
+}
+#endif
+
+/*
+ * Which of up to 64 bytes are word bytes (bit i: h[i]) and which are 0xEF (where fullwidth
+ * forms start). Sixteen bytes at a time where SSE2 is there; nothing past the value is read
+ * (a short tail is padded with zeros, and zero is no word byte).
+ */
+static inline void
+classify_block(const unsigned char *h, int n, uint64 *word, uint64 *ef)
+{
+#ifdef __SSE2__
+	const __m128i case_bit = _mm_set1_epi8(0x20);
+	const __m128i letter_a = _mm_set1_epi8('a');
+	const __m128i digit_0 = _mm_set1_epi8('0');
+	const __m128i bias = _mm_set1_epi8((char) 0x80);
+	const __m128i letters = _mm_set1_epi8((char) (0x80 + 26));
+	const __m128i digits = _mm_set1_epi8((char) (0x80 + 10));
+	const __m128i lead = _mm_set1_epi8((char) 0xEF);
+	uint64		w = 0;
+	uint64		e = 0;
+	int			c;
+
+	for (c = 0; c < n; c += 16)
+	{
+		__m128i		x;
+		__m128i		is_word;
+
+		if (n - c >= 16)
+			x = _mm_loadu_si128((const __m128i *) (h + c));
+		else
+			x = load_tail16(h + c, n - c);
+		/* unsigned range tests as signed ones: (b - lo) ^ 0x80 < 0x80 + width */
+		is_word = _mm_or_si128(
+			_mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8(_mm_or_si128(x, case_bit), letter_a), bias), letters),
+			_mm_or_si128(_mm_cmplt_epi8(_mm_xor_si128(_mm_sub_epi8(x, digit_0), bias), digits),
+						 _mm_cmplt_epi8(x, _mm_setzero_si128())));	/* >= 0x80 */
+		w |= (uint64) (uint32) _mm_movemask_epi8(is_word) << c;
+		e |= (uint64) (uint32) _mm_movemask_epi8(_mm_cmpeq_epi8(x, lead)) << c;
+	}
+	*word = w;
+	*ef = e;
+#else
+	uint64		w = 0;
+	uint64		e = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		w |= (uint64) word_byte[h[i]] << i;
+		e |= (uint64) (h[i] == 0xEF) << i;
+	}
+	*word = w;
+	*ef = e;
+#endif
+}
+
+/* The needles pivoting at h[p] (a byte between words), checked on the bytes before it first. */
+static bool
+pivot_match(NeedleSet *set, const unsigned char *h, int hlen, int p)
+{
+	int		   *idx = set->pivot_index[h[p]];
+	int			a = ascii_lower(h[p - 1]);
+	uint64		back;
+	int			k;
+
+	if (idx[a] == idx[a + 1])
+		return false;
+	back = lower8_before(h, p);
+	for (k = idx[a]; k < idx[a + 1]; k++)
+		if ((back & set->pivot_back_mask[k]) == set->pivot_back[k] &&
+			needle_at(set, set->pivots[k], h, hlen, p - set->pivot_offsets[k]))
+			return true;
+	return false;
+}
+
+/*
+ * The search of a sparse set: only word starts and the bytes between words are visited, found
+ * 64 bytes at a time as bit masks.
+ */
 static int
 search_sparse(NeedleSet *set, const unsigned char *h, int hlen)
 {
-	int			p = 0;
+	int			base;
+	uint64		prev_word = 0;	/* the byte before the block is a word byte */
 
-	/* a word start: only '^' needles start here (others are found by their pivot) */
-	if (hlen > 0 && word_byte[h[0]] && GRAM_HAS(set->start_grams, text_gram_at(h, hlen, 0)) &&
-		match_at(set, h, hlen, 0))
-		return true;
-	for (;;)
+	for (base = 0; base < hlen; base += 64)
 	{
-		int			k;
+		const unsigned char *b = h + base;
+		int			n = Min(64, hlen - base);
+		uint64		valid = n == 64 ? ~UINT64CONST(0) : (UINT64CONST(1) << n) - 1;
+		uint64		word;
+		uint64		ef;
+		uint64		starts;
+		uint64		between;
 
-		while (p < hlen && skip_byte[h[p]])
-			p++;
-		if (p >= hlen)
-			return false;
-		if (h[p] == 0xEF)
+		classify_block(b, n, &word, &ef);
+		while (unlikely(ef != 0))
 		{
-			if (foldable_at(h, hlen, p))
+			if (foldable_at(h, hlen, base + pg_rightmost_one_pos64(ef)))
 				return NEEDS_FOLD;
-			p++;
-			continue;
+			ef &= ef - 1;
 		}
-		/* h[p] is between words: needles can start here, pivot here, or start at p + 1 */
-		if (GRAM_HAS(set->between_grams, text_gram_at(h, hlen, p)) && match_at(set, h, hlen, p))
-			return true;
-		if (p > 0 && set->pivot_index[h[p]] != NULL)
-		{
-			int		   *idx = set->pivot_index[h[p]];
-			int			a = ascii_lower(h[p - 1]);
+		starts = word & ~((word << 1) | prev_word);
+		between = ~word & valid;
+		prev_word = (word >> (n - 1)) & 1;
 
-			for (k = idx[a]; k < idx[a + 1]; k++)
-				if (needle_at(set, set->pivots[k], h, hlen, p - set->pivot_offsets[k]))
-					return true;
+		/* a word start: only '^' needles start here (others are found by their pivot) */
+		for (; starts != 0; starts &= starts - 1)
+		{
+			int			p = base + pg_rightmost_one_pos64(starts);
+
+			if (GRAM_HAS(set->start_grams, text_gram_at(h, hlen, p)) && match_at(set, h, hlen, p))
+				return true;
 		}
-		p++;
-		if (p < hlen && word_byte[h[p]] && GRAM_HAS(set->start_grams, text_gram_at(h, hlen, p)) &&
-			match_at(set, h, hlen, p))
-			return true;
+		/* a byte between words: needles can start here or pivot here */
+		for (; between != 0; between &= between - 1)
+		{
+			int			p = base + pg_rightmost_one_pos64(between);
+
+			if (GRAM_HAS(set->between_grams, text_gram_at(h, hlen, p)) && match_at(set, h, hlen, p))
+				return true;
+			if (p > 0 && set->pivot_index[h[p]] != NULL && pivot_match(set, h, hlen, p))
+				return true;
+		}
 	}
+	return false;
 }
 
 /* The search of a set of digit needles, in a value of digits only. */
 static bool
 search_digits(NeedleSet *set, const unsigned char *h, int hlen)
 {
+	uint32		key = 0;		/* DIGIT_GRAM of h[i..i+4), rolled along */
 	int			i;
-	int			k1 = hlen > 0 ? DIGIT_CLASS(h[0]) : 0;
-	int			k2 = hlen > 1 ? DIGIT_CLASS(h[1]) : 0;
-	int			k3 = hlen > 2 ? DIGIT_CLASS(h[2]) : 0;
 
+	for (i = 0; i < 4; i++)
+		key = (key << 4) | (i < hlen ? DIGIT_CLASS(h[i]) : 0);
 	for (i = 0; i < hlen; i++)
 	{
-		int			k4 = i + 3 < hlen ? DIGIT_CLASS(h[i + 3]) : 0;
-
-		if (GRAM_HAS(set->grams, DIGIT_GRAM(k1, k2, k3, k4)) && match_at(set, h, hlen, i))
+		if (GRAM_HAS(set->grams, key) && match_at(set, h, hlen, i))
 			return true;
-		k1 = k2;
-		k2 = k3;
-		k3 = k4;
+		key = ((key << 4) | (i + 4 < hlen ? DIGIT_CLASS(h[i + 4]) : 0)) & 0xFFFF;
 	}
 	return false;
 }
@@ -774,17 +985,92 @@ search_unfolded(NeedleSet *set, const unsigned char *h, int hlen)
 	return false;
 }
 
-/* Does h[0..hlen) contain any needle of the set? */
+/*
+ * A value of 1..MEMO_MAX_LEN bytes as three words (overlapping loads, zeros after the last one
+ * needed): two values of the same length are equal when their words are.
+ */
+static inline void
+memo_words(const unsigned char *h, int hlen, uint64 *w)
+{
+	w[1] = w[2] = 0;
+	if (hlen >= 8)
+	{
+		int			k;
+
+		w[0] = load8(h);
+		for (k = 1; 8 * k + 8 < hlen; k++)
+			w[k] = load8(h + 8 * k);
+		if (hlen > 8)
+			w[k] = load8(h + hlen - 8);
+	}
+	else if (hlen >= 4)
+	{
+		uint32		a;
+		uint32		b;
+
+		memcpy(&a, h, 4);
+		memcpy(&b, h + hlen - 4, 4);
+		w[0] = (uint64) a | ((uint64) b << 32);
+	}
+	else
+		w[0] = (uint64) h[0] | ((uint64) h[hlen >> 1] << 8) | ((uint64) h[hlen - 1] << 16);
+}
+
+static bool search_folding(NeedleSet *set, const unsigned char *h, int hlen);
+
+/*
+ * Does h[0..hlen) contain any needle of the set? Short values are looked up in the set's memo
+ * first (a direct-mapped cache); while it hardly ever hits (unique values: e-mail addresses,
+ * phone numbers) it is set aside for a while, so that it costs nothing there.
+ */
 static bool
 search_needles(NeedleSet *set, const unsigned char *h, int hlen)
+{
+	uint64		w[3];
+	uint64		x;
+	MemoEntry  *e;
+	bool		found;
+
+	if (set->match_all)
+		return true;
+	if (hlen == 0 || hlen > MEMO_MAX_LEN || set->memo == NULL)
+		return search_folding(set, h, hlen);
+	if (set->memo_pause > 0)
+	{
+		set->memo_pause--;
+		return search_folding(set, h, hlen);
+	}
+	if (++set->memo_lookups == MEMO_ROUND)
+	{
+		if (set->memo_hits < MEMO_ROUND / 8)
+			set->memo_pause = MEMO_PAUSE;
+		set->memo_lookups = set->memo_hits = 0;
+	}
+	memo_words(h, hlen, w);
+	x = (w[0] * UINT64CONST(0x9E3779B97F4A7C15)) ^ (w[1] * UINT64CONST(0xC2B2AE3D27D4EB4F)) ^
+		(w[2] * UINT64CONST(0x165667B19E3779F9)) ^ (uint64) hlen;
+	e = &set->memo[(x ^ (x >> 29) ^ (x >> 47)) & (MEMO_SLOTS - 1)];
+	if (e->len == hlen && e->words[0] == w[0] && e->words[1] == w[1] && e->words[2] == w[2])
+	{
+		set->memo_hits++;
+		return e->found;
+	}
+	found = search_folding(set, h, hlen);
+	memcpy(e->words, w, sizeof(w));
+	e->len = hlen;
+	e->found = found;
+	return found;
+}
+
+/* The search of a value, folded to ASCII if it holds fullwidth forms. */
+static bool
+search_folding(NeedleSet *set, const unsigned char *h, int hlen)
 {
 	int			found;
 	unsigned char *folded;
 	int			n = 0;
 	int			i;
 
-	if (set->match_all)
-		return true;
 	found = search_unfolded(set, h, hlen);
 	if (found != NEEDS_FOLD)
 		return found;
@@ -1389,12 +1675,14 @@ load_spec(Oid relid, bool any_mode)
 }
 
 static bool
-text_suspect(NeedleSet *set, text *t)
+text_suspect(NeedleSet *set, Datum value)
 {
-	const unsigned char *h = (const unsigned char *) VARDATA_ANY(t);
-	int			hlen = VARSIZE_ANY_EXHDR(t);
+	struct varlena *t = (struct varlena *) DatumGetPointer(value);
 
-	return search_needles(set, h, hlen);
+	/* in place unless compressed or stored out of line (pg_detoast_datum_packed's test, inlined) */
+	if (VARATT_IS_COMPRESSED(t) || VARATT_IS_EXTERNAL(t))
+		t = pg_detoast_datum_packed(t);
+	return search_needles(set, (const unsigned char *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
 static Datum *deform_values = NULL;
@@ -1412,12 +1700,13 @@ value_suspect(ColumnSpec *col, Datum value)
 		if (!((col->first_bytes[u->data[0] >> 6] >> (u->data[0] & 63)) & 1))
 			return false;
 		for (k = 0; k < col->nbounds; k++)
-			if (memcmp(u->data, col->bounds[2 * k].data, UUID_LEN) >= 0 &&
+			if (u->data[0] >= col->bounds[2 * k].data[0] && u->data[0] <= col->bounds[2 * k + 1].data[0] &&
+				memcmp(u->data, col->bounds[2 * k].data, UUID_LEN) >= 0 &&
 				memcmp(u->data, col->bounds[2 * k + 1].data, UUID_LEN) <= 0)
 				return true;
 		return false;
 	}
-	return col->needles != NULL && text_suspect(col->needles, DatumGetTextPP(value));
+	return col->needles != NULL && text_suspect(col->needles, value);
 }
 
 static void
