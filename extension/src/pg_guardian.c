@@ -66,6 +66,7 @@ typedef struct NeedleSet
 	Size		array_len;		/* bytes of the cached array datum */
 	char	   *array_copy;		/* copy of the array datum, to recognise it */
 	int			count;
+	int			min_length;		/* of the shortest needle: no match starts later than this from the end */
 	bool		match_all;		/* an empty needle: every value matches */
 	char	  **needles;
 	int		   *lengths;
@@ -531,10 +532,12 @@ index_plain_needles(char **needles, int *lengths, bool *ends, int n)
 	set->word_end = ends;
 	set->order = palloc0(sizeof(int) * (n + 1));
 	set->digit_keys = true;
+	set->min_length = INT_MAX;
 	for (i = 0; i < n; i++)
 	{
 		counts[(unsigned char) needles[i][0]]++;
 		set->order[i] = i;
+		set->min_length = Min(set->min_length, lengths[i]);
 	}
 	set->first[0] = 0;
 	for (i = 0; i < 256; i++)
@@ -919,7 +922,7 @@ search_digits(NeedleSet *set, const unsigned char *h, int hlen)
 
 	for (i = 0; i < 4; i++)
 		key = (key << 4) | (i < hlen ? DIGIT_CLASS(h[i]) : 0);
-	for (i = 0; i < hlen; i++)
+	for (i = 0; i <= hlen - set->min_length; i++)
 	{
 		if (GRAM_HAS(set->grams, key) && match_at(set, h, hlen, i))
 			return true;
