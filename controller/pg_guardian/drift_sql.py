@@ -112,6 +112,12 @@ def on_parts(identity: str) -> tuple[str, str]:
     return name, table
 
 
+def constraint_sql(definition: dict[str, Any]) -> str:
+    """A key's definition with its index's storage parameters put back."""
+    options = definition.get("index_options")
+    return f"{definition['definition']} WITH ({options})" if options else str(definition["definition"])
+
+
 def function_name(identity: str) -> str:
     return identity.split("(", 1)[0]
 
@@ -212,7 +218,7 @@ class _Builder:
         elif kind == "constraint":
             name, table = on_parts(ident)
             phase = "foreign key" if d.get("type") == "foreign key" else "constraint"
-            self.add(phase, f"ALTER TABLE {table} ADD CONSTRAINT {name} {d['definition']}")
+            self.add(phase, f"ALTER TABLE {table} ADD CONSTRAINT {name} {constraint_sql(d)}")
         elif kind in ("index", "trigger", "rule"):
             self.add(kind, d["definition"])
             if kind == "trigger" and d.get("enabled", "origin") != "origin":

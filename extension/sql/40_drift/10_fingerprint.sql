@@ -311,9 +311,13 @@ objects AS (
                '"type": ' || CASE k.contype WHEN 'p' THEN '"primary key"' WHEN 'u' THEN '"unique"' WHEN 'c' THEN '"check"'
                                             WHEN 'x' THEN '"exclusion"' WHEN 'f' THEN '"foreign key"' END,
                '"comment": ' || pg_catalog.to_json(d.description)::text,
-               '"definition": ' || pg_catalog.to_json(pg_catalog.pg_get_constraintdef(k.oid))::text) || '}'
+               '"definition": ' || pg_catalog.to_json(pg_catalog.pg_get_constraintdef(k.oid))::text,
+               -- the storage parameters of the index behind a key, which its definition leaves
+               -- out (an exclusion constraint's names them)
+               '"index_options": ' || pg_catalog.to_json(pg_catalog.array_to_string(ci.reloptions, ', '))::text) || '}'
       FROM pg_catalog.pg_constraint AS k
       JOIN rel AS r ON r.oid = k.conrelid
+      LEFT JOIN pg_catalog.pg_class AS ci ON ci.oid = k.conindid AND k.contype IN ('p', 'u')
       LEFT JOIN pg_catalog.pg_description AS d ON d.classoid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objoid = k.oid AND d.objsubid = 0
      WHERE k.contype IN ('p', 'u', 'c', 'x', 'f')
        AND k.conparentid = 0
