@@ -98,6 +98,31 @@ def test_permission_denied_and_strict_mode_rejections_in_this_database(
     assert strict["severity"] == "HIGH" and "public.patients" in strict["message"]
 
 
+def test_a_strict_rejection_recorded_through_dblink_is_not_reported_again_from_the_log(
+    db: psycopg.Connection,
+    connect: Callable[..., psycopg.Connection],
+    make_role: Callable[..., str],
+) -> None:
+    role = make_role("fixture_loader")
+    db.execute("CREATE TABLE clinics (id int PRIMARY KEY, name text)")
+    db.execute("GRANT SELECT, INSERT ON clinics TO " + role)
+    db.execute("SELECT guardian.watch('clinics')")
+    db.execute("SELECT guardian.set_mode('strict')")
+    run_check(db, "server_log")
+    app = connect(db.info.dbname, user=role)
+    with pytest.raises(psycopg.Error) as err:
+        app.execute("INSERT INTO clinics VALUES (1, 'Test Clinic')")
+    assert err.value.sqlstate == "GD001"
+    assert "Recorded as a STRICT_MODE_REJECTION alert." in (err.value.diag.message_detail or "")
+    assert [a["type"] for a in open_alerts(db, "STRICT_MODE_REJECTION")] == ["STRICT_MODE_REJECTION"]
+    # a later error of the same role in the log: once it is read, the rejection before it was too
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("DELETE FROM clinics")
+    log_findings(db, "PERMISSION_DENIED", role)
+    assert [a for a in open_alerts(db, "STRICT_MODE_REJECTED") if a["record_id"] == role] == []
+    assert scalar(db, "SELECT count(*) FROM guardian.security_events WHERE kind = 'strict_mode_rejected'") == 0
+
+
 def test_log_rotation_is_followed(cluster: LocalCluster, db: psycopg.Connection, make_role: Callable[..., str]) -> None:
     role = make_role("rot_victim", password="right-password")
     run_check(db, "server_log")

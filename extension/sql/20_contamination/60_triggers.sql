@@ -32,7 +32,9 @@ BEGIN
                     p_alert ->> 'type', p_alert ->> 'severity', p_alert ->> 'message', p_alert ->> 'table_name',
                     p_alert ->> 'record_id', p_alert -> 'metadata', p_alert ->> 'fingerprint');
     BEGIN
-        EXECUTE format('SELECT %I.dblink_exec($1, $2)', v_schema) USING v_dsn, v_sql;
+        -- dblink(), not dblink_exec(): the statement returns the alert's id, and dblink_exec()
+        -- raises "statement returning results not allowed" after the remote commit.
+        EXECUTE format('SELECT t.id FROM %I.dblink($1, $2) AS t(id uuid)', v_schema) USING v_dsn, v_sql;
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'pg_guardian: could not record the strict-mode rejection through dblink: %', SQLERRM
             USING HINT = 'Set the connection string with: INSERT INTO guardian.settings (key, value) VALUES (''strict.recorder_dsn'', ''"host=... user=..."'');';
@@ -71,6 +73,7 @@ DECLARE
     v_finding record;
     v_first   record;
     v_count   integer := 0;
+    v_via     text;
 BEGIN
     -- Fires only for rows the WHEN prefilter flagged; everything here is per candidate row.
     SELECT * INTO v_watch FROM guardian.watched_tables AS w WHERE w.relid = TG_RELID;
@@ -108,8 +111,9 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- strict: record the rejection where it survives, then reject the write.
-    PERFORM guardian._record_rejection(jsonb_build_object(
+    -- strict: record the rejection where it survives, then reject the write. The DETAIL says
+    -- when it is recorded already, so that the server-log reader does not report it again.
+    v_via := guardian._record_rejection(jsonb_build_object(
         'type', 'STRICT_MODE_REJECTION',
         'severity', v_first.severity,
         'message', format('strict mode rejected test data in %s.%s (rule %s): %s',
@@ -125,10 +129,11 @@ BEGIN
     RAISE EXCEPTION 'pg_guardian: strict mode rejected test data in %.% (rule %)',
                     v_watch.relid, v_first.column_name, v_first.rule
         USING ERRCODE = 'GD001',
-              DETAIL = format('%s matches %s (%s); %s finding(s) in this row. Record: %s.',
+              DETAIL = format('%s matches %s (%s); %s finding(s) in this row. Record: %s.%s',
                               v_first.sample, v_first.rule,
                               (SELECT r.description FROM guardian.rules AS r WHERE r.name = v_first.rule),
-                              v_count, v_ref.record_id),
+                              v_count, v_ref.record_id,
+                              CASE WHEN v_via = 'dblink' THEN ' Recorded as a STRICT_MODE_REJECTION alert.' ELSE '' END),
               HINT = format('If this is real data, allowlist it: SELECT guardian.allow(%L, %L, %s, %L, p_reason => ''why it is real'');',
                             v_first.rule, v_watch.relid::text,
                             CASE WHEN strpos(v_first.column_name, '+') > 0 THEN 'NULL' ELSE quote_literal(v_first.column_name) END,

@@ -163,6 +163,10 @@ BEGIN
         RETURN false;
     END IF;
     IF p_fields[14] LIKE 'pg\_guardian: strict mode rejected%' THEN
+        -- the trigger recorded it as an alert already (through dblink): one report is enough
+        IF p_fields[15] LIKE '% Recorded as a STRICT\_MODE\_REJECTION alert.' THEN
+            RETURN false;
+        END IF;
         v_kind := 'strict_mode_rejected';
     ELSIF p_fields[12] = 'FATAL' AND p_fields[13] LIKE '28%' THEN
         v_kind := 'login_failed';
