@@ -15,10 +15,11 @@
  * The needle set is parsed once and cached.
  *
  * The search is built for clean values, which are nearly all of them: most needles can only
- * start where a word starts or at a byte between words, so a search skips whole words in a
- * tight loop and tests the few remaining positions against a trigram bitmap before comparing
+ * start where a word starts or at a byte between words, so a search finds those positions 64
+ * bytes at a time as bit masks and tests only them against a trigram bitmap before comparing
  * any needle (see NeedleSet). Sets with needles that may start anywhere inside a word test every
- * position against the bitmap instead.
+ * position against the bitmap instead. Short values that come again (names, clinics) are
+ * answered from a small memo per set (see search_needles).
  */
 #include "postgres.h"
 
