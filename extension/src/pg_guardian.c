@@ -160,7 +160,6 @@ is_word_byte(unsigned char c)
 
 static unsigned char byte_class[256];
 static bool word_byte[256];
-static bool skip_byte[256];		/* word bytes but 0xEF (where fullwidth forms start) */
 static bool byte_class_ready = false;
 
 static void
@@ -171,7 +170,6 @@ init_byte_classes(void)
 	for (c = 0; c < 256; c++)
 	{
 		word_byte[c] = is_word_byte((unsigned char) c);
-		skip_byte[c] = word_byte[c] && c != 0xEF;
 		if (c >= 'a' && c <= 'z')
 			byte_class[c] = 1 + (c - 'a');
 		else if (c >= 'A' && c <= 'Z')
@@ -217,32 +215,41 @@ load8(const unsigned char *h)
 	return x;
 }
 
+/*
+ * The first n bytes at h (1 <= n; 8 or more reads eight) as load8() reads them, zeros after:
+ * overlapping loads inside h[0..n), no byte past it read.
+ */
+static inline uint64
+load_upto8(const unsigned char *h, int n)
+{
+	uint32		a;
+	uint32		b;
+
+	if (n >= 8)
+		return load8(h);
+	if (n < 4)
+		return (uint64) h[0] | ((uint64) h[n >> 1] << (8 * (n >> 1))) | ((uint64) h[n - 1] << (8 * (n - 1)));
+	memcpy(&a, h, 4);
+	memcpy(&b, h + n - 4, 4);
+#ifdef WORDS_BIGENDIAN
+	a = pg_bswap32(a);
+	b = pg_bswap32(b);
+#endif
+	return (uint64) a | ((uint64) b << (8 * (n - 4)));
+}
+
 /* h[i..i+8) in lower case, 0 past the end. */
 static inline uint64
 lower8_at(const unsigned char *h, int hlen, int i)
 {
-	uint64		x = 0;
-	int			j;
-
-	if (hlen - i >= 8)
-		return lower8(load8(h + i));
-	for (j = 0; j < hlen - i; j++)
-		x |= (uint64) ascii_lower(h[i + j]) << (8 * j);
-	return x;
+	return lower8(load_upto8(h + i, hlen - i));
 }
 
-/* h[p-8..p) in lower case, h[p-1] in the top byte, 0 before the start. */
+/* h[p-8..p) in lower case, h[p-1] in the top byte, 0 before the start (p > 0). */
 static inline uint64
 lower8_before(const unsigned char *h, int p)
 {
-	uint64		x = 0;
-	int			t;
-
-	if (p >= 8)
-		return lower8(load8(h + p - 8));
-	for (t = 1; t <= p; t++)
-		x |= (uint64) ascii_lower(h[p - t]) << (8 * (8 - t));
-	return x;
+	return p >= 8 ? lower8(load8(h + p - 8)) : lower8(load_upto8(h, p) << (8 * (8 - p)));
 }
 
 /*
@@ -763,28 +770,7 @@ foldable_at(const unsigned char *h, int hlen, int i)
 static inline __m128i
 load_tail16(const unsigned char *h, int n)
 {
-	uint64		lo;
-	uint64		hi = 0;
-
-	if (n > 8)
-	{
-		lo = load8(h);
-		hi = load8(h + n - 8) >> (8 * (16 - n));
-	}
-	else if (n == 8)
-		lo = load8(h);
-	else if (n >= 4)
-	{
-		uint32		a;
-		uint32		b;
-
-		memcpy(&a, h, 4);
-		memcpy(&b, h + n - 4, 4);
-		lo = (uint64) a | ((uint64) b << (8 * (n - 4)));
-	}
-	else
-		lo = (uint64) h[0] | ((uint64) h[n >> 1] << (8 * (n >> 1))) | ((uint64) h[n - 1] << (8 * (n - 1)));
-	return _mm_set_epi64x((int64) hi, (int64) lo);
+	return _mm_set_epi64x((int64) (n > 8 ? load_upto8(h + 8, n - 8) : 0), (int64) load_upto8(h, n));
 }
 #endif
 
@@ -990,34 +976,26 @@ search_unfolded(NeedleSet *set, const unsigned char *h, int hlen)
 }
 
 /*
- * A value of 1..MEMO_MAX_LEN bytes as three words (overlapping loads, zeros after the last one
- * needed): two values of the same length are equal when their words are.
+ * A value of 1..MEMO_MAX_LEN bytes as three words (whole 8-byte loads, the last one overlapping
+ * the one before; zeros after the last one needed): two values of the same length are equal
+ * when their words are.
  */
 static inline void
 memo_words(const unsigned char *h, int hlen, uint64 *w)
 {
+	int			k;
+
 	w[1] = w[2] = 0;
-	if (hlen >= 8)
+	if (hlen < 8)
 	{
-		int			k;
-
-		w[0] = load8(h);
-		for (k = 1; 8 * k + 8 < hlen; k++)
-			w[k] = load8(h + 8 * k);
-		if (hlen > 8)
-			w[k] = load8(h + hlen - 8);
+		w[0] = load_upto8(h, hlen);
+		return;
 	}
-	else if (hlen >= 4)
-	{
-		uint32		a;
-		uint32		b;
-
-		memcpy(&a, h, 4);
-		memcpy(&b, h + hlen - 4, 4);
-		w[0] = (uint64) a | ((uint64) b << 32);
-	}
-	else
-		w[0] = (uint64) h[0] | ((uint64) h[hlen >> 1] << 8) | ((uint64) h[hlen - 1] << 16);
+	w[0] = load8(h);
+	for (k = 1; 8 * k + 8 < hlen; k++)
+		w[k] = load8(h + 8 * k);
+	if (hlen > 8)
+		w[k] = load8(h + hlen - 8);
 }
 
 static bool search_folding(NeedleSet *set, const unsigned char *h, int hlen);
