@@ -112,7 +112,8 @@ BEGIN
     END IF;
 
     -- strict: record the rejection where it survives, then reject the write. The DETAIL says
-    -- when it is recorded already, so that the server-log reader does not report it again.
+    -- when it is recorded already, so that the server-log reader (guardian._ingest_log_record)
+    -- does not report it again: it looks for these exact words.
     v_via := guardian._record_rejection(jsonb_build_object(
         'type', 'STRICT_MODE_REJECTION',
         'severity', v_first.severity,

@@ -163,7 +163,8 @@ BEGIN
         RETURN false;
     END IF;
     IF p_fields[14] LIKE 'pg\_guardian: strict mode rejected%' THEN
-        -- the trigger recorded it as an alert already (through dblink): one report is enough
+        -- guardian._on_contamination() recorded it as an alert already (through dblink) and
+        -- says so in the DETAIL, in these words: one report is enough
         IF p_fields[15] LIKE '% Recorded as a STRICT\_MODE\_REJECTION alert.' THEN
             RETURN false;
         END IF;
