@@ -64,7 +64,7 @@ PUBLIC_FUNCTIONS |= {
     "cleanup_finish(uuid)",
     "_auto_alert_roots(uuid)",
     "_auto_response_report(text,uuid,text,jsonb)",
-    "_auto_response_begin(bigint)",
+    "_auto_response_begin()",
     "_auto_response_end()",
     "_auto_lockdown_check()",
 }
@@ -181,28 +181,42 @@ def test_only_harmless_functions_are_public(db: psycopg.Connection) -> None:
 
 def test_guardian_objects_belong_to_the_guardian_owner(db: psycopg.Connection) -> None:
     owners = db.execute(
-        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = 'guardian'::regnamespace"
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = 'guardian'::regnamespace "
+        "AND relname <> 'strict_recorder' AND relkind <> 'i' AND relkind <> 'S'"
     ).fetchall()
     assert owners == [("guardian_owner",)]
-    superuser_owned = db.execute(
-        "SELECT proname FROM pg_proc WHERE pronamespace = 'guardian'::regnamespace "
-        "AND pg_get_userbyid(proowner) <> 'guardian_owner' "
-        "AND oid NOT IN (SELECT evtfoid FROM pg_event_trigger) ORDER BY 1"
-    ).fetchall()
-    # Event trigger functions run as whoever runs DDL (superusers too): none may belong to a
-    # role that could replace them.
+    # guardian_owner owns SECURITY DEFINER functions only: every SECURITY INVOKER function runs
+    # as whoever calls it (a superuser writing a watched table runs its WHEN clause, event
+    # triggers run as whoever does DDL), so none may belong to a role that could alter it.
+    assert (
+        scalar(
+            db,
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'guardian'::regnamespace "
+            "AND NOT prosecdef AND pg_get_userbyid(proowner) = 'guardian_owner'",
+        )
+        == 0
+    )
     assert db.execute(
         "SELECT count(*) FROM pg_event_trigger AS e JOIN pg_proc AS p ON p.oid = e.evtfoid "
         "WHERE pg_get_userbyid(p.proowner) = 'guardian_owner'"
     ).fetchone() == (0,)
-    # dblink and the server log need a superuser, and lockdown changes other roles' privileges
-    # and settings: these few stay with the installing role.
-    assert {r[0] for r in superuser_owned} <= {
+    superuser_definers = db.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'guardian'::regnamespace AND prosecdef "
+        "AND pg_get_userbyid(proowner) <> 'guardian_owner' "
+        "AND oid NOT IN (SELECT evtfoid FROM pg_event_trigger) ORDER BY 1"
+    ).fetchall()
+    # dblink and the server log need a superuser, lockdown changes other roles' privileges and
+    # settings, and the compiled prefilter functions are replaced by their owner: these few
+    # definers stay with the installing role.
+    assert {r[0] for r in superuser_definers} <= {
         "_record_rejection",
         "_role_password_digests",
         "_prune_cron_history",
         "_lockdown_privilege",
         "_lockdown_read_only",
         "_lockdown_end_sessions",
+        "_compile_rules",
     }
+    # and it may create nothing: no CREATE OR REPLACE of any guardian function
+    assert scalar(db, "SELECT has_schema_privilege('guardian_owner', 'guardian', 'CREATE')") is False
     assert scalar(db, "SELECT rolsuper OR rolcanlogin FROM pg_roles WHERE rolname = 'guardian_owner'") is False

@@ -3,6 +3,9 @@
 GRANT USAGE ON SCHEMA guardian TO PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA guardian FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA guardian FROM PUBLIC;
+-- guardian_owner owns only tables and SECURITY DEFINER functions (10_ownership.sql); it runs
+-- the invoker helpers they call, as it did when it owned them.
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA guardian TO guardian_owner;
 
 GRANT EXECUTE ON FUNCTION guardian.current_environment(), guardian.current_mode(),
     guardian.effective_mode(regclass), guardian.version(), guardian._is_admin(),
