@@ -1358,7 +1358,6 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 	int64		base = 0;
 	int64		rows;
 	int			i;
-	const char *pending;
 
 	check_statement_trigger(fcinfo, "guardian._activity_end()");
 	trigdata = (TriggerData *) fcinfo->context;
@@ -1378,8 +1377,6 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 		}
 	}
 	rows = xact_rows(rel, op) - base;
-	/* findings wait for grouping only after a row passed the prefilter in this transaction */
-	pending = suspect_seen ? GetConfigOption("guardian.pending_findings", true, false) : NULL;
 
 	root = relid;
 	if (rel->rd_rel->relispartition)
@@ -1413,7 +1410,11 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 		table_close(log, NoLock);	/* held to the end of the transaction, as usual */
 	}
 
-	if (rows > 1 || (pending != NULL && strcmp(pending, "on") == 0))
+	/*
+	 * Findings wait for grouping only after a row passed the prefilter in this transaction;
+	 * the follow-up looks for them in guardian.findings (no setting the session could clear).
+	 */
+	if (rows > 1 || suspect_seen)
 	{
 		Oid			argtypes[3] = {REGCLASSOID, TEXTOID, INT8OID};
 		List	   *names = list_make2(makeString("guardian"), makeString("_statement_followup"));

@@ -109,14 +109,30 @@ $$;
 COMMENT ON FUNCTION guardian._row_findings(guardian.watched_tables, jsonb, jsonb, jsonb) IS
     'Internal: the findings in one row (only changed columns when p_old is given); p_anchors (column -> anchors) replaces the compiled prefilter, for scans.';
 
+-- A record id is shown to readers, the relay and chat: when the key is itself a watched
+-- column of personal data (an e-mail as primary key), it is redacted like a sample, with a
+-- short digest that keeps different records apart.
+CREATE FUNCTION guardian._key_text(p_watch guardian.watched_tables, p_column text, p_value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN k.kind IS NULL OR k.kind NOT IN ('email', 'phone', 'person_name') OR p_value IS NULL THEN p_value
+                ELSE guardian._redact(p_value, k.kind, guardian._anchors(k.kind, p_column)) || '#' || left(md5(p_value), 6) END
+      FROM (SELECT p_watch.column_kinds[array_position(p_watch.column_names, p_column)] AS kind) AS k
+$$;
+COMMENT ON FUNCTION guardian._key_text(guardian.watched_tables, text, text) IS
+    'Internal: a key value as record ids show it (redacted, with a digest, when the key column holds personal data).';
+
 CREATE FUNCTION guardian._record_ref(p_watch guardian.watched_tables, p_row jsonb, OUT record_id text, OUT record_key jsonb)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
              WHEN p_watch.key_columns IS NULL THEN 'row:' || left(md5(p_row::text), 16)
-             WHEN cardinality(p_watch.key_columns) = 1 THEN p_row ->> p_watch.key_columns[1]
-             ELSE '(' || (SELECT string_agg(coalesce(p_row ->> k, ''), ',' ORDER BY o)
+             WHEN cardinality(p_watch.key_columns) = 1
+                 THEN guardian._key_text(p_watch, p_watch.key_columns[1], p_row ->> p_watch.key_columns[1])
+             ELSE '(' || (SELECT string_agg(coalesce(guardian._key_text(p_watch, k, p_row ->> k), ''), ',' ORDER BY o)
                             FROM unnest(p_watch.key_columns) WITH ORDINALITY AS u(k, o)) || ')'
            END,
            CASE

@@ -1,3 +1,33 @@
+-- Where the recorder connects. Only a superuser may change it (the table belongs to the
+-- installing superuser and is granted to no one): a connection string is a way to run code as
+-- whoever connects, and the recorder connects as a superuser. There is no free-form string:
+-- each field is quoted into the connection string by _record_rejection(), which adds the
+-- database, the application name and a pinned search_path itself.
+CREATE TABLE guardian.strict_recorder (
+    id        boolean PRIMARY KEY DEFAULT true,
+    host      text,
+    port      integer,
+    user_name name,
+    passfile  text,
+    sslmode   text,
+    CONSTRAINT strict_recorder_one_row_chk CHECK (id),
+    CONSTRAINT strict_recorder_port_chk CHECK (port BETWEEN 1 AND 65535),
+    CONSTRAINT strict_recorder_sslmode_chk CHECK (sslmode IN ('disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full')),
+    CONSTRAINT strict_recorder_text_chk CHECK (pg_catalog.concat(host, user_name, passfile) !~ '[[:cntrl:]]')
+);
+COMMENT ON TABLE guardian.strict_recorder IS
+    'How strict mode records a rejection through dblink (superusers only; empty: this server''s first socket, its port and the bootstrap superuser). Example: INSERT INTO guardian.strict_recorder (host, port) VALUES (''/var/run/postgresql'', 5432);';
+SELECT pg_catalog.pg_extension_config_dump('guardian.strict_recorder', '');
+
+CREATE FUNCTION guardian._conninfo_value(p_value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '''' || replace(replace(p_value, '\', '\\'), '''', '\''') || ''''
+$$;
+COMMENT ON FUNCTION guardian._conninfo_value(text) IS 'Internal: a value quoted for a libpq connection string.';
+
 -- Strict mode rejects the write, and a rejected write rolls back everything in its transaction,
 -- an alert row included. The rejection is recorded through a second connection (dblink, when
 -- installed) that commits on its own; failing that, the ERROR itself is in the server log,
@@ -10,6 +40,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_schema text;
+    v_conf   guardian.strict_recorder;
     v_dsn    text;
     v_sql    text;
 BEGIN
@@ -19,16 +50,23 @@ BEGIN
     IF v_schema IS NULL THEN
         RETURN 'log';
     END IF;
-    -- Read the setting directly: this function runs as a superuser and calls nothing that
-    -- guardian_owner could replace.
-    v_dsn := coalesce((SELECT s.value #>> '{}' FROM guardian.settings AS s
-                        WHERE s.key = 'strict.recorder_dsn' ORDER BY s.environment = '*' LIMIT 1),
-        format('dbname=%s port=%s user=%s application_name=%s',
-               quote_ident(current_database()), current_setting('port'),
-               quote_ident((SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE r.oid = 10)),
-               'pg_guardian_recorder')
-        || coalesce(' host=' || nullif(split_part(current_setting('unix_socket_directories'), ',', 1), ''), ''));
-    v_sql := format('SELECT guardian.raise_alert(%L, %L, %L, %L, %L, %L::jsonb, %L)',
+    -- This function runs as a superuser: it reads its own table and calls nothing that
+    -- guardian_owner or an admin could change. The remote session is this database, with a
+    -- search_path of pg_catalog only, and every type in the remote SQL is qualified.
+    SELECT * INTO v_conf FROM guardian.strict_recorder AS r WHERE r.id;
+    v_dsn := concat_ws(' ',
+        'dbname=' || guardian._conninfo_value(current_database()),
+        'host=' || guardian._conninfo_value(coalesce(v_conf.host,
+                       nullif(btrim(split_part(current_setting('unix_socket_directories'), ',', 1)), ''))),
+        'port=' || coalesce(v_conf.port::text, current_setting('port')),
+        'user=' || guardian._conninfo_value(coalesce(v_conf.user_name,
+                       (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE r.oid = 10))),
+        'passfile=' || guardian._conninfo_value(v_conf.passfile),
+        'sslmode=' || guardian._conninfo_value(v_conf.sslmode),
+        'application_name=pg_guardian_recorder',
+        'options=' || guardian._conninfo_value('-c search_path=pg_catalog,pg_temp'));
+    v_sql := format('SELECT guardian.raise_alert(%L::pg_catalog.text, %L::pg_catalog.text, %L::pg_catalog.text, '
+                    '%L::pg_catalog.text, %L::pg_catalog.text, %L::pg_catalog.jsonb, %L::pg_catalog.text)',
                     p_alert ->> 'type', p_alert ->> 'severity', p_alert ->> 'message', p_alert ->> 'table_name',
                     p_alert ->> 'record_id', p_alert -> 'metadata', p_alert ->> 'fingerprint');
     BEGIN
@@ -37,14 +75,63 @@ BEGIN
         EXECUTE format('SELECT t.id FROM %I.dblink($1, $2) AS t(id uuid)', v_schema) USING v_dsn, v_sql;
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'pg_guardian: could not record the strict-mode rejection through dblink: %', SQLERRM
-            USING HINT = 'Set the connection string with: INSERT INTO guardian.settings (key, value) VALUES (''strict.recorder_dsn'', ''"host=... user=..."'');';
+            USING HINT = 'A superuser can say where to connect: INSERT INTO guardian.strict_recorder (host, port, user_name) VALUES (...);';
         RETURN 'log';
     END;
     RETURN 'dblink';
 END
 $$;
 COMMENT ON FUNCTION guardian._record_rejection(jsonb) IS
-    'Internal: records a strict-mode rejection as an alert in its own transaction (dblink), so that it survives the rollback. Owned by the installing superuser, which dblink needs to connect without a password.';
+    'Internal: records a strict-mode rejection as an alert in its own transaction (dblink to this database), so that it survives the rollback. Owned by the installing superuser, which dblink needs to connect without a password; connects as guardian.strict_recorder says.';
+
+-- The SQL that reads a row of a relation (as $1) into JSON without running any code of the
+-- application: columns of built-in types as to_jsonb() has them, every other type (enums,
+-- domains, composites and arrays of the application's types) as the text of its output
+-- function, never through a cast the application may have defined. Watched columns renamed
+-- since the watch also appear under their watched names.
+CREATE FUNCTION guardian._json_safe_type(p_type oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE base(oid, depth) AS (
+        SELECT p_type, 0
+        UNION ALL
+        SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END, b.depth + 1
+          FROM base AS b JOIN pg_catalog.pg_type AS t ON t.oid = b.oid
+         WHERE (t.typtype = 'd' OR (t.typelem <> 0 AND t.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc))
+           AND b.depth < 16)
+    SELECT bool_and(b.oid < 16384) FROM base AS b
+$$;
+COMMENT ON FUNCTION guardian._json_safe_type(oid) IS
+    'Internal: is this type (through domains and arrays) built in, so that to_jsonb() of it runs no application cast?';
+
+CREATE FUNCTION guardian._row_json_sql(p_rel regclass, p_names text[] DEFAULT NULL, p_attnums smallint[] DEFAULT NULL)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH cols AS (
+        SELECT a.attname::text AS name, a.attnum,
+               CASE WHEN guardian._json_safe_type(a.atttypid) THEN format('pg_catalog.to_jsonb(($1).%I)', a.attname)
+                    ELSE format('pg_catalog.to_jsonb(pg_catalog.format(%L, ($1).%I))', '%s', a.attname) END AS expr
+          FROM pg_catalog.pg_attribute AS a
+         WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped),
+    pairs AS (
+        SELECT c.name, c.expr, c.attnum FROM cols AS c
+        UNION ALL
+        SELECT w.name, c.expr, c.attnum
+          FROM unnest(p_names, p_attnums) AS w(name, attnum)
+          JOIN cols AS c ON c.attnum = w.attnum
+         WHERE w.name <> c.name),
+    numbered AS (
+        SELECT p.*, (row_number() OVER (ORDER BY p.attnum, p.name) - 1) / 50 AS chunk FROM pairs AS p)
+    SELECT 'SELECT ' || coalesce(string_agg(x.call, ' OPERATOR(pg_catalog.||) ' ORDER BY x.chunk), '''{}''::pg_catalog.jsonb')
+      FROM (SELECT n.chunk, 'pg_catalog.jsonb_build_object(' || string_agg(format('%L, %s', n.name, n.expr), ', ' ORDER BY n.attnum, n.name) || ')' AS call
+              FROM numbered AS n GROUP BY n.chunk) AS x
+$$;
+COMMENT ON FUNCTION guardian._row_json_sql(regclass, text[], smallint[]) IS
+    'Internal: SQL that turns a row of a table ($1) into JSON without running application code (built-in types as to_jsonb, others as output text).';
 
 CREATE FUNCTION guardian._watch_of(p_relid regclass)
 RETURNS guardian.watched_tables
@@ -69,6 +156,8 @@ DECLARE
     v_watch   guardian.watched_tables;
     v_mode    text;
     v_new     jsonb;
+    v_old     jsonb;
+    v_sql     text;
     v_ref     record;
     v_finding record;
     v_first   record;
@@ -88,9 +177,15 @@ BEGIN
     IF v_mode = 'off' THEN
         RETURN NULL;
     END IF;
-    v_new := to_jsonb(NEW);
+    -- SECURITY DEFINER: nothing of the application may run here. The row is read through
+    -- output functions (never to_jsonb of a row, which runs user-defined casts to json).
+    v_sql := guardian._row_json_sql(TG_RELID, v_watch.column_names, guardian._watched_attnums(v_watch, TG_RELID));
+    EXECUTE v_sql INTO v_new USING NEW;
+    IF TG_OP = 'UPDATE' THEN
+        EXECUTE v_sql INTO v_old USING OLD;
+    END IF;
     FOR v_finding IN
-        SELECT * FROM guardian._row_findings(v_watch, v_new, CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) END)
+        SELECT * FROM guardian._row_findings(v_watch, v_new, v_old)
     LOOP
         v_count := v_count + 1;
         IF v_count = 1 THEN
@@ -107,8 +202,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF v_mode = 'warn' THEN
-        PERFORM set_config('guardian.pending_findings', 'on', true);
-        RETURN NULL;
+        RETURN NULL;   -- the statement trigger groups this session's findings into alerts
     END IF;
 
     -- strict: record the rejection where it survives, then reject the write. The DETAIL says
@@ -135,10 +229,10 @@ BEGIN
                               (SELECT r.description FROM guardian.rules AS r WHERE r.name = v_first.rule),
                               v_count, v_ref.record_id,
                               CASE WHEN v_via = 'dblink' THEN ' Recorded as a STRICT_MODE_REJECTION alert.' ELSE '' END),
-              HINT = format('If this is real data, allowlist it: SELECT guardian.allow(%L, %L, %s, %L, p_reason => ''why it is real'');',
+              -- Never the value itself: the HINT goes to the client and the server log.
+              HINT = format('If this is real data, allowlist it: SELECT guardian.allow(%L, %L, %s, p_value => ''<the rejected value>'', p_reason => ''why it is real'');',
                             v_first.rule, v_watch.relid::text,
-                            CASE WHEN strpos(v_first.column_name, '+') > 0 THEN 'NULL' ELSE quote_literal(v_first.column_name) END,
-                            v_first.value);
+                            CASE WHEN strpos(v_first.column_name, '+') > 0 THEN 'NULL' ELSE quote_literal(v_first.column_name) END);
 END
 $$;
 COMMENT ON FUNCTION guardian._on_contamination() IS
@@ -191,7 +285,6 @@ BEGIN
          WHERE a.id = v_alert;
         v_count := v_count + 1;
     END LOOP;
-    PERFORM set_config('guardian.pending_findings', '', true);
     RETURN v_count;
 END
 $$;

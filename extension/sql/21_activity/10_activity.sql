@@ -191,7 +191,10 @@ AS $$
 DECLARE
     v_rule record;
 BEGIN
-    IF current_setting('guardian.pending_findings', true) = 'on' THEN
+    -- Findings this session made and has not reported yet: read from the table, never from a
+    -- setting the session could change.
+    IF EXISTS (SELECT FROM guardian.findings AS f
+                WHERE f.backend_pid = pg_backend_pid() AND f.relid = p_relid AND f.alert_id IS NULL) THEN
         PERFORM guardian._flush_findings(p_relid);
     END IF;
     IF p_rows <= 1 THEN
@@ -245,7 +248,8 @@ BEGIN
         VALUES (v_relid, TG_OP, v_rows, SESSION_USER, nullif(current_setting('application_name', true), ''),
                 clock_timestamp());
     END IF;
-    IF v_rows > 1 OR current_setting('guardian.pending_findings', true) = 'on' THEN
+    IF v_rows > 1 OR EXISTS (SELECT FROM guardian.findings AS f
+                              WHERE f.backend_pid = pg_backend_pid() AND f.relid = v_relid AND f.alert_id IS NULL) THEN
         PERFORM guardian._statement_followup(v_relid, TG_OP, v_rows);
     END IF;
     RETURN NULL;
