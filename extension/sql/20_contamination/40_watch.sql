@@ -7,7 +7,9 @@ CREATE TABLE guardian.watched_tables (
     key_columns text[],
     key_source text NOT NULL,
     watched_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    watched_by text NOT NULL DEFAULT SESSION_USER
+    watched_by text NOT NULL DEFAULT SESSION_USER,
+    column_attnums smallint[] NOT NULL DEFAULT '{}',
+    overrides  jsonb
 );
 COMMENT ON TABLE guardian.watched_tables IS
     'Tables the guardian watches: the kind of each watched column and how records are identified. Change with guardian.watch() / guardian.unwatch().';
@@ -15,6 +17,10 @@ COMMENT ON COLUMN guardian.watched_tables.columns IS
     'JSON array of {"column", "kind", "source", "type"}: source is auto (inferred from name and type) or override.';
 COMMENT ON COLUMN guardian.watched_tables.column_names IS
     'The watched columns again as arrays (names, kinds, types) for the write path, which loops over them.';
+COMMENT ON COLUMN guardian.watched_tables.column_attnums IS
+    'The attribute number of each watched column: a renamed column is still the same column (names are brought up to date by the DDL event trigger).';
+COMMENT ON COLUMN guardian.watched_tables.overrides IS
+    'The column overrides given to watch(), by attribute number ({"3": "free_text", "5": null}), so that a rename keeps them.';
 SELECT pg_catalog.pg_extension_config_dump('guardian.watched_tables', '');
 
 -- One row per contaminated value found, by the triggers or by a recorded scan. Alerts group
@@ -196,7 +202,7 @@ COMMENT ON FUNCTION guardian._plan_watch(regclass, jsonb) IS 'Internal: which co
 
 -- The watched_tables row a plan makes: the plan, the same columns as arrays for the write path,
 -- and how records are identified. watch() stores it; a scan of an unwatched table uses it as is.
-CREATE FUNCTION guardian._watch_record(p_table regclass, p_plan jsonb)
+CREATE FUNCTION guardian._watch_record(p_table regclass, p_plan jsonb, p_columns jsonb DEFAULT NULL)
 RETURNS guardian.watched_tables
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -205,11 +211,36 @@ AS $$
            ARRAY(SELECT c ->> 'column' FROM jsonb_array_elements(p_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
            ARRAY(SELECT c ->> 'kind' FROM jsonb_array_elements(p_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
            ARRAY(SELECT c ->> 'type' FROM jsonb_array_elements(p_plan) WITH ORDINALITY AS x(c, o) ORDER BY o),
-           k.key_columns, k.key_source, now(), SESSION_USER::text
+           k.key_columns, k.key_source, now(), SESSION_USER::text,
+           ARRAY(SELECT a.attnum FROM jsonb_array_elements(p_plan) WITH ORDINALITY AS x(c, o)
+                   JOIN pg_catalog.pg_attribute AS a
+                     ON a.attrelid = p_table AND a.attname = x.c ->> 'column' AND NOT a.attisdropped
+                  ORDER BY x.o),
+           (SELECT jsonb_object_agg(a.attnum::text, o.value)
+              FROM jsonb_each(p_columns) AS o
+              JOIN pg_catalog.pg_attribute AS a ON a.attrelid = p_table AND a.attname = o.key AND NOT a.attisdropped)
       FROM guardian._record_key(p_table) AS k
 $$;
-COMMENT ON FUNCTION guardian._watch_record(regclass, jsonb) IS
-    'Internal: the guardian.watched_tables row for a table and a watch plan.';
+COMMENT ON FUNCTION guardian._watch_record(regclass, jsonb, jsonb) IS
+    'Internal: the guardian.watched_tables row for a table, a watch plan and the overrides it was made from.';
+
+-- Where each watched column of a watch is in a relation of its tree: the root's attnums name
+-- the columns, and a partition (whose attnums may differ) has them under the same names.
+CREATE FUNCTION guardian._watched_attnums(p_watch guardian.watched_tables, p_rel regclass)
+RETURNS smallint[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_rel = p_watch.relid THEN p_watch.column_attnums
+           ELSE ARRAY(SELECT p.attnum
+                        FROM unnest(p_watch.column_attnums) WITH ORDINALITY AS u(attnum, o)
+                        JOIN pg_catalog.pg_attribute AS r ON r.attrelid = p_watch.relid AND r.attnum = u.attnum
+                        JOIN pg_catalog.pg_attribute AS p ON p.attrelid = p_rel AND p.attname = r.attname
+                                                          AND NOT p.attisdropped
+                       ORDER BY u.o) END
+$$;
+COMMENT ON FUNCTION guardian._watched_attnums(guardian.watched_tables, regclass) IS
+    'Internal: the attnums of a watch''s columns in a table of its tree (the root itself or a partition).';
 
 -- The value expression a WHEN clause tests for one column.
 CREATE FUNCTION guardian._column_test(p_ref text, p_column jsonb)
@@ -220,9 +251,14 @@ AS $$
     SELECT CASE
         WHEN p_column ->> 'type' = 'uuid' THEN
             format('guardian._uuid_matches(%s.%I, guardian._uuid_bounds(%L))', p_ref, p_column ->> 'column', p_column ->> 'column')
-        ELSE
+        -- Text types read as they are; any other type through its output function
+        -- (format), never through a cast the application may have defined.
+        WHEN p_column ->> 'type' IN ('text', 'character varying', 'character', 'name') THEN
             format('guardian._contains_any(%s.%I::text, guardian._anchors(%L, %L))', p_ref, p_column ->> 'column',
                    p_column ->> 'kind', p_column ->> 'column')
+        ELSE
+            format('guardian._contains_any(pg_catalog.format(%L, %s.%I), guardian._anchors(%L, %L))', '%s', p_ref,
+                   p_column ->> 'column', p_column ->> 'kind', p_column ->> 'column')
     END
 $$;
 COMMENT ON FUNCTION guardian._column_test(text, jsonb) IS 'Internal: the prefilter expression for one column of a WHEN clause.';
@@ -249,9 +285,10 @@ BEGIN
         SELECT a.attnum, c.typ = 'uuid',
                CASE WHEN c.typ <> 'uuid' THEN guardian._anchors(c.kind, c.name) END,
                CASE WHEN c.typ = 'uuid' THEN guardian._uuid_bounds(c.name) END
-          FROM unnest(v_watch.column_names, v_watch.column_kinds, v_watch.column_types) AS c(name, kind, typ)
+          FROM unnest(v_watch.column_names, v_watch.column_kinds, v_watch.column_types,
+                      guardian._watched_attnums(v_watch, p_table)) AS c(name, kind, typ, attnum)
           JOIN pg_catalog.pg_attribute AS a
-            ON a.attrelid = p_table AND a.attname = c.name AND NOT a.attisdropped
+            ON a.attrelid = p_table AND a.attnum = c.attnum AND NOT a.attisdropped
          ORDER BY a.attnum;
 END
 $$;
@@ -266,16 +303,14 @@ AS $$
 DECLARE
     v_insert text;
     v_update text;
-    v_cols   text;
     v_c      boolean;
     v_ddl    text[] := '{}';
 BEGIN
     IF jsonb_array_length(p_columns) > 0 THEN
         SELECT string_agg(guardian._column_test('NEW', c), E'\n     OR ' ORDER BY o),
                string_agg(format('(NEW.%I IS DISTINCT FROM OLD.%I AND %s)', c ->> 'column', c ->> 'column',
-                                 guardian._column_test('NEW', c)), E'\n     OR ' ORDER BY o),
-               string_agg(format('%I', c ->> 'column'), ', ' ORDER BY o)
-          INTO v_insert, v_update, v_cols
+                                 guardian._column_test('NEW', c)), E'\n     OR ' ORDER BY o)
+          INTO v_insert, v_update
           FROM jsonb_array_elements(p_columns) WITH ORDINALITY AS x(c, o);
         -- With the C library, one call checks the whole row (a small WHEN clause is cheap to
         -- prepare for every statement); without it, one SQL test per column.
@@ -286,24 +321,44 @@ BEGIN
         v_ddl := v_ddl || format(
             E'CREATE TRIGGER guardian_contamination_insert AFTER INSERT ON %s\n  FOR EACH ROW WHEN (%s)\n  EXECUTE FUNCTION guardian._on_contamination()',
             p_table, v_insert);
+        -- Every UPDATE, not UPDATE OF the watched columns: a BEFORE trigger of the application
+        -- may change a watched column that the statement does not name.
         v_ddl := v_ddl || format(
-            E'CREATE TRIGGER guardian_contamination_update AFTER UPDATE OF %s ON %s\n  FOR EACH ROW WHEN (%s)\n  EXECUTE FUNCTION guardian._on_contamination()',
-            v_cols, p_table, v_update);
+            E'CREATE TRIGGER guardian_contamination_update AFTER UPDATE ON %s\n  FOR EACH ROW WHEN (%s)\n  EXECUTE FUNCTION guardian._on_contamination()',
+            p_table, v_update);
     END IF;
     -- The C statement triggers where the library is installed, else the PL/pgSQL ones.
     v_c := to_regprocedure('guardian._activity_end()') IS NOT NULL;
     v_ddl := v_ddl || ARRAY(
-        SELECT format('CREATE TRIGGER %I %s INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian.%I(%L)',
-                      t.name, t.timing, p.relid, CASE WHEN v_c THEN t.c_func ELSE t.sql_func END, c.relkind)
-          FROM guardian._relation_tree(p_table) AS p
-          JOIN pg_catalog.pg_class AS c ON c.oid = p.relid
-         CROSS JOIN (VALUES ('guardian_activity_start', 'BEFORE', '_activity_start', '_before_statement'),
-                            ('guardian_activity', 'AFTER', '_activity_end', '_on_statement')) AS t(name, timing, c_func, sql_func)
-         ORDER BY p.level, p.relid::text, t.name);
+        SELECT s.ddl FROM guardian._relation_tree(p_table) AS p,
+               LATERAL unnest(guardian._statement_trigger_ddl(p.relid, v_c)) WITH ORDINALITY AS s(ddl, o)
+         ORDER BY p.level, p.relid::text, s.o);
     RETURN v_ddl;
 END
 $$;
 COMMENT ON FUNCTION guardian._trigger_ddl(regclass, jsonb) IS 'Internal: the CREATE TRIGGER statements that watch a table.';
+
+-- Statement triggers are not inherited by partitions: each relation of a watched tree carries
+-- its own (watch() makes them; the DDL event trigger adds them to new partitions).
+CREATE FUNCTION guardian._statement_trigger_ddl(p_rel regclass, p_c boolean)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT CASE WHEN t.name = 'guardian_truncate'
+                    THEN format('CREATE TRIGGER guardian_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian._on_truncate()', p_rel)
+                    ELSE format('CREATE TRIGGER %I %s INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian.%I(%L)',
+                                t.name, t.timing, p_rel, CASE WHEN p_c THEN t.c_func ELSE t.sql_func END, c.relkind) END
+          FROM pg_catalog.pg_class AS c
+         CROSS JOIN (VALUES ('guardian_activity', 'AFTER', '_activity_end', '_on_statement'),
+                            ('guardian_activity_start', 'BEFORE', '_activity_start', '_before_statement'),
+                            ('guardian_truncate', 'AFTER', NULL, NULL)) AS t(name, timing, c_func, sql_func)
+         WHERE c.oid = p_rel
+         ORDER BY t.name)
+$$;
+COMMENT ON FUNCTION guardian._statement_trigger_ddl(regclass, boolean) IS
+    'Internal: the statement triggers (activity before and after, TRUNCATE) of one relation of a watched tree.';
 
 CREATE FUNCTION guardian._relation_tree(p_table regclass)
 RETURNS TABLE (relid regclass, level integer, isleaf boolean)
@@ -323,8 +378,9 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN jsonb_array_length(p_columns) > 0
-                THEN ARRAY['guardian_activity', 'guardian_activity_start', 'guardian_contamination_insert', 'guardian_contamination_update']
-                ELSE ARRAY['guardian_activity', 'guardian_activity_start'] END
+                THEN ARRAY['guardian_activity', 'guardian_activity_start', 'guardian_contamination_insert',
+                           'guardian_contamination_update', 'guardian_truncate']
+                ELSE ARRAY['guardian_activity', 'guardian_activity_start', 'guardian_truncate'] END
 $$;
 COMMENT ON FUNCTION guardian._trigger_names(jsonb) IS 'Internal: the guardian triggers a watched table carries.';
 
@@ -342,8 +398,7 @@ BEGIN
         SELECT t.tgrelid::regclass, t.tgname FROM pg_catalog.pg_trigger AS t
          WHERE t.tgrelid IN (SELECT p.relid FROM guardian._relation_tree(p_table) AS p)
            AND NOT t.tgisinternal AND t.tgparentid = 0
-           AND t.tgname IN ('guardian_contamination_insert', 'guardian_contamination_update', 'guardian_activity',
-                            'guardian_activity_start')
+           AND t.tgfoid IN (SELECT p.oid FROM pg_catalog.pg_proc AS p WHERE p.pronamespace = 'guardian'::regnamespace)
     LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', v_name, v_rel);
     END LOOP;
@@ -351,28 +406,63 @@ END
 $$;
 COMMENT ON FUNCTION guardian._drop_watch_triggers(regclass) IS 'Internal: removes the guardian triggers from a table.';
 
-CREATE FUNCTION guardian._register_watch(p_table regclass, p_columns jsonb)
+CREATE FUNCTION guardian._register_watch(p_table regclass, p_plan jsonb, p_columns jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_columns IS NULL THEN
+    IF p_plan IS NULL THEN
         DELETE FROM guardian.watched_tables AS w WHERE w.relid = p_table;
         RETURN;
     END IF;
     INSERT INTO guardian.watched_tables AS w
-    SELECT (guardian._watch_record(p_table, p_columns)).*
+    SELECT (guardian._watch_record(p_table, p_plan, p_columns)).*
     ON CONFLICT (relid) DO UPDATE
        SET columns = EXCLUDED.columns, column_names = EXCLUDED.column_names,
            column_kinds = EXCLUDED.column_kinds, column_types = EXCLUDED.column_types,
+           column_attnums = EXCLUDED.column_attnums, overrides = EXCLUDED.overrides,
            key_columns = EXCLUDED.key_columns, key_source = EXCLUDED.key_source,
            watched_at = EXCLUDED.watched_at, watched_by = EXCLUDED.watched_by;
 END
 $$;
-COMMENT ON FUNCTION guardian._register_watch(regclass, jsonb) IS
-    'Internal: records (or with NULL columns forgets) a watched table; called by watch() and unwatch().';
+COMMENT ON FUNCTION guardian._register_watch(regclass, jsonb, jsonb) IS
+    'Internal: records (or with a NULL plan forgets) a watched table; called by watch() and unwatch().';
+
+-- After DDL on a watched table (renamed or added columns, a new key) its watch is planned
+-- again from the catalog and the overrides it was given, which are kept by column number.
+-- Safe for anyone to call: it takes nothing from the caller but a table, and only re-reads
+-- the catalog.
+CREATE FUNCTION guardian._refresh_watch(p_table regclass)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_watch   guardian.watched_tables;
+    v_columns jsonb;
+    v_plan    jsonb;
+BEGIN
+    SELECT * INTO v_watch FROM guardian.watched_tables AS w WHERE w.relid = p_table FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT jsonb_object_agg(a.attname, o.value) INTO v_columns
+      FROM jsonb_each(coalesce(v_watch.overrides, '{}')) AS o
+      JOIN pg_catalog.pg_attribute AS a ON a.attrelid = p_table AND a.attnum = o.key::smallint AND NOT a.attisdropped;
+    v_plan := guardian._plan_watch(p_table, v_columns);
+    IF v_plan IS NOT DISTINCT FROM v_watch.columns
+       AND (guardian._watch_record(p_table, v_plan, v_columns)).key_columns IS NOT DISTINCT FROM v_watch.key_columns THEN
+        RETURN NULL;
+    END IF;
+    PERFORM guardian._register_watch(p_table, v_plan, v_columns);
+    RETURN jsonb_build_object('before', v_watch.columns, 'after', v_plan);
+END
+$$;
+COMMENT ON FUNCTION guardian._refresh_watch(regclass) IS
+    'Internal: plans a watched table''s columns again after DDL (renames, new columns, a new key), keeping its overrides; returns the change or NULL.';
 
 CREATE FUNCTION guardian.watch(p_table regclass, p_columns jsonb DEFAULT NULL, p_mode text DEFAULT NULL)
 RETURNS TABLE (column_name text, kind text, source text)
@@ -410,7 +500,22 @@ BEGIN
             EXECUTE v_stmt;
         END LOOP;
     END IF;
-    PERFORM guardian._register_watch(p_table, v_plan);
+    PERFORM guardian._register_watch(p_table, v_plan, p_columns);
+    -- The guardian may read the key columns (nothing else), so that it can check for itself
+    -- that an automatic cleanup really removed the records it reports removed.
+    IF v_key.key_columns IS NOT NULL THEN
+        BEGIN
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO guardian_owner',
+                           (SELECT n.nspname FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                             WHERE c.oid = p_table));
+            EXECUTE format('GRANT SELECT (%s) ON %s TO guardian_owner',
+                           (SELECT string_agg(format('%I', k), ', ') FROM unnest(v_key.key_columns) AS k), p_table);
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE NOTICE 'pg_guardian: % may not grant guardian_owner SELECT on the key of %: automatic cleanups there stay unconfirmed', CURRENT_USER, p_table
+                USING HINT = format('The table''s owner can run: GRANT SELECT (%s) ON %s TO guardian_owner;',
+                                    (SELECT string_agg(format('%I', k), ', ') FROM unnest(v_key.key_columns) AS k), p_table);
+        END;
+    END IF;
     IF p_mode IS NOT NULL THEN
         PERFORM guardian.set_table_mode(p_table, p_mode);
     END IF;
@@ -435,7 +540,7 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM guardian._drop_watch_triggers(p_table);
-    PERFORM guardian._register_watch(p_table, NULL);
+    PERFORM guardian._register_watch(p_table, NULL, NULL);
     RETURN true;
 END
 $$;

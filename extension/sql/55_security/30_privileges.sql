@@ -75,6 +75,11 @@ AS $$
            bool_or(x.is_grantable), x.grantee = o.owner
       FROM objects AS o
       CROSS JOIN LATERAL aclexplode(o.acl) AS x
+     -- watch() lets the guardian read the key columns of a watched table (to check that an
+     -- automatic cleanup really removed its records): its own doing, not a privilege change.
+     WHERE NOT (((o.object_kind = 'column' AND x.privilege_type = 'SELECT')
+                 OR (o.object_kind = 'schema' AND x.privilege_type = 'USAGE'))
+                AND x.grantee = (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'guardian_owner'))
      GROUP BY o.object_kind, o.object_oid, o.objsubid, o.object_name, o.owner, x.grantee, x.privilege_type
 $$;
 COMMENT ON FUNCTION guardian._current_acl() IS

@@ -7,6 +7,7 @@ GRANT EXECUTE ON FUNCTION guardian._record_rejection(jsonb) TO guardian_owner;
 
 -- The application-side check is for everyone; it only reads the catalogue.
 ALTER FUNCTION guardian.check_payload(jsonb, text) SECURITY DEFINER;
+ALTER FUNCTION guardian.check_payload(jsonb, text) OWNER TO guardian_owner;
 GRANT EXECUTE ON FUNCTION guardian.check_payload(jsonb, text) TO PUBLIC;
 
 GRANT SELECT ON guardian.kinds, guardian.rules, guardian.allowlist, guardian.watched_tables, guardian.findings,
@@ -18,7 +19,9 @@ GRANT EXECUTE ON FUNCTION guardian.scan(regclass, boolean, bigint, bigint), guar
     guardian._record_ref(guardian.watched_tables, jsonb), guardian._rule_anchors(guardian.rules),
     guardian._uuid_range(text), guardian._applicable_rules(), guardian._plan_watch(regclass, jsonb),
     guardian._record_key(regclass), guardian._infer_kind(text, text, regtype), guardian._watch_of(regclass),
-    guardian._relation_tree(regclass), guardian._watch_record(regclass, jsonb)
+    guardian._relation_tree(regclass), guardian._watch_record(regclass, jsonb, jsonb),
+    guardian._watched_attnums(guardian.watched_tables, regclass), guardian._key_text(guardian.watched_tables, text, text),
+    guardian._json_safe_type(oid), guardian._row_json_sql(regclass, text[], smallint[]), guardian._watch_root(regclass)
     TO guardian_reader;
 
 GRANT INSERT, UPDATE, DELETE ON guardian.rules, guardian.allowlist, guardian.activity_rules,
@@ -28,7 +31,8 @@ GRANT EXECUTE ON FUNCTION guardian.watch(regclass, jsonb, text), guardian.unwatc
     guardian.allow(text, regclass, text, text, text, timestamptz),
     guardian._guard_watchable(regclass), guardian._trigger_ddl(regclass, jsonb), guardian._trigger_names(jsonb),
     guardian._drop_watch_triggers(regclass), guardian._column_test(text, jsonb),
-    guardian._register_watch(regclass, jsonb), guardian._on_contamination(), guardian._on_statement(), guardian._before_statement(),
+    guardian._register_watch(regclass, jsonb, jsonb), guardian._statement_trigger_ddl(regclass, boolean),
+    guardian._on_truncate(), guardian._on_contamination(), guardian._on_statement(), guardian._before_statement(),
     guardian._statement_followup(regclass, text, bigint),
     guardian._record_scan_finding(regclass, text, jsonb, text, text, text, text), guardian._flush_findings(regclass),
     guardian._compile_rules(), guardian.rollup_activity(), guardian.prune_activity()
@@ -49,3 +53,8 @@ BEGIN
     END IF;
 END
 $grant_c$;
+
+-- The row trigger's function is cloned onto every new partition of a watched table by whoever
+-- creates the partition, which needs EXECUTE on it. A trigger function cannot be called other
+-- than as a trigger, and on a table that is not watched it does nothing.
+GRANT EXECUTE ON FUNCTION guardian._on_contamination() TO PUBLIC;
