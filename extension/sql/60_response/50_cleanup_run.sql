@@ -282,6 +282,63 @@ $$;
 COMMENT ON FUNCTION guardian.cleanup_step(uuid, integer, bigint) IS
     'Called by each statement of a cleanup script with the rows it changed: raises (aborting the transaction) unless that is exactly the count expected.';
 
+-- An automatic cleanup runs in the committing session, whose role could call the bookkeeping
+-- helpers with made-up rows. Before such a cleanup closes an alert, the guardian checks for
+-- itself that none of the alert's records is still in its table: it reads the key columns
+-- (watch() grants that), compares with built-in equality only, and declines where it cannot
+-- do so without running the application's code (row-level security, keys of the
+-- application's types) or may not read. NULL: verified gone; else why the alert stays open.
+CREATE FUNCTION guardian._records_gone(p_alert uuid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rel  regclass;
+    v_keys jsonb;
+    v_cols text[];
+    v_sql  text;
+    v_left bigint;
+BEGIN
+    FOR v_rel, v_keys IN
+        SELECT f.relid, jsonb_agg(DISTINCT f.record_key) FROM guardian.findings AS f
+         WHERE f.alert_id = p_alert GROUP BY f.relid
+    LOOP
+        v_cols := (guardian._record_key(v_rel)).key_columns;
+        IF v_cols IS NULL THEN
+            RETURN format('%s has no key the guardian can look its records up by', v_rel);
+        END IF;
+        IF (SELECT c.relrowsecurity FROM pg_catalog.pg_class AS c WHERE c.oid = v_rel) THEN
+            RETURN format('%s has row-level security, whose policies the guardian does not run', v_rel);
+        END IF;
+        IF EXISTS (SELECT FROM unnest(v_cols) AS k
+                     JOIN pg_catalog.pg_attribute AS a ON a.attrelid = v_rel AND a.attname = k
+                    WHERE a.atttypid >= 16384 OR NOT has_column_privilege(v_rel, a.attnum, 'SELECT')) THEN
+            RETURN format('the guardian may not read the key of %s (GRANT SELECT (%s) ON %s TO guardian_owner)', v_rel,
+                          array_to_string(v_cols, ', '), v_rel);
+        END IF;
+        SELECT format('SELECT pg_catalog.count(*) FROM %s AS t WHERE (%s) IN (SELECT %s FROM pg_catalog.jsonb_array_elements($1) AS x(k))',
+                      v_rel, string_agg(format('t.%I', a.attname), ', ' ORDER BY u.o),
+                      string_agg(format('(x.k OPERATOR(pg_catalog.->>) %L)::%s', a.attname, format_type(a.atttypid, NULL)), ', ' ORDER BY u.o))
+          INTO v_sql
+          FROM unnest(v_cols) WITH ORDINALITY AS u(k, o)
+          JOIN pg_catalog.pg_attribute AS a ON a.attrelid = v_rel AND a.attname = u.k;
+        BEGIN
+            EXECUTE v_sql INTO v_left USING v_keys;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RETURN format('the guardian may not read the key of %s: %s', v_rel, SQLERRM);
+        END;
+        IF v_left > 0 THEN
+            RETURN format('%s of its records are still in %s', v_left, v_rel);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION guardian._records_gone(uuid) IS
+    'Internal: NULL when none of an alert''s records is left in its table (checked by the guardian itself), else why it cannot say so.';
+
 CREATE FUNCTION guardian.cleanup_finish(p_batch uuid)
 RETURNS text
 LANGUAGE plpgsql
@@ -295,8 +352,10 @@ DECLARE
     v_tables  text;
     v_summary text;
     v_keep    numeric := guardian.param('retention.quarantine_days');
+    v_caller  text;
+    v_left    text;
 BEGIN
-    PERFORM guardian._response_caller();
+    v_caller := guardian._response_caller();
     SELECT * INTO v_batch FROM guardian.quarantine_batches AS b
      WHERE b.id = p_batch AND b.status = 'capturing' AND b.captured_xid = txid_current();
     IF NOT FOUND THEN
@@ -338,7 +397,14 @@ BEGIN
                               'quarantined_records', v_alert.removed,
                               'restore_command', format('SELECT guardian.restore(%L);', p_batch))
          WHERE a.id = v_alert.alert_id;
-        IF v_alert.removed = v_alert.records THEN
+        -- A session that is no admin has its word checked against the table first.
+        v_left := CASE WHEN v_alert.removed = v_alert.records AND v_caller <> 'admin'
+                       THEN guardian._records_gone(v_alert.alert_id) END;
+        IF v_left IS NOT NULL THEN
+            UPDATE guardian.monitoring_alerts AS a
+               SET metadata = a.metadata || jsonb_build_object('cleanup_unconfirmed', v_left)
+             WHERE a.id = v_alert.alert_id;
+        ELSIF v_alert.removed = v_alert.records THEN
             PERFORM guardian.resolve_alert(v_alert.alert_id,
                 format('%s: %s record(s) and their dependent rows quarantined in batch %s; undo with SELECT guardian.restore(%L);',
                        CASE WHEN v_batch.automatic THEN 'auto-cleanup' ELSE 'cleanup' END, v_alert.removed, p_batch, p_batch));

@@ -151,13 +151,14 @@ SELECT guardian.current_environment() AS environment,
 COMMENT ON VIEW guardian.response_settings IS
     'The auto-response settings in force in this environment: auto-cleanup, scripts with alerts, automatic lockdown and its threshold, lockdown options and roles, quarantine retention.';
 
-CREATE FUNCTION guardian._auto_response_begin(p_upto bigint)
+CREATE FUNCTION guardian._auto_response_begin()
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    p_upto     bigint;
     v_max      bigint;
     v_cleanup  boolean;
     v_scripts  boolean;
@@ -168,12 +169,17 @@ DECLARE
     v_alert    uuid;
     v_due      uuid[];
 BEGIN
+    -- Every finding of this transaction, each time the deferred trigger fires (once per alert
+    -- row it touched): no progress marker a session could move. Work done once is not redone:
+    -- quarantined records are gone, a fresh script is not regenerated, a lockdown is on.
+    p_upto := 0;
     -- This transaction's findings (this backend, since the transaction began) not yet seen.
     SELECT max(f.id) INTO v_max FROM guardian.findings AS f
      WHERE f.id > p_upto AND f.backend_pid = pg_backend_pid() AND f.created_at >= now() AND f.alert_id IS NOT NULL;
     IF v_max IS NULL THEN
         RETURN NULL;
     END IF;
+
     v_cleanup := guardian._response_flag('auto_cleanup.enabled', false);
     v_scripts := guardian._response_flag('cleanup.auto_script', true) AND guardian.param('cleanup.auto_script_max_records') > 0;
     v_lockdown := guardian._response_flag('lockdown.auto', false)
@@ -224,7 +230,7 @@ BEGIN
                               'scripts', to_jsonb(v_due), 'lockdown', v_lockdown);
 END
 $$;
-COMMENT ON FUNCTION guardian._auto_response_begin(bigint) IS
+COMMENT ON FUNCTION guardian._auto_response_begin() IS
     'Internal: what the auto-response of this transaction has to do (records to quarantine, alerts needing a script, whether to check for lockdown); marks the transaction as running one.';
 
 CREATE FUNCTION guardian._auto_response_end()
@@ -254,7 +260,13 @@ BEGIN
     IF EXISTS (SELECT FROM guardian.monitoring_alerts AS a WHERE a.id = p_alert AND a.resolved_at IS NOT NULL) THEN
         RETURN NULL;
     END IF;
-    RETURN guardian._alert_roots(p_alert);
+    IF guardian._response_caller() = 'admin' THEN
+        RETURN guardian._alert_roots(p_alert);
+    END IF;
+    -- The keys of the alert's records go back to the committing session, which counts their
+    -- dependent rows with its own rights: only in tables that session may read anyway.
+    RETURN (SELECT jsonb_object_agg(t.key, t.value) FROM jsonb_each(guardian._alert_roots(p_alert)) AS t
+             WHERE has_table_privilege(SESSION_USER, guardian._regclass_of(t.key), 'SELECT'));
 END
 $$;
 COMMENT ON FUNCTION guardian._auto_alert_roots(uuid) IS 'Internal: the records of an open alert, for the auto-response of a transaction that added to it (NULL once resolved).';
@@ -265,18 +277,31 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_caller  text := guardian._response_caller();
+    v_message text := left(regexp_replace(coalesce(p_message, ''), '[[:cntrl:]]+', ' ', 'g'), 500);
+    v_meta    jsonb;
 BEGIN
-    PERFORM guardian._response_caller();
+    -- A session that is no admin reports only on an alert its own transaction added to, in the
+    -- guardian's words: free text only as a quoted cause, and no metadata key but these (a
+    -- forged cleanup_script would be shown by the relay as the alert's script).
+    IF v_caller <> 'admin' AND NOT EXISTS (
+        SELECT FROM guardian.findings AS f
+         WHERE f.alert_id = p_alert AND f.backend_pid = pg_backend_pid() AND f.created_at >= now()) THEN
+        RAISE EXCEPTION 'not an alert of this transaction' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    v_meta := (SELECT coalesce(jsonb_object_agg(m.key, m.value), '{}') FROM jsonb_each(coalesce(p_metadata, '{}')) AS m
+                WHERE m.key IN ('error', 'rows', 'blocked', 'max_rows', 'role'));
     IF p_type = 'cleanup_script_error' THEN
         UPDATE guardian.monitoring_alerts AS a
-           SET metadata = a.metadata || jsonb_build_object('cleanup_script_error', left(p_message, 500),
+           SET metadata = a.metadata || jsonb_build_object('cleanup_script_error', v_message,
                                                            'cleanup_script_at', now())
          WHERE a.id = p_alert;
     ELSIF p_type IN ('AUTO_CLEANUP_SKIPPED', 'AUTO_CLEANUP_FAILED') THEN
         PERFORM guardian.raise_alert(p_type, CASE p_type WHEN 'AUTO_CLEANUP_FAILED' THEN 'HIGH' ELSE 'MEDIUM' END,
-                                     left(p_message, 1000),
+                                     v_message,
                                      (SELECT a.table_name FROM guardian.monitoring_alerts AS a WHERE a.id = p_alert), NULL,
-                                     coalesce(p_metadata, '{}') || jsonb_build_object('alert_id', p_alert),
+                                     v_meta || jsonb_build_object('alert_id', p_alert, 'reported_by', SESSION_USER),
                                      md5(p_type || ':' || coalesce(p_alert::text, '') || ':' || txid_current()));
     ELSE
         RAISE EXCEPTION 'unknown auto-response report %', p_type USING ERRCODE = 'invalid_parameter_value';
@@ -391,12 +416,10 @@ DECLARE
     v_roots jsonb;
 BEGIN
     BEGIN
-        v_work := guardian._auto_response_begin(
-            coalesce(nullif(current_setting('guardian.auto_response_upto', true), '')::bigint, 0));
+        v_work := guardian._auto_response_begin();
         IF v_work IS NULL THEN
             RETURN NULL;
         END IF;
-        PERFORM set_config('guardian.auto_response_upto', v_work ->> 'upto', true);
         IF NOT coalesce((v_work ->> 'run')::boolean, false) THEN
             RETURN NULL;
         END IF;

@@ -26,7 +26,7 @@ GRANT EXECUTE ON FUNCTION
     guardian._auto_alert_roots(uuid), guardian._auto_response_report(text, uuid, text, jsonb),
     -- SECURITY DEFINER, acting only on this backend's own transaction or on the guardian's
     -- own thresholds:
-    guardian._auto_response_begin(bigint), guardian._auto_response_end(), guardian._auto_lockdown_check()
+    guardian._auto_response_begin(), guardian._auto_response_end(), guardian._auto_lockdown_check()
     TO PUBLIC;
 
 GRANT SELECT ON guardian.cleanup_scripts, guardian.quarantine_batches, guardian.quarantine_status,
