@@ -50,6 +50,9 @@ BEGIN
     IF to_regprocedure('guardian._suspect_columns(regclass, "any")') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION guardian._suspect(record), guardian._suspect(record, record),
             guardian._suspect_columns(regclass, "any") TO PUBLIC;
+        -- The WHEN clauses then call only _suspect(): the compiled anchors (the rules' terms)
+        -- are no one's business but the guardian's.
+        REVOKE EXECUTE ON FUNCTION guardian._anchors(text, text), guardian._uuid_bounds(text) FROM PUBLIC;
     END IF;
 END
 $grant_c$;
