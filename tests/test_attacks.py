@@ -484,3 +484,38 @@ def test_l5_truncate_of_a_watched_table_is_reported(roles: dict, db: psycopg.Con
         "SELECT severity, message FROM guardian.monitoring_alerts WHERE type = 'TABLE_TRUNCATED'"
     ).fetchone()
     assert severity == "HIGH" and "public.patients" in message and "sec_app" in message
+
+
+def test_m3_plpgsql_activity_triggers_keep_their_baseline_out_of_session_reach(
+    roles: dict, db: psycopg.Connection
+) -> None:
+    # The PL/pgSQL statement triggers (used where the C library cannot load) in place of C ones.
+    for name, timing, function in (
+        ("guardian_activity", "AFTER", "_on_statement"),
+        ("guardian_activity_start", "BEFORE", "_before_statement"),
+    ):
+        db.execute(f"DROP TRIGGER {name} ON public.patients")
+        db.execute(
+            f"CREATE TRIGGER {name} {timing} INSERT OR UPDATE OR DELETE ON public.patients "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION guardian.{function}('r')"
+        )
+    app = roles["app"]
+    # A row trigger of the application that would move a baseline kept in a setting.
+    app.execute(
+        """CREATE FUNCTION public.fake_baseline() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN
+             PERFORM set_config('guardian.rows_' || TG_RELID::oid || '_INSERT', '1000000', true);
+             RETURN NULL; END $f$"""
+    )
+    app.execute(
+        "CREATE TRIGGER fake_baseline AFTER INSERT ON public.patients "
+        "FOR EACH ROW EXECUTE FUNCTION public.fake_baseline()"
+    )
+    app.execute("INSERT INTO public.patients (first_name) SELECT 'n' || g FROM generate_series(1, 120) AS g")
+    assert (
+        scalar(
+            db,
+            "SELECT sum(rows) FROM guardian.activity_log WHERE relid = 'public.patients'::regclass "
+            "AND operation = 'INSERT'",
+        )
+        == 120
+    )

@@ -166,7 +166,20 @@ $$;
 COMMENT ON FUNCTION guardian._is_unfiltered(text, text) IS 'Internal: is this the text of an UPDATE/DELETE without a WHERE clause?';
 
 -- The statistics counters of a backend also hold counts of its earlier transactions that are
--- not yet flushed, so the baseline is taken when the statement starts.
+-- not yet flushed, so the baseline is taken when the statement starts. It is kept where the
+-- session cannot change it (a setting could be, by the session's own row trigger, between the
+-- statement's start and end): one row per backend, table and operation.
+CREATE UNLOGGED TABLE guardian.statement_baselines (
+    backend_pid integer NOT NULL,
+    relid       oid NOT NULL,
+    operation   text NOT NULL,
+    xid         bigint NOT NULL,
+    rows        bigint NOT NULL,
+    CONSTRAINT statement_baselines_pkey PRIMARY KEY (backend_pid, relid, operation)
+);
+COMMENT ON TABLE guardian.statement_baselines IS
+    'Internal (PL/pgSQL activity triggers only): the row counters of a statement''s transaction when the statement started.';
+
 CREATE FUNCTION guardian._before_statement()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -174,8 +187,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM set_config('guardian.rows_' || TG_RELID::oid || '_' || TG_OP,
-                       guardian._xact_rows(TG_RELID, TG_OP, TG_ARGV[0] = 'p')::text, true);
+    INSERT INTO guardian.statement_baselines AS b (backend_pid, relid, operation, xid, rows)
+    VALUES (pg_backend_pid(), TG_RELID, TG_OP, txid_current(), guardian._xact_rows(TG_RELID, TG_OP, TG_ARGV[0] = 'p'))
+    ON CONFLICT (backend_pid, relid, operation) DO UPDATE SET xid = EXCLUDED.xid, rows = EXCLUDED.rows;
     RETURN NULL;
 END
 $$;
@@ -236,9 +250,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_relid regclass := TG_RELID;
-    v_key   text := 'guardian.rows_' || TG_RELID::oid || '_' || TG_OP;
     v_total bigint := guardian._xact_rows(TG_RELID, TG_OP, TG_ARGV[0] = 'p');
-    v_rows  bigint := v_total - coalesce(nullif(current_setting(v_key, true), '')::bigint, 0);
+    v_rows  bigint := v_total - coalesce((SELECT b.rows FROM guardian.statement_baselines AS b
+                                           WHERE b.backend_pid = pg_backend_pid() AND b.relid = TG_RELID
+                                             AND b.operation = TG_OP AND b.xid = txid_current()), 0);
 BEGIN
     IF (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = TG_RELID) THEN
         v_relid := pg_partition_root(TG_RELID);
