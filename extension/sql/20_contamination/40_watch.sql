@@ -228,16 +228,20 @@ COMMENT ON FUNCTION guardian._watch_record(regclass, jsonb, jsonb) IS
 -- the columns, and a partition (whose attnums may differ) has them under the same names.
 CREATE FUNCTION guardian._watched_attnums(p_watch guardian.watched_tables, p_rel regclass)
 RETURNS smallint[]
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN p_rel = p_watch.relid THEN p_watch.column_attnums
-           ELSE ARRAY(SELECT p.attnum
-                        FROM unnest(p_watch.column_attnums) WITH ORDINALITY AS u(attnum, o)
-                        JOIN pg_catalog.pg_attribute AS r ON r.attrelid = p_watch.relid AND r.attnum = u.attnum
-                        JOIN pg_catalog.pg_attribute AS p ON p.attrelid = p_rel AND p.attname = r.attname
-                                                          AND NOT p.attisdropped
-                       ORDER BY u.o) END
+BEGIN
+    IF p_rel = p_watch.relid THEN
+        RETURN p_watch.column_attnums;
+    END IF;
+    RETURN ARRAY(SELECT p.attnum
+                   FROM unnest(p_watch.column_attnums) WITH ORDINALITY AS u(attnum, o)
+                   JOIN pg_catalog.pg_attribute AS r ON r.attrelid = p_watch.relid AND r.attnum = u.attnum
+                   JOIN pg_catalog.pg_attribute AS p ON p.attrelid = p_rel AND p.attname = r.attname
+                                                     AND NOT p.attisdropped
+                  ORDER BY u.o);
+END
 $$;
 COMMENT ON FUNCTION guardian._watched_attnums(guardian.watched_tables, regclass) IS
     'Internal: the attnums of a watch''s columns in a table of its tree (the root itself or a partition).';

@@ -117,9 +117,13 @@ RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN k.kind IS NULL OR k.kind NOT IN ('email', 'phone', 'person_name') OR p_value IS NULL THEN p_value
-                ELSE guardian._redact(p_value, k.kind, guardian._anchors(k.kind, p_column)) || '#' || left(md5(p_value), 6) END
-      FROM (SELECT p_watch.column_kinds[array_position(p_watch.column_names, p_column)] AS kind) AS k
+    SELECT CASE WHEN p_value IS NULL
+                  OR coalesce(p_watch.column_kinds[array_position(p_watch.column_names, p_column)], '')
+                     NOT IN ('email', 'phone', 'person_name')
+                THEN p_value
+                ELSE guardian._redact(p_value, p_watch.column_kinds[array_position(p_watch.column_names, p_column)],
+                                      guardian._anchors(p_watch.column_kinds[array_position(p_watch.column_names, p_column)], p_column))
+                     || '#' || left(md5(p_value), 6) END
 $$;
 COMMENT ON FUNCTION guardian._key_text(guardian.watched_tables, text, text) IS
     'Internal: a key value as record ids show it (redacted, with a digest, when the key column holds personal data).';

@@ -94,43 +94,55 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH RECURSIVE base(oid, depth) AS (
-        SELECT p_type, 0
-        UNION ALL
-        SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END, b.depth + 1
-          FROM base AS b JOIN pg_catalog.pg_type AS t ON t.oid = b.oid
-         WHERE (t.typtype = 'd' OR (t.typelem <> 0 AND t.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc))
-           AND b.depth < 16)
-    SELECT bool_and(b.oid < 16384) FROM base AS b
+    -- Built in, a domain over a built-in type, or an array of one (deeper nesting is read as
+    -- text, which is always safe).
+    SELECT t.oid < 16384
+           OR (t.typtype = 'd' AND t.typbasetype < 16384)
+           OR (t.typelem <> 0 AND t.typelem < 16384 AND t.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc)
+      FROM pg_catalog.pg_type AS t WHERE t.oid = p_type
 $$;
 COMMENT ON FUNCTION guardian._json_safe_type(oid) IS
-    'Internal: is this type (through domains and arrays) built in, so that to_jsonb() of it runs no application cast?';
+    'Internal: is this type built in (or a domain or array of a built-in type), so that to_jsonb() of it runs no application cast?';
 
-CREATE FUNCTION guardian._row_json_sql(p_rel regclass, p_names text[] DEFAULT NULL, p_attnums smallint[] DEFAULT NULL)
+CREATE FUNCTION guardian._row_json_sql(p_rel regclass, p_names text[] DEFAULT NULL, p_attnums smallint[] DEFAULT NULL,
+                                       p_keys text[] DEFAULT NULL)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH cols AS (
-        SELECT a.attname::text AS name, a.attnum,
-               CASE WHEN guardian._json_safe_type(a.atttypid) THEN format('pg_catalog.to_jsonb(($1).%I)', a.attname)
-                    ELSE format('pg_catalog.to_jsonb(pg_catalog.format(%L, ($1).%I))', '%s', a.attname) END AS expr
-          FROM pg_catalog.pg_attribute AS a
-         WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped),
-    pairs AS (
-        SELECT c.name, c.expr, c.attnum FROM cols AS c
-        UNION ALL
-        SELECT w.name, c.expr, c.attnum
-          FROM unnest(p_names, p_attnums) AS w(name, attnum)
-          JOIN cols AS c ON c.attnum = w.attnum
-         WHERE w.name <> c.name),
-    numbered AS (
-        SELECT p.*, (row_number() OVER (ORDER BY p.attnum, p.name) - 1) / 50 AS chunk FROM pairs AS p)
-    SELECT 'SELECT ' || coalesce(string_agg(x.call, ' OPERATOR(pg_catalog.||) ' ORDER BY x.chunk), '''{}''::pg_catalog.jsonb')
-      FROM (SELECT n.chunk, 'pg_catalog.jsonb_build_object(' || string_agg(format('%L, %s', n.name, n.expr), ', ' ORDER BY n.attnum, n.name) || ')' AS call
-              FROM numbered AS n GROUP BY n.chunk) AS x
+BEGIN
+    -- With p_keys, only the watched columns (p_attnums) and the key columns; without, every
+    -- column (a row without a key is known by a digest of all of it). PL/pgSQL, so that the
+    -- plan of this query is kept for the session: it runs for every candidate row.
+    RETURN (
+        WITH cols AS (
+            SELECT a.attname::text AS name, a.attnum,
+                   CASE WHEN t.oid < 16384
+                             OR (t.typtype = 'd' AND t.typbasetype < 16384)
+                             OR (t.typelem <> 0 AND t.typelem < 16384
+                                 AND t.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc)
+                        THEN format('pg_catalog.to_jsonb(($1).%I)', a.attname)
+                        ELSE format('pg_catalog.to_jsonb(pg_catalog.format(%L, ($1).%I))', '%s', a.attname) END AS expr
+              FROM pg_catalog.pg_attribute AS a
+              JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+             WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped
+               AND (p_keys IS NULL OR a.attnum = ANY (p_attnums) OR a.attname = ANY (p_keys))),
+        pairs AS (
+            SELECT c.name, c.expr, c.attnum FROM cols AS c
+            UNION ALL
+            SELECT w.name, c.expr, c.attnum
+              FROM unnest(p_names, p_attnums) AS w(name, attnum)
+              JOIN cols AS c ON c.attnum = w.attnum
+             WHERE w.name <> c.name),
+        numbered AS (
+            SELECT p.*, (row_number() OVER (ORDER BY p.attnum, p.name) - 1) / 50 AS chunk FROM pairs AS p)
+        SELECT 'SELECT ' || coalesce(string_agg(x.call, ' OPERATOR(pg_catalog.||) ' ORDER BY x.chunk), '''{}''::pg_catalog.jsonb')
+          FROM (SELECT n.chunk, 'pg_catalog.jsonb_build_object('
+                                || string_agg(format('%L, %s', n.name, n.expr), ', ' ORDER BY n.attnum, n.name) || ')' AS call
+                  FROM numbered AS n GROUP BY n.chunk) AS x);
+END
 $$;
-COMMENT ON FUNCTION guardian._row_json_sql(regclass, text[], smallint[]) IS
+COMMENT ON FUNCTION guardian._row_json_sql(regclass, text[], smallint[], text[]) IS
     'Internal: SQL that turns a row of a table ($1) into JSON without running application code (built-in types as to_jsonb, others as output text).';
 
 CREATE FUNCTION guardian._watch_of(p_relid regclass)
@@ -179,7 +191,8 @@ BEGIN
     END IF;
     -- SECURITY DEFINER: nothing of the application may run here. The row is read through
     -- output functions (never to_jsonb of a row, which runs user-defined casts to json).
-    v_sql := guardian._row_json_sql(TG_RELID, v_watch.column_names, guardian._watched_attnums(v_watch, TG_RELID));
+    v_sql := guardian._row_json_sql(TG_RELID, v_watch.column_names, guardian._watched_attnums(v_watch, TG_RELID),
+                                    v_watch.key_columns);
     EXECUTE v_sql INTO v_new USING NEW;
     IF TG_OP = 'UPDATE' THEN
         EXECUTE v_sql INTO v_old USING OLD;
