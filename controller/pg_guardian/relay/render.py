@@ -47,6 +47,8 @@ ACTIONS = {
     "MODE_CHANGED": "Confirm that the guard mode change was intended.",
     "JOB_FAILED": "Read the job's error in guardian.job_status and fix its cause.",
     "RELAY_DEAD_LETTER": "Fix the failing channel, then re-send with `pg-guardian relay retry`.",
+    "TABLE_TRUNCATED": "Confirm the TRUNCATE was intended; if not, restore the table from a backup.",
+    "WATCH_LOST": "Watch the table again (guardian.watch) or drop its leftover guardian triggers.",
 }
 SEVERITY_ACTIONS = {
     "CRITICAL": "Act now: investigate and contain.",
