@@ -293,3 +293,127 @@ def test_the_relay_routes_by_the_routes_of_the_policy(dental: psycopg.Connection
     dental.execute("""SELECT guardian.set_response_setting('alerts.routes',
                           '[{"channels": ["oncall"], "severity": ["CRITICAL"]}]')""")
     assert routed("with the policy's routes") == {"oncall"}
+
+
+# ---- L1: nothing in a policy file becomes SQL of its own ------------------------------------
+
+INJECTED = "INSERT INTO public.sec_proof VALUES ('from the policy');--"
+
+
+def test_a_table_name_with_a_line_break_and_sql_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "evil.toml"
+    path.write_text(f'[environments.local.tables]\n"public.\\"p\\n{INJECTED}\\"" = "warn"\n')
+    with pytest.raises(policy.PolicyError) as caught:
+        policy.load(path, env={})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}:2: environments.local.tables.")
+    assert "\n" not in problem  # the name is shown escaped, on one line
+    name = f'public."p\n{INJECTED}"'
+    assert f"the name {name!r} holds a control character (\\n)" in problem
+    assert problem.endswith("cannot hold line breaks or other control characters: remove it from the file")
+
+
+def test_control_characters_are_reported_with_every_other_problem(tmp_path: Path) -> None:
+    path = tmp_path / "evil.toml"
+    path.write_text(
+        "[environments.local]\n"
+        'mode = "paranoid"\n'
+        'packs = ["reserved_domains\\r"]\n'
+        '[environments.local.activity.off_hours]\nstart = "22:00"\nend = "06:00"\ntimezone = "UTC\\u2028"\n'
+        '[environments."staging\\n"]\n'
+    )
+    with pytest.raises(policy.PolicyError) as caught:
+        policy.load(path, env={"LOCKDOWN_THRESHOLD": "250\n"})
+    text = "\n".join(caught.value.problems)
+    assert len(caught.value.problems) == 5, text
+    assert "environments.local.packs: the value 'reserved_domains\\r' holds a control character (\\r)" in text
+    assert "environments.local.activity.off_hours.timezone: the value 'UTC\\u2028' holds a control character" in text
+    assert "environments.\"staging\\n\": the name 'staging\\n' holds a control character (\\n)" in text
+    assert "LOCKDOWN_THRESHOLD: the value '250\\n' holds a control character (\\n)" in text
+    assert "environments.local.mode: 'paranoid' is not one of off, warn, strict" in text
+    assert str(caught.value).startswith(f"invalid policy file {path} (5 problems):")
+
+
+def test_names_with_a_final_newline_do_not_pass_the_patterns() -> None:
+    assert not policy.TABLE_NAME.fullmatch("public.p\n")
+    assert not policy.ENV_NAME.fullmatch("production\n")
+    assert not policy.HHMM.fullmatch("22:00\n")
+
+
+def _hostile(word: str) -> str:
+    return f"{word}\n{INJECTED}\r\u2028\x1b'\\"
+
+
+def _policy_naming(name: Any) -> policy.Policy:
+    """A policy (not checked by load()) whose every name and string comes from ``name``."""
+    table = f'public."{name("patients")}"'
+    section = {
+        "mode": "strict",
+        "packs": [name("pack")],
+        "rules": {name("rule"): {"enabled": True, "severity": "HIGH"}},
+        "tables": {
+            table: {
+                "mode": "warn",
+                "columns": {name("email"): "email", name("notes"): False},
+                "activity": {name("bulk_statement"): {"threshold": 5}},
+            },
+            f"public.{name('gone')}": {"watch": False},
+        },
+        "activity": {name("off_hours"): {"start": "22:00", "end": "06:00", "timezone": name("tz")}},
+        "lockdown": {"roles": [name("role")], "threshold": 5},
+        "routes": [{"channels": [name("slack")], "type": [name("TYPE")], "table_name": [table]}],
+    }
+    env = name("production")
+    pol = policy.Policy(path=Path(f"{name('policy')}.toml"), environments={env: section})
+    pol.overrides[env] = [f"LOCKDOWN_THRESHOLD={name('5')}"]
+    return pol
+
+
+def _skeleton(node: Any) -> Any:
+    """A parse tree with every string constant and position blanked out."""
+    if isinstance(node, dict):
+        if node.get("@") == "String" and "sval" in node:
+            return {"@": "String", "sval": "?"}
+        return {k: _skeleton(v) for k, v in node.items() if k != "location"}
+    if isinstance(node, list | tuple):
+        return [_skeleton(v) for v in node]
+    return node
+
+
+def test_a_rendered_script_holds_only_the_templates_lines_and_statements() -> None:
+    plain = _policy_naming(lambda word: word)
+    hostile = _policy_naming(_hostile)
+    wanted = policy.render(plain, "production")
+    got = policy.render(hostile, _hostile("production"))
+    assert INJECTED in got  # the payload is there, but only as text
+    assert len(got.splitlines()) == len(wanted.splitlines())
+    for line, template_line in zip(got.splitlines(), wanted.splitlines(), strict=True):
+        assert line.startswith("--") == template_line.startswith("--"), line
+    # Parsed, the two scripts are the same statements, differing only in their string constants.
+    assert [_skeleton(s.stmt(skip_none=True)) for s in pglast.parse_sql(got)] == [
+        _skeleton(s.stmt(skip_none=True)) for s in pglast.parse_sql(wanted)
+    ]
+    kinds = {type(s.stmt).__name__ for s in pglast.parse_sql(got)}
+    assert kinds == {"TransactionStmt", "SelectStmt", "UpdateStmt", "InsertStmt"}
+    policy.check_script(got)  # what apply() checks before it runs anything
+
+
+def test_apply_refuses_a_script_with_a_statement_the_template_does_not_make() -> None:
+    with pytest.raises(policy.PolicyError, match=r"a statement the policy template does not make: DeleteStmt"):
+        policy.check_script("BEGIN;\nSELECT 1;\nDELETE FROM public.sec_proof;\nCOMMIT;\n")
+    with pytest.raises(policy.PolicyError, match=r"InsertStmt into public\.sec_proof"):
+        policy.check_script("INSERT INTO public.sec_proof VALUES (1);\n")
+    with pytest.raises(policy.PolicyError, match=r"SelectStmt with a WITH clause"):
+        policy.check_script("WITH gone AS (DELETE FROM public.sec_proof RETURNING 1) SELECT count(*) FROM gone;\n")
+
+
+def test_the_reproduction_changes_nothing_through_the_cli(dental: psycopg.Connection, dsn: str, tmp_path: Path) -> None:
+    dental.execute("CREATE TABLE public.sec_proof (note text)")
+    path = tmp_path / "evil.toml"
+    path.write_text(f'[environments.local.tables]\n"public.\\"p\\n{INJECTED}\\"" = "warn"\n')
+    before = state(dental)
+    result = CliRunner().invoke(main, ["policy", "apply", "--env", "local", "--dsn", dsn, "-f", str(path)])
+    assert result.exit_code == 2
+    assert "holds a control character (\\n)" in result.output
+    assert state(dental) == before
+    assert scalar(dental, "SELECT count(*) FROM public.sec_proof") == 0

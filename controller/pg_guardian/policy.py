@@ -16,6 +16,11 @@ unless forced.
 The design's environment variables override the file for the environment being rendered
 (and say so in the SQL): ``AUTO_CLEANUP_ENABLED`` (auto_cleanup.enabled) and
 ``LOCKDOWN_THRESHOLD`` (lockdown.threshold).
+
+What a file says ends up in SQL: no name or value may hold a control character (a line break
+would end the ``--`` comment it is shown in and make the rest SQL). In the template every value
+goes through exactly one filter: ``literal``, ``array`` or ``jsonb`` (quoted SQL, never spanning
+a line) in code, ``comment`` (control characters escaped) in comments.
 """
 
 from __future__ import annotations
@@ -41,9 +46,13 @@ from pg_guardian.errors import GuardianError
 MODES = ("off", "warn", "strict")
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
 KINDS = ("email", "person_name", "organization", "phone", "identifier", "free_text")
-ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-TABLE_NAME = re.compile(r'^("[^"]+"|[^".\s]+)\.("[^"]+"|[^".\s]+)$')
-HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+TABLE_NAME = re.compile(r'("[^"]+"|[^".\s]+)\.("[^"]+"|[^".\s]+)')
+# Characters no name or value may hold: C0/C1 controls (line breaks among them), the Unicode
+# line and paragraph separators, and the bidirectional controls that make text read otherwise
+# than it runs. Patterns are matched whole (fullmatch): ``$`` would let a final newline through.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 ENV_OVERRIDES = {
     "AUTO_CLEANUP_ENABLED": ("auto_cleanup", "enabled"),
     "LOCKDOWN_THRESHOLD": ("lockdown", "threshold"),
@@ -155,8 +164,8 @@ class Policy:
         for n in range(len(path), 0, -1):
             line = self.lines.get(path[:n])
             if line:
-                return f"{self.path}:{line}"
-        return str(self.path)
+                return f"{visible(str(self.path))}:{line}"
+        return visible(str(self.path))
 
 
 def _show(value: Any) -> str:
@@ -165,6 +174,23 @@ def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
     return json.dumps(value, sort_keys=True)
+
+
+def visible(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+        if char in named:
+            return named[char]
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return CONTROL.sub(escape, text)
+
+
+def _shown_key(part: str) -> str:
+    return f'"{visible(part)}"' if "." in part or CONTROL.search(part) else part
 
 
 # ---- locations --------------------------------------------------------------------------
@@ -178,7 +204,18 @@ _INLINE = re.compile(rf"({_KEY_PART})\s*=")
 
 def _split_key(text: str) -> tuple[str, ...]:
     parts = re.findall(_KEY_PART, text)
-    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
+    return tuple(_unquote(p) for p in parts)
+
+
+def _unquote(part: str) -> str:
+    if part[:1] == "'":
+        return part[1:-1]
+    if part[:1] == '"':
+        try:  # a basic string: its escapes (\n, \") decoded as TOML does
+            return str(tomllib.loads(f"k = {part}")["k"])
+        except tomllib.TOMLDecodeError:
+            return part[1:-1]
+    return part
 
 
 def key_lines(text: str) -> dict[tuple[str, ...], int]:
@@ -231,8 +268,22 @@ class _Checker:
         self.problems: list[str] = []
 
     def add(self, path: tuple[str, ...], message: str) -> None:
-        shown = ".".join(f'"{p}"' if "." in p else p for p in path)
+        shown = ".".join(_shown_key(p) for p in path)
         self.problems.append(f"{self.policy.where(path)}: {shown}: {message}")
+
+    def text(self, path: tuple[str, ...], value: Any) -> None:
+        """Every key and string below ``path``: none may hold a control character."""
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                key = str(key)
+                if CONTROL.search(key):
+                    self.add((*path, key), _control_problem("the name", key))
+                self.text((*path, key), item)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.text((*path, str(index)) if isinstance(item, Mapping) else path, item)
+        elif isinstance(value, str) and CONTROL.search(value):
+            self.add(path, _control_problem("the value", value))
 
     def keys(self, path: tuple[str, ...], table: Mapping[str, Any], allowed: set[str]) -> None:
         for key in sorted(set(table) - allowed):
@@ -261,6 +312,15 @@ class _Checker:
         return list(value)
 
 
+def _control_problem(what: str, text: str) -> str:
+    char = CONTROL.search(text)
+    assert char is not None
+    return (
+        f"{what} {text!r} holds a control character ({visible(char.group())}); names and values "
+        "in a policy cannot hold line breaks or other control characters: remove it from the file"
+    )
+
+
 def _check_section(chk: _Checker, path: tuple[str, ...], raw: Mapping[str, Any]) -> None:
     chk.keys(path, raw, _SECTION_KEYS)
     if "mode" in raw and raw["mode"] not in MODES:
@@ -281,7 +341,7 @@ def _check_section(chk: _Checker, path: tuple[str, ...], raw: Mapping[str, Any])
             )
     for name, table in chk.table((*path, "tables"), raw.get("tables", {})).items():
         where = (*path, "tables", name)
-        if not TABLE_NAME.match(name):
+        if not CONTROL.search(name) and not TABLE_NAME.fullmatch(name):
             chk.add(where, 'tables are named schema.table, e.g. "dental.patients"')
         if isinstance(table, str):
             table = {"mode": table}
@@ -350,7 +410,7 @@ def _check_activity(chk: _Checker, path: tuple[str, ...], raw: Any) -> None:
         if "enabled" in value:
             chk.boolean((*where, "enabled"), value["enabled"])
         for key in ("start", "end"):
-            if key in value and not (isinstance(value[key], str) and HHMM.match(value[key])):
+            if key in value and not (isinstance(value[key], str) and HHMM.fullmatch(value[key])):
                 chk.add((*where, key), f"must be a time as HH:MM, not {_show(value[key])}")
         if ("start" in value) != ("end" in value):
             chk.add(where, "an off-hours window needs both start and end")
@@ -378,6 +438,9 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
 def _env_overrides(env: Mapping[str, str], chk: _Checker) -> dict[str, Any]:
     """The design's environment variables, as a section to merge over each environment."""
     extra: dict[str, Any] = {}
+    for var in ENV_OVERRIDES:
+        if CONTROL.search(env.get(var) or ""):
+            chk.problems.append(f"{var}: {_control_problem('the value', env[var])}")
     value = env.get("AUTO_CLEANUP_ENABLED")
     if value:
         if value.strip().lower() in ("1", "true", "yes", "on"):
@@ -415,6 +478,12 @@ def load(path: Path | str, *, env: Mapping[str, str] | None = None) -> Policy:
         raise PolicyError(f"invalid policy file {path}:\n  - {problem}", [problem]) from None
     policy.lines = key_lines(text)
     chk = _Checker(policy)
+    bad = CONTROL.search(path.name)
+    if bad:  # the file's name is shown in the rendered SQL too
+        chk.problems.append(
+            f"{visible(str(path))}: the file name holds a control character ({visible(bad.group())}): rename the file"
+        )
+    chk.text((), raw)
     chk.keys((), raw, {"version", "defaults", "environments"})
     if raw.get("version", 1) != 1:
         chk.add(("version",), f"{_show(raw.get('version'))}: this pg-guardian reads version 1")
@@ -426,7 +495,7 @@ def load(path: Path | str, *, env: Mapping[str, str] | None = None) -> Policy:
     overrides = _env_overrides(env, chk)
     for name, section in environments.items():
         env_path = ("environments", name)
-        if not ENV_NAME.match(name):
+        if not CONTROL.search(name) and not ENV_NAME.fullmatch(name):
             chk.add(env_path, "environment names are lower-case words, e.g. production")
         section = chk.table(env_path, section)
         _check_section(chk, env_path, section)
@@ -523,7 +592,8 @@ def check_routes(policy: Policy, channels: set[str]) -> list[str]:
 
 
 def sql_literal(value: Any) -> str:
-    """A value as an SQL literal: strings quoted (E'' when they hold a backslash), numbers,
+    """A value as an SQL literal: strings quoted (E'' when they hold a backslash or a control
+    character, which is written as an escape, so that a literal never spans a line), numbers,
     booleans and NULL as themselves."""
     if value is None:
         return "NULL"
@@ -533,9 +603,20 @@ def sql_literal(value: Any) -> str:
         return repr(value)
     text = str(value)
     quoted = "'" + text.replace("'", "''") + "'"
-    if "\\" in text:
-        quoted = "E" + quoted.replace("\\", "\\\\")
+    if "\\" in text or CONTROL.search(text):
+        quoted = "E" + CONTROL.sub(_e_escape, quoted.replace("\\", "\\\\"))
     return quoted
+
+
+def _e_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+def sql_comment(value: Any) -> str:
+    """Text for the rest of a ``--`` comment line: control characters written as escapes, so
+    that nothing a value holds can end the comment."""
+    return visible(str(value))
 
 
 def sql_array(values: list[str]) -> str:
@@ -563,6 +644,7 @@ def _environment() -> jinja2.Environment:
     jenv.filters["literal"] = sql_literal
     jenv.filters["array"] = sql_array
     jenv.filters["jsonb"] = sql_jsonb
+    jenv.filters["comment"] = sql_comment
     return jenv
 
 
@@ -641,6 +723,34 @@ def _route(raw: Mapping[str, Any]) -> dict[str, Any]:
 def render(policy: Policy, name: str, *, force: bool = False) -> str:
     """The SQL that makes a database match one environment of the policy."""
     return _environment().get_template("apply.sql.j2").render(**_context(policy, name, force))
+
+
+def check_script(script: str) -> None:
+    """Refuse a rendered policy script with a statement the template never makes (PolicyError):
+    only BEGIN/COMMIT, SELECTs (the guardian's functions) and UPDATE/INSERT of guardian tables,
+    none with a WITH clause (which could hold a data-changing statement of its own)."""
+    import pglast
+
+    try:
+        parsed = pglast.parse_sql(script)
+    except pglast.parser.ParseError as exc:
+        raise PolicyError(f"the SQL does not parse: {exc}") from exc
+    for item in parsed:
+        stmt = item.stmt
+        kind = type(stmt).__name__
+        target = getattr(stmt, "relation", None)
+        schema = getattr(target, "schemaname", None)
+        with_clause = getattr(stmt, "withClause", None) is not None
+        if not with_clause and (
+            kind in ("TransactionStmt", "SelectStmt") or (kind in ("UpdateStmt", "InsertStmt") and schema == "guardian")
+        ):
+            continue
+        what = kind if target is None else f"{kind} into {'.'.join(filter(None, (schema, target.relname)))}"
+        what += " with a WITH clause" if with_clause else ""
+        raise PolicyError(
+            f"the SQL holds a statement the policy template does not make: {what}; nothing was changed "
+            "(a policy renders only BEGIN, COMMIT, SELECT and changes to guardian tables)"
+        )
 
 
 def statements(script: str, *, without_transaction: bool = False) -> list[str]:
@@ -884,6 +994,7 @@ def apply(conn: psycopg.Connection, policy: Policy, name: str, *, force: bool = 
     changes = diff(conn, policy, name)
     changes = [c for c in changes if c.path != "environment"]
     script = render(policy, name, force=force)
+    check_script(script)
     parsed = statements(script, without_transaction=True)
     if changes:
         try:
