@@ -163,11 +163,6 @@ BEGIN
         RETURN false;
     END IF;
     IF p_fields[14] LIKE 'pg\_guardian: strict mode rejected%' THEN
-        -- guardian._on_contamination() recorded it as an alert already (through dblink) and
-        -- says so in the DETAIL, in these words: one report is enough
-        IF p_fields[15] LIKE '% Recorded as a STRICT\_MODE\_REJECTION alert.' THEN
-            RETURN false;
-        END IF;
         v_kind := 'strict_mode_rejected';
     ELSIF p_fields[12] = 'FATAL' AND p_fields[13] LIKE '28%' THEN
         v_kind := 'login_failed';
@@ -184,6 +179,27 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         v_at := now();
     END;
+    -- guardian._on_contamination() may have recorded the rejection as an alert already
+    -- (through dblink); its DETAIL then ends with ' Recorded as a STRICT_MODE_REJECTION alert.'
+    -- But the DETAIL also holds application data (the record's key, the sample), which can end
+    -- in those very words: the words are only a claim. One report is enough, so the record is
+    -- skipped only when the alert is really there: a STRICT_MODE_REJECTION alert of the same
+    -- table and rule (the message names both, and nothing of the row) that was open and
+    -- raised again within a few seconds before the rejection was logged (the recorder's
+    -- transaction commits just before the ERROR is written).
+    IF v_kind = 'strict_mode_rejected'
+       AND p_fields[15] LIKE '% Recorded as a STRICT\_MODE\_REJECTION alert.'
+       AND EXISTS (
+           SELECT FROM guardian.monitoring_alerts AS a
+            WHERE a.type = 'STRICT_MODE_REJECTION'
+              AND a.created_at <= v_at + interval '1 second'
+              AND a.last_seen_at >= v_at - interval '10 seconds'
+              AND a.table_name IS NOT NULL AND a.metadata ? 'rule'
+              AND starts_with(p_fields[14], 'pg_guardian: strict mode rejected test data in ' || a.table_name || '.')
+              AND right(p_fields[14], length(' (rule ' || (a.metadata ->> 'rule') || ')'))
+                  = ' (rule ' || (a.metadata ->> 'rule') || ')') THEN
+        RETURN false;
+    END IF;
     INSERT INTO guardian.security_events
         (occurred_at, kind, role_name, database_name, client_addr, application_name, sqlstate,
          message, detail, query, log_file)
@@ -195,7 +211,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION guardian._ingest_log_record(text[], text) IS
-    'Internal: keeps a parsed CSV log record as a security event when it is one (failed login, permission denied, strict-mode rejection).';
+    'Internal: keeps a parsed CSV log record as a security event when it is one (failed login, permission denied, strict-mode rejection not already recorded as an alert).';
 
 CREATE FUNCTION guardian._read_server_log()
 RETURNS text
