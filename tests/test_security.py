@@ -24,6 +24,10 @@ _GATED = (
     "SECURITY DEFINER, gated by _response_caller(): an admin, or a session acting on findings of its "
     "own transaction only; its claims are checked (records must be gone before an alert closes)"
 )
+_CATALOG = (
+    "SECURITY INVOKER, reads only the catalog (readable by all): what application code a tool would run; "
+    "called by scans, restores, cleanups and the auto-response"
+)
 PUBLIC_FUNCTIONS: dict[str, str] = {
     "current_environment()": _READ_ONLY,
     "current_mode()": _READ_ONLY,
@@ -82,6 +86,11 @@ PUBLIC_FUNCTIONS: dict[str, str] = {
     "_auto_response_begin()": "SECURITY DEFINER: reads only the findings of the caller's own transaction",
     "_auto_response_end()": "SECURITY DEFINER: ends the caller's own auto-response",
     "_auto_lockdown_check()": "SECURITY DEFINER: applies the guardian's own lockdown threshold, takes no input",
+    "_app_function(oid)": _CATALOG,
+    "_app_code_exposure(regclass[])": _CATALOG,
+    "_refuse_app_code(regclass[],text,text,text[])": _CATALOG + "; only ever refuses a superuser",
+    "_scan_row_json(regclass,text)": "returns SQL text for reading a row through output functions; reads nothing",
+    "_json_safe_type(oid)": "is a type built in? reads the catalog only",
 }
 
 

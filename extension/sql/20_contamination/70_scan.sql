@@ -15,6 +15,38 @@ END
 $$;
 COMMENT ON FUNCTION guardian._scan_plan(regclass) IS 'Internal: the columns and key a scan of a table uses.';
 
+-- A scan runs as whoever calls it, superusers included, over rows the application wrote:
+-- it must run none of the application's code (STYLE.md, "Whose code runs where"). A row
+-- becomes JSON through to_jsonb() only when every column is of a built-in type (to_jsonb()
+-- calls a cast to json only for types that are not); otherwise column by column, the other
+-- types as the text of their output function (format('%s'), never ::text, which a cast of the
+-- application's may take over). The prefilter reads columns by their type (C) or as text.
+CREATE FUNCTION guardian._scan_row_json(p_table regclass, p_alias text DEFAULT 't')
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH cols AS (
+        SELECT a.attname, a.attnum, guardian._json_safe_type(a.atttypid) AS safe
+          FROM pg_catalog.pg_attribute AS a
+         WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped
+    ), chunks AS (
+        -- jsonb_build_object() takes at most 100 arguments: 50 columns a call
+        SELECT (row_number() OVER (ORDER BY c.attnum) - 1) / 50 AS chunk, c.*
+          FROM cols AS c
+    )
+    SELECT CASE WHEN (SELECT bool_and(c.safe) FROM cols AS c) IS NOT FALSE THEN format('pg_catalog.to_jsonb(%I)', p_alias)
+                ELSE (SELECT string_agg(x.call, ' OPERATOR(pg_catalog.||) ' ORDER BY x.chunk)
+                        FROM (SELECT ch.chunk,
+                                     'pg_catalog.jsonb_build_object(' || string_agg(
+                                         format(CASE WHEN ch.safe THEN '%L, pg_catalog.to_jsonb(%I.%I)'
+                                                     ELSE '%L, pg_catalog.to_jsonb(pg_catalog.format(''%%s'', %I.%I))' END,
+                                                ch.attname, p_alias, ch.attname), ', ' ORDER BY ch.attnum) || ')' AS call
+                                FROM chunks AS ch GROUP BY ch.chunk) AS x) END
+$$;
+COMMENT ON FUNCTION guardian._scan_row_json(regclass, text) IS
+    'Internal: the SQL for a row (alias p_alias, default t) of a table as JSON without running application code (to_jsonb(t) when every column is built in; else column by column, other types as their output text).';
+
 CREATE FUNCTION guardian.scan(
     p_table regclass, p_record boolean DEFAULT false,
     p_from_page bigint DEFAULT NULL, p_to_page bigint DEFAULT NULL)
@@ -29,6 +61,7 @@ DECLARE
     v_anchors jsonb;
     v_filter  text;
     v_range   text := '';
+    v_row     text;
     v_query   text;
 BEGIN
     IF p_table IS NULL THEN
@@ -39,6 +72,9 @@ BEGIN
         RAISE EXCEPTION '% is not a table', p_table
             USING ERRCODE = 'wrong_object_type', HINT = 'Scan the tables a view reads from.';
     END IF;
+    -- Reading runs no application code here (see _scan_row_json); only row-level security,
+    -- which superusers bypass, could. The check keeps it that way if the scan ever changes.
+    PERFORM guardian._refuse_app_code(ARRAY[p_table], format('guardian.scan(%L)', p_table::text), p_runs => ARRAY['read']);
     v_watch := guardian._scan_plan(p_table);
     IF jsonb_array_length(v_watch.columns) = 0 THEN
         RETURN;
@@ -68,21 +104,28 @@ BEGIN
                                            (SELECT coalesce(array_agg(b), '{}') FROM guardian._applicable_rules() AS r,
                                                    unnest(r.terms) AS term, unnest(guardian._uuid_range(term)) AS b
                                              WHERE r.match_type = 'uuids' AND 'identifier' = ANY (r.kinds)))
-                               ELSE format('guardian._contains_any(t.%I::text, %L::text[])', c ->> 'column',
+                               ELSE format(CASE WHEN guardian._json_safe_type(a.atttypid)
+                                                THEN 'guardian._contains_any(t.%I::text, %L::text[])'
+                                                ELSE 'guardian._contains_any(pg_catalog.format(''%%s'', t.%I), %L::text[])' END,
+                                           c ->> 'column',
                                            ARRAY(SELECT jsonb_array_elements_text(v_anchors -> (c ->> 'column'))))
                           END, ' OR ')
           INTO v_filter
-          FROM jsonb_array_elements(v_watch.columns) AS c;
+          FROM jsonb_array_elements(v_watch.columns) AS c
+          LEFT JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = p_table AND a.attname = c ->> 'column' AND NOT a.attisdropped;
     END IF;
     IF p_from_page IS NOT NULL OR p_to_page IS NOT NULL THEN
         v_range := format(' AND t.ctid >= %L::tid AND t.ctid < %L::tid',
                           format('(%s,0)', coalesce(p_from_page, 0)), format('(%s,0)', coalesce(p_to_page, 4294967295)));
     END IF;
+    -- Only rows the prefilter lets through are turned into JSON.
+    v_row := guardian._scan_row_json(p_table);
     v_query := format(
-        'SELECT (guardian._record_ref($1, to_jsonb(t))).record_id, f.column_name, f.rule, f.severity, f.sample,
-                (guardian._record_ref($1, to_jsonb(t))).record_key
-           FROM %s AS t, LATERAL guardian._row_findings($1, to_jsonb(t), NULL, $3) AS f
-          WHERE (%s)%s', p_table, v_filter, v_range);
+        'SELECT (guardian._record_ref($1, %1$s)).record_id, f.column_name, f.rule, f.severity, f.sample,
+                (guardian._record_ref($1, %1$s)).record_key
+           FROM %2$s AS t, LATERAL guardian._row_findings($1, %1$s, NULL, $3) AS f
+          WHERE (%3$s)%4$s', v_row, p_table, v_filter, v_range);
     IF NOT p_record THEN
         RETURN QUERY EXECUTE format('SELECT record_id, column_name, rule, severity, sample FROM (%s) AS s', v_query)
             USING v_watch, NULL::regclass, v_anchors;

@@ -11,7 +11,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     -- The JSON form of a row's key, as guardian.findings.record_key has it.
     SELECT CASE WHEN k.key_columns IS NULL
-                THEN format('pg_catalog.jsonb_build_object(''row_md5'', pg_catalog.md5(pg_catalog.to_jsonb(%I)::text))', p_alias)
+                THEN format('pg_catalog.jsonb_build_object(''row_md5'', pg_catalog.md5((%s)::text))',
+                            guardian._scan_row_json(p_table, p_alias))
                 ELSE format('pg_catalog.jsonb_build_object(%s)',
                             (SELECT string_agg(format('%L, %I.%I', c, p_alias, c), ', ' ORDER BY o)
                                FROM unnest(k.key_columns) WITH ORDINALITY AS u(c, o)))
@@ -107,8 +108,9 @@ BEGIN
                       GROUP BY 1)
                  SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, true, x.findings, x.row_key)::guardian.cleanup_row)
                    FROM (SELECT t.tableoid, t.ctid, %s AS row_key, g.findings
-                           FROM %s AS t JOIN given AS g ON g.row_md5 = md5(to_jsonb(t)::text)%s) AS x',
-                v_step, guardian._table_root(v_table), guardian._key_expr(v_table, 't'), v_table, v_lock)
+                           FROM %s AS t JOIN given AS g ON g.row_md5 = md5((%s)::text)%s) AS x',
+                v_step, guardian._table_root(v_table), guardian._key_expr(v_table, 't'), v_table,
+                guardian._scan_row_json(v_table, 't'), v_lock)
               INTO v_found USING p_roots -> v_name;
         ELSE
             IF EXISTS (SELECT FROM unnest(v_cols) AS c

@@ -139,17 +139,17 @@ BEGIN
         SELECT format_type(a.atttypid, a.atttypmod) INTO v_type
           FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = p_table AND a.attname = v_watch.key_columns[1];
         EXECUTE format(
-            'SELECT jsonb_agg(jsonb_build_object(''key'', jsonb_build_object(%L, t.%I), ''findings'', $1 -> (to_jsonb(t) ->> %L))
+            'SELECT jsonb_agg(jsonb_build_object(''key'', jsonb_build_object(%L, t.%I), ''findings'', $1 -> ((%s) ->> %L))
                               ORDER BY t.%I)
                FROM %s AS t WHERE t.%I = ANY ($2::%s[])',
-            v_watch.key_columns[1], v_watch.key_columns[1], v_watch.key_columns[1], v_watch.key_columns[1],
-            p_table, v_watch.key_columns[1], v_type)
+            v_watch.key_columns[1], v_watch.key_columns[1], guardian._scan_row_json(p_table, 't'), v_watch.key_columns[1],
+            v_watch.key_columns[1], p_table, v_watch.key_columns[1], v_type)
           INTO v_roots USING v_found, ARRAY(SELECT jsonb_object_keys(v_found));
     ELSE
         EXECUTE format(
             'SELECT jsonb_agg(jsonb_build_object(''key'', r.record_key, ''findings'', $1 -> r.record_id) ORDER BY r.record_id)
-               FROM %s AS t, LATERAL guardian._record_ref($2, to_jsonb(t)) AS r
-              WHERE $1 ? r.record_id', p_table)
+               FROM %s AS t, LATERAL guardian._record_ref($2, %s) AS r
+              WHERE $1 ? r.record_id', p_table, guardian._scan_row_json(p_table, 't'))
           INTO v_roots USING v_found, v_watch;
     END IF;
     RETURN jsonb_build_object(p_table::text, coalesce(v_roots, '[]'));
@@ -182,6 +182,8 @@ BEGIN
     IF p_roots IS NULL THEN
         RETURN;
     END IF;
+    PERFORM guardian._refuse_app_code(ARRAY(SELECT guardian._regclass_of(k) FROM jsonb_object_keys(p_roots) AS k),
+                                      'a cleanup plan', p_runs => ARRAY['values']);
     v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false) AS r);
     v_given := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
     v_found := (SELECT count(*) FROM unnest(v_rows) AS r WHERE r.root);
@@ -440,6 +442,10 @@ DECLARE
     v_left  jsonb;
     v_name  text;
 BEGIN
+    -- Planning reads and compares key values: a superuser would run the application's casts
+    -- and operators on them with its rights.
+    PERFORM guardian._refuse_app_code(ARRAY(SELECT guardian._regclass_of(k) FROM jsonb_object_keys(p_roots) AS k),
+                                      'a cleanup plan', p_runs => ARRAY['values']);
     v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false) AS r);
     IF NOT EXISTS (SELECT FROM unnest(v_rows) AS r WHERE r.root) THEN
         v_name := (SELECT string_agg(k, ', ') FROM jsonb_object_keys(p_roots) AS k);

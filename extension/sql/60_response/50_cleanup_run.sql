@@ -38,8 +38,8 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('pg_catalog.to_jsonb(%I)', p_alias)
-           || coalesce(' || pg_catalog.jsonb_build_object(' ||
+    SELECT '(' || guardian._scan_row_json(p_table, p_alias) || ')'
+           || coalesce(' OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(' ||
                        (SELECT string_agg(format('%L, %I.%I::text', c, p_alias, c), ', ')
                           FROM unnest(guardian._json_columns(p_table)) AS c) || ')', '')
 $$;
@@ -183,6 +183,10 @@ BEGIN
                                             'Generate a new script with guardian.cleanup_script().') END;
     END IF;
 
+    -- A superuser would run the application's triggers, casts and operators with its rights.
+    PERFORM guardian._refuse_app_code(
+        ARRAY(SELECT DISTINCT (s ->> 'relid')::oid::regclass FROM jsonb_array_elements(v_script.steps) AS s),
+        format('cleanup script %s', p_batch), p_runs => ARRAY['write', 'values']);
     -- Lock the rows and count them again: the data may have changed since generation.
     v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, true) AS r);
     v_counts := guardian._cleanup_counts(p_roots, v_rows);

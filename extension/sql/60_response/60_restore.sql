@@ -2,6 +2,9 @@
 -- cleanup's order; a foreign-key cycle in one statement), then the keys its SET NULL steps
 -- cleared. It runs with the rights of the admin who asks, in one transaction: a table that is
 -- gone or changed, or a row that is back already, refuses the whole restore and nothing moves.
+-- Writing the rows back runs the application's code on those tables (triggers, the casts,
+-- operators and domain checks of its types) with the admin's rights: a superuser is refused
+-- when there is any (guardian._refuse_app_code), unless they ask for it by name.
 CREATE FUNCTION guardian._quarantine_claim(p_batch uuid)
 RETURNS guardian.quarantine_batches
 LANGUAGE plpgsql
@@ -92,7 +95,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION guardian._shape_difference(jsonb, jsonb) IS 'Internal: how a table''s columns differ from what they were.';
 
-CREATE FUNCTION guardian.restore(p_batch uuid, p_allowlist boolean DEFAULT true)
+CREATE FUNCTION guardian.restore(p_batch uuid, p_allowlist boolean, p_run_app_code boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -116,6 +119,7 @@ DECLARE
     v_allowed  integer := 0;
     v_detail   text;
     v_summary  text;
+    v_app_code text;
 BEGIN
     -- Every table must still be there, with the columns its rows were taken from.
     FOR v_step IN
@@ -148,6 +152,24 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'Nothing was restored; the rows stay in guardian.quarantine.',
                   HINT = format('Make the tables match again, or read the rows and restore them by hand: SELECT table_name, row_data FROM guardian.quarantine WHERE batch_id = %L ORDER BY step DESC;', p_batch);
+    END IF;
+
+    -- The application's code on these tables would run with the caller's rights.
+    IF p_run_app_code THEN
+        SELECT string_agg(format('%s: %s', e.relid, e.code), '; ' ORDER BY e.relid::text, e.code)
+          INTO v_app_code
+          FROM guardian._app_code_exposure(ARRAY(
+                   SELECT DISTINCT (s ->> 'relid')::oid::regclass FROM jsonb_array_elements(v_steps) AS s
+                    WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0)) AS e
+         WHERE e.kind <> 'row_security'
+           AND (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = CURRENT_USER);
+    ELSE
+        PERFORM guardian._refuse_app_code(
+            ARRAY(SELECT DISTINCT (s ->> 'relid')::oid::regclass FROM jsonb_array_elements(v_steps) AS s
+                   WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0),
+            format('to restore quarantine batch %s', p_batch),
+            format('Nothing was restored. Restore as a guardian admin who is not a superuser (that code then runs with that role''s rights), or, if that code may run as a superuser: SELECT guardian.restore(%L, %s, p_run_app_code => true);',
+                   p_batch, p_allowlist::text));
     END IF;
 
     -- The guardian removed these rows for what it found in them; told they are real, it must
@@ -254,13 +276,26 @@ BEGIN
                         SESSION_USER,
                         CASE WHEN v_allowed > 0 THEN format('; %s allowlist entr%s so that they are not flagged again',
                                                            v_allowed, CASE WHEN v_allowed = 1 THEN 'y' ELSE 'ies' END)
-                             ELSE '' END);
+                             ELSE '' END)
+                 || CASE WHEN v_app_code IS NOT NULL
+                         THEN format('; as asked (p_run_app_code), application code ran as superuser %s: %s', CURRENT_USER, v_app_code)
+                         ELSE '' END;
     PERFORM guardian._quarantine_restored(p_batch, v_summary);
     RETURN v_summary;
 END
 $$;
+COMMENT ON FUNCTION guardian.restore(uuid, boolean, boolean) IS
+    'Put a quarantine batch back, identical to what was removed (parents first, then the keys SET NULL cleared), in one transaction with the caller''s rights. Refuses a second restore, a dropped or changed table, or a row that is back already, changing nothing; refuses a superuser when writing the rows would run application code (triggers, casts, operators, domain checks: guardian._app_code_exposure) unless p_run_app_code, which the summary and alert then record. p_allowlist allowlists the values that got the rows removed, so they are not flagged again.';
+
+CREATE FUNCTION guardian.restore(p_batch uuid, p_allowlist boolean DEFAULT true)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT guardian.restore(p_batch, p_allowlist, false)
+$$;
 COMMENT ON FUNCTION guardian.restore(uuid, boolean) IS
-    'Put a quarantine batch back, identical to what was removed (parents first, then the keys SET NULL cleared), in one transaction with the caller''s rights. Refuses a second restore, a dropped or changed table, or a row that is back already, changing nothing. p_allowlist (default) allowlists the values that got the rows removed, so they are not flagged again.';
+    'Put a quarantine batch back, identical to what was removed (parents first, then the keys SET NULL cleared), in one transaction with the caller''s rights. Refuses a second restore, a dropped or changed table, a row that is back already, or a superuser when writing the rows would run application code, changing nothing. p_allowlist (default) allowlists the values that got the rows removed, so they are not flagged again.';
 
 CREATE FUNCTION guardian.prune_quarantine()
 RETURNS text
