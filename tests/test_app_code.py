@@ -221,3 +221,23 @@ def test_the_exposure_covers_partitions_and_leaves_out_the_guardians_own_trigger
     assert db.execute(exposure).fetchall() == []
     app.execute(TRIGGER.replace("public.patients", "public.visits_2025"))
     assert db.execute(exposure).fetchall() == [("visits_2025", "trigger", "trigger audit_row (public.audit_row())")]
+
+
+def test_a_superuser_cleanup_over_application_triggers_is_refused_and_runs_as_the_owner(
+    app: psycopg.Connection, db: psycopg.Connection
+) -> None:
+    app.execute(TRIGGER)
+    alert = contamination_alert(db, table="public.patients")
+    script = scalar(db, "SELECT guardian.cleanup_script(%s::uuid)", (alert,))
+    db.execute("TRUNCATE public.app_code_proof")
+    with pytest.raises(response.ResponseError, match="refusing cleanup script .* as superuser postgres") as err:
+        response.run_script(db, script)
+    assert "SET ROLE app_code_owner" in str(err.value) or "audit_row" in str(err.value)
+    assert scalar(db, "SELECT count(*) FROM public.patients WHERE id = 2") == 1
+    assert scalar(db, "SELECT count(*) FROM public.app_code_proof") == 0
+    # As the hint says: as the table's owner, whose rights the trigger should have.
+    db.execute(f"SET ROLE {APP}")
+    summary = response.run_script(db, script)
+    db.execute("RESET ROLE")
+    assert "quarantined 1 row(s)" in summary
+    assert scalar(db, "SELECT array_agg(DISTINCT who) FROM public.app_code_proof") == [APP]
