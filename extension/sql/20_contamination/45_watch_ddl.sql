@@ -3,18 +3,6 @@
 -- statement triggers, a table may not become an inheritance child of a watched table without
 -- being watched itself (row triggers are not inherited), and a partition that leaves a
 -- watched tree is reported.
-CREATE FUNCTION guardian._watch_root(p_rel regclass)
-RETURNS regclass
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT w.relid FROM guardian.watched_tables AS w
-     WHERE w.relid IN (p_rel, pg_partition_root(p_rel))
-     ORDER BY w.relid = p_rel DESC
-     LIMIT 1
-$$;
-COMMENT ON FUNCTION guardian._watch_root(regclass) IS 'Internal: the watched table that covers a table (itself or its partition root), or NULL.';
-
 -- Relations that carry guardian triggers but are no longer covered by a watch (a detached
 -- partition): one WATCH_LOST alert each, until watched again.
 CREATE FUNCTION guardian._report_unwatched()
@@ -35,7 +23,7 @@ BEGIN
            AND t.tgrelid NOT IN (SELECT w.relid FROM guardian.watched_tables AS w)
            AND t.tgrelid <> 'guardian.monitoring_alerts'::regclass
            AND (SELECT c.relnamespace FROM pg_catalog.pg_class AS c WHERE c.oid = t.tgrelid) <> 'guardian'::regnamespace
-           AND guardian._watch_root(t.tgrelid) IS NULL
+           AND (guardian._watch_of(t.tgrelid)).relid IS NULL
     LOOP
         PERFORM guardian.raise_alert(
             'WATCH_LOST', CASE WHEN guardian.current_environment() = 'production' THEN 'HIGH' ELSE 'MEDIUM' END,
@@ -85,16 +73,16 @@ BEGIN
         SELECT i.inhparent::regclass INTO v_parent
           FROM pg_catalog.pg_inherits AS i
           JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
-         WHERE i.inhrelid = v_rel AND NOT c.relispartition AND guardian._watch_root(i.inhparent) IS NOT NULL
+         WHERE i.inhrelid = v_rel AND NOT c.relispartition AND (guardian._watch_of(i.inhparent)).relid IS NOT NULL
          LIMIT 1;
-        IF FOUND AND guardian._watch_root(v_rel) IS NULL THEN
+        IF FOUND AND (guardian._watch_of(v_rel)).relid IS NULL THEN
             RAISE EXCEPTION '% may not inherit from watched table %: rows written to it would reach % unchecked', v_rel, v_parent, v_parent
                 USING ERRCODE = 'insufficient_privilege',
                       DETAIL = 'pg_guardian''s row triggers are not inherited by inheritance children (only by partitions).',
                       HINT = format('Create it without INHERITS, watch it (SELECT guardian.watch(%L);), then: ALTER TABLE %s INHERIT %s;',
                                     v_rel::text, v_rel, v_parent);
         END IF;
-        v_root := guardian._watch_root(v_rel);
+        v_root := (guardian._watch_of(v_rel)).relid;
         CONTINUE WHEN v_root IS NULL;
         v_seen := true;
         -- Every relation of the tree carries the statement triggers (new partitions do not).

@@ -21,7 +21,7 @@ GRANT EXECUTE ON FUNCTION guardian.scan(regclass, boolean, bigint, bigint), guar
     guardian._record_key(regclass), guardian._infer_kind(text, text, regtype), guardian._watch_of(regclass),
     guardian._relation_tree(regclass), guardian._watch_record(regclass, jsonb, jsonb),
     guardian._watched_attnums(guardian.watched_tables, regclass), guardian._key_text(guardian.watched_tables, text, text),
-    guardian._json_safe_type(oid), guardian._row_json_sql(regclass, text[], smallint[], text[]), guardian._watch_root(regclass)
+    guardian._json_safe_type(oid), guardian._row_json_sql(regclass, text[], smallint[], text[])
     TO guardian_reader;
 
 GRANT INSERT, UPDATE, DELETE ON guardian.rules, guardian.allowlist, guardian.activity_rules,
