@@ -44,9 +44,6 @@ PUBLIC_FUNCTIONS: dict[str, str] = {
     "_suspect(record)": _WHEN,
     "_suspect(record,record)": _WHEN,
     '_suspect_columns(regclass,"any")': "the scan's prefilter, run by whoever scans; C, NULL-safe",
-    "_prefilter_spec(regclass,boolean)": (
-        "read by the C prefilter as the writer: attnums and anchors of watched columns"
-    ),
     "_on_contamination()": (
         "trigger function, cloned onto new partitions by whoever creates them; cannot be called other than as "
         "a trigger, does nothing on a table that is not watched"

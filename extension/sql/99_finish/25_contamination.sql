@@ -38,7 +38,9 @@ GRANT EXECUTE ON FUNCTION guardian.watch(regclass, jsonb, text), guardian.unwatc
     guardian._compile_rules(), guardian.rollup_activity(), guardian.prune_activity()
     TO guardian_admin;
 
-GRANT EXECUTE ON FUNCTION guardian._prefilter_spec(regclass, boolean) TO PUBLIC;
+-- The C prefilter reads the specification of a table as the function's owner, so PUBLIC
+-- (whoever writes) needs no EXECUTE on it: the anchors are the rules' terms.
+GRANT EXECUTE ON FUNCTION guardian._prefilter_spec(regclass, boolean) TO guardian_reader;
 
 -- The C triggers and prefilter exist only where the library is installed.
 DO $grant_c$
