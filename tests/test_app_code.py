@@ -230,7 +230,7 @@ def test_a_superuser_cleanup_over_application_triggers_is_refused_and_runs_as_th
     alert = contamination_alert(db, table="public.patients")
     script = scalar(db, "SELECT guardian.cleanup_script(%s::uuid)", (alert,))
     db.execute("TRUNCATE public.app_code_proof")
-    with pytest.raises(response.ResponseError, match="refusing cleanup script .* as superuser postgres") as err:
+    with pytest.raises(response.ResponseError, match=r"refusing cleanup script .* as superuser postgres") as err:
         response.run_script(db, script)
     assert "SET ROLE app_code_owner" in str(err.value) or "audit_row" in str(err.value)
     assert scalar(db, "SELECT count(*) FROM public.patients WHERE id = 2") == 1
