@@ -335,8 +335,8 @@ BEGIN
     v_c := to_regprocedure('guardian._activity_end()') IS NOT NULL;
     v_ddl := v_ddl || ARRAY(
         SELECT s.ddl FROM guardian._relation_tree(p_table) AS p,
-               LATERAL unnest(guardian._statement_trigger_ddl(p.relid, v_c)) WITH ORDINALITY AS s(ddl, o)
-         ORDER BY p.level, p.relid::text, s.o);
+               LATERAL guardian._statement_trigger_ddl(p.relid, v_c) AS s
+         ORDER BY p.level, p.relid::text, s.name);
     RETURN v_ddl;
 END
 $$;
@@ -345,21 +345,21 @@ COMMENT ON FUNCTION guardian._trigger_ddl(regclass, jsonb) IS 'Internal: the CRE
 -- Statement triggers are not inherited by partitions: each relation of a watched tree carries
 -- its own (watch() makes them; the DDL event trigger adds them to new partitions).
 CREATE FUNCTION guardian._statement_trigger_ddl(p_rel regclass, p_c boolean)
-RETURNS text[]
+RETURNS TABLE (name text, ddl text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ARRAY(
-        SELECT CASE WHEN t.name = 'guardian_truncate'
-                    THEN format('CREATE TRIGGER guardian_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian._on_truncate()', p_rel)
-                    ELSE format('CREATE TRIGGER %I %s INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian.%I(%L)',
-                                t.name, t.timing, p_rel, CASE WHEN p_c THEN t.c_func ELSE t.sql_func END, c.relkind) END
-          FROM pg_catalog.pg_class AS c
-         CROSS JOIN (VALUES ('guardian_activity', 'AFTER', '_activity_end', '_on_statement'),
-                            ('guardian_activity_start', 'BEFORE', '_activity_start', '_before_statement'),
-                            ('guardian_truncate', 'AFTER', NULL, NULL)) AS t(name, timing, c_func, sql_func)
-         WHERE c.oid = p_rel
-         ORDER BY t.name)
+    SELECT t.name,
+           CASE WHEN t.name = 'guardian_truncate'
+                THEN format('CREATE TRIGGER guardian_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian._on_truncate()', p_rel)
+                ELSE format('CREATE TRIGGER %I %s INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION guardian.%I(%L)',
+                            t.name, t.timing, p_rel, CASE WHEN p_c THEN t.c_func ELSE t.sql_func END, c.relkind) END
+      FROM pg_catalog.pg_class AS c
+     CROSS JOIN (VALUES ('guardian_activity', 'AFTER', '_activity_end', '_on_statement'),
+                        ('guardian_activity_start', 'BEFORE', '_activity_start', '_before_statement'),
+                        ('guardian_truncate', 'AFTER', NULL, NULL)) AS t(name, timing, c_func, sql_func)
+     WHERE c.oid = p_rel
+     ORDER BY t.name
 $$;
 COMMENT ON FUNCTION guardian._statement_trigger_ddl(regclass, boolean) IS
     'Internal: the statement triggers (activity before and after, TRUNCATE) of one relation of a watched tree.';

@@ -89,9 +89,8 @@ BEGIN
         FOR v_stmt IN
             SELECT s.ddl
               FROM guardian._relation_tree(v_root) AS p,
-                   LATERAL unnest(guardian._statement_trigger_ddl(p.relid, v_c)) AS s(ddl)
-             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS t
-                                WHERE t.tgrelid = p.relid AND t.tgname = substring(s.ddl FROM '^CREATE TRIGGER (\S+) '))
+                   LATERAL guardian._statement_trigger_ddl(p.relid, v_c) AS s
+             WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = p.relid AND t.tgname = s.name)
         LOOP
             EXECUTE v_stmt;
         END LOOP;

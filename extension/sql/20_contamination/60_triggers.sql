@@ -113,7 +113,8 @@ AS $$
 BEGIN
     -- With p_keys, only the watched columns (p_attnums) and the key columns; without, every
     -- column (a row without a key is known by a digest of all of it). PL/pgSQL, so that the
-    -- plan of this query is kept for the session: it runs for every candidate row.
+    -- plan of this query is kept for the session: it runs for every candidate row, which is
+    -- also why the test of guardian._json_safe_type() is written out here, not called.
     RETURN (
         WITH cols AS (
             SELECT a.attname::text AS name, a.attnum,
