@@ -56,7 +56,7 @@ lint: setup build ## pgspot on the built script, ruff and mypy on the controller
 		--proc-without-search-path 'guardian._rule_matches(p_match_type text,p_matcher text,p_terms text[],p_value text)' \
 		--proc-without-search-path 'guardian._anchors(p_kind text,p_column text)' \
 		--proc-without-search-path 'guardian._uuid_bounds(p_column text)' \
-		build/extension/pg_guardian--0.1.0.sql
+		build/extension/pg_guardian--$$(sed -n "s/^default_version = '\(.*\)'/\1/p" extension/pg_guardian.control).sql
 	$(VENV)/bin/ruff check controller tests bench
 	$(VENV)/bin/ruff format --check controller tests bench
 	$(VENV)/bin/mypy controller/pg_guardian

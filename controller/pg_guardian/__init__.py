@@ -1,3 +1,3 @@
 """pg_guardian controller: installs the extension, applies policies, relays alerts."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -2,7 +2,7 @@
 \echo Use "ALTER EXTENSION pg_guardian UPDATE TO '0.1.0'" to load this file. \quit
 
 -- Pre-1.0 updates rebuild: move the 0.0.1 objects aside, create 0.1.0 exactly as a fresh
--- install does (spliced in below by pg_guardian.scripts), then carry the data over.
+-- 0.1.0 install does (its frozen script, spliced in below by pg_guardian.scripts), then carry the data over.
 ALTER TABLE guardian.monitoring_alerts RENAME TO _v001_monitoring_alerts;
 ALTER TABLE guardian._v001_monitoring_alerts RENAME CONSTRAINT monitoring_alerts_pkey TO _v001_monitoring_alerts_pkey;
 DROP INDEX guardian.idx_alerts_severity, guardian.idx_alerts_type, guardian.idx_alerts_created_at;
@@ -10,7 +10,7 @@ ALTER TABLE guardian.config RENAME TO _v001_config;
 ALTER TABLE guardian._v001_config RENAME CONSTRAINT config_pkey TO _v001_config_pkey;
 DROP FUNCTION guardian.set_environment(text);
 
--- @@ current version script @@
+-- @@ install script 0.1.0 @@
 
 -- 0.0.1 stored the environment as a config key; its alert rows carry over unchanged (times
 -- were local timestamps: read them in the server's time zone).
