@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +27,15 @@ METHODS = ("auto", "extension", "sql")
 
 @dataclass(frozen=True)
 class InstallState:
-    """What is installed in a database: version and path (``None`` when not installed)."""
+    """What is installed in a database: version and path (``None`` when not installed).
+
+    ``notes``: what an install or upgrade had to do differently here, for the user to read
+    (a fallback to the plain-SQL path, features a non-superuser cannot have).
+    """
 
     version: str | None
     method: str | None
+    notes: tuple[str, ...] = ()
 
 
 def migrations_dir() -> Path:
@@ -99,15 +106,28 @@ def install(conn: psycopg.Connection, *, method: str = "auto", version: str | No
             f"the server has no pg_guardian {version} extension files; run `make install` on the "
             "database host (needs postgresql-server-dev-15), or install with --method sql"
         )
-    use_extension = method == "extension" or (method == "auto" and on_server)
-    with conn.transaction():
+    notes: list[str] = []
+    with _server_notes(conn, notes), conn.transaction():
+        use_extension = method == "extension" or (method == "auto" and on_server)
         if use_extension:
-            conn.execute(
-                sql.SQL("CREATE EXTENSION {} VERSION {} CASCADE").format(
-                    sql.Identifier(EXTENSION), sql.Literal(version)
-                )
-            )
-        else:
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        sql.SQL("CREATE EXTENSION {} VERSION {} CASCADE").format(
+                            sql.Identifier(EXTENSION), sql.Literal(version)
+                        )
+                    )
+            except psycopg.errors.InsufficientPrivilege as exc:
+                reason = exc.diag.message_primary or str(exc)
+                if method == "extension":
+                    raise InstallError(
+                        f"{reason}: CREATE EXTENSION pg_guardian needs a superuser; as the database "
+                        "owner of a managed Postgres (RDS, Cloud SQL, Supabase) install with --method sql "
+                        "(or the default --method auto, which falls back to it)"
+                    ) from exc
+                notes.append(f"CREATE EXTENSION refused ({reason}): installed as plain SQL instead")
+                use_extension = False
+        if not use_extension:
             exists = conn.execute("SELECT to_regnamespace('guardian')").fetchone()[0]  # type: ignore[index]
             if exists is not None:
                 raise InstallError(
@@ -118,7 +138,24 @@ def install(conn: psycopg.Connection, *, method: str = "auto", version: str | No
             conn.execute((migrations_dir() / "version_table.sql").read_text())
             _apply_plain(conn, scripts.released_script(version), version, "install")
         _ensure_dblink(conn)
-    return installed(conn)
+    state = installed(conn)
+    return InstallState(state.version, state.method, tuple(notes))
+
+
+@contextmanager
+def _server_notes(conn: psycopg.Connection, notes: list[str]) -> Iterator[None]:
+    """Collect the script's own NOTICEs (``pg_guardian: ...``): what this server cannot have."""
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        text = diag.message_primary or ""
+        if text.startswith("pg_guardian: "):
+            notes.append(text.removeprefix("pg_guardian: "))
+
+    conn.add_notice_handler(keep)
+    try:
+        yield
+    finally:
+        conn.remove_notice_handler(keep)
 
 
 RECORDER_SCHEMA = "guardian_ext"
@@ -183,10 +220,35 @@ def upgrade(conn: psycopg.Connection, *, to: str | None = None) -> tuple[str, st
                 sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(sql.Identifier(EXTENSION), sql.Literal(target))
             )
         else:
+            # The guardian's own event triggers would report the update's DDL and grants as a
+            # user's changes (ALTER EXTENSION marks them as the extension's instead): they are
+            # off for this transaction only, and back as they were before it commits.
+            paused = _pause_event_triggers(conn)
             for path in chain:
                 step_to = re.fullmatch(r".*--(.+)\.sql", path.name).group(1)  # type: ignore[union-attr]
                 _apply_plain(conn, scripts.update_script(path), step_to, "update")
+            for name, enabled in paused:
+                conn.execute(
+                    sql.SQL("ALTER EVENT TRIGGER {} {}").format(sql.Identifier(name), sql.SQL(_ENABLE[enabled]))
+                )
     return state.version, target
+
+
+_ENABLE = {"O": "ENABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}
+
+
+def _pause_event_triggers(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Disable the guardian's enabled event triggers in this transaction (a superuser's; on
+    managed Postgres there are none). Returns each one's name and state, to restore."""
+    rows = conn.execute(
+        """SELECT e.evtname, e.evtenabled FROM pg_catalog.pg_event_trigger AS e
+             JOIN pg_catalog.pg_proc AS p ON p.oid = e.evtfoid
+            WHERE p.pronamespace = 'guardian'::regnamespace AND e.evtenabled <> 'D'
+            ORDER BY e.evtname"""
+    ).fetchall()
+    for name, _ in rows:
+        conn.execute(sql.SQL("ALTER EVENT TRIGGER {} DISABLE").format(sql.Identifier(name)))
+    return [(str(name), str(state)) for name, state in rows]
 
 
 def uninstall(conn: psycopg.Connection, *, drop_alerts: bool = False) -> str | None:

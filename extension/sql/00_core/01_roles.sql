@@ -18,3 +18,24 @@ END
 $roles$;
 
 GRANT guardian_reader TO guardian_admin;
+
+-- Giving objects to guardian_owner (99_finish/10_ownership.sql) needs membership in it. A
+-- superuser has it; a managed-Postgres installer (CREATEROLE database owner, e.g. the RDS
+-- master user) grants it to itself, which PostgreSQL 15 allows for any role that is not a
+-- superuser. Where it is refused, say who must grant it.
+DO $membership$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER, 'guardian_owner', 'MEMBER') THEN
+        EXECUTE format('GRANT guardian_owner TO %I', CURRENT_USER);
+    END IF;
+    -- Whoever installs administers: a superuser always may, a database owner is made an admin.
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER, 'guardian_admin', 'MEMBER') THEN
+        EXECUTE format('GRANT guardian_admin TO %I', CURRENT_USER);
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE EXCEPTION 'pg_guardian: % cannot take membership in roles guardian_owner and guardian_admin', CURRENT_USER
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = SQLERRM,
+              HINT = format('As a superuser or a role with ADMIN OPTION on it, run: GRANT guardian_owner, guardian_admin TO %I; then install again.', CURRENT_USER);
+END
+$membership$;

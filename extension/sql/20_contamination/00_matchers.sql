@@ -38,7 +38,7 @@ BEGIN
     COMMENT ON FUNCTION guardian._suspect(record, record) IS
         'Internal prefilter (C): may this updated row hold test data in a column that changed? (NULL old row: every column.)';
 EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function THEN
-    RAISE NOTICE 'pg_guardian: shared library not available, using SQL matchers (slower writes on watched tables)';
+    RAISE NOTICE 'pg_guardian: the C prefilter is not loaded (%): using the SQL matchers (slower writes on watched tables)', SQLERRM;
     CREATE FUNCTION guardian._contains_any(p_value text, p_needles text[])
     RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE

@@ -291,6 +291,6 @@ BEGIN
     COMMENT ON FUNCTION guardian._activity_end() IS
         'Statement trigger (C): logs the write''s row count to guardian.activity_log and follows up when needed.';
 EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function THEN
-    RAISE NOTICE 'pg_guardian: shared library not available, activity is tracked in PL/pgSQL (slower writes)';
+    RAISE NOTICE 'pg_guardian: the C activity triggers are not loaded (%): activity is tracked in PL/pgSQL (slower writes)', SQLERRM;
 END
 $activity_c$;

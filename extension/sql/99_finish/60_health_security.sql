@@ -13,8 +13,16 @@ BEGIN
         GRANT pg_monitor TO guardian_owner;
         GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO guardian_owner;
     ELSE
-        RAISE WARNING 'pg_guardian: % is not a superuser; health checks see only their own sessions and the server log is not read', CURRENT_USER
-            USING HINT = 'As a superuser run: GRANT pg_monitor TO guardian_owner; GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO guardian_owner;';
+        -- A CREATEROLE database owner (RDS, Cloud SQL, Supabase) may grant pg_monitor on
+        -- PostgreSQL 15; the server log stays out of reach (pg_read_binary_file is the
+        -- superuser's to grant, and managed services keep their logs outside the database).
+        BEGIN
+            GRANT pg_monitor TO guardian_owner;
+            RAISE NOTICE 'pg_guardian: % is not a superuser; guardian_owner was made a member of pg_monitor, but the server log is not read (failed logins are not seen)', CURRENT_USER;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'pg_guardian: % is not a superuser; health checks see only their own sessions and the server log is not read', CURRENT_USER
+                USING HINT = 'As a superuser run: GRANT pg_monitor TO guardian_owner; GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO guardian_owner;';
+        END;
     END IF;
 END
 $rights$;
@@ -78,7 +86,8 @@ GRANT EXECUTE ON FUNCTION guardian._prune_cron_history(interval) TO guardian_own
 GRANT SELECT ON guardian.parameters, guardian.parameter_values, guardian.checks, guardian.check_status,
     guardian.security_events, guardian.log_reader_state, guardian.size_history
     TO guardian_reader;
-GRANT EXECUTE ON FUNCTION guardian.param(text), guardian._check_enabled(text) TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.param(text), guardian._check_enabled(text), guardian.cluster_checks_database()
+    TO guardian_reader;
 GRANT EXECUTE ON FUNCTION guardian.set_param(text, numeric, text), guardian.set_check_enabled(text, boolean, text),
     guardian.run_checks(text, text), guardian.run_checks_job(text), guardian.run_retention(),
     guardian.set_job(text, boolean, text, interval), guardian._check_cron_schedule(text)
