@@ -77,6 +77,9 @@ def template_db(cluster: LocalCluster) -> Iterator[str]:
         conn.execute("CREATE EXTENSION plpython3u")
         method = os.environ.get("GUARDIAN_TEST_INSTALL", "extension")
         install_mod.install(conn, method=method)
+        # Every test database is a whole guarded cluster of its own: it runs the cluster-wide
+        # checks too (tests/test_deployments.py covers the choice of one database).
+        conn.execute("INSERT INTO guardian.settings (key, value) VALUES ('cluster.checks_database', '\"*\"')")
     yield TEMPLATE
     janitor.drop()
 

@@ -14,6 +14,8 @@ from pg_guardian import scripts
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster
 
+CURRENT = scripts.default_version()
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args), env=env)
@@ -23,9 +25,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 def test_cli_install_uses_extension_when_files_are_on_server(cluster: LocalCluster, blank_dbname: str) -> None:
     code, out = run_cli("install", "--dsn", cluster.dsn(blank_dbname), "--environment", "staging")
     assert code == 0, out
-    assert "installed pg_guardian 0.1.0 (extension)" in out
+    assert f"installed pg_guardian {CURRENT} (extension)" in out
     with psycopg.connect(cluster.dsn(blank_dbname)) as conn:
-        assert scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pg_guardian'") == "0.1.0"
+        assert scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pg_guardian'") == CURRENT
         assert scalar(conn, "SELECT guardian.current_environment()") == "staging"
 
 
@@ -42,7 +44,7 @@ def test_plain_sql_install_creates_the_same_objects_as_the_extension(
     assert code == 0, out
     assert "(sql)" in out
     with psycopg.connect(cluster.dsn(blank_dbname)) as plain, psycopg.connect(cluster.dsn(dbname)) as ext:
-        assert scalar(plain, "SELECT guardian.version()") == "0.1.0"
+        assert scalar(plain, "SELECT guardian.version()") == CURRENT
         assert scalar(plain, "SELECT count(*) FROM pg_extension WHERE extname = 'pg_guardian'") == 0
         plain_snapshot, ext_snapshot = catalog_snapshot(plain), catalog_snapshot(ext)
         for kind in ext_snapshot:
@@ -113,9 +115,9 @@ def test_missing_server_packages_are_named(tmp_path: Path) -> None:
 def test_upgrade_to_unknown_version_is_refused(cluster: LocalCluster, dbname: str) -> None:
     code, out = run_cli("upgrade", "--dsn", cluster.dsn(dbname), "--to", "9.9.9")
     assert code == 2
-    assert "unknown pg_guardian version '9.9.9'" in out and "0.1.0" in out
+    assert "unknown pg_guardian version '9.9.9'" in out and CURRENT in out
     with psycopg.connect(cluster.dsn(dbname)) as conn:
-        assert scalar(conn, "SELECT guardian.version()") == "0.1.0"
+        assert scalar(conn, "SELECT guardian.version()") == CURRENT
 
 
 def test_unknown_install_version_is_refused(cluster: LocalCluster, blank_dbname: str) -> None:
@@ -140,7 +142,7 @@ def test_upgrade_from_previous_version_keeps_data_and_matches_fresh_install(
         )
     code, out = run_cli("upgrade", "--dsn", dsn)
     assert code == 0, out
-    assert "0.0.1 -> 0.1.0" in out
+    assert f"0.0.1 -> {CURRENT}" in out
     with psycopg.connect(dsn) as upgraded, psycopg.connect(cluster.dsn(dbname)) as fresh:
         assert scalar(upgraded, "SELECT guardian.current_environment()") == "staging"
         row = upgraded.execute(
@@ -154,8 +156,12 @@ def test_status_reports_version_environment_mode_and_open_alerts(cluster: LocalC
     db.execute("SELECT guardian.set_environment('production')")
     db.execute("SELECT guardian.set_mode('strict')")
     code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname))
+    assert code == 1, out  # nothing runs the jobs of a test database
+    assert "guarded: NO" in out
+    db.execute("SELECT guardian.note_job_scheduler('jobs serve')")
+    code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname))
     assert code == 0, out
-    assert "pg_guardian 0.1.0 (" in out
+    assert f"pg_guardian {CURRENT} (" in out
     assert "environment: production   mode: strict" in out
     assert "HIGH 1" in out  # the environment change to production is audited as HIGH
     code, out = run_cli("status", "--dsn", cluster.dsn(db.info.dbname), "--format", "json")
@@ -177,7 +183,7 @@ def test_uninstall_refuses_without_force(cluster: LocalCluster, dbname: str) -> 
     code, out = run_cli("uninstall", "--dsn", cluster.dsn(dbname))
     assert code == 2 and "--force" in out
     with psycopg.connect(cluster.dsn(dbname)) as conn:
-        assert scalar(conn, "SELECT guardian.version()") == "0.1.0"
+        assert scalar(conn, "SELECT guardian.version()") == CURRENT
 
 
 @pytest.mark.parametrize("method", ["extension", "sql"])
@@ -206,7 +212,7 @@ def test_uninstall_with_drop_alerts_keeps_nothing(cluster: LocalCluster, dbname:
 
 def test_server_script_is_the_assembled_source(cluster: LocalCluster, db: psycopg.Connection) -> None:
     sharedir = scalar(db, "SELECT setting FROM pg_config WHERE name = 'SHAREDIR'")
-    installed = Path(sharedir, "extension", "pg_guardian--0.1.0.sql").read_text()
+    installed = Path(sharedir, "extension", f"pg_guardian--{CURRENT}.sql").read_text()
     assert installed == scripts.install_script(), "run `make install`: the server has a stale script"
 
 
@@ -218,7 +224,7 @@ def test_make_install_with_database_url_installs_into_that_database(cluster: Loc
     proc = subprocess.run(["make", "-s", "install"], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     with psycopg.connect(cluster.dsn(blank_dbname)) as conn:
-        assert scalar(conn, "SELECT guardian.version()") == "0.1.0"
+        assert scalar(conn, "SELECT guardian.version()") == CURRENT
     proc = subprocess.run(["make", "-s", "install"], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "already installed" in proc.stdout

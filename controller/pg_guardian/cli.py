@@ -17,6 +17,7 @@ import psycopg
 
 from pg_guardian import __version__, db
 from pg_guardian import install as install_mod
+from pg_guardian import jobs as jobs_mod
 from pg_guardian import status as status_mod
 from pg_guardian.errors import GuardianError
 
@@ -93,10 +94,22 @@ def install(
         else:
             state = install_mod.install(conn, method=method, version=version)
             click.echo(f"installed pg_guardian {state.version} ({state.method}) in {conn.info.dbname}")
+            for note in state.notes:
+                click.echo(f"  note: {note}")
         if environment:
             conn.execute("SELECT guardian.set_environment(%s)", (environment,))
         if mode:
             conn.execute("SELECT guardian.set_mode(%s)", (mode,))
+        _echo_scheduling(jobs_mod.schedule(conn))
+
+
+def _echo_scheduling(result: jobs_mod.Scheduling) -> None:
+    """Say where the jobs run, or, on stderr, that nothing runs them and what to run."""
+    if result.scheduled:
+        click.echo(f"jobs: {result.detail}")
+    else:
+        click.echo(f"WARNING: the guardian's jobs are not scheduled: {result.detail}", err=True)
+        click.echo(f"  fix: {result.fix}", err=True)
 
 
 @main.command()
@@ -118,6 +131,10 @@ def uninstall(dsn: str | None, force: bool, drop_alerts: bool) -> None:
     if not force:
         raise GuardianError("uninstall removes every guardian trigger and table; re-run with --force")
     with db.connect(dsn, "uninstall", autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('guardian.job_scheduler')").fetchone()[0]:  # type: ignore[index]
+            problem = jobs_mod.unschedule_remote(conn)
+            if problem:
+                click.echo(f"WARNING: {problem}", err=True)
         archive = install_mod.uninstall(conn, drop_alerts=drop_alerts)
         click.echo("pg_guardian uninstalled" + (f"; alert history kept in {archive}" if archive else ""))
 
@@ -128,6 +145,13 @@ def _print_status(data: dict[str, Any]) -> None:
         return
     click.echo(f"pg_guardian {data['version']} ({data['install_method']}) in {data['database']}")
     click.echo(f"  environment: {data['environment']}   mode: {data['mode']}")
+    guard = data.get("guard")
+    if guard and guard["guarded"]:
+        where = f" in database {guard['scheduled_in']}" if guard.get("scheduled_in") else ""
+        click.echo(f"  guarded: yes (jobs run by {guard['scheduler']}{where})")
+    elif guard:
+        click.echo(f"  guarded: NO: {guard['problem']}")
+        click.echo(f"    fix: {guard['fix']}")
     feats = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in data["features"].items())
     click.echo(f"  features: {feats}")
     if data.get("lockdown"):
@@ -154,13 +178,15 @@ def _print_status(data: dict[str, Any]) -> None:
 @dsn_option
 @format_option
 def status(dsn: str | None, fmt: str) -> None:
-    """Version, environment, mode, watched tables, jobs and open alerts."""
+    """Version, environment, mode, watched tables, jobs and open alerts; exit 1 while no job runs."""
     with db.connect(dsn, "status", autocommit=True) as conn:
         data = status_mod.status(conn)
     if fmt == "json":
         emit_json(data)
     else:
         _print_status(data)
+    if data.get("guard") and not data["guard"]["guarded"]:
+        sys.exit(1)
 
 
 @main.command()
@@ -418,8 +444,6 @@ def jobs() -> None:
 @format_option
 def jobs_list(dsn: str | None, fmt: str) -> None:
     """Each job: schedule (UTC), last run, lag, overdue."""
-    from pg_guardian import jobs as jobs_mod
-
     with db.connect(dsn, "jobs list", autocommit=True) as conn:
         rows = jobs_mod.list_jobs(conn)
     if fmt == "json":
@@ -435,8 +459,6 @@ def jobs_list(dsn: str | None, fmt: str) -> None:
 @format_option
 def jobs_run(dsn: str | None, all_jobs: bool, names: tuple[str, ...], fmt: str) -> None:
     """One pass: run the jobs that are due (or --all, or --job NAME). Exit 1 if one failed."""
-    from pg_guardian import jobs as jobs_mod
-
     with db.connect(dsn, "jobs run", autocommit=True) as conn:
         runs = jobs_mod.run_due(conn, all_jobs=all_jobs, names=names)
     if fmt == "json":
@@ -453,22 +475,65 @@ def jobs_run(dsn: str | None, all_jobs: bool, names: tuple[str, ...], fmt: str) 
 @dsn_option
 @click.option("--passes", type=int, help="Stop after this many passes (default: never).")
 @click.option("--interval", type=float, help="Seconds between passes (default: each minute).")
-def jobs_serve(dsn: str | None, passes: int | None, interval: float | None) -> None:
+@click.option("--metrics-port", type=int, help="Also serve Prometheus metrics on this port (/metrics).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+def jobs_serve(
+    dsn: str | None, passes: int | None, interval: float | None, metrics_port: int | None, metrics_host: str
+) -> None:
     """Keep running due jobs, for databases where pg_cron does not run them."""
-    from pg_guardian import jobs as jobs_mod
+    from pg_guardian import metrics
 
-    jobs_mod.serve(dsn, echo=click.echo, passes=passes, interval=interval)
+    stop = metrics.serve_in_background(metrics_host, metrics_port, [db.resolve_dsn(dsn)]) if metrics_port else None
+    try:
+        jobs_mod.serve(dsn, echo=click.echo, passes=passes, interval=interval)
+    finally:
+        if stop:
+            stop()
+
+
+@main.group("metrics")
+def metrics_group() -> None:
+    """Prometheus metrics: each job's last success, guarded or not, open alerts."""
+
+
+@metrics_group.command("show")
+@click.option("--dsn", "dsns", multiple=True, help="A database (repeatable); default: $DATABASE_URL.")
+def metrics_show(dsns: tuple[str, ...]) -> None:
+    """Print the metrics once (what /metrics answers)."""
+    from pg_guardian import metrics
+
+    click.echo(metrics.render([db.resolve_dsn(d) for d in dsns] or [db.resolve_dsn(None)]), nl=False)
+
+
+@metrics_group.command("serve")
+@click.option("--dsn", "dsns", multiple=True, help="A database (repeatable); default: $DATABASE_URL.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9187, show_default=True, type=int, help="Port to listen on.")
+def metrics_serve(dsns: tuple[str, ...], host: str, port: int) -> None:
+    """Serve /metrics until stopped, for a dead man's switch outside the database."""
+    from pg_guardian import metrics
+
+    server = metrics.make_server(host, port, [db.resolve_dsn(d) for d in dsns] or [db.resolve_dsn(None)])
+    click.echo(f"serving http://{host}:{server.server_address[1]}/metrics")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
 
 
 @jobs.command("register")
 @dsn_option
 def jobs_register(dsn: str | None) -> None:
-    """Schedule the jobs with pg_cron where it runs in this database (says why not)."""
-    from pg_guardian import jobs as jobs_mod
-
+    """Schedule the jobs with pg_cron, here or from its own database (exit 1 and the fix if not)."""
     with db.connect(dsn, "jobs register", autocommit=True) as conn:
-        for row in jobs_mod.register(conn):
-            click.echo(f"{row['job']}: {'scheduled ' if row['scheduled'] else ''}{row['detail']}")
+        result = jobs_mod.register(conn)
+    for row in result.jobs:
+        click.echo(f"{row['job']}: {'scheduled ' if row['scheduled'] else ''}{row['detail']}")
+    _echo_scheduling(result)
+    if not result.scheduled:
+        sys.exit(1)
 
 
 @main.group()
@@ -784,12 +849,25 @@ def fingerprint(dsn: str | None, output: Path | None) -> None:
 
 
 def _cleanup_target(func: F) -> F:
-    """ALERT_ID, or --table with optional --record ids (as a scan returned them)."""
+    """ALERT_ID, or --table with optional --record ids (as a scan returned them); --include-restricted."""
+    func = click.option(
+        "--include-restricted",
+        is_flag=True,
+        help="Also remove (and quarantine) rows that reference removed rows through ON DELETE RESTRICT / "
+        "NO ACTION, with what depends on them; without it such rows refuse the cleanup.",
+    )(func)
     func = click.option(
         "--record", "records", multiple=True, help="Only this record id of --table (repeatable), as scanned."
     )(func)
     func = click.option("--table", help="Clean up what a scan finds in this table now (schema.table).")(func)
     return click.argument("alert_id", required=False)(func)
+
+
+def _cleanup_warnings(rows: list[dict[str, Any]]) -> None:
+    """A plan's warnings (rows protected by RESTRICT that are removed, or block), on stderr."""
+    for r in rows:
+        if r.get("warning"):
+            click.echo(f"warning: step {r['step']} ({r['action']} {r['table_name']}): {r['warning']}", err=True)
 
 
 @main.group()
@@ -801,16 +879,26 @@ def cleanup() -> None:
 @dsn_option
 @_cleanup_target
 @format_option
-def cleanup_plan(dsn: str | None, alert_id: str | None, table: str | None, records: tuple[str, ...], fmt: str) -> None:
+def cleanup_plan(
+    dsn: str | None,
+    alert_id: str | None,
+    table: str | None,
+    records: tuple[str, ...],
+    include_restricted: bool,
+    fmt: str,
+) -> None:
     """Dry run: each step (foreign-key order) with the rows it would touch. Exit 1 if blocked."""
     from pg_guardian import response
 
     with db.connect(dsn, "cleanup plan", autocommit=True) as conn:
-        rows = response.cleanup_plan(conn, alert=alert_id, table=table, records=list(records))
+        rows = response.cleanup_plan(
+            conn, alert=alert_id, table=table, records=list(records), include_restricted=include_restricted
+        )
     if fmt == "json":
         emit_json(rows)
     else:
         _table(rows, ("step", "table_name", "action", "rows", "via", "detail"))
+        _cleanup_warnings(rows)
     if any(r["action"] == "blocked" and r["rows"] for r in rows):
         sys.exit(1)
 
@@ -820,13 +908,20 @@ def cleanup_plan(dsn: str | None, alert_id: str | None, table: str | None, recor
 @_cleanup_target
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the script here.")
 def cleanup_script(
-    dsn: str | None, alert_id: str | None, table: str | None, records: tuple[str, ...], output: Path | None
+    dsn: str | None,
+    alert_id: str | None,
+    table: str | None,
+    records: tuple[str, ...],
+    include_restricted: bool,
+    output: Path | None,
 ) -> None:
     """Print the cleanup script (also stored with its alert); run it with psql -f."""
     from pg_guardian import response
 
     with db.connect(dsn, "cleanup script", autocommit=True) as conn:
-        script = response.cleanup_script(conn, alert=alert_id, table=table, records=list(records))
+        script = response.cleanup_script(
+            conn, alert=alert_id, table=table, records=list(records), include_restricted=include_restricted
+        )
     if output:
         output.write_text(script)
         click.echo(f"cleanup script written to {output}")
@@ -839,20 +934,31 @@ def cleanup_script(
 @_cleanup_target
 @click.option("--force", is_flag=True, help="Really remove the rows (they are quarantined first).")
 def cleanup_run(
-    dsn: str | None, alert_id: str | None, table: str | None, records: tuple[str, ...], force: bool
+    dsn: str | None,
+    alert_id: str | None,
+    table: str | None,
+    records: tuple[str, ...],
+    include_restricted: bool,
+    force: bool,
 ) -> None:
     """Generate the cleanup script and run it in one transaction (needs --force)."""
     from pg_guardian import response
 
     with db.connect(dsn, "cleanup run", autocommit=True) as conn:
-        rows = response.cleanup_plan(conn, alert=alert_id, table=table, records=list(records))
+        rows = response.cleanup_plan(
+            conn, alert=alert_id, table=table, records=list(records), include_restricted=include_restricted
+        )
         total = sum(r["rows"] for r in rows if r["action"] != "blocked")
         if not force:
             _table(rows, ("step", "table_name", "action", "rows", "via"))
+            _cleanup_warnings(rows)
             raise GuardianError(
                 f"cleanup run would remove or change {total} row(s) (quarantined first); re-run with --force"
             )
-        script = response.cleanup_script(conn, alert=alert_id, table=table, records=list(records))
+        _cleanup_warnings(rows)
+        script = response.cleanup_script(
+            conn, alert=alert_id, table=table, records=list(records), include_restricted=include_restricted
+        )
         click.echo(response.run_script(conn, script))
 
 

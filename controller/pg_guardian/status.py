@@ -78,6 +78,10 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
                   FROM guardian.job_status AS j {cron_join} ORDER BY j.name"""
         ).fetchall()
     ]
+    if _exists(conn, "guardian.job_scheduler"):
+        from pg_guardian.jobs import guard_status
+
+        result["guard"] = guard_status(conn)
     if _exists(conn, "guardian.check_status"):
         # Checks that could not run, or only partly, are the first thing to fix.
         by_status = cur.execute(

@@ -19,6 +19,7 @@ CREATE TABLE guardian.jobs (
     runs             bigint NOT NULL DEFAULT 0,
     failures         bigint NOT NULL DEFAULT 0,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_ok_at       timestamptz,
     CONSTRAINT jobs_name_chk CHECK (name ~ '^[a-z][a-z0-9_]{0,40}$'),
     CONSTRAINT jobs_schedule_chk CHECK (schedule ~ '^(\S+\s+){4}\S+$' OR schedule ~ '^[0-9]+ seconds$'),
     CONSTRAINT jobs_status_chk CHECK (last_status IN ('running', 'ok', 'error', 'skipped')),
@@ -72,6 +73,7 @@ BEGIN
            last_status      = CASE WHEN v_error IS NULL THEN 'ok' ELSE 'error' END,
            last_error       = v_error,
            last_result      = left(v_result, 1000),
+           last_ok_at       = CASE WHEN v_error IS NULL THEN clock_timestamp() ELSE j.last_ok_at END,
            runs             = j.runs + 1,
            failures         = j.failures + (v_error IS NOT NULL)::int
      WHERE j.name = p_name;
@@ -136,6 +138,7 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+    PERFORM guardian.note_job_scheduler('pg_cron', current_database());
 END
 $$;
 COMMENT ON FUNCTION guardian.register_jobs() IS
@@ -154,6 +157,7 @@ BEGIN
                     WHERE jobname LIKE 'guardian\_%' AND database = current_database()$q$
            INTO v_count;
     END IF;
+    PERFORM guardian.note_job_scheduler(NULL);
     RETURN v_count;
 END
 $$;
@@ -166,7 +170,8 @@ CREATE VIEW guardian.job_status AS
 SELECT j.name, j.schedule, j.enabled, j.last_started_at, j.last_finished_at, j.last_status,
        j.last_error, j.last_result, j.last_duration, j.runs, j.failures, j.max_lag,
        pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) AS lag,
-       j.enabled AND pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) > j.max_lag AS overdue
+       j.enabled AND pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) > j.max_lag AS overdue,
+       j.last_ok_at
   FROM guardian.jobs AS j;
 COMMENT ON VIEW guardian.job_status IS
     'Each guardian job with its last run and result, lag since then (since registration if it never ran) and whether it is overdue (lag > max_lag).';

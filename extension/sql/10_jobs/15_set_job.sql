@@ -83,6 +83,11 @@ BEGIN
             RAISE NOTICE 'guardian job % changed; pg_cron still has the old schedule', p_name
                 USING HINT = 'As the role that owns the guardian pg_cron jobs, run: SELECT * FROM guardian.register_jobs();';
         END IF;
+    ELSIF EXISTS (SELECT FROM guardian.job_scheduler AS s
+                   WHERE s.kind = 'pg_cron' AND s.database IS DISTINCT FROM current_database()) THEN
+        RAISE NOTICE 'guardian job % changed; pg_cron in database % still has the old schedule', p_name,
+                     (SELECT s.database FROM guardian.job_scheduler AS s)
+            USING HINT = 'Run: pg-guardian jobs register';
     END IF;
     RETURN v_job;
 END

@@ -29,14 +29,52 @@ CREATE TABLE guardian.checks (
     last_detail   text,
     last_findings integer,
     last_duration interval,
+    scope         text NOT NULL DEFAULT 'database',
     CONSTRAINT checks_name_chk CHECK (name ~ '^[a-z][a-z0-9_]{0,40}$'),
     CONSTRAINT checks_category_chk CHECK (category ~ '^[a-z][a-z0-9_]{0,20}$'),
-    CONSTRAINT checks_status_chk CHECK (last_status IN ('ok', 'findings', 'degraded', 'error'))
+    CONSTRAINT checks_status_chk CHECK (last_status IN ('ok', 'findings', 'degraded', 'error', 'elsewhere')),
+    CONSTRAINT checks_scope_chk CHECK (scope IN ('database', 'cluster'))
 );
 COMMENT ON TABLE guardian.checks IS
     'Registered checks by category (health, security, posture, jobs): the function returning guardian.finding rows, whether findings are conditions (auto-resolved when cleared) or events, and how the last run went. Switch one off with guardian.set_check_enabled().';
 COMMENT ON COLUMN guardian.checks.last_status IS
-    'ok: nothing found; findings: alerts raised; degraded: the check could only partly look (see last_detail); error: it failed (a CHECK_FAILED alert says why).';
+    'ok: nothing found; findings: alerts raised; degraded: the check could only partly look (see last_detail); error: it failed (a CHECK_FAILED alert says why); elsewhere: a cluster-wide check that another database of the cluster runs.';
+COMMENT ON COLUMN guardian.checks.scope IS
+    'database: every guarded database runs it; cluster: it looks at the whole cluster (connections, replication, wraparound, logins, roles) and runs in one database only, guardian.cluster_checks_database().';
+
+-- One cluster often guards several databases. A cluster-wide check runs in one of them: the
+-- one the setting cluster.checks_database names ('*': every database), else the pg_cron
+-- database when the guardian is installed there, else the guarded database created first.
+-- The guarded databases are found in the shared catalog: objects owned by guardian_owner.
+CREATE FUNCTION guardian.cluster_checks_database()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_setting text := guardian.setting('cluster.checks_database') #>> '{}';
+    v_cron    text := nullif(current_setting('cron.database_name', true), '');
+    v_db      text;
+BEGIN
+    IF nullif(v_setting, '') IS NOT NULL THEN
+        RETURN v_setting;
+    END IF;
+    SELECT d.datname INTO v_db
+      FROM pg_catalog.pg_database AS d
+     WHERE NOT d.datistemplate AND d.datallowconn
+       AND EXISTS (SELECT FROM pg_catalog.pg_shdepend AS s
+                    WHERE s.dbid = d.oid
+                      AND s.refclassid = 'pg_catalog.pg_authid'::regclass
+                      AND s.refobjid = (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'guardian_owner')
+                      AND s.deptype = 'o')
+     ORDER BY d.datname IS DISTINCT FROM v_cron, d.oid
+     LIMIT 1;
+    RETURN coalesce(v_db, current_database());
+END
+$$;
+COMMENT ON FUNCTION guardian.cluster_checks_database() IS
+    'The database of this cluster that runs the cluster-wide checks: the setting cluster.checks_database (''*'': every one), else the pg_cron database if guarded, else the guarded database created first.';
 SELECT pg_catalog.pg_extension_config_dump('guardian.checks', 'WHERE NOT builtin');
 
 CREATE FUNCTION guardian.set_check_enabled(p_name text, p_enabled boolean, p_environment text DEFAULT '*')
@@ -160,6 +198,7 @@ DECLARE
     v_hint     text;
     v_started  timestamptz;
     v_matched  boolean := false;
+    v_cluster_db text;
 BEGIN
     FOR v_check IN
         SELECT * FROM guardian.checks AS c
@@ -176,6 +215,22 @@ BEGIN
             detail := 'switched off: SELECT guardian.set_check_enabled(' || quote_literal(v_check.name) || ', true);';
             RETURN NEXT;
             CONTINUE;
+        END IF;
+        IF v_check.scope = 'cluster' THEN
+            v_cluster_db := coalesce(v_cluster_db, guardian.cluster_checks_database());
+            IF v_cluster_db NOT IN ('*', current_database()) THEN
+                -- Another database raises these findings; what this one raised before is its.
+                status := 'elsewhere';
+                detail := format('cluster-wide check: runs in database %s', v_cluster_db);
+                PERFORM guardian._resolve_cleared(v_check.name, '{}',
+                    format('cluster-wide check %s now runs in database %s', v_check.name, v_cluster_db));
+                UPDATE guardian.checks AS c
+                   SET last_run_at = clock_timestamp(), last_status = 'elsewhere', last_detail = detail,
+                       last_findings = 0, last_duration = NULL
+                 WHERE c.name = v_check.name;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
         END IF;
         v_started := clock_timestamp();
         v_findings := NULL; v_status := NULL; v_note := NULL; v_keep := '{}';
@@ -277,7 +332,8 @@ COMMENT ON FUNCTION guardian.run_checks_job(text) IS
 
 CREATE VIEW guardian.check_status AS
 SELECT c.name, c.category, guardian._check_enabled(c.name) AS enabled, c.is_condition,
-       c.description, c.last_run_at, c.last_status, c.last_detail, c.last_findings, c.last_duration
+       c.description, c.last_run_at, c.last_status, c.last_detail, c.last_findings, c.last_duration,
+       c.scope
   FROM guardian.checks AS c;
 COMMENT ON VIEW guardian.check_status IS
     'Each check: category, on or off in this environment, how its last run went (ok, findings, degraded with the reason, error).';

@@ -54,3 +54,7 @@ INSERT INTO guardian.jobs (name, schedule, command, description, max_lag, builti
     ('health_checks', '*/5 * * * *', 'SELECT guardian.run_checks_job(''health'')',
      'Database health checks: connections, long queries, idle transactions, lock waits, replication, wraparound, cache, dead rows, growth, sequences, invalid indexes',
      '30 minutes', true);
+
+-- These look at the whole cluster: one guarded database of it runs them.
+UPDATE guardian.checks SET scope = 'cluster'
+ WHERE name IN ('connections', 'replication_lag', 'replication_slots', 'xid_wraparound');

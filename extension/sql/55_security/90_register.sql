@@ -19,3 +19,7 @@ INSERT INTO guardian.jobs (name, schedule, command, description, max_lag, builti
     ('security_posture', '23 * * * *', 'SELECT guardian.run_checks_job(''posture'')',
      'Risky posture: RLS off on tables with policies, SECURITY DEFINER without search_path, PUBLIC-readable tables, PUBLIC-writable schemas',
      '3 hours', true);
+
+-- These look at the whole cluster: one guarded database of it runs them.
+UPDATE guardian.checks SET scope = 'cluster'
+ WHERE name IN ('server_log', 'role_changes');

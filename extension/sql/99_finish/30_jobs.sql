@@ -1,4 +1,6 @@
-GRANT SELECT ON guardian.jobs, guardian.job_status TO guardian_reader;
+GRANT SELECT ON guardian.jobs, guardian.job_status, guardian.job_scheduler TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.guard_status() TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.note_job_scheduler(text, text) TO guardian_admin;
 GRANT EXECUTE ON FUNCTION guardian.run_job(text), guardian.register_jobs(), guardian.unregister_jobs()
     TO guardian_admin;
 
