@@ -38,13 +38,21 @@ def _uuid(value: str, what: str) -> str:
 
 
 def _target(
-    alert: str | None, table: str | None, records: tuple[str, ...] | list[str] | None
+    alert: str | None,
+    table: str | None,
+    records: tuple[str, ...] | list[str] | None,
+    include_restricted: bool = False,
 ) -> tuple[str, tuple[Any, ...]]:
     if bool(alert) == bool(table):
         raise ResponseError("name either an alert id or --table (not both)")
+    params: tuple[Any, ...]
     if alert:
-        return "%s::uuid", (_uuid(alert, "alert"),)
-    return "%s::regclass, %s::text[]", (table, list(records) if records else None)
+        args, params = "%s::uuid", (_uuid(alert, "alert"),)
+    else:
+        args, params = "%s::regclass, %s::text[]", (table, list(records) if records else None)
+    if include_restricted:
+        return f"{args}, p_include_restricted => true", params
+    return args, params
 
 
 def cleanup_plan(
@@ -53,14 +61,19 @@ def cleanup_plan(
     alert: str | None = None,
     table: str | None = None,
     records: list[str] | None = None,
+    include_restricted: bool = False,
 ) -> list[dict[str, Any]]:
-    """The dry run: each step with the rows it would touch (changes nothing)."""
-    args, params = _target(alert, table, records)
+    """The dry run: each step with the rows it would touch (changes nothing).
+
+    With ``include_restricted``, rows that reference removed rows through ON DELETE RESTRICT /
+    NO ACTION are removed too, in steps of action ``delete_restricted`` that carry a ``warning``.
+    """
+    args, params = _target(alert, table, records, include_restricted)
     try:
         with conn.transaction():
             return list(
                 conn.cursor(row_factory=dict_row).execute(
-                    f"SELECT step, table_name, action, rows, via, detail FROM guardian.cleanup_plan({args})",
+                    f"SELECT step, table_name, action, rows, via, detail, warning FROM guardian.cleanup_plan({args})",
                     params,
                 )
             )
@@ -74,9 +87,14 @@ def cleanup_script(
     alert: str | None = None,
     table: str | None = None,
     records: list[str] | None = None,
+    include_restricted: bool = False,
 ) -> str:
-    """Generate (and register, and store with its alert) the cleanup script."""
-    args, params = _target(alert, table, records)
+    """Generate (and register, and store with its alert) the cleanup script.
+
+    Raises ResponseError when rows that stay reference removed rows through ON DELETE RESTRICT /
+    NO ACTION, unless ``include_restricted`` (then they are removed and quarantined too).
+    """
+    args, params = _target(alert, table, records, include_restricted)
     try:
         with conn.transaction():
             row = conn.execute(f"SELECT guardian.cleanup_script({args})", params).fetchone()

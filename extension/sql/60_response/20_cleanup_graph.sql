@@ -1,7 +1,9 @@
 -- What a cleanup touches, from the catalog alone: starting at the tables of the contaminated
 -- rows, every foreign key that references a table whose rows are deleted, followed through
--- ON DELETE CASCADE. The steps are derived from these edges only (never from data), so that
--- the script generated for an alert and the capture that runs it agree on step numbers.
+-- ON DELETE CASCADE (and, when the cleanup is asked to include restricted rows, through ON
+-- DELETE RESTRICT / NO ACTION too). The steps are derived from these edges only (never from
+-- data), so that the script generated for an alert and the capture that runs it agree on step
+-- numbers.
 CREATE FUNCTION guardian._table_root(p_table regclass)
 RETURNS regclass
 LANGUAGE sql STABLE
@@ -60,7 +62,7 @@ CREATE TYPE guardian.cleanup_edge AS (
 COMMENT ON TYPE guardian.cleanup_edge IS
     'Internal: a foreign key as a cleanup sees it: child and parent tables and columns, ON DELETE action, columns it sets.';
 
-CREATE FUNCTION guardian._cleanup_edges(p_roots regclass[])
+CREATE FUNCTION guardian._cleanup_edges(p_roots regclass[], p_include_restricted boolean DEFAULT false)
 RETURNS SETOF guardian.cleanup_edge
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -72,7 +74,8 @@ BEGIN
     LOOP
         v_more := ARRAY(SELECT DISTINCT c.conrelid::regclass
                           FROM pg_catalog.pg_constraint AS c
-                         WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confdeltype = 'c'
+                         WHERE c.contype = 'f' AND c.conparentid = 0
+                           AND (c.confdeltype = 'c' OR (p_include_restricted AND c.confdeltype IN ('r', 'a')))
                            AND c.confrelid = ANY (v_deletable) AND c.conrelid <> ALL (v_deletable));
         EXIT WHEN cardinality(v_more) = 0;
         v_deletable := v_deletable || v_more;
@@ -89,35 +92,56 @@ BEGIN
      ORDER BY c.conrelid::regclass::text, c.conname;
 END
 $$;
-COMMENT ON FUNCTION guardian._cleanup_edges(regclass[]) IS
-    'Internal: the foreign keys a cleanup of rows in these tables has to honour (followed through ON DELETE CASCADE), with their ON DELETE action.';
+COMMENT ON FUNCTION guardian._cleanup_edges(regclass[], boolean) IS
+    'Internal: the foreign keys a cleanup of rows in these tables has to honour (followed through ON DELETE CASCADE, and through RESTRICT / NO ACTION with p_include_restricted), with their ON DELETE action.';
 
 -- Steps: first every SET NULL / SET DEFAULT (the referencing rows stay, their key goes), then
 -- the deletes, children before parents. Tables that reference each other in a cycle form one
 -- group, deleted by one statement (foreign keys are checked at its end). RESTRICT and NO
 -- ACTION references become checks: a referencing row that is not itself removed blocks the
--- cleanup.
-CREATE FUNCTION guardian._cleanup_steps(p_roots regclass[])
+-- cleanup. With p_include_restricted they become deletes instead: a table reached through
+-- RESTRICT / NO ACTION (or through CASCADE from such a table) gets a second delete step of its
+-- own (restricted), in the same group as its first, so that the rows removed only because a
+-- person asked for it are counted, listed and warned about apart.
+CREATE FUNCTION guardian._cleanup_steps(p_roots regclass[], p_include_restricted boolean DEFAULT false)
 RETURNS TABLE (step integer, stmt_group integer, relid regclass, action text, columns text[], via text[],
-               parent regclass)
+               parent regclass, restricted boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_roots  regclass[] := ARRAY(SELECT DISTINCT guardian._table_root(r) FROM unnest(p_roots) AS r);
-    v_edges  guardian.cleanup_edge[] := ARRAY(SELECT e FROM guardian._cleanup_edges(v_roots) AS e);
-    v_edge   guardian.cleanup_edge;
-    v_tables regclass[];
-    v_placed regclass[] := '{}';
-    v_group  regclass[];
-    v_n      integer := 0;
-    v_g      integer := 0;
-    v_t      regclass;
+    v_roots      regclass[] := ARRAY(SELECT DISTINCT guardian._table_root(r) FROM unnest(p_roots) AS r);
+    v_edges      guardian.cleanup_edge[] := ARRAY(SELECT e FROM guardian._cleanup_edges(v_roots, p_include_restricted) AS e);
+    v_edge       guardian.cleanup_edge;
+    v_cascade    regclass[] := v_roots;
+    v_restricted regclass[] := '{}';
+    v_more       regclass[];
+    v_tables     regclass[];
+    v_placed     regclass[] := '{}';
+    v_group      regclass[];
+    v_n          integer := 0;
+    v_g          integer := 0;
+    v_t          regclass;
 BEGIN
-    -- Deleted: the roots and every table reached through ON DELETE CASCADE.
-    v_tables := ARRAY(SELECT DISTINCT x FROM (SELECT unnest(v_roots) AS x
-                                              UNION SELECT e.child FROM unnest(v_edges) AS e
-                                                     WHERE e.on_delete = 'cascade') AS t ORDER BY 1);
+    -- Deleted: the roots and every table reached through ON DELETE CASCADE ...
+    LOOP
+        v_more := ARRAY(SELECT DISTINCT e.child FROM unnest(v_edges) AS e
+                         WHERE e.on_delete = 'cascade' AND e.parent = ANY (v_cascade) AND e.child <> ALL (v_cascade));
+        EXIT WHEN cardinality(v_more) = 0;
+        v_cascade := v_cascade || v_more;
+    END LOOP;
+    -- ... and, when asked, every table reached through RESTRICT / NO ACTION from a deleted
+    -- table, with what cascades from those.
+    WHILE p_include_restricted LOOP
+        v_more := ARRAY(SELECT DISTINCT e.child FROM unnest(v_edges) AS e
+                         WHERE e.child <> ALL (v_restricted)
+                           AND ((e.on_delete IN ('restrict', 'no action')
+                                 AND (e.parent = ANY (v_cascade) OR e.parent = ANY (v_restricted)))
+                                OR (e.on_delete = 'cascade' AND e.parent = ANY (v_restricted))));
+        EXIT WHEN cardinality(v_more) = 0;
+        v_restricted := v_restricted || v_more;
+    END LOOP;
+    v_tables := ARRAY(SELECT DISTINCT x FROM unnest(v_cascade || v_restricted) AS x ORDER BY 1);
 
     FOR v_edge IN
         SELECT e.* FROM unnest(v_edges) AS e
@@ -128,6 +152,7 @@ BEGIN
         v_g := v_g + 1;
         step := v_n; stmt_group := v_g; relid := v_edge.child; action := v_edge.on_delete;
         columns := v_edge.set_columns; via := ARRAY[v_edge.constraint_name]; parent := v_edge.parent;
+        restricted := false;
         RETURN NEXT;
     END LOOP;
 
@@ -165,28 +190,42 @@ BEGIN
         END IF;
         v_g := v_g + 1;
         FOREACH v_t IN ARRAY v_group LOOP
-            v_n := v_n + 1;
-            step := v_n; stmt_group := v_g; relid := v_t; action := 'delete'; columns := NULL;
-            via := CASE WHEN v_t = ANY (v_roots) THEN ARRAY['contaminated'] ELSE '{}'::text[] END
-                   || ARRAY(SELECT e.constraint_name FROM unnest(v_edges) AS e
-                             WHERE e.child = v_t AND e.on_delete = 'cascade' ORDER BY e.constraint_name);
-            parent := NULL;
-            RETURN NEXT;
+            stmt_group := v_g; relid := v_t; action := 'delete'; columns := NULL; parent := NULL;
+            IF v_t = ANY (v_cascade) THEN
+                v_n := v_n + 1;
+                step := v_n; restricted := false;
+                via := CASE WHEN v_t = ANY (v_roots) THEN ARRAY['contaminated'] ELSE '{}'::text[] END
+                       || ARRAY(SELECT e.constraint_name FROM unnest(v_edges) AS e
+                                 WHERE e.child = v_t AND e.on_delete = 'cascade' AND e.parent = ANY (v_cascade)
+                                 ORDER BY e.constraint_name);
+                RETURN NEXT;
+            END IF;
+            IF v_t = ANY (v_restricted) THEN
+                v_n := v_n + 1;
+                step := v_n; restricted := true;
+                via := ARRAY(SELECT e.constraint_name FROM unnest(v_edges) AS e
+                              WHERE e.child = v_t
+                                AND ((e.on_delete IN ('restrict', 'no action') AND e.parent = ANY (v_tables))
+                                     OR (e.on_delete = 'cascade' AND e.parent = ANY (v_restricted)))
+                              ORDER BY e.constraint_name);
+                RETURN NEXT;
+            END IF;
         END LOOP;
         v_placed := v_placed || v_group;
     END LOOP;
 
     FOR v_edge IN
         SELECT e.* FROM unnest(v_edges) AS e
-         WHERE e.on_delete IN ('restrict', 'no action')
+         WHERE e.on_delete IN ('restrict', 'no action') AND NOT p_include_restricted
          ORDER BY e.child::text, e.constraint_name
     LOOP
         v_n := v_n + 1;
         step := v_n; stmt_group := NULL; relid := v_edge.child; action := 'blocked';
         columns := v_edge.child_columns; via := ARRAY[v_edge.constraint_name]; parent := v_edge.parent;
+        restricted := false;
         RETURN NEXT;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION guardian._cleanup_steps(regclass[]) IS
-    'Internal: the steps of a cleanup of rows in these tables, from the catalog: SET NULL/SET DEFAULT updates, deletes children first (a cycle as one group), and RESTRICT/NO ACTION checks (action blocked).';
+COMMENT ON FUNCTION guardian._cleanup_steps(regclass[], boolean) IS
+    'Internal: the steps of a cleanup of rows in these tables, from the catalog: SET NULL/SET DEFAULT updates, deletes children first (a cycle as one group), and RESTRICT/NO ACTION checks (action blocked); with p_include_restricted, deletes (restricted) of the rows those checks would find instead.';

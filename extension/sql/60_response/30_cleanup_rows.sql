@@ -2,8 +2,10 @@
 -- the contaminated records (roots), every row that references a removed row through ON
 -- DELETE CASCADE (repeatedly), the rows whose key an ON DELETE SET NULL / SET DEFAULT
 -- changes, and the rows that block the cleanup (RESTRICT / NO ACTION references from rows
--- that are not removed themselves). A row is named by where it is (tableoid, ctid): stable
--- inside one transaction once locked, which is how a capture uses it.
+-- that are not removed themselves). Asked to include restricted rows, a second phase removes
+-- those blocking rows instead, with everything that depends on them (through CASCADE and
+-- RESTRICT / NO ACTION alike), into the restricted delete steps. A row is named by where it is
+-- (tableoid, ctid): stable inside one transaction once locked, which is how a capture uses it.
 CREATE FUNCTION guardian._key_expr(p_table regclass, p_alias text)
 RETURNS text
 LANGUAGE sql STABLE
@@ -66,7 +68,8 @@ $$;
 COMMENT ON FUNCTION guardian._cleanup_roots(jsonb) IS
     'Internal: the tables of a cleanup''s contaminated records ({"schema.table": [{"key": {...}, "findings": [...]}]}), checked to exist.';
 
-CREATE FUNCTION guardian._cleanup_collect(p_roots jsonb, p_lock boolean DEFAULT false)
+CREATE FUNCTION guardian._cleanup_collect(p_roots jsonb, p_lock boolean DEFAULT false,
+                                          p_include_restricted boolean DEFAULT false)
 RETURNS SETOF guardian.cleanup_row
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -85,17 +88,24 @@ DECLARE
     v_cols     text[];
     v_lock     text := CASE WHEN p_lock THEN ' FOR UPDATE OF t' ELSE '' END;
     v_name     text;
+    v_deletes  integer[];
+    v_held     guardian.cleanup_row[] := '{}';
+    v_phase    integer := 1;
+    v_kind     text;
 BEGIN
-    v_edges := ARRAY(SELECT e FROM guardian._cleanup_edges(v_tables) AS e);
-    SELECT jsonb_agg(jsonb_build_object('step', s.step, 'relid', s.relid::oid, 'action', s.action, 'via', s.via))
-      INTO v_steps FROM guardian._cleanup_steps(v_tables) AS s;
+    v_edges := ARRAY(SELECT e FROM guardian._cleanup_edges(v_tables, p_include_restricted) AS e);
+    SELECT jsonb_agg(jsonb_build_object('step', s.step, 'relid', s.relid::oid, 'action', s.action, 'via', s.via,
+                                        'restricted', s.restricted))
+      INTO v_steps FROM guardian._cleanup_steps(v_tables, p_include_restricted) AS s;
+    v_deletes := ARRAY(SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s WHERE s ->> 'action' = 'delete');
 
     -- The contaminated records, by the key their finding recorded.
     FOREACH v_table IN ARRAY v_tables LOOP
         v_name := (SELECT k FROM jsonb_object_keys(p_roots) AS k WHERE guardian._regclass_of(k) = v_table LIMIT 1);
         CONTINUE WHEN jsonb_array_length(p_roots -> v_name) = 0;
         v_step := (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s
-                    WHERE (s ->> 'relid')::oid = guardian._table_root(v_table) AND s ->> 'action' = 'delete');
+                    WHERE (s ->> 'relid')::oid = guardian._table_root(v_table) AND s ->> 'action' = 'delete'
+                      AND NOT (s ->> 'restricted')::boolean);
         v_cols := ARRAY(SELECT jsonb_object_keys(p_roots -> v_name -> 0 -> 'key'));
         -- One pass: the records given (their findings merged per key), joined to the table.
         IF v_cols = ARRAY['row_md5'] THEN
@@ -142,53 +152,74 @@ BEGIN
         v_rows := v_rows || coalesce(v_found, '{}');
     END LOOP;
 
-    -- Follow the foreign keys from every newly removed row until nothing new is removed.
+    -- Follow the foreign keys from every newly removed row until nothing new is removed. Phase
+    -- 1 removes what cascades; phase 2 (asked to include restricted rows) starts from the rows
+    -- that reference removed rows through RESTRICT / NO ACTION and are not removed anyway.
     v_frontier := v_rows;
-    WHILE cardinality(v_frontier) > 0 LOOP
-        v_next := '{}';
-        FOR v_edge IN
-            SELECT e.* FROM unnest(v_edges) AS e
-             WHERE e.parent IN (SELECT f.relid FROM unnest(v_frontier) AS f)
-             ORDER BY e.child::text, e.constraint_name
-        LOOP
-            v_step := (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s
-                        WHERE (s ->> 'relid')::oid = v_edge.child::oid
-                          AND CASE v_edge.on_delete
-                                  WHEN 'cascade' THEN s ->> 'action' = 'delete'
-                                  WHEN 'set null' THEN s ->> 'action' = 'set null' AND s -> 'via' ? v_edge.constraint_name
-                                  WHEN 'set default' THEN s ->> 'action' = 'set default' AND s -> 'via' ? v_edge.constraint_name
-                                  ELSE s ->> 'action' = 'blocked' AND s -> 'via' ? v_edge.constraint_name
-                              END);
-            EXECUTE format(
-                'SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, false, NULL, x.row_key)::guardian.cleanup_row)
-                   FROM (SELECT t.tableoid, t.ctid, %s AS row_key
-                           FROM %s AS t
-                          WHERE (%s) IN (SELECT %s FROM %s AS p
-                                           JOIN unnest($1::oid[], $2::tid[]) AS f(toid, tctid)
-                                             ON p.tableoid = f.toid AND p.ctid = f.tctid)%s) AS x',
-                v_step, v_edge.child, guardian._key_expr(v_edge.child, 't'), v_edge.child,
-                guardian._column_list('t', v_edge.child_columns), guardian._column_list('p', v_edge.parent_columns),
-                v_edge.parent,
-                CASE WHEN v_edge.on_delete IN ('restrict', 'no action') THEN '' ELSE v_lock END)
-              INTO v_found
-              USING ARRAY(SELECT f.row_tableoid FROM unnest(v_frontier) AS f WHERE f.relid = v_edge.parent ORDER BY f.row_ctid),
-                    ARRAY(SELECT f.row_ctid FROM unnest(v_frontier) AS f WHERE f.relid = v_edge.parent ORDER BY f.row_ctid);
-            IF v_edge.on_delete = 'cascade' THEN
-                -- Only rows not already removed join the next round.
-                v_found := ARRAY(SELECT n FROM unnest(coalesce(v_found, '{}')) AS n
-                                  WHERE NOT EXISTS (SELECT FROM unnest(v_rows || v_next) AS o
-                                                     WHERE o.row_tableoid = n.row_tableoid AND o.row_ctid = n.row_ctid
-                                                       AND o.step = n.step));
-                v_next := v_next || v_found;
-            ELSE
-                v_rows := v_rows || ARRAY(SELECT n FROM unnest(coalesce(v_found, '{}')) AS n
-                                           WHERE NOT EXISTS (SELECT FROM unnest(v_rows) AS o
-                                                              WHERE o.row_tableoid = n.row_tableoid AND o.row_ctid = n.row_ctid
-                                                                AND o.step = n.step));
-            END IF;
+    LOOP
+        WHILE cardinality(v_frontier) > 0 LOOP
+            v_next := '{}';
+            FOR v_edge IN
+                SELECT e.* FROM unnest(v_edges) AS e
+                 WHERE e.parent IN (SELECT f.relid FROM unnest(v_frontier) AS f)
+                 ORDER BY e.child::text, e.constraint_name
+            LOOP
+                -- What the rows found through this key become.
+                v_kind := CASE WHEN v_edge.on_delete IN ('set null', 'set default') THEN v_edge.on_delete
+                               WHEN v_phase = 2 THEN 'restricted'
+                               WHEN v_edge.on_delete = 'cascade' THEN 'delete'
+                               WHEN p_include_restricted THEN 'held'
+                               ELSE 'blocked' END;
+                v_step := (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s
+                            WHERE (s ->> 'relid')::oid = v_edge.child::oid
+                              AND CASE v_kind
+                                      WHEN 'delete' THEN s ->> 'action' = 'delete' AND NOT (s ->> 'restricted')::boolean
+                                      WHEN 'restricted' THEN s ->> 'action' = 'delete' AND (s ->> 'restricted')::boolean
+                                      WHEN 'held' THEN s ->> 'action' = 'delete' AND (s ->> 'restricted')::boolean
+                                      ELSE s ->> 'action' = v_kind AND s -> 'via' ? v_edge.constraint_name
+                                  END);
+                EXECUTE format(
+                    'SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, false, NULL, x.row_key)::guardian.cleanup_row)
+                       FROM (SELECT t.tableoid, t.ctid, %s AS row_key
+                               FROM %s AS t
+                              WHERE (%s) IN (SELECT %s FROM %s AS p
+                                               JOIN unnest($1::oid[], $2::tid[]) AS f(toid, tctid)
+                                                 ON p.tableoid = f.toid AND p.ctid = f.tctid)%s) AS x',
+                    v_step, v_edge.child, guardian._key_expr(v_edge.child, 't'), v_edge.child,
+                    guardian._column_list('t', v_edge.child_columns), guardian._column_list('p', v_edge.parent_columns),
+                    v_edge.parent,
+                    CASE WHEN v_kind = 'blocked' THEN '' ELSE v_lock END)
+                  INTO v_found
+                  USING ARRAY(SELECT f.row_tableoid FROM unnest(v_frontier) AS f WHERE f.relid = v_edge.parent ORDER BY f.row_ctid),
+                        ARRAY(SELECT f.row_ctid FROM unnest(v_frontier) AS f WHERE f.relid = v_edge.parent ORDER BY f.row_ctid);
+                IF v_kind IN ('delete', 'restricted') THEN
+                    -- Only rows not already removed join the next round.
+                    v_found := ARRAY(SELECT n FROM unnest(coalesce(v_found, '{}')) AS n
+                                      WHERE NOT EXISTS (SELECT FROM unnest(v_rows || v_next) AS o
+                                                         WHERE o.row_tableoid = n.row_tableoid AND o.row_ctid = n.row_ctid
+                                                           AND o.step = ANY (v_deletes)));
+                    v_next := v_next || v_found;
+                ELSIF v_kind = 'held' THEN
+                    -- Phase 1 may still remove them through CASCADE: decided once it is done.
+                    v_held := v_held || coalesce(v_found, '{}');
+                ELSE
+                    v_rows := v_rows || ARRAY(SELECT n FROM unnest(coalesce(v_found, '{}')) AS n
+                                               WHERE NOT EXISTS (SELECT FROM unnest(v_rows) AS o
+                                                                  WHERE o.row_tableoid = n.row_tableoid AND o.row_ctid = n.row_ctid
+                                                                    AND o.step = n.step));
+                END IF;
+            END LOOP;
+            v_rows := v_rows || v_next;
+            v_frontier := v_next;
         END LOOP;
-        v_rows := v_rows || v_next;
-        v_frontier := v_next;
+        EXIT WHEN v_phase = 2 OR cardinality(v_held) = 0;
+        v_phase := 2;
+        v_frontier := ARRAY(SELECT DISTINCT ON (h.row_tableoid, h.row_ctid) h FROM unnest(v_held) AS h
+                             WHERE NOT EXISTS (SELECT FROM unnest(v_rows) AS o
+                                                WHERE o.row_tableoid = h.row_tableoid AND o.row_ctid = h.row_ctid
+                                                  AND o.step = ANY (v_deletes))
+                             ORDER BY h.row_tableoid, h.row_ctid);
+        v_rows := v_rows || v_frontier;
     END LOOP;
 
     -- A row that is removed is neither updated nor a blocker.
@@ -201,5 +232,5 @@ BEGIN
          ORDER BY r.step, r.row_tableoid, r.row_ctid;
 END
 $$;
-COMMENT ON FUNCTION guardian._cleanup_collect(jsonb, boolean) IS
-    'Internal: every row a cleanup of these contaminated records touches, by step, found with the caller''s rights; p_lock takes FOR UPDATE locks on the rows it will change (a capture).';
+COMMENT ON FUNCTION guardian._cleanup_collect(jsonb, boolean, boolean) IS
+    'Internal: every row a cleanup of these contaminated records touches, by step, found with the caller''s rights; p_lock takes FOR UPDATE locks on the rows it will change (a capture); p_include_restricted removes the rows RESTRICT / NO ACTION references would block on, and what depends on them.';

@@ -158,19 +158,20 @@ $$;
 COMMENT ON FUNCTION guardian._table_roots(regclass, text[]) IS
     'Internal: the records of a table a scan finds contaminated now (optionally only these record ids), with the rules that matched them.';
 
-CREATE FUNCTION guardian._cleanup_counts(p_roots jsonb, p_rows guardian.cleanup_row[])
+CREATE FUNCTION guardian._cleanup_counts(p_roots jsonb, p_rows guardian.cleanup_row[],
+                                         p_include_restricted boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- Rows per step, every step present (0 when none), keyed by step number.
     SELECT jsonb_object_agg(s.step::text, (SELECT count(*) FROM unnest(p_rows) AS r WHERE r.step = s.step))
-      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots)) AS s
+      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots), p_include_restricted) AS s
 $$;
-COMMENT ON FUNCTION guardian._cleanup_counts(jsonb, guardian.cleanup_row[]) IS 'Internal: rows per cleanup step.';
+COMMENT ON FUNCTION guardian._cleanup_counts(jsonb, guardian.cleanup_row[], boolean) IS 'Internal: rows per cleanup step.';
 
-CREATE FUNCTION guardian._plan_of(p_roots jsonb)
-RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text)
+CREATE FUNCTION guardian._plan_of(p_roots jsonb, p_include_restricted boolean DEFAULT false)
+RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text, warning text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -184,12 +185,19 @@ BEGIN
     END IF;
     PERFORM guardian._refuse_app_code(ARRAY(SELECT guardian._regclass_of(k) FROM jsonb_object_keys(p_roots) AS k),
                                       'a cleanup plan', p_runs => ARRAY['values']);
-    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false) AS r);
+    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false, p_include_restricted) AS r);
     v_given := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
     v_found := (SELECT count(*) FROM unnest(v_rows) AS r WHERE r.root);
     RETURN QUERY
-    SELECT s.step, s.relid::text, s.action, (SELECT count(*) FROM unnest(v_rows) AS r WHERE r.step = s.step),
+    SELECT s.step, s.relid::text, CASE WHEN s.restricted THEN 'delete_restricted' ELSE s.action END, c.n,
            CASE WHEN s.via = ARRAY['contaminated'] THEN 'the contaminated records'
+                WHEN s.restricted
+                THEN (SELECT string_agg(format('%s (ON DELETE %s)', u.v,
+                                               CASE k.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'r' THEN 'RESTRICT'
+                                                                  ELSE 'NO ACTION' END), ', ' ORDER BY u.o)
+                        FROM unnest(s.via) WITH ORDINALITY AS u(v, o)
+                        LEFT JOIN pg_catalog.pg_constraint AS k
+                          ON k.conrelid = s.relid AND k.conname = u.v AND k.contype = 'f')
                 ELSE array_to_string(s.via, ', ') || CASE s.action WHEN 'delete' THEN ' (ON DELETE CASCADE)'
                                                                    WHEN 'blocked' THEN ' (ON DELETE RESTRICT / NO ACTION)'
                                                                    ELSE format(' (ON DELETE %s)', upper(s.action)) END
@@ -197,37 +205,45 @@ BEGIN
            concat_ws('; ',
                CASE WHEN s.action IN ('set null', 'set default') THEN format('%s %s', array_to_string(s.columns, ', '),
                         CASE s.action WHEN 'set null' THEN 'set to NULL' ELSE 'set to its default' END) END,
-               CASE WHEN s.action = 'blocked' AND EXISTS (SELECT FROM unnest(v_rows) AS r WHERE r.step = s.step)
+               CASE WHEN s.action = 'blocked' AND c.n > 0
                     THEN format('these rows reference removed rows of %s and are not removed themselves', s.parent) END,
                (SELECT 'e.g. ' || string_agg(x.row_key::text, ', ')
                   FROM (SELECT r.row_key FROM unnest(v_rows) AS r WHERE r.step = s.step ORDER BY r.row_key::text LIMIT 3) AS x),
                CASE WHEN s.via @> ARRAY['contaminated'] AND v_found < v_given
-                    THEN format('%s of the %s contaminated records are already gone', v_given - v_found, v_given) END)
-      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots)) AS s
+                    THEN format('%s of the %s contaminated records are already gone', v_given - v_found, v_given) END),
+           CASE WHEN s.restricted AND c.n > 0
+                THEN format('%s row(s) of %s were protected by ON DELETE RESTRICT / NO ACTION (or depend on such rows) and are removed because p_include_restricted (--include-restricted) was given: make sure they are test data too (they are quarantined, and guardian.restore() brings them back)',
+                            c.n, s.relid)
+                WHEN s.action = 'blocked' AND c.n > 0
+                THEN 'these rows block the cleanup; if they are test data too, include them with p_include_restricted => true (CLI: --include-restricted)'
+           END
+      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots), p_include_restricted) AS s
+     CROSS JOIN LATERAL (SELECT count(*) AS n FROM unnest(v_rows) AS r WHERE r.step = s.step) AS c
      ORDER BY s.step;
 END
 $$;
-COMMENT ON FUNCTION guardian._plan_of(jsonb) IS 'Internal: the dry run of a cleanup of these contaminated records.';
+COMMENT ON FUNCTION guardian._plan_of(jsonb, boolean) IS 'Internal: the dry run of a cleanup of these contaminated records.';
 
-CREATE FUNCTION guardian.cleanup_plan(p_alert uuid)
-RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text)
+CREATE FUNCTION guardian.cleanup_plan(p_alert uuid, p_include_restricted boolean DEFAULT false)
+RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text, warning text)
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM guardian._plan_of(guardian._alert_roots(p_alert))
+    SELECT * FROM guardian._plan_of(guardian._alert_roots(p_alert), p_include_restricted)
 $$;
-COMMENT ON FUNCTION guardian.cleanup_plan(uuid) IS
-    'Dry run of the cleanup of an alert: each step (SET NULL updates, deletes in foreign-key order, RESTRICT checks) with the rows it would touch; changes nothing. Rows of a blocked step stop the cleanup.';
+COMMENT ON FUNCTION guardian.cleanup_plan(uuid, boolean) IS
+    'Dry run of the cleanup of an alert: each step (SET NULL updates, deletes in foreign-key order, RESTRICT checks) with the rows it would touch; changes nothing. Rows of a blocked step stop the cleanup; with p_include_restricted they are removed too, in steps of action delete_restricted that carry a warning.';
 
-CREATE FUNCTION guardian.cleanup_plan(p_table regclass, p_record_ids text[] DEFAULT NULL)
-RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text)
+CREATE FUNCTION guardian.cleanup_plan(p_table regclass, p_record_ids text[] DEFAULT NULL,
+                                      p_include_restricted boolean DEFAULT false)
+RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text, warning text)
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM guardian._plan_of(guardian._table_roots(p_table, p_record_ids))
+    SELECT * FROM guardian._plan_of(guardian._table_roots(p_table, p_record_ids), p_include_restricted)
 $$;
-COMMENT ON FUNCTION guardian.cleanup_plan(regclass, text[]) IS
-    'Dry run of the cleanup of the contaminated records a scan finds in a table now (or only of these record ids, as a scan returned them); changes nothing.';
+COMMENT ON FUNCTION guardian.cleanup_plan(regclass, text[], boolean) IS
+    'Dry run of the cleanup of the contaminated records a scan finds in a table now (or only of these record ids, as a scan returned them); changes nothing. p_include_restricted as for guardian.cleanup_plan(alert).';
 
 -- The statement of one group of steps, exactly as a script and an auto-cleanup run it.
 -- Deletes name rows by where they are (locked since the capture); updates by key where the
@@ -264,7 +280,7 @@ $$;
 COMMENT ON FUNCTION guardian._cleanup_group_sql(uuid, jsonb, integer) IS
     'Internal: the statement that runs one group of cleanup steps (one table, or the tables of a foreign-key cycle) and reports their row counts.';
 
-CREATE FUNCTION guardian._cleanup_step_list(p_roots jsonb, p_counts jsonb)
+CREATE FUNCTION guardian._cleanup_step_list(p_roots jsonb, p_counts jsonb, p_include_restricted boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -272,12 +288,13 @@ AS $$
     SELECT jsonb_agg(jsonb_build_object(
                'step', s.step, 'group', s.stmt_group, 'table', s.relid::text, 'relid', s.relid::oid,
                'action', s.action, 'columns', to_jsonb(s.columns), 'via', to_jsonb(s.via),
-               'parent', s.parent::text, 'rows', coalesce((p_counts ->> s.step::text)::bigint, 0))
+               'parent', s.parent::text, 'restricted', s.restricted,
+               'rows', coalesce((p_counts ->> s.step::text)::bigint, 0))
            ORDER BY s.step)
-      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots)) AS s
+      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots), p_include_restricted) AS s
 $$;
-COMMENT ON FUNCTION guardian._cleanup_step_list(jsonb, jsonb) IS
-    'Internal: the steps of a cleanup (from the catalog) with the row count each expects.';
+COMMENT ON FUNCTION guardian._cleanup_step_list(jsonb, jsonb, boolean) IS
+    'Internal: the steps of a cleanup (from the catalog) with the row count each expects; restricted marks the deletes of rows protected by RESTRICT / NO ACTION (p_include_restricted).';
 
 CREATE FUNCTION guardian._render_cleanup_script(
     p_batch uuid, p_alert guardian.monitoring_alerts, p_roots jsonb, p_steps jsonb, p_automatic boolean)
@@ -292,9 +309,17 @@ DECLARE
     v_roots  integer := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
     v_total  bigint := (SELECT sum((s ->> 'rows')::bigint) FROM jsonb_array_elements(p_steps) AS s
                          WHERE s ->> 'action' <> 'blocked');
-    v_regen  text := CASE WHEN p_alert.id IS NOT NULL THEN format('SELECT guardian.cleanup_script(%L);', p_alert.id)
-                          ELSE format('SELECT guardian.cleanup_script(%L::regclass);',
-                                      (SELECT k FROM jsonb_object_keys(p_roots) AS k LIMIT 1)) END;
+    v_restricted boolean := EXISTS (SELECT FROM jsonb_array_elements(p_steps) AS s
+                                     WHERE coalesce((s ->> 'restricted')::boolean, false));
+    v_option text := CASE WHEN v_restricted THEN ', p_include_restricted => true' ELSE '' END;
+    v_regen  text := CASE WHEN p_alert.id IS NOT NULL THEN format('SELECT guardian.cleanup_script(%L::uuid%s);', p_alert.id, v_option)
+                          ELSE format('SELECT guardian.cleanup_script(%L::regclass%s);',
+                                      (SELECT k FROM jsonb_object_keys(p_roots) AS k LIMIT 1), v_option) END;
+    v_held   text := (SELECT format('%s row(s) in step(s) %s', sum((s ->> 'rows')::bigint),
+                                    string_agg(s ->> 'step', ', ' ORDER BY (s ->> 'step')::integer))
+                        FROM jsonb_array_elements(p_steps) AS s
+                       WHERE coalesce((s ->> 'restricted')::boolean, false) AND (s ->> 'rows')::bigint > 0
+                      HAVING count(*) > 0);
 BEGIN
     v_lines := v_lines || format('-- pg_guardian cleanup script, batch %s', p_batch);
     IF p_alert.id IS NOT NULL THEN
@@ -312,13 +337,24 @@ BEGIN
         || '-- It aborts, changing nothing, if the rows it finds when it runs differ from the counts'::text
         || '-- below (the data changed since it was generated). Generate it again with:'::text
         || guardian._comment('--   ' || v_regen)
-        || '--'::text
+        || '--'::text;
+    IF v_held IS NOT NULL THEN
+        v_lines := v_lines
+            || ('-- WARNING: it also removes ' || v_held || ' (delete_restricted): rows protected by')
+            || '-- ON DELETE RESTRICT / NO ACTION (or depending on such rows). They reference removed rows'::text
+            || '-- without depending on them by CASCADE, and are removed only because the script was'::text
+            || '-- generated with p_include_restricted => true (CLI: --include-restricted). Make sure they'::text
+            || '-- are test data too; they are quarantined with the rest.'::text
+            || '--'::text;
+    END IF;
+    v_lines := v_lines
         || format('-- %4s  %-32s  %-26s  %6s  %s', 'step', 'table', 'action', 'rows', 'because of');
     FOR v_step IN SELECT s FROM jsonb_array_elements(p_steps) AS s ORDER BY (s ->> 'step')::integer LOOP
         v_lines := v_lines || guardian._comment(format('-- %4s  %-32s  %-26s  %6s  %s',
             v_step ->> 'step', v_step ->> 'table',
             CASE v_step ->> 'action'
-                WHEN 'delete' THEN 'delete'
+                WHEN 'delete' THEN CASE WHEN coalesce((v_step ->> 'restricted')::boolean, false)
+                                        THEN 'delete_restricted' ELSE 'delete' END
                 WHEN 'blocked' THEN 'must be none (RESTRICT)'
                 ELSE format('%s = %s', (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(v_step -> 'columns') AS c),
                             CASE v_step ->> 'action' WHEN 'set null' THEN 'NULL' ELSE 'DEFAULT' END) END,
@@ -346,6 +382,9 @@ BEGIN
                                         (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(s -> 'columns') AS c),
                                         CASE s ->> 'action' WHEN 'set null' THEN 'NULL' ELSE 'its default' END,
                                         upper(s ->> 'action'), s ->> 'parent')
+                            WHEN coalesce((s ->> 'restricted')::boolean, false)
+                            THEN format(' protected by ON DELETE RESTRICT / NO ACTION (%s): included on request',
+                                        (SELECT string_agg(v, ', ') FROM jsonb_array_elements_text(s -> 'via') AS v))
                             WHEN jsonb_array_length(s -> 'via') > 1 OR s -> 'via' <> '["contaminated"]'
                             THEN format(' (%s)', (SELECT string_agg(v, ', ') FROM jsonb_array_elements_text(s -> 'via') AS v))
                             ELSE ' (the contaminated records)' END))
@@ -367,7 +406,8 @@ COMMENT ON FUNCTION guardian._render_cleanup_script(uuid, guardian.monitoring_al
     'Internal: the text of a cleanup script (header with the expected counts, cleanup_begin, one statement per step group, cleanup_finish), everything quoted.';
 
 CREATE FUNCTION guardian._register_cleanup_script(
-    p_batch uuid, p_alert uuid, p_roots jsonb, p_counts jsonb, p_automatic boolean DEFAULT false)
+    p_batch uuid, p_alert uuid, p_roots jsonb, p_counts jsonb, p_automatic boolean DEFAULT false,
+    p_include_restricted boolean DEFAULT false)
 RETURNS guardian.cleanup_scripts
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -396,18 +436,27 @@ BEGIN
         RAISE EXCEPTION 'an automatic cleanup may only name records found contaminated by its own transaction'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- Rows protected by RESTRICT are removed only when a person asks for it.
+    IF p_include_restricted AND (v_caller = 'auto' OR p_automatic) THEN
+        RAISE EXCEPTION 'an automatic cleanup never removes rows protected by ON DELETE RESTRICT / NO ACTION'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A guardian admin can: SELECT guardian.cleanup_script(''<alert id>''::uuid, p_include_restricted => true);';
+    END IF;
     IF EXISTS (SELECT FROM jsonb_each_text(p_counts) AS c WHERE c.value !~ '^[0-9]{1,12}$') THEN
         RAISE EXCEPTION 'row counts must be whole numbers: %', p_counts USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    v_steps := guardian._cleanup_step_list(p_roots, p_counts);
+    v_steps := guardian._cleanup_step_list(p_roots, p_counts, p_include_restricted);
     SELECT jsonb_agg(s) INTO v_blocked FROM jsonb_array_elements(v_steps) AS s
      WHERE s ->> 'action' = 'blocked' AND (s ->> 'rows')::bigint > 0;
     IF v_blocked IS NOT NULL THEN
-        RAISE EXCEPTION 'the cleanup is blocked: % referenced by rows that are not removed', (
-                SELECT string_agg(format('%s row(s) of %s reference %s through %s (ON DELETE RESTRICT / NO ACTION)',
+        -- _cleanup_prepare() names the rows first; this is the check a direct caller meets.
+        RAISE EXCEPTION 'the cleanup is blocked: %', (
+                SELECT string_agg(format('%s row(s) of %s reference %s through %s (ON DELETE RESTRICT / NO ACTION) and are not removed',
                                          s ->> 'rows', s ->> 'table', s ->> 'parent', s -> 'via' ->> 0), '; ')
                   FROM jsonb_array_elements(v_blocked) AS s)
-            USING ERRCODE = 'dependent_objects_still_exist';
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'Deleting the rows they reference would fail; nothing was changed.',
+                  HINT = 'If those rows are test data too, run the cleanup with p_include_restricted => true (CLI: --include-restricted).';
     END IF;
     IF p_alert IS NOT NULL THEN
         SELECT * INTO v_alert FROM guardian.monitoring_alerts AS a WHERE a.id = p_alert;
@@ -422,31 +471,36 @@ BEGIN
            SET metadata = a.metadata - 'cleanup_script_error' || jsonb_build_object(
                    'cleanup_script', v_script, 'cleanup_batch', p_batch, 'cleanup_script_at', now(),
                    'cleanup_script_records', (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value)),
-                   'cleanup_plan_query', format('SELECT * FROM guardian.cleanup_plan(%L);', p_alert))
+                   'cleanup_plan_query', CASE WHEN p_include_restricted
+                                              THEN format('SELECT * FROM guardian.cleanup_plan(%L::uuid, p_include_restricted => true);', p_alert)
+                                              ELSE format('SELECT * FROM guardian.cleanup_plan(%L);', p_alert) END)
          WHERE a.id = p_alert;
     END IF;
     RETURN v_row;
 END
 $$;
-COMMENT ON FUNCTION guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean) IS
-    'Internal: renders a cleanup script from the catalog and the given records and counts, records it under its batch id (returned) and stores it with its alert (metadata.cleanup_script).';
+COMMENT ON FUNCTION guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean, boolean) IS
+    'Internal: renders a cleanup script from the catalog and the given records and counts, records it under its batch id (returned) and stores it with its alert (metadata.cleanup_script); p_include_restricted (never for an automatic cleanup) removes rows protected by RESTRICT / NO ACTION too.';
 
-CREATE FUNCTION guardian._cleanup_prepare(p_roots jsonb, p_alert uuid, p_automatic boolean DEFAULT false)
+CREATE FUNCTION guardian._cleanup_prepare(p_roots jsonb, p_alert uuid, p_automatic boolean DEFAULT false,
+                                          p_include_restricted boolean DEFAULT false)
 RETURNS guardian.cleanup_scripts
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_rows  guardian.cleanup_row[];
-    v_given integer := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
-    v_left  jsonb;
-    v_name  text;
+    v_rows    guardian.cleanup_row[];
+    v_given   integer := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
+    v_left    jsonb;
+    v_name    text;
+    v_blocked text;
+    v_target  text;
 BEGIN
     -- Planning reads and compares key values: a superuser would run the application's casts
     -- and operators on them with its rights.
     PERFORM guardian._refuse_app_code(ARRAY(SELECT guardian._regclass_of(k) FROM jsonb_object_keys(p_roots) AS k),
                                       'a cleanup plan', p_runs => ARRAY['values']);
-    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false) AS r);
+    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false, p_include_restricted) AS r);
     IF NOT EXISTS (SELECT FROM unnest(v_rows) AS r WHERE r.root) THEN
         v_name := (SELECT string_agg(k, ', ') FROM jsonb_object_keys(p_roots) AS k);
         RAISE EXCEPTION 'none of the % contaminated record(s) is in % any more', v_given, v_name
@@ -455,6 +509,29 @@ BEGIN
                   HINT = CASE WHEN p_alert IS NOT NULL
                               THEN format('Close the alert: SELECT guardian.resolve_alert(%L, ''rows already removed'');', p_alert)
                               ELSE 'Nothing to do.' END;
+    END IF;
+    -- Rows that reference removed rows through RESTRICT / NO ACTION and stay: named, with the
+    -- option that removes them too.
+    SELECT string_agg(format('%s row(s) of %s reference %s through %s (ON DELETE RESTRICT / NO ACTION): %s%s',
+                             x.n, s ->> 'table', s ->> 'parent', s -> 'via' ->> 0, x.keys,
+                             CASE WHEN x.n > 3 THEN ', ...' ELSE '' END), '; ' ORDER BY (s ->> 'step')::integer)
+      INTO v_blocked
+      FROM jsonb_array_elements(guardian._cleanup_step_list(p_roots, '{}', p_include_restricted)) AS s
+     CROSS JOIN LATERAL (SELECT count(*) AS n,
+                                (SELECT string_agg(k.row_key::text, ', ')
+                                   FROM (SELECT r.row_key FROM unnest(v_rows) AS r WHERE r.step = (s ->> 'step')::integer
+                                          ORDER BY r.row_key::text LIMIT 3) AS k) AS keys
+                           FROM unnest(v_rows) AS r WHERE r.step = (s ->> 'step')::integer) AS x
+     WHERE s ->> 'action' = 'blocked' AND x.n > 0;
+    IF v_blocked IS NOT NULL THEN
+        v_target := CASE WHEN p_alert IS NOT NULL THEN format('%L::uuid', p_alert)
+                         ELSE format('%L::regclass', (SELECT k FROM jsonb_object_keys(p_roots) AS k LIMIT 1)) END;
+        RAISE EXCEPTION 'the cleanup is blocked: %', v_blocked
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'A cleanup removes the contaminated records and the rows that depend on them through ON DELETE CASCADE; these rows reference removed rows through ON DELETE RESTRICT / NO ACTION and are not removed, so deleting what they reference would fail. Nothing was changed.',
+                  HINT = CASE WHEN p_automatic
+                              THEN format('An automatic cleanup never removes them. If those rows are test data too, a guardian admin can run the cleanup with p_include_restricted => true (CLI: --include-restricted): SELECT guardian.cleanup_script(%s, p_include_restricted => true);', v_target)
+                              ELSE format('If those rows are test data too, run the cleanup with p_include_restricted => true (CLI: --include-restricted), which removes and quarantines them as well; see first what it would remove: SELECT * FROM guardian.cleanup_plan(%s, p_include_restricted => true);', v_target) END;
     END IF;
     -- Only the records still there: a script names what it removes.
     SELECT jsonb_object_agg(t.key, x.records) INTO v_left
@@ -465,23 +542,25 @@ BEGIN
                                            WHERE r.root AND r.relid = guardian._table_root(guardian._regclass_of(t.key)))) AS x
      WHERE x.records IS NOT NULL;
     RETURN guardian._register_cleanup_script(gen_random_uuid(), p_alert, v_left,
-                                             guardian._cleanup_counts(v_left, v_rows), p_automatic);
+                                             guardian._cleanup_counts(v_left, v_rows, p_include_restricted), p_automatic,
+                                             p_include_restricted);
 END
 $$;
-COMMENT ON FUNCTION guardian._cleanup_prepare(jsonb, uuid, boolean) IS
-    'Internal: plans a cleanup of these records with the caller''s rights and registers its script.';
+COMMENT ON FUNCTION guardian._cleanup_prepare(jsonb, uuid, boolean, boolean) IS
+    'Internal: plans a cleanup of these records with the caller''s rights and registers its script; refuses, naming them, rows that RESTRICT / NO ACTION references would block on unless p_include_restricted.';
 
-CREATE FUNCTION guardian.cleanup_script(p_alert uuid)
+CREATE FUNCTION guardian.cleanup_script(p_alert uuid, p_include_restricted boolean DEFAULT false)
 RETURNS text
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (guardian._cleanup_prepare(guardian._alert_roots(p_alert), p_alert)).script
+    SELECT (guardian._cleanup_prepare(guardian._alert_roots(p_alert), p_alert, false, p_include_restricted)).script
 $$;
-COMMENT ON FUNCTION guardian.cleanup_script(uuid) IS
-    'The cleanup script for a contamination alert: removes its records and the rows that depend on them in foreign-key order, in one transaction, quarantining everything first and aborting if the counts it expects differ. Stored with the alert (metadata.cleanup_script). Review it, then run it (psql -f).';
+COMMENT ON FUNCTION guardian.cleanup_script(uuid, boolean) IS
+    'The cleanup script for a contamination alert: removes its records and the rows that depend on them in foreign-key order, in one transaction, quarantining everything first and aborting if the counts it expects differ. Stored with the alert (metadata.cleanup_script). Review it, then run it (psql -f). Rows that reference removed rows through ON DELETE RESTRICT / NO ACTION refuse it, unless p_include_restricted: then they are removed and quarantined too (with what depends on them), listed apart with a warning.';
 
-CREATE FUNCTION guardian.cleanup_script(p_table regclass, p_record_ids text[] DEFAULT NULL)
+CREATE FUNCTION guardian.cleanup_script(p_table regclass, p_record_ids text[] DEFAULT NULL,
+                                        p_include_restricted boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -493,8 +572,8 @@ BEGIN
         RAISE EXCEPTION 'a scan finds no test data in %', p_table
             USING ERRCODE = 'no_data_found', HINT = 'Nothing to clean up.';
     END IF;
-    RETURN (guardian._cleanup_prepare(v_roots, NULL)).script;
+    RETURN (guardian._cleanup_prepare(v_roots, NULL, false, p_include_restricted)).script;
 END
 $$;
-COMMENT ON FUNCTION guardian.cleanup_script(regclass, text[]) IS
-    'The cleanup script for the contaminated records a scan finds in a table now, or only for these record ids (as guardian.scan() returned them).';
+COMMENT ON FUNCTION guardian.cleanup_script(regclass, text[], boolean) IS
+    'The cleanup script for the contaminated records a scan finds in a table now, or only for these record ids (as guardian.scan() returned them); p_include_restricted as for guardian.cleanup_script(alert).';

@@ -150,6 +150,7 @@ DECLARE
     v_items   guardian.quarantine_item[] := '{}';
     v_found   guardian.quarantine_item[];
     v_total   bigint;
+    v_restricted boolean;
 BEGIN
     IF v_script.batch_id IS NULL THEN
         RAISE EXCEPTION 'unknown cleanup batch %', coalesce(p_batch::text, 'NULL')
@@ -163,7 +164,7 @@ BEGIN
         RAISE EXCEPTION 'cleanup script % was edited: its records or counts differ from the ones it was generated with', p_batch
             USING ERRCODE = 'data_exception',
                   DETAIL = 'Nothing was changed.',
-                  HINT = coalesce(format('Generate it again: SELECT guardian.cleanup_script(%L);', v_script.alert_id),
+                  HINT = coalesce(format('Generate it again: SELECT guardian.cleanup_script(%L::uuid);', v_script.alert_id),
                                   'Generate it again with guardian.cleanup_script().');
     END IF;
     v_batch := guardian._quarantine_open(p_batch);
@@ -179,7 +180,7 @@ BEGIN
             USING ERRCODE = 'unique_violation',
                   DETAIL = 'Nothing was changed.',
                   HINT = CASE v_batch.status WHEN 'applied' THEN format('To undo it: SELECT guardian.restore(%L);', p_batch)
-                              ELSE coalesce(format('For what is contaminated now: SELECT guardian.cleanup_script(%L);', v_script.alert_id),
+                              ELSE coalesce(format('For what is contaminated now: SELECT guardian.cleanup_script(%L::uuid);', v_script.alert_id),
                                             'Generate a new script with guardian.cleanup_script().') END;
     END IF;
 
@@ -187,9 +188,13 @@ BEGIN
     PERFORM guardian._refuse_app_code(
         ARRAY(SELECT DISTINCT (s ->> 'relid')::oid::regclass FROM jsonb_array_elements(v_script.steps) AS s),
         format('cleanup script %s', p_batch), p_runs => ARRAY['write', 'values']);
-    -- Lock the rows and count them again: the data may have changed since generation.
-    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, true) AS r);
-    v_counts := guardian._cleanup_counts(p_roots, v_rows);
+    -- Lock the rows and count them again: the data may have changed since generation. A
+    -- script generated with p_include_restricted has restricted delete steps (a person asked
+    -- for them); the registered steps, not the caller, say so.
+    v_restricted := EXISTS (SELECT FROM jsonb_array_elements(v_script.steps) AS s
+                             WHERE coalesce((s ->> 'restricted')::boolean, false));
+    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, true, v_restricted) AS r);
+    v_counts := guardian._cleanup_counts(p_roots, v_rows, v_restricted);
     SELECT string_agg(format('step %s (%s %s): expected %s, found %s', s ->> 'step', s ->> 'action', s ->> 'table',
                              s ->> 'rows', coalesce(v_counts ->> (s ->> 'step'), 'no such step')), '; '
                       ORDER BY (s ->> 'step')::integer)
@@ -203,7 +208,7 @@ BEGIN
         RAISE EXCEPTION 'the data changed since cleanup script % was generated: %', p_batch, v_diff
             USING ERRCODE = 'serialization_failure',
                   DETAIL = 'Nothing was changed: the script only removes exactly the rows it counted.',
-                  HINT = coalesce(format('Generate it again: SELECT guardian.cleanup_script(%L);', v_script.alert_id),
+                  HINT = coalesce(format('Generate it again: SELECT guardian.cleanup_script(%L::uuid);', v_script.alert_id),
                                   'Generate it again with guardian.cleanup_script().');
     END IF;
 
@@ -275,7 +280,7 @@ BEGIN
                         v_step ->> 'action', v_step ->> 'table', p_rows, coalesce(v_step ->> 'rows', 'no such step')
             USING ERRCODE = 'serialization_failure',
                   DETAIL = 'The transaction is aborted: nothing is changed.',
-                  HINT = coalesce(format('Generate the script again: SELECT guardian.cleanup_script(%L);', v_batch.alert_id),
+                  HINT = coalesce(format('Generate the script again: SELECT guardian.cleanup_script(%L::uuid);', v_batch.alert_id),
                                   'Generate the script again with guardian.cleanup_script().');
     END IF;
     UPDATE guardian.quarantine_batches AS b SET done = b.done || jsonb_build_object(p_step::text, p_rows)

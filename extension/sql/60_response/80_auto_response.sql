@@ -329,19 +329,29 @@ BEGIN
     IF NOT EXISTS (SELECT FROM unnest(v_rows) AS r WHERE r.root) THEN
         RETURN 'the records are gone already';
     END IF;
+    -- Never with p_include_restricted: what RESTRICT protects is removed only when a person asks.
     v_counts := guardian._cleanup_counts(p_roots, v_rows);
     v_steps := guardian._cleanup_step_list(p_roots, v_counts);
-    SELECT string_agg(format('%s row(s) of %s reference removed rows through %s (ON DELETE RESTRICT / NO ACTION)',
-                             s ->> 'rows', s ->> 'table', s -> 'via' ->> 0), '; ')
+    SELECT string_agg(format('%s row(s) of %s reference %s through %s (ON DELETE RESTRICT / NO ACTION), e.g. %s',
+                             s ->> 'rows', s ->> 'table', s ->> 'parent', s -> 'via' ->> 0,
+                             (SELECT string_agg(k.row_key::text, ', ')
+                                FROM (SELECT r.row_key FROM unnest(v_rows) AS r WHERE r.step = (s ->> 'step')::integer
+                                       ORDER BY r.row_key::text LIMIT 3) AS k)), '; ')
       INTO v_blocked FROM jsonb_array_elements(v_steps) AS s
      WHERE s ->> 'action' = 'blocked' AND (s ->> 'rows')::bigint > 0;
     v_total := (SELECT sum((s ->> 'rows')::bigint) FROM jsonb_array_elements(v_steps) AS s WHERE s ->> 'action' <> 'blocked');
-    IF v_blocked IS NOT NULL OR v_total > p_max_rows THEN
+    IF v_blocked IS NOT NULL THEN
         PERFORM guardian._auto_response_report('AUTO_CLEANUP_SKIPPED', p_alert,
-            format('auto-cleanup skipped: %s; a person has to decide. Dry run: SELECT * FROM guardian.cleanup_plan(%L);',
-                   coalesce(v_blocked, format('it would quarantine %s rows, more than auto_cleanup.max_rows (%s)', v_total, p_max_rows)),
-                   p_alert),
+            format('auto-cleanup skipped: %s. Auto-cleanup never removes rows protected by ON DELETE RESTRICT; if they are test data too, an admin can include them: SELECT * FROM guardian.cleanup_plan(%L::uuid, p_include_restricted => true);',
+                   v_blocked, p_alert),
             jsonb_build_object('rows', v_total, 'blocked', v_blocked, 'max_rows', p_max_rows));
+        RETURN 'skipped';
+    END IF;
+    IF v_total > p_max_rows THEN
+        PERFORM guardian._auto_response_report('AUTO_CLEANUP_SKIPPED', p_alert,
+            format('auto-cleanup skipped: it would quarantine %s rows, more than auto_cleanup.max_rows (%s); a person has to decide. Dry run: SELECT * FROM guardian.cleanup_plan(%L::uuid);',
+                   v_total, p_max_rows, p_alert),
+            jsonb_build_object('rows', v_total, 'max_rows', p_max_rows));
         RETURN 'skipped';
     END IF;
     -- The very cleanup a script would run: registered, captured into quarantine, then removed.
@@ -361,7 +371,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION guardian._auto_cleanup(jsonb, uuid, numeric) IS
-    'Internal: quarantines these records and their dependent rows exactly as their cleanup script would, unless blocked or larger than auto_cleanup.max_rows (then AUTO_CLEANUP_SKIPPED).';
+    'Internal: quarantines these records and their dependent rows exactly as their cleanup script would, unless blocked (rows protected by RESTRICT / NO ACTION are never included automatically) or larger than auto_cleanup.max_rows (then AUTO_CLEANUP_SKIPPED, naming the blocking rows).';
 
 CREATE FUNCTION guardian._auto_lockdown_check()
 RETURNS bigint
@@ -430,7 +440,7 @@ BEGIN
                                                (v_work ->> 'max_rows')::numeric);
             EXCEPTION WHEN OTHERS THEN
                 PERFORM guardian._auto_response_report('AUTO_CLEANUP_FAILED', (v_work ->> 'cleanup_alert')::uuid,
-                    format('auto-cleanup failed, nothing was removed: %s. An admin can review and run the script: SELECT guardian.cleanup_script(%L);',
+                    format('auto-cleanup failed, nothing was removed: %s. An admin can review and run the script: SELECT guardian.cleanup_script(%L::uuid);',
                            SQLERRM, v_work ->> 'cleanup_alert'),
                     jsonb_build_object('error', SQLERRM, 'role', CURRENT_USER));
             END;
@@ -444,7 +454,7 @@ BEGIN
                 END IF;
             EXCEPTION WHEN OTHERS THEN
                 PERFORM guardian._auto_response_report('cleanup_script_error', v_alert,
-                    format('could not generate the script with the alert (%s); an admin can: SELECT guardian.cleanup_script(%L);',
+                    format('could not generate the script with the alert (%s); an admin can: SELECT guardian.cleanup_script(%L::uuid);',
                            SQLERRM, v_alert), NULL);
             END;
         END LOOP;

@@ -9,17 +9,17 @@
 -- transaction) before it touches guardian state.
 GRANT EXECUTE ON FUNCTION
     guardian._table_root(regclass), guardian._regclass_of(text), guardian._jsonb_texts(jsonb),
-    guardian._attnames(regclass, int2[]), guardian._cleanup_edges(regclass[]), guardian._cleanup_steps(regclass[]),
+    guardian._attnames(regclass, int2[]), guardian._cleanup_edges(regclass[], boolean), guardian._cleanup_steps(regclass[], boolean),
     guardian._key_expr(regclass, text), guardian._column_list(text, text[]), guardian._cleanup_roots(jsonb),
-    guardian._cleanup_collect(jsonb, boolean), guardian._comment(text),
-    guardian._cleanup_counts(jsonb, guardian.cleanup_row[]), guardian._cleanup_group_sql(uuid, jsonb, integer),
-    guardian._cleanup_step_list(jsonb, jsonb),
+    guardian._cleanup_collect(jsonb, boolean, boolean), guardian._comment(text),
+    guardian._cleanup_counts(jsonb, guardian.cleanup_row[], boolean), guardian._cleanup_group_sql(uuid, jsonb, integer),
+    guardian._cleanup_step_list(jsonb, jsonb, boolean),
     guardian._render_cleanup_script(uuid, guardian.monitoring_alerts, jsonb, jsonb, boolean),
-    guardian._cleanup_prepare(jsonb, uuid, boolean), guardian._table_shape(regclass), guardian._json_columns(regclass),
+    guardian._cleanup_prepare(jsonb, uuid, boolean, boolean), guardian._table_shape(regclass), guardian._json_columns(regclass),
     guardian._row_json_expr(regclass, text), guardian.cleanup_begin(uuid, jsonb, jsonb),
     guardian._auto_cleanup(jsonb, uuid, numeric), guardian._record_key(regclass),
     -- SECURITY DEFINER, gated by guardian._response_caller():
-    guardian._response_caller(), guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean),
+    guardian._response_caller(), guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean, boolean),
     guardian._cleanup_registered(uuid), guardian._quarantine_open(uuid),
     guardian._quarantine_put(uuid, guardian.quarantine_item[]), guardian.cleanup_targets(uuid, integer),
     guardian.cleanup_step(uuid, integer, bigint), guardian.cleanup_finish(uuid),
@@ -34,7 +34,8 @@ GRANT SELECT ON guardian.cleanup_scripts, guardian.quarantine_batches, guardian.
     guardian.response_settings
     TO guardian_reader;
 GRANT EXECUTE ON FUNCTION guardian._alert_roots(uuid), guardian._table_roots(regclass, text[]),
-    guardian._plan_of(jsonb), guardian.cleanup_plan(uuid), guardian.cleanup_plan(regclass, text[]),
+    guardian._plan_of(jsonb, boolean), guardian.cleanup_plan(uuid, boolean),
+    guardian.cleanup_plan(regclass, text[], boolean),
     guardian.lockdown_roles(), guardian._lockdown_protected(oid), guardian._response_flag(text, boolean),
     guardian.policy_problems(text[], text[], text[], jsonb, text[], text[])
     TO guardian_reader;
@@ -44,7 +45,7 @@ GRANT EXECUTE ON FUNCTION guardian.policy_routes() TO guardian_relay, guardian_r
 
 -- Whole quarantined rows are application data: admins only.
 GRANT SELECT ON guardian.quarantine, guardian.quarantined_rows TO guardian_admin;
-GRANT EXECUTE ON FUNCTION guardian.cleanup_script(uuid), guardian.cleanup_script(regclass, text[]),
+GRANT EXECUTE ON FUNCTION guardian.cleanup_script(uuid, boolean), guardian.cleanup_script(regclass, text[], boolean),
     guardian.restore(uuid, boolean), guardian._quarantine_claim(uuid), guardian._quarantine_restored(uuid, text),
     guardian._restore_value(regclass, text, jsonb), guardian._shape_difference(jsonb, jsonb),
     guardian.prune_quarantine(), guardian.lockdown(text), guardian.unlock(text),
