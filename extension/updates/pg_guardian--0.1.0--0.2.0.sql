@@ -1,0 +1,1642 @@
+-- pg_guardian--0.1.0--0.2.0.sql: from the 0.1.0 release to 0.2.0, in place (data stays).
+\echo Use "ALTER EXTENSION pg_guardian UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Each section names the source file in extension/sql/ whose objects it brings up to date;
+-- tests/test_upgrade.py checks that the result has the same catalog as a fresh 0.2.0 install.
+
+-- >>> sql/00_core/01_roles.sql: a managed-Postgres installer takes membership in guardian_owner
+DO $membership$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER, 'guardian_owner', 'MEMBER') THEN
+        EXECUTE format('GRANT guardian_owner TO %I', CURRENT_USER);
+    END IF;
+    -- Whoever installs administers: a superuser always may, a database owner is made an admin.
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER, 'guardian_admin', 'MEMBER') THEN
+        EXECUTE format('GRANT guardian_admin TO %I', CURRENT_USER);
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE EXCEPTION 'pg_guardian: % cannot take membership in roles guardian_owner and guardian_admin', CURRENT_USER
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = SQLERRM,
+              HINT = format('As a superuser or a role with ADMIN OPTION on it, run: GRANT guardian_owner, guardian_admin TO %I; then upgrade again.', CURRENT_USER);
+END
+$membership$;
+
+-- Temporarily, for the hand-over of new objects to guardian_owner (a non-superuser upgrade
+-- needs it, as the install does); taken back at the end.
+GRANT CREATE ON SCHEMA guardian TO guardian_owner;
+
+-- >>> sql/10_jobs/10_jobs.sql: each job's last success; the scheduler is noted
+ALTER TABLE guardian.jobs ADD COLUMN last_ok_at timestamptz;
+UPDATE guardian.jobs SET last_ok_at = last_finished_at WHERE last_status = 'ok';
+
+CREATE OR REPLACE FUNCTION guardian.run_job(p_name text)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job     guardian.jobs;
+    v_started timestamptz := clock_timestamp();
+    v_error   text;
+    v_result  text;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RETURN 'skipped: this server is a replica';
+    END IF;
+    SELECT * INTO v_job FROM guardian.jobs AS j WHERE j.name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown guardian job %', quote_literal(p_name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List jobs with: SELECT name, schedule FROM guardian.jobs;';
+    END IF;
+    IF NOT v_job.enabled THEN
+        RETURN 'skipped: disabled';
+    END IF;
+    -- Two runners (pg_cron and `pg-guardian jobs serve`, or an overlap) never run one job twice.
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('guardian.job:' || p_name, 0)) THEN
+        RETURN 'skipped: already running';
+    END IF;
+
+    -- The command's first value (job functions return a one-line summary) is kept as
+    -- last_result: what a retention run deleted is recorded, never silent.
+    BEGIN
+        EXECUTE v_job.command INTO v_result;
+    EXCEPTION WHEN OTHERS THEN
+        v_error := SQLERRM;
+    END;
+
+    UPDATE guardian.jobs AS j
+       SET last_started_at  = v_started,
+           last_finished_at = clock_timestamp(),
+           last_duration    = clock_timestamp() - v_started,
+           last_status      = CASE WHEN v_error IS NULL THEN 'ok' ELSE 'error' END,
+           last_error       = v_error,
+           last_result      = left(v_result, 1000),
+           last_ok_at       = CASE WHEN v_error IS NULL THEN clock_timestamp() ELSE j.last_ok_at END,
+           runs             = j.runs + 1,
+           failures         = j.failures + (v_error IS NOT NULL)::int
+     WHERE j.name = p_name;
+    IF v_error IS NOT NULL THEN
+        PERFORM guardian.raise_alert(
+            'JOB_FAILED', 'HIGH',
+            format('guardian job %s failed: %s', p_name, v_error),
+            p_metadata => jsonb_build_object('job', p_name, 'error', v_error),
+            p_fingerprint => md5('JOB_FAILED:' || p_name));
+        RETURN 'error: ' || v_error;
+    END IF;
+    -- A job that works again closes its failure and overdue alerts.
+    UPDATE guardian.monitoring_alerts AS a
+       SET resolved_at = now(), resolved_by = 'pg_guardian',
+           resolution_note = format('job %s ran successfully at %s', p_name, v_started)
+     WHERE a.resolved_at IS NULL
+       AND a.fingerprint IN (md5('JOB_FAILED:' || p_name), guardian._finding_fingerprint('jobs_overdue', p_name));
+    RETURN 'ok' || coalesce(': ' || v_result, '');
+END
+$$;
+COMMENT ON FUNCTION guardian.run_job(text) IS
+    'Run one guardian job now: skipped on a replica, when disabled or already running; failures are recorded and raised as JOB_FAILED alerts, never propagated.';
+
+CREATE OR REPLACE FUNCTION guardian.register_jobs()
+RETURNS TABLE (job text, scheduled boolean, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job      guardian.jobs;
+    v_cron_db  text := current_setting('cron.database_name', true);
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
+        FOR v_job IN SELECT * FROM guardian.jobs AS j ORDER BY j.name LOOP
+            job := v_job.name; scheduled := false;
+            detail := 'pg_cron is not installed in this database: run `pg-guardian jobs serve`';
+            RETURN NEXT;
+        END LOOP;
+        RETURN;
+    END IF;
+    IF v_cron_db IS DISTINCT FROM current_database() THEN
+        FOR v_job IN SELECT * FROM guardian.jobs AS j ORDER BY j.name LOOP
+            job := v_job.name; scheduled := false;
+            detail := format('pg_cron runs only in database %s: run `pg-guardian jobs serve` for this one, or schedule it from there with cron.schedule_in_database()', v_cron_db);
+            RETURN NEXT;
+        END LOOP;
+        RETURN;
+    END IF;
+    FOR v_job IN SELECT * FROM guardian.jobs AS j ORDER BY j.name LOOP
+        job := v_job.name;
+        IF v_job.enabled THEN
+            EXECUTE 'SELECT cron.schedule($1, $2, $3)'
+              USING 'guardian_' || v_job.name, v_job.schedule,
+                    format('SELECT guardian.run_job(%L)', v_job.name);
+            scheduled := true;
+            detail := v_job.schedule;
+        ELSE
+            EXECUTE 'SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1'
+              USING 'guardian_' || v_job.name;
+            scheduled := false;
+            detail := 'disabled';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM guardian.note_job_scheduler('pg_cron', current_database());
+END
+$$;
+COMMENT ON FUNCTION guardian.register_jobs() IS
+    'Schedule every enabled guardian job in pg_cron as guardian_<name> (idempotent: pg_cron upserts by name) and unschedule disabled ones; says why when pg_cron cannot run them here.';
+
+CREATE OR REPLACE FUNCTION guardian.unregister_jobs()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count integer := 0;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron') THEN
+        EXECUTE $q$SELECT count(cron.unschedule(jobid))::int FROM cron.job
+                    WHERE jobname LIKE 'guardian\_%' AND database = current_database()$q$
+           INTO v_count;
+    END IF;
+    PERFORM guardian.note_job_scheduler(NULL);
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION guardian.unregister_jobs() IS
+    'Remove the guardian''s pg_cron jobs for this database (uninstall does this first).';
+
+CREATE OR REPLACE VIEW guardian.job_status AS
+SELECT j.name, j.schedule, j.enabled, j.last_started_at, j.last_finished_at, j.last_status,
+       j.last_error, j.last_result, j.last_duration, j.runs, j.failures, j.max_lag,
+       pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) AS lag,
+       j.enabled AND pg_catalog.now() - coalesce(j.last_finished_at, j.created_at) > j.max_lag AS overdue,
+       j.last_ok_at
+  FROM guardian.jobs AS j;
+COMMENT ON VIEW guardian.job_status IS
+    'Each guardian job with its last run and result, lag since then (since registration if it never ran) and whether it is overdue (lag > max_lag).';
+
+-- >>> sql/10_jobs/15_set_job.sql: a changed job reminds that pg_cron elsewhere needs `jobs register`
+CREATE OR REPLACE FUNCTION guardian.set_job(
+    p_name     text,
+    p_enabled  boolean DEFAULT NULL,
+    p_schedule text DEFAULT NULL,
+    p_max_lag  interval DEFAULT NULL)
+RETURNS guardian.jobs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job guardian.jobs;
+BEGIN
+    IF p_max_lag IS NOT NULL AND p_max_lag <= interval '0' THEN
+        RAISE EXCEPTION 'invalid max_lag % for guardian job %', p_max_lag, quote_literal(p_name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'max_lag is how long the job may go without running before JOB_OVERDUE, e.g. interval ''30 minutes''.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM guardian.jobs AS j WHERE j.name = p_name) THEN
+        RAISE EXCEPTION 'unknown guardian job %', coalesce(quote_literal(p_name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List jobs with: SELECT name, schedule, enabled FROM guardian.jobs;';
+    END IF;
+    UPDATE guardian.jobs AS j
+       SET enabled  = coalesce(p_enabled, j.enabled),
+           schedule = CASE WHEN p_schedule IS NULL THEN j.schedule
+                           ELSE guardian._check_cron_schedule(p_schedule) END,
+           max_lag  = coalesce(p_max_lag, j.max_lag)
+     WHERE j.name = p_name
+    RETURNING j.* INTO v_job;
+    -- Keep pg_cron in step where it runs the jobs of this database.
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron')
+       AND current_setting('cron.database_name', true) = current_database() THEN
+        IF has_schema_privilege('cron', 'USAGE')
+           AND has_function_privilege('cron.schedule(text, text, text)', 'EXECUTE') THEN
+            PERFORM guardian.register_jobs();
+        ELSE
+            RAISE NOTICE 'guardian job % changed; pg_cron still has the old schedule', p_name
+                USING HINT = 'As the role that owns the guardian pg_cron jobs, run: SELECT * FROM guardian.register_jobs();';
+        END IF;
+    ELSIF EXISTS (SELECT FROM guardian.job_scheduler AS s
+                   WHERE s.kind = 'pg_cron' AND s.database IS DISTINCT FROM current_database()) THEN
+        RAISE NOTICE 'guardian job % changed; pg_cron in database % still has the old schedule', p_name,
+                     (SELECT s.database FROM guardian.job_scheduler AS s)
+            USING HINT = 'Run: pg-guardian jobs register';
+    END IF;
+    RETURN v_job;
+END
+$$;
+COMMENT ON FUNCTION guardian.set_job(text, boolean, text, interval) IS
+    'Enable or disable a guardian job, change its schedule (five-field cron, GMT under pg_cron 1.4) or the lag after which it counts as overdue; re-registers it with pg_cron when pg_cron runs here.';
+
+-- >>> sql/10_jobs/12_scheduler.sql (new)
+CREATE TABLE guardian.job_scheduler (
+    singleton     boolean PRIMARY KEY DEFAULT true,
+    kind          text NOT NULL,
+    database      text,
+    registered_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    registered_by text NOT NULL DEFAULT CURRENT_USER,
+    CONSTRAINT job_scheduler_singleton_chk CHECK (singleton),
+    CONSTRAINT job_scheduler_kind_chk CHECK (kind IN ('pg_cron', 'jobs serve'))
+);
+COMMENT ON TABLE guardian.job_scheduler IS
+    'What runs the guardian''s jobs: pg_cron (in database) or `pg-guardian jobs serve`; written by guardian.register_jobs() and the controller.';
+
+CREATE FUNCTION guardian.note_job_scheduler(p_kind text, p_database text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_kind IS NULL THEN
+        DELETE FROM guardian.job_scheduler;
+        RETURN;
+    END IF;
+    IF p_kind NOT IN ('pg_cron', 'jobs serve') THEN
+        RAISE EXCEPTION 'unknown job scheduler %', quote_literal(p_kind)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''pg_cron'' (with the database it runs in) or ''jobs serve''; NULL forgets it.';
+    END IF;
+    IF p_kind = 'pg_cron' AND (p_database IS NULL OR NOT EXISTS (
+            SELECT FROM pg_catalog.pg_database AS d WHERE d.datname = p_database)) THEN
+        RAISE EXCEPTION 'no database % for pg_cron', coalesce(quote_literal(p_database), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the database pg_cron runs in: SHOW cron.database_name;';
+    END IF;
+    INSERT INTO guardian.job_scheduler AS s (singleton, kind, database)
+    VALUES (true, p_kind, CASE WHEN p_kind = 'pg_cron' THEN p_database END)
+    ON CONFLICT (singleton) DO UPDATE
+       SET kind = EXCLUDED.kind, database = EXCLUDED.database,
+           registered_at = pg_catalog.now(), registered_by = CURRENT_USER;
+END
+$$;
+COMMENT ON FUNCTION guardian.note_job_scheduler(text, text) IS
+    'Record what runs the guardian''s jobs (''pg_cron'' and its database, or ''jobs serve''; NULL: nothing). guardian.register_jobs() and the controller call it.';
+
+-- >>> sql/10_jobs/30_checks.sql: cluster-wide checks run in one database of the cluster
+ALTER TABLE guardian.checks ADD COLUMN scope text NOT NULL DEFAULT 'database';
+ALTER TABLE guardian.checks DROP CONSTRAINT checks_status_chk;
+ALTER TABLE guardian.checks ADD CONSTRAINT checks_status_chk
+    CHECK (last_status IN ('ok', 'findings', 'degraded', 'error', 'elsewhere'));
+ALTER TABLE guardian.checks ADD CONSTRAINT checks_scope_chk CHECK (scope IN ('database', 'cluster'));
+COMMENT ON COLUMN guardian.checks.last_status IS
+    'ok: nothing found; findings: alerts raised; degraded: the check could only partly look (see last_detail); error: it failed (a CHECK_FAILED alert says why); elsewhere: a cluster-wide check that another database of the cluster runs.';
+COMMENT ON COLUMN guardian.checks.scope IS
+    'database: every guarded database runs it; cluster: it looks at the whole cluster (connections, replication, wraparound, logins, roles) and runs in one database only, guardian.cluster_checks_database().';
+
+-- One cluster often guards several databases. A cluster-wide check runs in one of them: the
+-- one the setting cluster.checks_database names ('*': every database), else the pg_cron
+-- database when the guardian is installed there, else the guarded database created first.
+-- The guarded databases are found in the shared catalog: objects owned by guardian_owner.
+CREATE FUNCTION guardian.cluster_checks_database()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_setting text := guardian.setting('cluster.checks_database') #>> '{}';
+    v_cron    text := nullif(current_setting('cron.database_name', true), '');
+    v_db      text;
+BEGIN
+    IF nullif(v_setting, '') IS NOT NULL THEN
+        RETURN v_setting;
+    END IF;
+    SELECT d.datname INTO v_db
+      FROM pg_catalog.pg_database AS d
+     WHERE NOT d.datistemplate AND d.datallowconn
+       AND EXISTS (SELECT FROM pg_catalog.pg_shdepend AS s
+                    WHERE s.dbid = d.oid
+                      AND s.refclassid = 'pg_catalog.pg_authid'::regclass
+                      AND s.refobjid = (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'guardian_owner')
+                      AND s.deptype = 'o')
+     ORDER BY d.datname IS DISTINCT FROM v_cron, d.oid
+     LIMIT 1;
+    RETURN coalesce(v_db, current_database());
+END
+$$;
+COMMENT ON FUNCTION guardian.cluster_checks_database() IS
+    'The database of this cluster that runs the cluster-wide checks: the setting cluster.checks_database (''*'': every one), else the pg_cron database if guarded, else the guarded database created first.';
+SELECT pg_catalog.pg_extension_config_dump('guardian.checks', 'WHERE NOT builtin');
+
+CREATE OR REPLACE FUNCTION guardian.run_checks(p_category text DEFAULT NULL, p_check text DEFAULT NULL)
+RETURNS TABLE (
+    check_name  text,
+    category    text,
+    status      text,
+    alert_type  text,
+    severity    text,
+    table_name  text,
+    record_id   text,
+    detail      text,
+    remediation text,
+    metadata    jsonb,
+    alert_id    uuid)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_check    guardian.checks;
+    v_findings guardian.finding[];
+    v_finding  guardian.finding;
+    v_key      text;
+    v_keep     text[];
+    v_status   text;
+    v_note     text;
+    v_state    text;
+    v_msg      text;
+    v_hint     text;
+    v_started  timestamptz;
+    v_matched  boolean := false;
+    v_cluster_db text;
+BEGIN
+    FOR v_check IN
+        SELECT * FROM guardian.checks AS c
+         WHERE (p_category IS NULL OR c.category = p_category)
+           AND (p_check IS NULL OR c.name = p_check)
+         ORDER BY c.category, c.name
+    LOOP
+        v_matched := true;
+        check_name := v_check.name; category := v_check.category;
+        alert_type := NULL; severity := NULL; table_name := NULL; record_id := NULL;
+        detail := NULL; remediation := NULL; metadata := NULL; alert_id := NULL;
+        IF NOT guardian._check_enabled(v_check.name) THEN
+            status := 'disabled';
+            detail := 'switched off: SELECT guardian.set_check_enabled(' || quote_literal(v_check.name) || ', true);';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF v_check.scope = 'cluster' THEN
+            v_cluster_db := coalesce(v_cluster_db, guardian.cluster_checks_database());
+            IF v_cluster_db NOT IN ('*', current_database()) THEN
+                -- Another database raises these findings; what this one raised before is its.
+                status := 'elsewhere';
+                detail := format('cluster-wide check: runs in database %s', v_cluster_db);
+                PERFORM guardian._resolve_cleared(v_check.name, '{}',
+                    format('cluster-wide check %s now runs in database %s', v_check.name, v_cluster_db));
+                UPDATE guardian.checks AS c
+                   SET last_run_at = clock_timestamp(), last_status = 'elsewhere', last_detail = detail,
+                       last_findings = 0, last_duration = NULL
+                 WHERE c.name = v_check.name;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        v_started := clock_timestamp();
+        v_findings := NULL; v_status := NULL; v_note := NULL; v_keep := '{}';
+        -- Each check runs in its own subtransaction: one that fails or may not look (no
+        -- privilege, no log file) is reported and the others still run.
+        BEGIN
+            EXECUTE format('SELECT array_agg(f) FROM %s() AS f', v_check.function::regproc) INTO v_findings;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
+            v_note := v_msg || coalesce(' (' || nullif(v_hint, '') || ')', '');
+            v_status := CASE WHEN v_state IN ('42501', '58P01', '58000', '0A000', '55000')
+                             THEN 'degraded' ELSE 'error' END;
+            v_findings := ARRAY[ROW(v_check.name,
+                CASE v_status WHEN 'degraded' THEN 'CHECK_DEGRADED' ELSE 'CHECK_FAILED' END,
+                CASE v_status WHEN 'degraded' THEN 'LOW' ELSE 'MEDIUM' END,
+                NULL, v_check.name,
+                format('guardian check %s %s: %s', v_check.name,
+                       CASE v_status WHEN 'degraded' THEN 'cannot fully run' ELSE 'failed' END, v_msg),
+                nullif(v_hint, ''),
+                jsonb_build_object('sqlstate', v_state, 'error', v_msg),
+                '_status:' || v_status)::guardian.finding];
+        END;
+        FOREACH v_finding IN ARRAY coalesce(v_findings, '{}') LOOP
+            v_key := v_finding.dedup_key;
+            IF v_finding.alert_type = 'CHECK_DEGRADED' THEN
+                v_status := coalesce(v_status, 'degraded');
+                v_note := coalesce(v_note, v_finding.detail);
+                v_key := '_status:degraded';
+            END IF;
+            alert_type := v_finding.alert_type; severity := v_finding.severity;
+            table_name := v_finding.table_name; record_id := v_finding.record_id;
+            detail := v_finding.detail; remediation := v_finding.remediation;
+            metadata := v_finding.metadata;
+            alert_id := guardian._raise_finding(ROW(v_check.name, v_finding.alert_type, v_finding.severity,
+                v_finding.table_name, v_finding.record_id, v_finding.detail, v_finding.remediation,
+                v_finding.metadata, v_key)::guardian.finding);
+            v_keep := v_keep || guardian._finding_fingerprint(v_check.name, v_key);
+            status := CASE WHEN v_finding.alert_type IN ('CHECK_DEGRADED', 'CHECK_FAILED')
+                           THEN coalesce(v_status, 'degraded') ELSE 'finding' END;
+            RETURN NEXT;
+        END LOOP;
+        v_status := coalesce(v_status, CASE WHEN cardinality(v_keep) > 0 THEN 'findings' ELSE 'ok' END);
+        IF v_status = 'ok' THEN
+            alert_type := NULL; severity := NULL; table_name := NULL; record_id := NULL;
+            detail := NULL; remediation := NULL; metadata := NULL; alert_id := NULL;
+            status := 'ok';
+            RETURN NEXT;
+        END IF;
+        -- Conditions that are no longer reported are over; so is an earlier failure or
+        -- degradation of a check that now ran. A failed check says nothing about its
+        -- conditions, so they stay as they were.
+        IF v_status <> 'error' THEN
+            IF v_check.is_condition THEN
+                PERFORM guardian._resolve_cleared(v_check.name, v_keep,
+                    format('condition cleared: check %s no longer reports it', v_check.name));
+            ELSE
+                PERFORM guardian._resolve_cleared(v_check.name,
+                    v_keep || ARRAY(SELECT a.fingerprint FROM guardian.monitoring_alerts AS a
+                                     WHERE a.resolved_at IS NULL AND a.metadata ->> 'check' = v_check.name
+                                       AND a.type NOT IN ('CHECK_DEGRADED', 'CHECK_FAILED')),
+                    format('check %s runs normally again', v_check.name));
+            END IF;
+        END IF;
+        UPDATE guardian.checks AS c
+           SET last_run_at = v_started, last_status = v_status, last_detail = v_note,
+               last_findings = cardinality(v_keep), last_duration = clock_timestamp() - v_started
+         WHERE c.name = v_check.name;
+    END LOOP;
+    IF NOT v_matched AND (p_category IS NOT NULL OR p_check IS NOT NULL) THEN
+        RAISE EXCEPTION 'no guardian check matches category % and name %',
+                        coalesce(quote_literal(p_category), 'any'), coalesce(quote_literal(p_check), 'any')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List checks with: SELECT name, category FROM guardian.checks ORDER BY category, name;';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian.run_checks(text, text) IS
+    'Run the checks of a category (health, security, posture, jobs; NULL: all) or one check by name; raises or counts an alert per finding, resolves conditions that cleared, and returns one row per finding (or one ok/disabled/degraded/error row per check).';
+
+CREATE OR REPLACE VIEW guardian.check_status AS
+SELECT c.name, c.category, guardian._check_enabled(c.name) AS enabled, c.is_condition,
+       c.description, c.last_run_at, c.last_status, c.last_detail, c.last_findings, c.last_duration,
+       c.scope
+  FROM guardian.checks AS c;
+COMMENT ON VIEW guardian.check_status IS
+    'Each check: category, on or off in this environment, how its last run went (ok, findings, degraded with the reason, error).';
+
+-- >>> sql/10_jobs/50_guard_status.sql (new)
+CREATE FUNCTION guardian.guard_status()
+RETURNS TABLE (guarded boolean, scheduler text, scheduled_in text, overdue_jobs text[], problem text, fix text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- pg_cron defines cron.database_name when it is loaded (a postmaster setting); the same
+    -- name in postgresql.conf without pg_cron is only a placeholder.
+    v_cron_db  text := (SELECT nullif(s.setting, '') FROM pg_catalog.pg_settings AS s
+                         WHERE s.name = 'cron.database_name' AND s.context = 'postmaster');
+    v_cron_ext boolean := EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname = 'pg_cron');
+    v_sched    guardian.job_scheduler;
+    v_recent   boolean;
+BEGIN
+    SELECT * INTO v_sched FROM guardian.job_scheduler AS s;
+    scheduler := v_sched.kind;
+    scheduled_in := v_sched.database;
+    -- A job that never ran counts its lag from when it, or the scheduler, was registered.
+    SELECT array_agg(j.name ORDER BY j.name) INTO overdue_jobs
+      FROM guardian.jobs AS j
+     WHERE j.enabled
+       AND pg_catalog.now() - greatest(j.last_finished_at, j.created_at, v_sched.registered_at) > j.max_lag;
+    SELECT bool_or(pg_catalog.now() - j.last_finished_at <= j.max_lag) INTO v_recent
+      FROM guardian.jobs AS j WHERE j.enabled;
+
+    IF v_sched.kind IS NULL AND coalesce(v_recent, false) THEN
+        -- Nothing registered, but something runs the jobs (a runner of the user's own).
+        scheduler := 'unregistered runner';
+    END IF;
+    guarded := scheduler IS NOT NULL AND overdue_jobs IS NULL;
+    IF guarded THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    IF scheduler IS NULL THEN
+        problem := 'no job scheduler: nothing runs the guardian''s checks, drift and activity jobs in this database';
+        fix := CASE
+            WHEN v_cron_db IS NULL THEN
+                'pg_cron is not loaded on this server: keep `pg-guardian jobs serve` running for this database, or add pg_cron to shared_preload_libraries, restart, and run `pg-guardian jobs register`'
+            WHEN v_cron_db = current_database() AND NOT v_cron_ext THEN
+                'pg_cron runs in this database but its extension is not created: as a superuser run CREATE EXTENSION pg_cron; then `pg-guardian jobs register` (or SELECT * FROM guardian.register_jobs();)'
+            WHEN v_cron_db = current_database() THEN
+                'run `pg-guardian jobs register` (or SELECT * FROM guardian.register_jobs();)'
+            ELSE format('pg_cron runs in database %s: run `pg-guardian jobs register`, which schedules these jobs there with cron.schedule_in_database(), or keep `pg-guardian jobs serve` running for this database', v_cron_db)
+        END;
+    ELSE
+        problem := format('%s guardian job(s) overdue: %s', cardinality(overdue_jobs), array_to_string(overdue_jobs, ', '));
+        fix := CASE scheduler
+            WHEN 'pg_cron' THEN format('pg_cron in database %s does not run them: look at SELECT jobname, status, return_message FROM cron.job_run_details ORDER BY start_time DESC LIMIT 20; there, then run `pg-guardian jobs register`', scheduled_in)
+            WHEN 'jobs serve' THEN '`pg-guardian jobs serve` has stopped: start it again (a service that restarts it)'
+            ELSE 'the runner of these jobs has stopped: run `pg-guardian jobs register` or keep `pg-guardian jobs serve` running'
+        END;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION guardian.guard_status() IS
+    'Is the guardian running here? guarded is false when nothing is registered to run the jobs or enabled jobs are overdue; problem and fix say why and what to run.';
+
+-- >>> sql/50_health/90_register.sql
+UPDATE guardian.checks SET scope = 'cluster'
+ WHERE name IN ('connections', 'replication_lag', 'replication_slots', 'xid_wraparound');
+
+-- >>> sql/55_security/90_register.sql
+UPDATE guardian.checks SET scope = 'cluster'
+ WHERE name IN ('server_log', 'role_changes');
+
+-- >>> sql/99_finish: owners and grants of the new objects, as a fresh install makes them
+ALTER TABLE guardian.job_scheduler OWNER TO guardian_owner;
+ALTER FUNCTION guardian.note_job_scheduler(text, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.guard_status() OWNER TO guardian_owner;
+ALTER FUNCTION guardian.cluster_checks_database() OWNER TO guardian_owner;
+REVOKE EXECUTE ON FUNCTION guardian.note_job_scheduler(text, text), guardian.guard_status(),
+    guardian.cluster_checks_database() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian.note_job_scheduler(text, text), guardian.guard_status(),
+    guardian.cluster_checks_database() TO guardian_owner;
+GRANT SELECT ON guardian.job_scheduler TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.guard_status(), guardian.cluster_checks_database() TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.note_job_scheduler(text, text) TO guardian_admin;
+
+-- Jobs that 0.1.0 scheduled with pg_cron in this database: note it.
+DO $scheduled$
+DECLARE
+    v_found boolean := false;
+BEGIN
+    IF to_regclass('cron.job') IS NOT NULL THEN
+        EXECUTE $q$SELECT EXISTS (SELECT FROM cron.job AS j
+                                   WHERE j.jobname LIKE 'guardian\_%' AND j.database = current_database())$q$
+           INTO v_found;
+    END IF;
+    IF v_found THEN
+        PERFORM guardian.note_job_scheduler('pg_cron', current_database());
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    NULL;   -- not this role's to see: `pg-guardian jobs register` notes it
+END
+$scheduled$;
+
+-- >>> sql/99_finish/60_health_security.sql: a managed installer gives guardian_owner pg_monitor
+DO $rights$
+BEGIN
+    IF NOT pg_catalog.pg_has_role('guardian_owner', 'pg_monitor', 'MEMBER') THEN
+        GRANT pg_monitor TO guardian_owner;
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'pg_guardian: % may not grant pg_monitor; health checks see only their own sessions', CURRENT_USER
+        USING HINT = 'As a superuser run: GRANT pg_monitor TO guardian_owner;';
+END
+$rights$;
+
+-- >>> sql/60_response: cleanup with RESTRICT / NO ACTION dependents (p_include_restricted)
+-- The signatures that gained p_include_restricted (and the plans' warning column) go first.
+DROP FUNCTION guardian._cleanup_collect(jsonb, boolean);
+DROP FUNCTION guardian._cleanup_counts(jsonb, guardian.cleanup_row[]);
+DROP FUNCTION guardian._cleanup_edges(regclass[]);
+DROP FUNCTION guardian._cleanup_prepare(jsonb, uuid, boolean);
+DROP FUNCTION guardian._cleanup_step_list(jsonb, jsonb);
+DROP FUNCTION guardian._cleanup_steps(regclass[]);
+DROP FUNCTION guardian._plan_of(jsonb);
+DROP FUNCTION guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean);
+DROP FUNCTION guardian.cleanup_plan(regclass, text[]);
+DROP FUNCTION guardian.cleanup_plan(uuid);
+DROP FUNCTION guardian.cleanup_script(regclass, text[]);
+DROP FUNCTION guardian.cleanup_script(uuid);
+
+CREATE OR REPLACE FUNCTION guardian._cleanup_edges(p_roots regclass[], p_include_restricted boolean DEFAULT false)
+RETURNS SETOF guardian.cleanup_edge
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deletable regclass[] := ARRAY(SELECT DISTINCT guardian._table_root(r) FROM unnest(p_roots) AS r);
+    v_more      regclass[];
+BEGIN
+    LOOP
+        v_more := ARRAY(SELECT DISTINCT c.conrelid::regclass
+                          FROM pg_catalog.pg_constraint AS c
+                         WHERE c.contype = 'f' AND c.conparentid = 0
+                           AND (c.confdeltype = 'c' OR (p_include_restricted AND c.confdeltype IN ('r', 'a')))
+                           AND c.confrelid = ANY (v_deletable) AND c.conrelid <> ALL (v_deletable));
+        EXIT WHEN cardinality(v_more) = 0;
+        v_deletable := v_deletable || v_more;
+    END LOOP;
+    RETURN QUERY
+    SELECT c.conname::text, c.conrelid::regclass, c.confrelid::regclass,
+           guardian._attnames(c.conrelid::regclass, c.conkey), guardian._attnames(c.confrelid::regclass, c.confkey),
+           CASE c.confdeltype WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null' WHEN 'd' THEN 'set default'
+                              WHEN 'r' THEN 'restrict' ELSE 'no action' END,
+           CASE WHEN c.confdeltype IN ('n', 'd')
+                THEN guardian._attnames(c.conrelid::regclass, coalesce(c.confdelsetcols, c.conkey)) END
+      FROM pg_catalog.pg_constraint AS c
+     WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confrelid = ANY (v_deletable)
+     ORDER BY c.conrelid::regclass::text, c.conname;
+END
+$$;
+COMMENT ON FUNCTION guardian._cleanup_edges(regclass[], boolean) IS
+    'Internal: the foreign keys a cleanup of rows in these tables has to honour (followed through ON DELETE CASCADE, and through RESTRICT / NO ACTION with p_include_restricted), with their ON DELETE action.';
+
+CREATE OR REPLACE FUNCTION guardian._cleanup_steps(p_roots regclass[], p_include_restricted boolean DEFAULT false)
+RETURNS TABLE (step integer, stmt_group integer, relid regclass, action text, columns text[], via text[],
+               parent regclass, restricted boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_roots      regclass[] := ARRAY(SELECT DISTINCT guardian._table_root(r) FROM unnest(p_roots) AS r);
+    v_edges      guardian.cleanup_edge[] := ARRAY(SELECT e FROM guardian._cleanup_edges(v_roots, p_include_restricted) AS e);
+    v_edge       guardian.cleanup_edge;
+    v_cascade    regclass[] := v_roots;
+    v_restricted regclass[] := '{}';
+    v_more       regclass[];
+    v_tables     regclass[];
+    v_placed     regclass[] := '{}';
+    v_group      regclass[];
+    v_n          integer := 0;
+    v_g          integer := 0;
+    v_t          regclass;
+BEGIN
+    -- Deleted: the roots and every table reached through ON DELETE CASCADE ...
+    LOOP
+        v_more := ARRAY(SELECT DISTINCT e.child FROM unnest(v_edges) AS e
+                         WHERE e.on_delete = 'cascade' AND e.parent = ANY (v_cascade) AND e.child <> ALL (v_cascade));
+        EXIT WHEN cardinality(v_more) = 0;
+        v_cascade := v_cascade || v_more;
+    END LOOP;
+    -- ... and, when asked, every table reached through RESTRICT / NO ACTION from a deleted
+    -- table, with what cascades from those.
+    WHILE p_include_restricted LOOP
+        v_more := ARRAY(SELECT DISTINCT e.child FROM unnest(v_edges) AS e
+                         WHERE e.child <> ALL (v_restricted)
+                           AND ((e.on_delete IN ('restrict', 'no action')
+                                 AND (e.parent = ANY (v_cascade) OR e.parent = ANY (v_restricted)))
+                                OR (e.on_delete = 'cascade' AND e.parent = ANY (v_restricted))));
+        EXIT WHEN cardinality(v_more) = 0;
+        v_restricted := v_restricted || v_more;
+    END LOOP;
+    v_tables := ARRAY(SELECT DISTINCT x FROM unnest(v_cascade || v_restricted) AS x ORDER BY 1);
+
+    FOR v_edge IN
+        SELECT e.* FROM unnest(v_edges) AS e
+         WHERE e.on_delete IN ('set null', 'set default')
+         ORDER BY e.child::text, e.constraint_name
+    LOOP
+        v_n := v_n + 1;
+        v_g := v_g + 1;
+        step := v_n; stmt_group := v_g; relid := v_edge.child; action := v_edge.on_delete;
+        columns := v_edge.set_columns; via := ARRAY[v_edge.constraint_name]; parent := v_edge.parent;
+        restricted := false;
+        RETURN NEXT;
+    END LOOP;
+
+    -- Children first: a table is placed once every other table referencing it is placed; a
+    -- cycle is placed whole, as the strongly connected set of tables that reach each other.
+    WHILE cardinality(v_placed) < cardinality(v_tables) LOOP
+        SELECT ARRAY[t] INTO v_group
+          FROM unnest(v_tables) AS t
+         WHERE t <> ALL (v_placed)
+           AND NOT EXISTS (SELECT FROM unnest(v_edges) AS e
+                            WHERE e.parent = t AND e.child <> t
+                              AND e.child = ANY (v_tables) AND e.child <> ALL (v_placed))
+         ORDER BY t::text
+         LIMIT 1;
+        IF v_group IS NULL THEN
+            -- Stuck on a cycle: take the first unplaced table's strongly connected set,
+            -- provided nothing outside it still waits; else the next table's.
+            FOR v_t IN SELECT t FROM unnest(v_tables) AS t WHERE t <> ALL (v_placed) ORDER BY t::text LOOP
+                WITH RECURSIVE reach(a, b) AS (
+                    SELECT e.child, e.parent FROM unnest(v_edges) AS e
+                     WHERE e.child = ANY (v_tables) AND e.child <> ALL (v_placed)
+                       AND e.parent = ANY (v_tables) AND e.parent <> ALL (v_placed)
+                    UNION
+                    SELECT r.a, e.parent FROM reach AS r JOIN unnest(v_edges) AS e ON e.child = r.b
+                     WHERE e.parent = ANY (v_tables) AND e.parent <> ALL (v_placed))
+                SELECT array_agg(s.x ORDER BY s.x::text) INTO v_group
+                  FROM (SELECT v_t AS x
+                        UNION SELECT r.b FROM reach AS r
+                               WHERE r.a = v_t AND EXISTS (SELECT FROM reach AS r2 WHERE r2.a = r.b AND r2.b = v_t)) AS s;
+                EXIT WHEN NOT EXISTS (
+                    SELECT FROM unnest(v_edges) AS e
+                     WHERE e.parent = ANY (v_group) AND e.child <> ALL (v_group)
+                       AND e.child = ANY (v_tables) AND e.child <> ALL (v_placed));
+            END LOOP;
+        END IF;
+        v_g := v_g + 1;
+        FOREACH v_t IN ARRAY v_group LOOP
+            stmt_group := v_g; relid := v_t; action := 'delete'; columns := NULL; parent := NULL;
+            IF v_t = ANY (v_cascade) THEN
+                v_n := v_n + 1;
+                step := v_n; restricted := false;
+                via := CASE WHEN v_t = ANY (v_roots) THEN ARRAY['contaminated'] ELSE '{}'::text[] END
+                       || ARRAY(SELECT e.constraint_name FROM unnest(v_edges) AS e
+                                 WHERE e.child = v_t AND e.on_delete = 'cascade' AND e.parent = ANY (v_cascade)
+                                 ORDER BY e.constraint_name);
+                RETURN NEXT;
+            END IF;
+            IF v_t = ANY (v_restricted) THEN
+                v_n := v_n + 1;
+                step := v_n; restricted := true;
+                via := ARRAY(SELECT e.constraint_name FROM unnest(v_edges) AS e
+                              WHERE e.child = v_t
+                                AND ((e.on_delete IN ('restrict', 'no action') AND e.parent = ANY (v_tables))
+                                     OR (e.on_delete = 'cascade' AND e.parent = ANY (v_restricted)))
+                              ORDER BY e.constraint_name);
+                RETURN NEXT;
+            END IF;
+        END LOOP;
+        v_placed := v_placed || v_group;
+    END LOOP;
+
+    FOR v_edge IN
+        SELECT e.* FROM unnest(v_edges) AS e
+         WHERE e.on_delete IN ('restrict', 'no action') AND NOT p_include_restricted
+         ORDER BY e.child::text, e.constraint_name
+    LOOP
+        v_n := v_n + 1;
+        step := v_n; stmt_group := NULL; relid := v_edge.child; action := 'blocked';
+        columns := v_edge.child_columns; via := ARRAY[v_edge.constraint_name]; parent := v_edge.parent;
+        restricted := false;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._cleanup_steps(regclass[], boolean) IS
+    'Internal: the steps of a cleanup of rows in these tables, from the catalog: SET NULL/SET DEFAULT updates, deletes children first (a cycle as one group), and RESTRICT/NO ACTION checks (action blocked); with p_include_restricted, deletes (restricted) of the rows those checks would find instead.';
+
+CREATE OR REPLACE FUNCTION guardian._cleanup_collect(p_roots jsonb, p_lock boolean DEFAULT false,
+                                          p_include_restricted boolean DEFAULT false)
+RETURNS SETOF guardian.cleanup_row
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tables   regclass[] := guardian._cleanup_roots(p_roots);
+    v_edges    guardian.cleanup_edge[];
+    v_steps    jsonb;
+    v_rows     guardian.cleanup_row[] := '{}';
+    v_frontier guardian.cleanup_row[];
+    v_next     guardian.cleanup_row[];
+    v_found    guardian.cleanup_row[];
+    v_table    regclass;
+    v_edge     guardian.cleanup_edge;
+    v_step     integer;
+    v_cols     text[];
+    v_lock     text := CASE WHEN p_lock THEN ' FOR UPDATE OF t' ELSE '' END;
+    v_name     text;
+    v_deletes  integer[];
+    v_held     guardian.cleanup_row[] := '{}';
+    v_phase    integer := 1;
+    v_kind     text;
+BEGIN
+    v_edges := ARRAY(SELECT e FROM guardian._cleanup_edges(v_tables, p_include_restricted) AS e);
+    SELECT jsonb_agg(jsonb_build_object('step', s.step, 'relid', s.relid::oid, 'action', s.action, 'via', s.via,
+                                        'restricted', s.restricted))
+      INTO v_steps FROM guardian._cleanup_steps(v_tables, p_include_restricted) AS s;
+    v_deletes := ARRAY(SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s WHERE s ->> 'action' = 'delete');
+
+    -- The contaminated records, by the key their finding recorded.
+    FOREACH v_table IN ARRAY v_tables LOOP
+        v_name := (SELECT k FROM jsonb_object_keys(p_roots) AS k WHERE guardian._regclass_of(k) = v_table LIMIT 1);
+        CONTINUE WHEN jsonb_array_length(p_roots -> v_name) = 0;
+        v_step := (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s
+                    WHERE (s ->> 'relid')::oid = guardian._table_root(v_table) AND s ->> 'action' = 'delete'
+                      AND NOT (s ->> 'restricted')::boolean);
+        v_cols := ARRAY(SELECT jsonb_object_keys(p_roots -> v_name -> 0 -> 'key'));
+        -- One pass: the records given (their findings merged per key), joined to the table.
+        IF v_cols = ARRAY['row_md5'] THEN
+            EXECUTE format(
+                'WITH given AS (
+                     SELECT e -> ''key'' ->> ''row_md5'' AS row_md5,
+                            jsonb_agg(f) FILTER (WHERE f IS NOT NULL) AS findings
+                       FROM jsonb_array_elements($1) AS e
+                       LEFT JOIN LATERAL jsonb_array_elements(e -> ''findings'') AS f ON true
+                      GROUP BY 1)
+                 SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, true, x.findings, x.row_key)::guardian.cleanup_row)
+                   FROM (SELECT t.tableoid, t.ctid, %s AS row_key, g.findings
+                           FROM %s AS t JOIN given AS g ON g.row_md5 = md5((%s)::text)%s) AS x',
+                v_step, guardian._table_root(v_table), guardian._key_expr(v_table, 't'), v_table,
+                guardian._scan_row_json(v_table, 't'), v_lock)
+              INTO v_found USING p_roots -> v_name;
+        ELSE
+            IF EXISTS (SELECT FROM unnest(v_cols) AS c
+                        WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                                           WHERE a.attrelid = v_table AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)) THEN
+                RAISE EXCEPTION 'table % has no column % any more', v_table,
+                                (SELECT string_agg(quote_ident(c), ', ') FROM unnest(v_cols) AS c
+                                  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                                                     WHERE a.attrelid = v_table AND a.attname = c AND NOT a.attisdropped))
+                    USING ERRCODE = 'undefined_column',
+                          DETAIL = 'The contaminated records were identified by a key the table no longer has; nothing was changed.',
+                          HINT = format('Find them again with a scan: SELECT * FROM guardian.scan(%L, p_record => true);', v_table);
+            END IF;
+            EXECUTE format(
+                'WITH given AS (
+                     SELECT %s, jsonb_agg(f) FILTER (WHERE f IS NOT NULL) AS findings
+                       FROM jsonb_array_elements($1) AS e
+                      CROSS JOIN LATERAL jsonb_populate_record(NULL::%s, e -> ''key'') AS r
+                       LEFT JOIN LATERAL jsonb_array_elements(e -> ''findings'') AS f ON true
+                      GROUP BY %s)
+                 SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, true, x.findings, x.row_key)::guardian.cleanup_row)
+                   FROM (SELECT t.tableoid, t.ctid, %s AS row_key, g.findings
+                           FROM %s AS t JOIN given AS g ON (%s) = (%s)%s) AS x',
+                guardian._column_list('r', v_cols), v_table, guardian._column_list('r', v_cols),
+                v_step, guardian._table_root(v_table), guardian._key_expr(v_table, 't'),
+                v_table, guardian._column_list('t', v_cols), guardian._column_list('g', v_cols), v_lock)
+              INTO v_found USING p_roots -> v_name;
+        END IF;
+        v_rows := v_rows || coalesce(v_found, '{}');
+    END LOOP;
+
+    -- Follow the foreign keys from every newly removed row until nothing new is removed. Phase
+    -- 1 removes what cascades; phase 2 (asked to include restricted rows) starts from the rows
+    -- that reference removed rows through RESTRICT / NO ACTION and are not removed anyway.
+    v_frontier := v_rows;
+    LOOP
+        WHILE cardinality(v_frontier) > 0 LOOP
+            v_next := '{}';
+            FOR v_edge IN
+                SELECT e.* FROM unnest(v_edges) AS e
+                 WHERE e.parent IN (SELECT f.relid FROM unnest(v_frontier) AS f)
+                 ORDER BY e.child::text, e.constraint_name
+            LOOP
+                -- What the rows found through this key become.
+                v_kind := CASE WHEN v_edge.on_delete IN ('set null', 'set default') THEN v_edge.on_delete
+                               WHEN v_phase = 2 THEN 'restricted'
+                               WHEN v_edge.on_delete = 'cascade' THEN 'delete'
+                               WHEN p_include_restricted THEN 'held'
+                               ELSE 'blocked' END;
+                v_step := (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s
+                            WHERE (s ->> 'relid')::oid = v_edge.child::oid
+                              AND CASE v_kind
+                                      WHEN 'delete' THEN s ->> 'action' = 'delete' AND NOT (s ->> 'restricted')::boolean
+                                      WHEN 'restricted' THEN s ->> 'action' = 'delete' AND (s ->> 'restricted')::boolean
+                                      WHEN 'held' THEN s ->> 'action' = 'delete' AND (s ->> 'restricted')::boolean
+                                      ELSE s ->> 'action' = v_kind AND s -> 'via' ? v_edge.constraint_name
+                                  END);
+                EXECUTE format(
+                    'SELECT array_agg(ROW(%s, %L, x.tableoid, x.ctid, false, NULL, x.row_key)::guardian.cleanup_row)
+                       FROM (SELECT t.tableoid, t.ctid, %s AS row_key
+                               FROM %s AS t
+                              WHERE (%s) IN (SELECT %s FROM %s AS p
+                                               JOIN unnest($1::oid[], $2::tid[]) AS f(toid, tctid)
+                                                 ON p.tableoid = f.toid AND p.ctid = f.tctid)%s) AS x',
+                    v_step, v_edge.child, guardian._key_expr(v_edge.child, 't'), v_edge.child,
+                    guardian._column_list('t', v_edge.child_columns), guardian._column_list('p', v_edge.parent_columns),
+                    v_edge.parent,
+                    CASE WHEN v_kind = 'blocked' THEN '' ELSE v_lock END)
+                  INTO v_found
+                  USING ARRAY(SELECT f.row_tableoid FROM unnest(v_frontier) AS f WHERE f.relid = v_edge.parent ORDER BY f.row_ctid),
+                        ARRAY(SELECT f.row_ctid FROM unnest(v_frontier) AS f WHERE f.relid = v_edge.parent ORDER BY f.row_ctid);
+                IF v_kind IN ('delete', 'restricted') THEN
+                    -- Only rows not already removed join the next round.
+                    v_found := ARRAY(SELECT n FROM unnest(coalesce(v_found, '{}')) AS n
+                                      WHERE NOT EXISTS (SELECT FROM unnest(v_rows || v_next) AS o
+                                                         WHERE o.row_tableoid = n.row_tableoid AND o.row_ctid = n.row_ctid
+                                                           AND o.step = ANY (v_deletes)));
+                    v_next := v_next || v_found;
+                ELSIF v_kind = 'held' THEN
+                    -- Phase 1 may still remove them through CASCADE: decided once it is done.
+                    v_held := v_held || coalesce(v_found, '{}');
+                ELSE
+                    v_rows := v_rows || ARRAY(SELECT n FROM unnest(coalesce(v_found, '{}')) AS n
+                                               WHERE NOT EXISTS (SELECT FROM unnest(v_rows) AS o
+                                                                  WHERE o.row_tableoid = n.row_tableoid AND o.row_ctid = n.row_ctid
+                                                                    AND o.step = n.step));
+                END IF;
+            END LOOP;
+            v_rows := v_rows || v_next;
+            v_frontier := v_next;
+        END LOOP;
+        EXIT WHEN v_phase = 2 OR cardinality(v_held) = 0;
+        v_phase := 2;
+        v_frontier := ARRAY(SELECT DISTINCT ON (h.row_tableoid, h.row_ctid) h FROM unnest(v_held) AS h
+                             WHERE NOT EXISTS (SELECT FROM unnest(v_rows) AS o
+                                                WHERE o.row_tableoid = h.row_tableoid AND o.row_ctid = h.row_ctid
+                                                  AND o.step = ANY (v_deletes))
+                             ORDER BY h.row_tableoid, h.row_ctid);
+        v_rows := v_rows || v_frontier;
+    END LOOP;
+
+    -- A row that is removed is neither updated nor a blocker.
+    RETURN QUERY
+        SELECT r.* FROM unnest(v_rows) AS r
+         WHERE r.step IN (SELECT (s ->> 'step')::integer FROM jsonb_array_elements(v_steps) AS s WHERE s ->> 'action' = 'delete')
+            OR NOT EXISTS (SELECT FROM unnest(v_rows) AS d
+                            JOIN jsonb_array_elements(v_steps) AS s ON (s ->> 'step')::integer = d.step AND s ->> 'action' = 'delete'
+                           WHERE d.row_tableoid = r.row_tableoid AND d.row_ctid = r.row_ctid)
+         ORDER BY r.step, r.row_tableoid, r.row_ctid;
+END
+$$;
+COMMENT ON FUNCTION guardian._cleanup_collect(jsonb, boolean, boolean) IS
+    'Internal: every row a cleanup of these contaminated records touches, by step, found with the caller''s rights; p_lock takes FOR UPDATE locks on the rows it will change (a capture); p_include_restricted removes the rows RESTRICT / NO ACTION references would block on, and what depends on them.';
+
+CREATE OR REPLACE FUNCTION guardian._cleanup_counts(p_roots jsonb, p_rows guardian.cleanup_row[],
+                                         p_include_restricted boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Rows per step, every step present (0 when none), keyed by step number.
+    SELECT jsonb_object_agg(s.step::text, (SELECT count(*) FROM unnest(p_rows) AS r WHERE r.step = s.step))
+      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots), p_include_restricted) AS s
+$$;
+COMMENT ON FUNCTION guardian._cleanup_counts(jsonb, guardian.cleanup_row[], boolean) IS 'Internal: rows per cleanup step.';
+
+CREATE OR REPLACE FUNCTION guardian._plan_of(p_roots jsonb, p_include_restricted boolean DEFAULT false)
+RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text, warning text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows  guardian.cleanup_row[];
+    v_given integer;
+    v_found integer;
+BEGIN
+    IF p_roots IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM guardian._refuse_app_code(ARRAY(SELECT guardian._regclass_of(k) FROM jsonb_object_keys(p_roots) AS k),
+                                      'a cleanup plan', p_runs => ARRAY['values']);
+    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false, p_include_restricted) AS r);
+    v_given := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
+    v_found := (SELECT count(*) FROM unnest(v_rows) AS r WHERE r.root);
+    RETURN QUERY
+    SELECT s.step, s.relid::text, CASE WHEN s.restricted THEN 'delete_restricted' ELSE s.action END, c.n,
+           CASE WHEN s.via = ARRAY['contaminated'] THEN 'the contaminated records'
+                WHEN s.restricted
+                THEN (SELECT string_agg(format('%s (ON DELETE %s)', u.v,
+                                               CASE k.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'r' THEN 'RESTRICT'
+                                                                  ELSE 'NO ACTION' END), ', ' ORDER BY u.o)
+                        FROM unnest(s.via) WITH ORDINALITY AS u(v, o)
+                        LEFT JOIN pg_catalog.pg_constraint AS k
+                          ON k.conrelid = s.relid AND k.conname = u.v AND k.contype = 'f')
+                ELSE array_to_string(s.via, ', ') || CASE s.action WHEN 'delete' THEN ' (ON DELETE CASCADE)'
+                                                                   WHEN 'blocked' THEN ' (ON DELETE RESTRICT / NO ACTION)'
+                                                                   ELSE format(' (ON DELETE %s)', upper(s.action)) END
+           END,
+           concat_ws('; ',
+               CASE WHEN s.action IN ('set null', 'set default') THEN format('%s %s', array_to_string(s.columns, ', '),
+                        CASE s.action WHEN 'set null' THEN 'set to NULL' ELSE 'set to its default' END) END,
+               CASE WHEN s.action = 'blocked' AND c.n > 0
+                    THEN format('these rows reference removed rows of %s and are not removed themselves', s.parent) END,
+               (SELECT 'e.g. ' || string_agg(x.row_key::text, ', ')
+                  FROM (SELECT r.row_key FROM unnest(v_rows) AS r WHERE r.step = s.step ORDER BY r.row_key::text LIMIT 3) AS x),
+               CASE WHEN s.via @> ARRAY['contaminated'] AND v_found < v_given
+                    THEN format('%s of the %s contaminated records are already gone', v_given - v_found, v_given) END),
+           CASE WHEN s.restricted AND c.n > 0
+                THEN format('%s row(s) of %s were protected by ON DELETE RESTRICT / NO ACTION (or depend on such rows) and are removed because p_include_restricted (--include-restricted) was given: make sure they are test data too (they are quarantined, and guardian.restore() brings them back)',
+                            c.n, s.relid)
+                WHEN s.action = 'blocked' AND c.n > 0
+                THEN 'these rows block the cleanup; if they are test data too, include them with p_include_restricted => true (CLI: --include-restricted)'
+           END
+      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots), p_include_restricted) AS s
+     CROSS JOIN LATERAL (SELECT count(*) AS n FROM unnest(v_rows) AS r WHERE r.step = s.step) AS c
+     ORDER BY s.step;
+END
+$$;
+COMMENT ON FUNCTION guardian._plan_of(jsonb, boolean) IS 'Internal: the dry run of a cleanup of these contaminated records.';
+
+CREATE OR REPLACE FUNCTION guardian.cleanup_plan(p_alert uuid, p_include_restricted boolean DEFAULT false)
+RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text, warning text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM guardian._plan_of(guardian._alert_roots(p_alert), p_include_restricted)
+$$;
+COMMENT ON FUNCTION guardian.cleanup_plan(uuid, boolean) IS
+    'Dry run of the cleanup of an alert: each step (SET NULL updates, deletes in foreign-key order, RESTRICT checks) with the rows it would touch; changes nothing. Rows of a blocked step stop the cleanup; with p_include_restricted they are removed too, in steps of action delete_restricted that carry a warning.';
+
+CREATE OR REPLACE FUNCTION guardian.cleanup_plan(p_table regclass, p_record_ids text[] DEFAULT NULL,
+                                      p_include_restricted boolean DEFAULT false)
+RETURNS TABLE (step integer, table_name text, action text, rows bigint, via text, detail text, warning text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM guardian._plan_of(guardian._table_roots(p_table, p_record_ids), p_include_restricted)
+$$;
+COMMENT ON FUNCTION guardian.cleanup_plan(regclass, text[], boolean) IS
+    'Dry run of the cleanup of the contaminated records a scan finds in a table now (or only of these record ids, as a scan returned them); changes nothing. p_include_restricted as for guardian.cleanup_plan(alert).';
+
+CREATE OR REPLACE FUNCTION guardian._cleanup_step_list(p_roots jsonb, p_counts jsonb, p_include_restricted boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_agg(jsonb_build_object(
+               'step', s.step, 'group', s.stmt_group, 'table', s.relid::text, 'relid', s.relid::oid,
+               'action', s.action, 'columns', to_jsonb(s.columns), 'via', to_jsonb(s.via),
+               'parent', s.parent::text, 'restricted', s.restricted,
+               'rows', coalesce((p_counts ->> s.step::text)::bigint, 0))
+           ORDER BY s.step)
+      FROM guardian._cleanup_steps(guardian._cleanup_roots(p_roots), p_include_restricted) AS s
+$$;
+COMMENT ON FUNCTION guardian._cleanup_step_list(jsonb, jsonb, boolean) IS
+    'Internal: the steps of a cleanup (from the catalog) with the row count each expects; restricted marks the deletes of rows protected by RESTRICT / NO ACTION (p_include_restricted).';
+
+CREATE OR REPLACE FUNCTION guardian._render_cleanup_script(
+    p_batch uuid, p_alert guardian.monitoring_alerts, p_roots jsonb, p_steps jsonb, p_automatic boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lines  text[] := '{}';
+    v_step   jsonb;
+    v_group  integer;
+    v_roots  integer := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
+    v_total  bigint := (SELECT sum((s ->> 'rows')::bigint) FROM jsonb_array_elements(p_steps) AS s
+                         WHERE s ->> 'action' <> 'blocked');
+    v_restricted boolean := EXISTS (SELECT FROM jsonb_array_elements(p_steps) AS s
+                                     WHERE coalesce((s ->> 'restricted')::boolean, false));
+    v_option text := CASE WHEN v_restricted THEN ', p_include_restricted => true' ELSE '' END;
+    v_regen  text := CASE WHEN p_alert.id IS NOT NULL THEN format('SELECT guardian.cleanup_script(%L::uuid%s);', p_alert.id, v_option)
+                          ELSE format('SELECT guardian.cleanup_script(%L::regclass%s);',
+                                      (SELECT k FROM jsonb_object_keys(p_roots) AS k LIMIT 1), v_option) END;
+    v_held   text := (SELECT format('%s row(s) in step(s) %s', sum((s ->> 'rows')::bigint),
+                                    string_agg(s ->> 'step', ', ' ORDER BY (s ->> 'step')::integer))
+                        FROM jsonb_array_elements(p_steps) AS s
+                       WHERE coalesce((s ->> 'restricted')::boolean, false) AND (s ->> 'rows')::bigint > 0
+                      HAVING count(*) > 0);
+BEGIN
+    v_lines := v_lines || format('-- pg_guardian cleanup script, batch %s', p_batch);
+    IF p_alert.id IS NOT NULL THEN
+        v_lines := v_lines || guardian._comment(format('-- alert %s (%s %s): %s', p_alert.id, p_alert.severity, p_alert.type,
+                                                        left(p_alert.message, 200)));
+    END IF;
+    v_lines := v_lines || guardian._comment(format('-- environment %s; generated %s by %s%s', guardian.current_environment(),
+                                                    to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                                                    SESSION_USER, CASE WHEN p_automatic THEN ' (with the alert)' ELSE '' END));
+    v_lines := v_lines || '--'::text
+        || guardian._comment(format('-- Removes %s contaminated record(s) of %s and every row that depends on them, %s row(s)',
+                                    v_roots, (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(p_roots) AS k), v_total))
+        || '-- in all, in foreign-key order, in one transaction. Every row is first copied into'::text
+        || format('-- guardian.quarantine; undo it with: SELECT guardian.restore(%L);', p_batch)
+        || '-- It aborts, changing nothing, if the rows it finds when it runs differ from the counts'::text
+        || '-- below (the data changed since it was generated). Generate it again with:'::text
+        || guardian._comment('--   ' || v_regen)
+        || '--'::text;
+    IF v_held IS NOT NULL THEN
+        v_lines := v_lines
+            || ('-- WARNING: it also removes ' || v_held || ' (delete_restricted): rows protected by')
+            || '-- ON DELETE RESTRICT / NO ACTION (or depending on such rows). They reference removed rows'::text
+            || '-- without depending on them by CASCADE, and are removed only because the script was'::text
+            || '-- generated with p_include_restricted => true (CLI: --include-restricted). Make sure they'::text
+            || '-- are test data too; they are quarantined with the rest.'::text
+            || '--'::text;
+    END IF;
+    v_lines := v_lines
+        || format('-- %4s  %-32s  %-26s  %6s  %s', 'step', 'table', 'action', 'rows', 'because of');
+    FOR v_step IN SELECT s FROM jsonb_array_elements(p_steps) AS s ORDER BY (s ->> 'step')::integer LOOP
+        v_lines := v_lines || guardian._comment(format('-- %4s  %-32s  %-26s  %6s  %s',
+            v_step ->> 'step', v_step ->> 'table',
+            CASE v_step ->> 'action'
+                WHEN 'delete' THEN CASE WHEN coalesce((v_step ->> 'restricted')::boolean, false)
+                                        THEN 'delete_restricted' ELSE 'delete' END
+                WHEN 'blocked' THEN 'must be none (RESTRICT)'
+                ELSE format('%s = %s', (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(v_step -> 'columns') AS c),
+                            CASE v_step ->> 'action' WHEN 'set null' THEN 'NULL' ELSE 'DEFAULT' END) END,
+            v_step ->> 'rows',
+            CASE WHEN v_step -> 'via' = '["contaminated"]' THEN 'contaminated (see the records below)'
+                 ELSE (SELECT string_agg(v, ', ') FROM jsonb_array_elements_text(v_step -> 'via') AS v)
+                      || CASE WHEN v_step ->> 'parent' IS NOT NULL THEN ' -> ' || (v_step ->> 'parent') ELSE '' END END));
+    END LOOP;
+    v_lines := v_lines || ''::text || 'BEGIN;'::text || ''::text
+        || '-- Locks the rows, checks that they are exactly the rows counted above and copies them into'::text
+        || '-- guardian.quarantine. The contaminated records, with the rules that matched them:'::text
+        || format(E'SELECT guardian.cleanup_begin(\n    %L::uuid,\n    %L::jsonb,\n    %L::jsonb);',
+                  p_batch, jsonb_pretty(p_roots),
+                  (SELECT jsonb_object_agg(s ->> 'step', (s ->> 'rows')::bigint) FROM jsonb_array_elements(p_steps) AS s));
+    FOR v_group IN
+        SELECT DISTINCT (s ->> 'group')::integer FROM jsonb_array_elements(p_steps) AS s
+         WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0
+         ORDER BY 1
+    LOOP
+        v_lines := v_lines || ''::text || ARRAY(
+            SELECT guardian._comment(format('-- %s. %s: %s %s row(s)%s', s ->> 'step', s ->> 'table',
+                       CASE s ->> 'action' WHEN 'delete' THEN 'delete' ELSE 'update' END, s ->> 'rows',
+                       CASE WHEN s ->> 'action' <> 'delete'
+                            THEN format(', setting %s to %s (ON DELETE %s of %s)',
+                                        (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(s -> 'columns') AS c),
+                                        CASE s ->> 'action' WHEN 'set null' THEN 'NULL' ELSE 'its default' END,
+                                        upper(s ->> 'action'), s ->> 'parent')
+                            WHEN coalesce((s ->> 'restricted')::boolean, false)
+                            THEN format(' protected by ON DELETE RESTRICT / NO ACTION (%s): included on request',
+                                        (SELECT string_agg(v, ', ') FROM jsonb_array_elements_text(s -> 'via') AS v))
+                            WHEN jsonb_array_length(s -> 'via') > 1 OR s -> 'via' <> '["contaminated"]'
+                            THEN format(' (%s)', (SELECT string_agg(v, ', ') FROM jsonb_array_elements_text(s -> 'via') AS v))
+                            ELSE ' (the contaminated records)' END))
+              FROM jsonb_array_elements(p_steps) AS s
+             WHERE (s ->> 'group')::integer = v_group AND (s ->> 'rows')::bigint > 0
+             ORDER BY (s ->> 'step')::integer)
+            || guardian._cleanup_group_sql(p_batch,
+                   (SELECT jsonb_agg(s) FROM jsonb_array_elements(p_steps) AS s WHERE (s ->> 'rows')::bigint > 0),
+                   v_group);
+    END LOOP;
+    v_lines := v_lines || ''::text
+        || '-- Checks every step ran with its expected count, marks the batch applied and resolves the alert.'::text
+        || format('SELECT guardian.cleanup_finish(%L::uuid);', p_batch)
+        || ''::text || 'COMMIT;'::text;
+    RETURN array_to_string(v_lines, E'\n') || E'\n';
+END
+$$;
+COMMENT ON FUNCTION guardian._render_cleanup_script(uuid, guardian.monitoring_alerts, jsonb, jsonb, boolean) IS
+    'Internal: the text of a cleanup script (header with the expected counts, cleanup_begin, one statement per step group, cleanup_finish), everything quoted.';
+
+CREATE OR REPLACE FUNCTION guardian._register_cleanup_script(
+    p_batch uuid, p_alert uuid, p_roots jsonb, p_counts jsonb, p_automatic boolean DEFAULT false,
+    p_include_restricted boolean DEFAULT false)
+RETURNS guardian.cleanup_scripts
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_caller text := guardian._response_caller();
+    v_alert  guardian.monitoring_alerts;
+    v_steps  jsonb;
+    v_script text;
+    v_row    guardian.cleanup_scripts;
+    v_blocked jsonb;
+BEGIN
+    -- An automatic caller may only name records its own transaction found contaminated.
+    -- An automatic caller may only name records of an alert its own transaction added to, or
+    -- records its own transaction found.
+    IF v_caller = 'auto' AND (
+        (p_alert IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.findings AS f
+                                              WHERE f.alert_id = p_alert AND f.backend_pid = pg_backend_pid()
+                                                AND f.created_at >= now()))
+        OR EXISTS (SELECT FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value) AS e
+                    WHERE NOT EXISTS (SELECT FROM guardian.findings AS f
+                                       WHERE f.relid = guardian._regclass_of(t.key) AND f.record_key = e -> 'key'
+                                         AND (f.alert_id = p_alert
+                                              OR (f.backend_pid = pg_backend_pid() AND f.created_at >= now()))))) THEN
+        RAISE EXCEPTION 'an automatic cleanup may only name records found contaminated by its own transaction'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- Rows protected by RESTRICT are removed only when a person asks for it.
+    IF p_include_restricted AND (v_caller = 'auto' OR p_automatic) THEN
+        RAISE EXCEPTION 'an automatic cleanup never removes rows protected by ON DELETE RESTRICT / NO ACTION'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A guardian admin can: SELECT guardian.cleanup_script(''<alert id>''::uuid, p_include_restricted => true);';
+    END IF;
+    IF EXISTS (SELECT FROM jsonb_each_text(p_counts) AS c WHERE c.value !~ '^[0-9]{1,12}$') THEN
+        RAISE EXCEPTION 'row counts must be whole numbers: %', p_counts USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_steps := guardian._cleanup_step_list(p_roots, p_counts, p_include_restricted);
+    SELECT jsonb_agg(s) INTO v_blocked FROM jsonb_array_elements(v_steps) AS s
+     WHERE s ->> 'action' = 'blocked' AND (s ->> 'rows')::bigint > 0;
+    IF v_blocked IS NOT NULL THEN
+        -- _cleanup_prepare() names the rows first; this is the check a direct caller meets.
+        RAISE EXCEPTION 'the cleanup is blocked: %', (
+                SELECT string_agg(format('%s row(s) of %s reference %s through %s (ON DELETE RESTRICT / NO ACTION) and are not removed',
+                                         s ->> 'rows', s ->> 'table', s ->> 'parent', s -> 'via' ->> 0), '; ')
+                  FROM jsonb_array_elements(v_blocked) AS s)
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'Deleting the rows they reference would fail; nothing was changed.',
+                  HINT = 'If those rows are test data too, run the cleanup with p_include_restricted => true (CLI: --include-restricted).';
+    END IF;
+    IF p_alert IS NOT NULL THEN
+        SELECT * INTO v_alert FROM guardian.monitoring_alerts AS a WHERE a.id = p_alert;
+    END IF;
+    v_script := guardian._render_cleanup_script(p_batch, v_alert, p_roots, v_steps, p_automatic);
+    INSERT INTO guardian.cleanup_scripts (batch_id, alert_id, environment, roots, steps, script, automatic)
+    VALUES (p_batch, p_alert, guardian.current_environment(), p_roots, v_steps, v_script, p_automatic)
+    RETURNING * INTO v_row;
+    IF p_alert IS NOT NULL THEN
+        -- The relay's Slack button and email show the script stored with the alert.
+        UPDATE guardian.monitoring_alerts AS a
+           SET metadata = a.metadata - 'cleanup_script_error' || jsonb_build_object(
+                   'cleanup_script', v_script, 'cleanup_batch', p_batch, 'cleanup_script_at', now(),
+                   'cleanup_script_records', (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value)),
+                   'cleanup_plan_query', CASE WHEN p_include_restricted
+                                              THEN format('SELECT * FROM guardian.cleanup_plan(%L::uuid, p_include_restricted => true);', p_alert)
+                                              ELSE format('SELECT * FROM guardian.cleanup_plan(%L);', p_alert) END)
+         WHERE a.id = p_alert;
+    END IF;
+    RETURN v_row;
+END
+$$;
+COMMENT ON FUNCTION guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean, boolean) IS
+    'Internal: renders a cleanup script from the catalog and the given records and counts, records it under its batch id (returned) and stores it with its alert (metadata.cleanup_script); p_include_restricted (never for an automatic cleanup) removes rows protected by RESTRICT / NO ACTION too.';
+
+CREATE OR REPLACE FUNCTION guardian._cleanup_prepare(p_roots jsonb, p_alert uuid, p_automatic boolean DEFAULT false,
+                                          p_include_restricted boolean DEFAULT false)
+RETURNS guardian.cleanup_scripts
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows    guardian.cleanup_row[];
+    v_given   integer := (SELECT count(*) FROM jsonb_each(p_roots) AS t, jsonb_array_elements(t.value));
+    v_left    jsonb;
+    v_name    text;
+    v_blocked text;
+    v_target  text;
+BEGIN
+    -- Planning reads and compares key values: a superuser would run the application's casts
+    -- and operators on them with its rights.
+    PERFORM guardian._refuse_app_code(ARRAY(SELECT guardian._regclass_of(k) FROM jsonb_object_keys(p_roots) AS k),
+                                      'a cleanup plan', p_runs => ARRAY['values']);
+    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false, p_include_restricted) AS r);
+    IF NOT EXISTS (SELECT FROM unnest(v_rows) AS r WHERE r.root) THEN
+        v_name := (SELECT string_agg(k, ', ') FROM jsonb_object_keys(p_roots) AS k);
+        RAISE EXCEPTION 'none of the % contaminated record(s) is in % any more', v_given, v_name
+            USING ERRCODE = 'no_data_found',
+                  DETAIL = 'They were deleted, changed or already quarantined since they were found; there is nothing to clean up.',
+                  HINT = CASE WHEN p_alert IS NOT NULL
+                              THEN format('Close the alert: SELECT guardian.resolve_alert(%L, ''rows already removed'');', p_alert)
+                              ELSE 'Nothing to do.' END;
+    END IF;
+    -- Rows that reference removed rows through RESTRICT / NO ACTION and stay: named, with the
+    -- option that removes them too.
+    SELECT string_agg(format('%s row(s) of %s reference %s through %s (ON DELETE RESTRICT / NO ACTION): %s%s',
+                             x.n, s ->> 'table', s ->> 'parent', s -> 'via' ->> 0, x.keys,
+                             CASE WHEN x.n > 3 THEN ', ...' ELSE '' END), '; ' ORDER BY (s ->> 'step')::integer)
+      INTO v_blocked
+      FROM jsonb_array_elements(guardian._cleanup_step_list(p_roots, '{}', p_include_restricted)) AS s
+     CROSS JOIN LATERAL (SELECT count(*) AS n,
+                                (SELECT string_agg(k.row_key::text, ', ')
+                                   FROM (SELECT r.row_key FROM unnest(v_rows) AS r WHERE r.step = (s ->> 'step')::integer
+                                          ORDER BY r.row_key::text LIMIT 3) AS k) AS keys
+                           FROM unnest(v_rows) AS r WHERE r.step = (s ->> 'step')::integer) AS x
+     WHERE s ->> 'action' = 'blocked' AND x.n > 0;
+    IF v_blocked IS NOT NULL THEN
+        v_target := CASE WHEN p_alert IS NOT NULL THEN format('%L::uuid', p_alert)
+                         ELSE format('%L::regclass', (SELECT k FROM jsonb_object_keys(p_roots) AS k LIMIT 1)) END;
+        RAISE EXCEPTION 'the cleanup is blocked: %', v_blocked
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'A cleanup removes the contaminated records and the rows that depend on them through ON DELETE CASCADE; these rows reference removed rows through ON DELETE RESTRICT / NO ACTION and are not removed, so deleting what they reference would fail. Nothing was changed.',
+                  HINT = CASE WHEN p_automatic
+                              THEN format('An automatic cleanup never removes them. If those rows are test data too, a guardian admin can run the cleanup with p_include_restricted => true (CLI: --include-restricted): SELECT guardian.cleanup_script(%s, p_include_restricted => true);', v_target)
+                              ELSE format('If those rows are test data too, run the cleanup with p_include_restricted => true (CLI: --include-restricted), which removes and quarantines them as well; see first what it would remove: SELECT * FROM guardian.cleanup_plan(%s, p_include_restricted => true);', v_target) END;
+    END IF;
+    -- Only the records still there: a script names what it removes.
+    SELECT jsonb_object_agg(t.key, x.records) INTO v_left
+      FROM jsonb_each(p_roots) AS t,
+           LATERAL (SELECT jsonb_agg(e ORDER BY e::text) AS records
+                      FROM jsonb_array_elements(t.value) AS e
+                     WHERE e -> 'key' IN (SELECT r.row_key FROM unnest(v_rows) AS r
+                                           WHERE r.root AND r.relid = guardian._table_root(guardian._regclass_of(t.key)))) AS x
+     WHERE x.records IS NOT NULL;
+    RETURN guardian._register_cleanup_script(gen_random_uuid(), p_alert, v_left,
+                                             guardian._cleanup_counts(v_left, v_rows, p_include_restricted), p_automatic,
+                                             p_include_restricted);
+END
+$$;
+COMMENT ON FUNCTION guardian._cleanup_prepare(jsonb, uuid, boolean, boolean) IS
+    'Internal: plans a cleanup of these records with the caller''s rights and registers its script; refuses, naming them, rows that RESTRICT / NO ACTION references would block on unless p_include_restricted.';
+
+CREATE OR REPLACE FUNCTION guardian.cleanup_script(p_alert uuid, p_include_restricted boolean DEFAULT false)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (guardian._cleanup_prepare(guardian._alert_roots(p_alert), p_alert, false, p_include_restricted)).script
+$$;
+COMMENT ON FUNCTION guardian.cleanup_script(uuid, boolean) IS
+    'The cleanup script for a contamination alert: removes its records and the rows that depend on them in foreign-key order, in one transaction, quarantining everything first and aborting if the counts it expects differ. Stored with the alert (metadata.cleanup_script). Review it, then run it (psql -f). Rows that reference removed rows through ON DELETE RESTRICT / NO ACTION refuse it, unless p_include_restricted: then they are removed and quarantined too (with what depends on them), listed apart with a warning.';
+
+CREATE OR REPLACE FUNCTION guardian.cleanup_script(p_table regclass, p_record_ids text[] DEFAULT NULL,
+                                        p_include_restricted boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_roots jsonb := guardian._table_roots(p_table, p_record_ids);
+BEGIN
+    IF v_roots IS NULL THEN
+        RAISE EXCEPTION 'a scan finds no test data in %', p_table
+            USING ERRCODE = 'no_data_found', HINT = 'Nothing to clean up.';
+    END IF;
+    RETURN (guardian._cleanup_prepare(v_roots, NULL, false, p_include_restricted)).script;
+END
+$$;
+COMMENT ON FUNCTION guardian.cleanup_script(regclass, text[], boolean) IS
+    'The cleanup script for the contaminated records a scan finds in a table now, or only for these record ids (as guardian.scan() returned them); p_include_restricted as for guardian.cleanup_script(alert).';
+
+CREATE OR REPLACE FUNCTION guardian.cleanup_begin(p_batch uuid, p_roots jsonb, p_expected jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET intervalstyle = 'postgres'
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+AS $$
+DECLARE
+    v_script  guardian.cleanup_scripts := guardian._cleanup_registered(p_batch);
+    v_batch   guardian.quarantine_batches;
+    v_rows    guardian.cleanup_row[];
+    v_counts  jsonb;
+    v_diff    text;
+    v_step    jsonb;
+    v_items   guardian.quarantine_item[] := '{}';
+    v_found   guardian.quarantine_item[];
+    v_total   bigint;
+    v_restricted boolean;
+BEGIN
+    IF v_script.batch_id IS NULL THEN
+        RAISE EXCEPTION 'unknown cleanup batch %', coalesce(p_batch::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  DETAIL = 'Cleanups run scripts generated by the guardian, which registers each one.',
+                  HINT = 'Generate one with SELECT guardian.cleanup_script(''<alert id>'');';
+    END IF;
+    IF v_script.roots IS DISTINCT FROM p_roots
+       OR p_expected IS DISTINCT FROM (SELECT jsonb_object_agg(s ->> 'step', (s ->> 'rows')::bigint)
+                                         FROM jsonb_array_elements(v_script.steps) AS s) THEN
+        RAISE EXCEPTION 'cleanup script % was edited: its records or counts differ from the ones it was generated with', p_batch
+            USING ERRCODE = 'data_exception',
+                  DETAIL = 'Nothing was changed.',
+                  HINT = coalesce(format('Generate it again: SELECT guardian.cleanup_script(%L::uuid);', v_script.alert_id),
+                                  'Generate it again with guardian.cleanup_script().');
+    END IF;
+    v_batch := guardian._quarantine_open(p_batch);
+    IF v_batch.id IS NOT NULL THEN
+        IF v_batch.status = 'capturing' THEN
+            RAISE EXCEPTION 'cleanup_begin already ran for batch % in this transaction', p_batch
+                USING ERRCODE = 'object_in_use', HINT = 'Run the script once, as a whole.';
+        END IF;
+        RAISE EXCEPTION 'cleanup script % already ran: % by % (%)', p_batch,
+                        to_char(v_batch.applied_at, 'YYYY-MM-DD HH24:MI:SS TZ'), v_batch.created_by,
+                        CASE v_batch.status WHEN 'restored' THEN format('restored %s by %s', v_batch.restored_at, v_batch.restored_by)
+                             ELSE 'its rows are in quarantine' END
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = 'Nothing was changed.',
+                  HINT = CASE v_batch.status WHEN 'applied' THEN format('To undo it: SELECT guardian.restore(%L);', p_batch)
+                              ELSE coalesce(format('For what is contaminated now: SELECT guardian.cleanup_script(%L::uuid);', v_script.alert_id),
+                                            'Generate a new script with guardian.cleanup_script().') END;
+    END IF;
+
+    -- A superuser would run the application's triggers, casts and operators with its rights.
+    PERFORM guardian._refuse_app_code(
+        ARRAY(SELECT DISTINCT (s ->> 'relid')::oid::regclass FROM jsonb_array_elements(v_script.steps) AS s),
+        format('cleanup script %s', p_batch), p_runs => ARRAY['write', 'values']);
+    -- Lock the rows and count them again: the data may have changed since generation. A
+    -- script generated with p_include_restricted has restricted delete steps (a person asked
+    -- for them); the registered steps, not the caller, say so.
+    v_restricted := EXISTS (SELECT FROM jsonb_array_elements(v_script.steps) AS s
+                             WHERE coalesce((s ->> 'restricted')::boolean, false));
+    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, true, v_restricted) AS r);
+    v_counts := guardian._cleanup_counts(p_roots, v_rows, v_restricted);
+    SELECT string_agg(format('step %s (%s %s): expected %s, found %s', s ->> 'step', s ->> 'action', s ->> 'table',
+                             s ->> 'rows', coalesce(v_counts ->> (s ->> 'step'), 'no such step')), '; '
+                      ORDER BY (s ->> 'step')::integer)
+      INTO v_diff
+      FROM jsonb_array_elements(v_script.steps) AS s
+     WHERE (v_counts ->> (s ->> 'step')) IS DISTINCT FROM (s ->> 'rows');
+    IF v_diff IS NULL AND (SELECT count(*) FROM jsonb_object_keys(v_counts)) <> jsonb_array_length(v_script.steps) THEN
+        v_diff := 'the foreign keys of these tables changed since the script was generated';
+    END IF;
+    IF v_diff IS NOT NULL THEN
+        RAISE EXCEPTION 'the data changed since cleanup script % was generated: %', p_batch, v_diff
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'Nothing was changed: the script only removes exactly the rows it counted.',
+                  HINT = coalesce(format('Generate it again: SELECT guardian.cleanup_script(%L::uuid);', v_script.alert_id),
+                                  'Generate it again with guardian.cleanup_script().');
+    END IF;
+
+    -- Copy every row before it changes: the whole row, its key, and why.
+    FOR v_step IN SELECT s FROM jsonb_array_elements(v_script.steps) AS s ORDER BY (s ->> 'step')::integer LOOP
+        CONTINUE WHEN v_step ->> 'action' = 'blocked' OR (v_step ->> 'rows')::bigint = 0;
+        EXECUTE format(
+            'SELECT array_agg(ROW(%s, %L, %L, %s, %s, %L::text[], r.findings, t.tableoid, t.ctid)::guardian.quarantine_item)
+               FROM unnest($1) AS r JOIN %s AS t ON t.tableoid = r.row_tableoid AND t.ctid = r.row_ctid
+              WHERE r.step = %s',
+            v_step ->> 'step', (v_step ->> 'relid')::oid::regclass, v_step ->> 'action',
+            guardian._key_expr((v_step ->> 'relid')::oid::regclass, 't'),
+            guardian._row_json_expr((v_step ->> 'relid')::oid::regclass, 't'),
+            guardian._jsonb_texts(v_step -> 'columns'),
+            (v_step ->> 'relid')::oid::regclass, v_step ->> 'step')
+          INTO v_found USING v_rows;
+        v_items := v_items || coalesce(v_found, '{}');
+    END LOOP;
+    v_total := guardian._quarantine_put(p_batch, v_items);
+    RETURN format('captured %s row(s) into quarantine batch %s', v_total, p_batch);
+END
+$$;
+COMMENT ON FUNCTION guardian.cleanup_begin(uuid, jsonb, jsonb) IS
+    'First statement of a cleanup script: checks the script is the one registered, locks the rows it will change, checks they are exactly the rows it counted and copies them into guardian.quarantine. Raises (changing nothing) on any difference.';
+
+CREATE OR REPLACE FUNCTION guardian.cleanup_step(p_batch uuid, p_step integer, p_rows bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_batch guardian.quarantine_batches;
+    v_step  jsonb;
+BEGIN
+    PERFORM guardian._response_caller();
+    SELECT * INTO v_batch FROM guardian.quarantine_batches AS b
+     WHERE b.id = p_batch AND b.status = 'capturing' AND b.captured_xid = txid_current();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cleanup batch % was not captured in this transaction', p_batch
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'Run the whole script as it is, e.g. psql -f cleanup.sql.';
+    END IF;
+    SELECT s INTO v_step FROM jsonb_array_elements(v_batch.steps) AS s WHERE (s ->> 'step')::integer = p_step;
+    IF (v_step ->> 'rows')::bigint IS DISTINCT FROM p_rows THEN
+        RAISE EXCEPTION 'step % of cleanup batch % (% %) changed % row(s), expected %', p_step, p_batch,
+                        v_step ->> 'action', v_step ->> 'table', p_rows, coalesce(v_step ->> 'rows', 'no such step')
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = 'The transaction is aborted: nothing is changed.',
+                  HINT = coalesce(format('Generate the script again: SELECT guardian.cleanup_script(%L::uuid);', v_batch.alert_id),
+                                  'Generate the script again with guardian.cleanup_script().');
+    END IF;
+    UPDATE guardian.quarantine_batches AS b SET done = b.done || jsonb_build_object(p_step::text, p_rows)
+     WHERE b.id = p_batch;
+    RETURN p_rows;
+END
+$$;
+COMMENT ON FUNCTION guardian.cleanup_step(uuid, integer, bigint) IS
+    'Called by each statement of a cleanup script with the rows it changed: raises (aborting the transaction) unless that is exactly the count expected.';
+
+CREATE OR REPLACE FUNCTION guardian._auto_cleanup(p_roots jsonb, p_alert uuid, p_max_rows numeric)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows    guardian.cleanup_row[];
+    v_counts  jsonb;
+    v_steps   jsonb;
+    v_total   bigint;
+    v_blocked text;
+    v_script  guardian.cleanup_scripts;
+    v_group   integer;
+BEGIN
+    v_rows := ARRAY(SELECT r FROM guardian._cleanup_collect(p_roots, false) AS r);
+    IF NOT EXISTS (SELECT FROM unnest(v_rows) AS r WHERE r.root) THEN
+        RETURN 'the records are gone already';
+    END IF;
+    -- Never with p_include_restricted: what RESTRICT protects is removed only when a person asks.
+    v_counts := guardian._cleanup_counts(p_roots, v_rows);
+    v_steps := guardian._cleanup_step_list(p_roots, v_counts);
+    SELECT string_agg(format('%s row(s) of %s reference %s through %s (ON DELETE RESTRICT / NO ACTION), e.g. %s',
+                             s ->> 'rows', s ->> 'table', s ->> 'parent', s -> 'via' ->> 0,
+                             (SELECT string_agg(k.row_key::text, ', ')
+                                FROM (SELECT r.row_key FROM unnest(v_rows) AS r WHERE r.step = (s ->> 'step')::integer
+                                       ORDER BY r.row_key::text LIMIT 3) AS k)), '; ')
+      INTO v_blocked FROM jsonb_array_elements(v_steps) AS s
+     WHERE s ->> 'action' = 'blocked' AND (s ->> 'rows')::bigint > 0;
+    v_total := (SELECT sum((s ->> 'rows')::bigint) FROM jsonb_array_elements(v_steps) AS s WHERE s ->> 'action' <> 'blocked');
+    IF v_blocked IS NOT NULL THEN
+        PERFORM guardian._auto_response_report('AUTO_CLEANUP_SKIPPED', p_alert,
+            format('auto-cleanup skipped: %s. Auto-cleanup never removes rows protected by ON DELETE RESTRICT; if they are test data too, an admin can include them: SELECT * FROM guardian.cleanup_plan(%L::uuid, p_include_restricted => true);',
+                   v_blocked, p_alert),
+            jsonb_build_object('rows', v_total, 'blocked', v_blocked, 'max_rows', p_max_rows));
+        RETURN 'skipped';
+    END IF;
+    IF v_total > p_max_rows THEN
+        PERFORM guardian._auto_response_report('AUTO_CLEANUP_SKIPPED', p_alert,
+            format('auto-cleanup skipped: it would quarantine %s rows, more than auto_cleanup.max_rows (%s); a person has to decide. Dry run: SELECT * FROM guardian.cleanup_plan(%L::uuid);',
+                   v_total, p_max_rows, p_alert),
+            jsonb_build_object('rows', v_total, 'max_rows', p_max_rows));
+        RETURN 'skipped';
+    END IF;
+    -- The very cleanup a script would run: registered, captured into quarantine, then removed.
+    v_script := guardian._cleanup_prepare(p_roots, p_alert, true);
+    PERFORM guardian.cleanup_begin(v_script.batch_id, v_script.roots,
+                                   (SELECT jsonb_object_agg(s ->> 'step', (s ->> 'rows')::bigint)
+                                      FROM jsonb_array_elements(v_script.steps) AS s));
+    FOR v_group IN
+        SELECT DISTINCT (s ->> 'group')::integer FROM jsonb_array_elements(v_script.steps) AS s
+         WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0 ORDER BY 1
+    LOOP
+        EXECUTE guardian._cleanup_group_sql(v_script.batch_id,
+                    (SELECT jsonb_agg(s) FROM jsonb_array_elements(v_script.steps) AS s WHERE (s ->> 'rows')::bigint > 0),
+                    v_group);
+    END LOOP;
+    RETURN guardian.cleanup_finish(v_script.batch_id);
+END
+$$;
+COMMENT ON FUNCTION guardian._auto_cleanup(jsonb, uuid, numeric) IS
+    'Internal: quarantines these records and their dependent rows exactly as their cleanup script would, unless blocked (rows protected by RESTRICT / NO ACTION are never included automatically) or larger than auto_cleanup.max_rows (then AUTO_CLEANUP_SKIPPED, naming the blocking rows).';
+
+CREATE OR REPLACE FUNCTION guardian._auto_response()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_work  jsonb;
+    v_alert uuid;
+    v_roots jsonb;
+BEGIN
+    BEGIN
+        v_work := guardian._auto_response_begin();
+        IF v_work IS NULL THEN
+            RETURN NULL;
+        END IF;
+        IF NOT coalesce((v_work ->> 'run')::boolean, false) THEN
+            RETURN NULL;
+        END IF;
+
+        IF v_work -> 'cleanup_roots' IS NOT NULL AND jsonb_typeof(v_work -> 'cleanup_roots') = 'object' THEN
+            BEGIN
+                PERFORM guardian._auto_cleanup(v_work -> 'cleanup_roots', (v_work ->> 'cleanup_alert')::uuid,
+                                               (v_work ->> 'max_rows')::numeric);
+            EXCEPTION WHEN OTHERS THEN
+                PERFORM guardian._auto_response_report('AUTO_CLEANUP_FAILED', (v_work ->> 'cleanup_alert')::uuid,
+                    format('auto-cleanup failed, nothing was removed: %s. An admin can review and run the script: SELECT guardian.cleanup_script(%L::uuid);',
+                           SQLERRM, v_work ->> 'cleanup_alert'),
+                    jsonb_build_object('error', SQLERRM, 'role', CURRENT_USER));
+            END;
+        END IF;
+
+        FOR v_alert IN SELECT (e #>> '{}')::uuid FROM jsonb_array_elements(coalesce(v_work -> 'scripts', '[]')) AS e LOOP
+            BEGIN
+                v_roots := guardian._auto_alert_roots(v_alert);
+                IF v_roots IS NOT NULL THEN
+                    PERFORM guardian._cleanup_prepare(v_roots, v_alert, true);
+                END IF;
+            EXCEPTION WHEN OTHERS THEN
+                PERFORM guardian._auto_response_report('cleanup_script_error', v_alert,
+                    format('could not generate the script with the alert (%s); an admin can: SELECT guardian.cleanup_script(%L::uuid);',
+                           SQLERRM, v_alert), NULL);
+            END;
+        END LOOP;
+
+        IF (v_work ->> 'lockdown')::boolean THEN
+            PERFORM guardian._auto_lockdown_check();
+        END IF;
+        PERFORM guardian._auto_response_end();
+    EXCEPTION WHEN OTHERS THEN
+        -- The application's commit goes through whatever happens here.
+        RAISE WARNING 'pg_guardian: auto-response failed: %', SQLERRM
+            USING HINT = 'The contamination alert stands; an admin can run SELECT guardian.cleanup_script(''<alert id>'');';
+    END;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION guardian._auto_response() IS
+    'Internal deferred trigger on contamination alerts: at commit, with the committing session''s rights, auto-cleanup of safe findings, scripts stored with open alerts, automatic lockdown. Never fails the commit.';
+
+-- New signatures get the rights a fresh install gives them (99_finish/20_grants.sql,
+-- 10_ownership.sql and 70_response.sql).
+REVOKE EXECUTE ON FUNCTION
+    guardian._cleanup_collect(jsonb, boolean, boolean),
+    guardian._cleanup_counts(jsonb, guardian.cleanup_row[], boolean),
+    guardian._cleanup_edges(regclass[], boolean),
+    guardian._cleanup_prepare(jsonb, uuid, boolean, boolean),
+    guardian._cleanup_step_list(jsonb, jsonb, boolean),
+    guardian._cleanup_steps(regclass[], boolean),
+    guardian._plan_of(jsonb, boolean),
+    guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean, boolean),
+    guardian.cleanup_plan(regclass, text[], boolean),
+    guardian.cleanup_plan(uuid, boolean),
+    guardian.cleanup_script(regclass, text[], boolean),
+    guardian.cleanup_script(uuid, boolean)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    guardian._cleanup_collect(jsonb, boolean, boolean),
+    guardian._cleanup_counts(jsonb, guardian.cleanup_row[], boolean),
+    guardian._cleanup_edges(regclass[], boolean),
+    guardian._cleanup_prepare(jsonb, uuid, boolean, boolean),
+    guardian._cleanup_step_list(jsonb, jsonb, boolean),
+    guardian._cleanup_steps(regclass[], boolean),
+    guardian._plan_of(jsonb, boolean),
+    guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean, boolean),
+    guardian.cleanup_plan(regclass, text[], boolean),
+    guardian.cleanup_plan(uuid, boolean),
+    guardian.cleanup_script(regclass, text[], boolean),
+    guardian.cleanup_script(uuid, boolean)
+    TO guardian_owner;
+ALTER FUNCTION guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean, boolean) OWNER TO guardian_owner;
+GRANT EXECUTE ON FUNCTION
+    guardian._table_root(regclass), guardian._regclass_of(text), guardian._jsonb_texts(jsonb),
+    guardian._attnames(regclass, int2[]), guardian._cleanup_edges(regclass[], boolean), guardian._cleanup_steps(regclass[], boolean),
+    guardian._key_expr(regclass, text), guardian._column_list(text, text[]), guardian._cleanup_roots(jsonb),
+    guardian._cleanup_collect(jsonb, boolean, boolean), guardian._comment(text),
+    guardian._cleanup_counts(jsonb, guardian.cleanup_row[], boolean), guardian._cleanup_group_sql(uuid, jsonb, integer),
+    guardian._cleanup_step_list(jsonb, jsonb, boolean),
+    guardian._render_cleanup_script(uuid, guardian.monitoring_alerts, jsonb, jsonb, boolean),
+    guardian._cleanup_prepare(jsonb, uuid, boolean, boolean), guardian._table_shape(regclass), guardian._json_columns(regclass),
+    guardian._row_json_expr(regclass, text), guardian.cleanup_begin(uuid, jsonb, jsonb),
+    guardian._auto_cleanup(jsonb, uuid, numeric), guardian._record_key(regclass),
+    -- SECURITY DEFINER, gated by guardian._response_caller():
+    guardian._response_caller(), guardian._register_cleanup_script(uuid, uuid, jsonb, jsonb, boolean, boolean),
+    guardian._cleanup_registered(uuid), guardian._quarantine_open(uuid),
+    guardian._quarantine_put(uuid, guardian.quarantine_item[]), guardian.cleanup_targets(uuid, integer),
+    guardian.cleanup_step(uuid, integer, bigint), guardian.cleanup_finish(uuid),
+    guardian._auto_alert_roots(uuid), guardian._auto_response_report(text, uuid, text, jsonb),
+    -- SECURITY DEFINER, acting only on this backend's own transaction or on the guardian's
+    -- own thresholds:
+    guardian._auto_response_begin(), guardian._auto_response_end(), guardian._auto_lockdown_check()
+    TO PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian._alert_roots(uuid), guardian._table_roots(regclass, text[]),
+    guardian._plan_of(jsonb, boolean), guardian.cleanup_plan(uuid, boolean),
+    guardian.cleanup_plan(regclass, text[], boolean),
+    guardian.lockdown_roles(), guardian._lockdown_protected(oid), guardian._response_flag(text, boolean),
+    guardian.policy_problems(text[], text[], text[], jsonb, text[], text[])
+    TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.cleanup_script(uuid, boolean), guardian.cleanup_script(regclass, text[], boolean),
+    guardian.restore(uuid, boolean), guardian._quarantine_claim(uuid), guardian._quarantine_restored(uuid, text),
+    guardian._restore_value(regclass, text, jsonb), guardian._shape_difference(jsonb, jsonb),
+    guardian.prune_quarantine(), guardian.lockdown(text), guardian.unlock(text),
+    guardian.set_response_setting(text, jsonb, text), guardian.set_auto_cleanup(boolean, text),
+    guardian.set_auto_lockdown(boolean, integer, text),
+    guardian.policy_begin(text, boolean, text[], text[], text[], jsonb, text[], text[]),
+    guardian.policy_finish(text, text, text, boolean)
+    TO guardian_admin;
+
+-- >>> sql/99_finish/80_no_create.sql and 90_security_baseline.sql: guardian_owner may create
+-- nothing again, and the new objects' privileges are the ones the security checks expect.
+REVOKE CREATE ON SCHEMA guardian FROM guardian_owner;
+SELECT pg_catalog.count(*) FROM guardian._privilege_changes('upgrade');

@@ -1,0 +1,174 @@
+"""0.1.0 -> current: install the released 0.1.0 from its frozen script, use it, upgrade, and
+compare the catalog with a fresh install and the data with what was put in (both paths, and
+as a managed-Postgres owner who is no superuser)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import catalog_snapshot, scalar
+from pg_guardian import install as install_mod
+from pg_guardian import response, scripts
+from pg_guardian.cluster import LocalCluster
+from psycopg import sql
+from response_support import SNAPSHOT, TEST_CLINIC, contamination_alert, load_dental, seed_test_clinic
+
+RELEASED = "0.1.0"
+# Generated from the rules (guardian._compile_rules): their bodies are data, compared by name.
+COMPILED = ("guardian._anchors(text,text)", "guardian._uuid_bounds(text)")
+CURRENT = scripts.default_version()
+
+# The privilege snapshot is renewed by an upgrade (the guardian's own functions come and go):
+# it is checked by the privilege_changes check finding nothing afterwards.
+RENEWED = {"acl_snapshot", "acl_baseline"}
+
+
+def _tables(conn: psycopg.Connection) -> dict[str, list[str]]:
+    rows = conn.execute(
+        """SELECT c.relname, array_agg(quote_ident(a.attname) ORDER BY a.attnum)
+             FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid
+            WHERE c.relnamespace = 'guardian'::regnamespace AND c.relkind IN ('r', 'p')
+              AND a.attnum > 0 AND NOT a.attisdropped AND c.relname NOT LIKE 'migrations%'
+            GROUP BY c.relname"""
+    ).fetchall()
+    return {name: list(columns) for name, columns in rows}
+
+
+def _data(conn: psycopg.Connection, tables: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every row of every guardian table, as text, over the columns the old version had."""
+    out = {}
+    for table, columns in tables.items():
+        query = sql.SQL("SELECT ROW({})::text FROM guardian.{} ORDER BY 1").format(
+            sql.SQL(", ").join(sql.SQL(c) for c in columns), sql.Identifier(table)
+        )
+        out[table] = [r[0] for r in conn.execute(query).fetchall()]
+    return out
+
+
+def _use(conn: psycopg.Connection) -> dict[str, Any]:
+    """Put into 0.1.0 what a team would have there: environment, watched tables, alerts in
+    every state, a rule, an allowlist entry, a quarantine batch, a baseline, relay state."""
+    conn.execute("SELECT guardian.set_environment('staging')")
+    load_dental(conn)
+    seed_test_clinic(conn)
+    seeded = scalar(conn, SNAPSHOT)
+    conn.execute(
+        "INSERT INTO guardian.rules "
+        "(name, kinds, match_type, terms, severity, description, example_match, example_nonmatch) "
+        "VALUES ('staging_domain', '{email}', 'domains', '{staging.kamdental.com}', 'HIGH', 'staging accounts', "
+        "'dr@staging.kamdental.com', 'dr@kamdental.com')"
+    )
+    conn.execute(
+        "SELECT guardian.allow('placeholder_full_name', 'dental.patients', NULL, 'John Doe', "
+        "p_reason => 'a real patient of that name')"
+    )
+    alert = contamination_alert(conn)
+    script = scalar(conn, "SELECT guardian.cleanup_script(%s::uuid)", (alert,))
+    summary = response.run_script(conn, script)
+    batch = scalar(conn, "SELECT id FROM guardian.quarantine_batches ORDER BY created_at DESC LIMIT 1")
+    assert "quarantined" in summary
+    assert scalar(conn, "SELECT count(*) FROM dental.clinics WHERE id = %s", (TEST_CLINIC,)) == 0
+    conn.execute("SELECT guardian.raise_alert('SCHEMA_CHANGE', 'LOW', 'acknowledged before the upgrade')")
+    conn.execute(
+        "SELECT guardian.acknowledge_alert(id) FROM guardian.monitoring_alerts "
+        "WHERE message = 'acknowledged before the upgrade'"
+    )
+    conn.execute("SELECT guardian.raise_alert('SCHEMA_CHANGE', 'LOW', 'resolved before the upgrade')")
+    conn.execute(
+        "SELECT guardian.resolve_alert(id, 'done') FROM guardian.monitoring_alerts "
+        "WHERE message = 'resolved before the upgrade'"
+    )
+    conn.execute("SELECT guardian.approve_baseline()")
+    conn.execute("SELECT guardian.create_silence(ARRAY['type=SCHEMA_CHANGE'], '2 hours', 'migration window')")
+    conn.execute("SELECT guardian.relay_register()")
+    conn.execute("SELECT guardian.set_param('health.connections.warn_pct', 70)")
+    conn.execute("SELECT count(*) FROM guardian.run_checks('posture')")
+    return {"batch": batch, "seeded": seeded}
+
+
+def _managed_owner(cluster: LocalCluster, make_role: Callable[..., str], *databases: str) -> str:
+    role = make_role("upgrade_master")
+    with psycopg.connect(cluster.dsn(), autocommit=True) as su:
+        su.execute("ALTER ROLE upgrade_master CREATEROLE CREATEDB")
+        # 0.1.0 could be installed by a non-superuser only with these memberships granted first.
+        su.execute("GRANT guardian_owner, guardian_admin TO upgrade_master")
+        for name in databases:
+            su.execute(sql.SQL("ALTER DATABASE {} OWNER TO upgrade_master").format(sql.Identifier(name)))
+            with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+                conn.execute("ALTER SCHEMA public OWNER TO upgrade_master")
+    return role
+
+
+@pytest.mark.parametrize("path", ["extension", "sql", "managed"])
+def test_upgrade_from_the_released_0_1_0_keeps_data_and_matches_a_fresh_install(
+    cluster: LocalCluster,
+    blank_dbname: str,
+    make_role: Callable[..., str],
+    dbname: str,
+    path: str,
+) -> None:
+    user = "postgres"
+    fresh_db = dbname
+    if path == "managed":
+        with psycopg.connect(cluster.dsn(), autocommit=True) as su:
+            su.execute("CREATE DATABASE upgrade_fresh")
+        fresh_db = "upgrade_fresh"
+        user = _managed_owner(cluster, make_role, blank_dbname, fresh_db)
+    method = "extension" if path == "extension" else "sql"
+    try:
+        with psycopg.connect(cluster.dsn(blank_dbname, user=user), autocommit=True) as conn:
+            state = install_mod.install(conn, method=method, version=RELEASED)
+            assert (state.version, state.method) == (RELEASED, method)
+            used = _use(conn)
+            tables = _tables(conn)
+            before = _data(conn, tables)
+            assert len(before["monitoring_alerts"]) >= 5 and before["quarantine"]
+
+            assert install_mod.upgrade(conn) == (RELEASED, CURRENT)
+            assert scalar(conn, "SELECT guardian.version()") == CURRENT
+            after = _data(conn, tables)
+            for table in tables:
+                if table not in RENEWED:
+                    assert after[table] == before[table], table
+            assert (
+                scalar(
+                    conn,
+                    "SELECT count(*) FROM guardian.run_checks(p_check => 'privilege_changes') WHERE status <> 'ok'",
+                )
+                == 0
+            )
+
+            # It still guards, and the 0.1.0 quarantine batch restores what 0.1.0 removed.
+            restored = response.restore(conn, str(used["batch"]), allowlist=False)
+            assert "restored" in restored
+            assert scalar(conn, SNAPSHOT) == used["seeded"]
+            conn.execute("INSERT INTO dental.clinics (name, email) VALUES ('Demo Dental', 'x@example.com')")
+            assert (
+                scalar(
+                    conn,
+                    "SELECT count(*) FROM guardian.monitoring_alerts WHERE type = 'TEST_DATA_CONTAMINATION' "
+                    "AND created_at > now() - interval '1 minute' AND message LIKE '%Dem%'",
+                )
+                >= 1
+            )
+            assert scalar(conn, "SELECT count(*) FROM dental.clinics WHERE id = %s", (TEST_CLINIC,)) == 1
+
+            with psycopg.connect(cluster.dsn(fresh_db, user=user), autocommit=True) as fresh:
+                if path == "managed":
+                    install_mod.install(fresh)
+                upgraded_catalog, fresh_catalog = catalog_snapshot(conn), catalog_snapshot(fresh)
+            for catalog in (upgraded_catalog, fresh_catalog):
+                catalog["functions"] = [f[:-1] if f[0] in COMPILED else f for f in catalog["functions"]]
+            for kind in fresh_catalog:
+                up, new = set(upgraded_catalog[kind]), set(fresh_catalog[kind])
+                assert up == new, (kind, sorted(up - new), sorted(new - up))
+    finally:
+        if path == "managed":
+            for name in (blank_dbname, "upgrade_fresh"):
+                with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+                    conn.execute("REASSIGN OWNED BY upgrade_master TO postgres")
+            with psycopg.connect(cluster.dsn(), autocommit=True) as su:
+                su.execute("DROP DATABASE IF EXISTS upgrade_fresh")
