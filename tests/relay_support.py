@@ -1,8 +1,11 @@
-"""Real receivers for relay tests: a threaded HTTP server and an aiosmtpd SMTP server."""
+"""Real receivers for relay tests: a threaded HTTP server, an HTTPS proxy that ends TLS for any
+host with a test CA's certificate (services with a fixed host), and an aiosmtpd SMTP server."""
 
 from __future__ import annotations
 
 import json
+import socketserver
+import ssl
 import subprocess
 import threading
 import time
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pg_guardian import config as config_mod
@@ -34,6 +38,11 @@ class Received:
     @property
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def host(self) -> str:
+        """The Host header without its port: the service a proxied request was meant for."""
+        return self.headers.get("host", "").rsplit(":", 1)[0]
 
 
 @dataclass
@@ -91,9 +100,10 @@ class Receiver:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a relay killed mid-request: expected here
 
+        self.handler = Handler
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def url(self, path: str = "/hook") -> str:
@@ -113,6 +123,75 @@ class Receiver:
                     raise AssertionError(f"receiver: not met in {timeout}s; got {len(self.requests)} requests")
                 self.cond.wait(left)
             return list(self.requests)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class InterceptingProxy:
+    """An HTTPS proxy on 127.0.0.1 that answers CONNECT itself: it ends TLS with a certificate for
+    the requested host, issued by a test CA (trustme), and hands the request inside to a Receiver.
+
+    A client that trusts the CA (``REQUESTS_CA_BUNDLE``) and uses the proxy (``HTTPS_PROXY``)
+    reaches ``https://events.pagerduty.com/...`` and the like without leaving the machine.
+    ``tunnels`` lists the ``host:port`` of every CONNECT.
+    """
+
+    def __init__(self, receiver: Receiver, ca: trustme.CA) -> None:
+        self.receiver, self.ca = receiver, ca
+        self.tunnels: list[str] = []
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    chunk = self.request.recv(1)  # byte by byte: nothing of the TLS handshake is read
+                    if not chunk:
+                        return
+                    head += chunk
+                method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+                if method != "CONNECT":
+                    self.request.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                    return
+                with proxy._lock:
+                    proxy.tunnels.append(target)
+                self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                host = target.rsplit(":", 1)[0]
+                try:
+                    tls = proxy.context(host).wrap_socket(self.request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return
+                try:
+                    proxy.receiver.handler(tls, self.client_address, proxy.receiver.server)
+                finally:
+                    tls.close()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def context(self, host: str) -> ssl.SSLContext:
+        with self._lock:
+            ctx = self._contexts.get(host)
+            if ctx is None:
+                ctx = self._contexts[host] = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                self.ca.issue_cert(host).configure_cert(ctx)
+            return ctx
 
     def close(self) -> None:
         self.server.shutdown()
@@ -178,6 +257,24 @@ def receiver() -> Iterator[Receiver]:
     rec = Receiver()
     yield rec
     rec.close()
+
+
+@pytest.fixture
+def https_proxy(receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InterceptingProxy]:
+    """Every HTTPS request made with ``requests`` (Apprise) in this test goes to ``receiver``."""
+    ca = trustme.CA()
+    bundle = tmp_path / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    proxy = InterceptingProxy(receiver, ca)
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, proxy.url)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture

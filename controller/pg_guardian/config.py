@@ -13,6 +13,9 @@ environment are enough (``SLACK_WEBHOOK_URL=... pg-guardian relay``). Documented
                            email channel
 ``GUARDIAN_WEBHOOK_URL``   generic JSON webhook: channel ``webhook``
                            (``GUARDIAN_WEBHOOK_SECRET``: HMAC-SHA256 signing key)
+``GUARDIAN_APPRISE_URLS``  Apprise URLs (space- or comma-separated): channel ``apprise``
+``GUARDIAN_DATADOG_...``   ``API_KEY``, ``SITE``: every datadog channel (else channel ``datadog``)
+``GUARDIAN_SENTRY_DSN``    Sentry project DSN: channel ``sentry``
 ``GUARDIAN_TEMPLATE_DIR``  folder whose templates override the packaged ones
 ``GUARDIAN_RELAY_<KEY>``   any ``[relay]`` setting, e.g. ``GUARDIAN_RELAY_MAX_ATTEMPTS=5``
 =========================  ====================================================================
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
+import logging
 import os
 import re
 import tomllib
@@ -36,7 +41,7 @@ from urllib.parse import urlsplit
 from pg_guardian.errors import ConfigError
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
-CHANNEL_TYPES = ("slack", "email", "webhook")
+CHANNEL_TYPES = ("slack", "email", "webhook", "apprise", "datadog", "sentry")
 GROUP_FIELDS = ("severity", "type", "environment", "table_name", "record_id", "fingerprint", "id")
 SMTP_SECURITY = ("starttls", "ssl", "plain")
 CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -72,12 +77,19 @@ TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "verify": True,
         "timeout": "30s",
     },
+    # Chat and push services limit posts per chat to about one a second.
+    "apprise": {"min_interval": "1s", "concurrency": 1},
+    "datadog": {"min_interval": "0s", "concurrency": 2, "site": "datadoghq.com", "tags": []},
+    "sentry": {"min_interval": "0s", "concurrency": 2},
 }
 _COMMON_KEYS = {"type", *CHANNEL_DEFAULTS, "min_interval", "concurrency"}
 _CHANNEL_KEYS = {
     "slack": _COMMON_KEYS | {"url", "slack_channel", "username", "icon_emoji"},
     "webhook": _COMMON_KEYS | {"url", "secret", "headers"},
     "email": _COMMON_KEYS | {"to", "from", "host", "port", "security", "username", "password", "ca_file", "verify"},
+    "apprise": _COMMON_KEYS | {"url"},
+    "datadog": _COMMON_KEYS | {"api_key", "site", "api_url", "tags"},
+    "sentry": _COMMON_KEYS | {"dsn"},
 }
 _ROUTE_KEYS = {"channels", "severity", "type", "environment", "table_name", "continue"}
 _TOP_KEYS = {
@@ -89,7 +101,10 @@ _TOP_KEYS = {
     "channels",
     "routes",
 }
-_SECRET_KEYS = {"password", "secret"}
+_SECRET_KEYS = {"password", "secret", "api_key"}
+_DATADOG_SITE = re.compile(r"^[a-z0-9][a-z0-9.-]*\.[a-z]{2,}$")
+# Apprise URLs in one string: split where a new scheme starts after a space, comma or semicolon.
+_URL_SPLIT = re.compile(r"[\s,;]+(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -137,11 +152,23 @@ class ChannelConfig:
     password: str | None = None
     ca_file: str | None = None
     verify: bool = True
+    urls: tuple[str, ...] = ()  # apprise
+    api_key: str | None = None  # datadog
+    site: str = "datadoghq.com"
+    tags: tuple[str, ...] = ()
+    dsn: str | None = None  # sentry; url is then its envelope endpoint
 
     @property
     def grouped(self) -> bool:
         """False when every alert is its own message (``group_by`` includes ``id``)."""
         return "id" not in self.group_by
+
+    @property
+    def destination(self) -> str:
+        """Where the channel sends (one pacer per destination): its URL(s) or SMTP server."""
+        if self.urls:
+            return "apprise:" + " ".join(self.urls)
+        return self.url or f"smtp://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -217,10 +244,19 @@ class Config:
                     value = "********"
                 if key == "url" and value:
                     value = mask_url(value)
+                if key == "dsn" and value:
+                    value = mask_dsn(value)
                 out[key] = list(value) if isinstance(value, tuple) else value
             if c.type == "email":
                 out["from"] = c.sender
                 out["username"] = c.smtp_user
+            if c.type == "apprise":
+                # One string, as Apprise itself takes them; Apprise knows which parts are secret.
+                out["url"] = ", ".join(apprise_privacy_url(u) for u in c.urls)
+            if c.type in ("datadog", "sentry"):
+                out["url"] = c.url  # the endpoint: the key goes in a header, never in this URL
+            if c.type == "datadog":
+                out["api_url"] = c.url
             return out
 
         return {
@@ -258,6 +294,34 @@ def mask_url(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{path}"
+
+
+def mask_dsn(dsn: str) -> str:
+    """A Sentry DSN safe to print: its key hidden, host and project shown."""
+    parts = urlsplit(dsn)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    key = "****@" if parts.username else ""
+    return f"{parts.scheme}://{key}{host}{port}{parts.path}"
+
+
+def apprise_privacy_url(url: str) -> str:
+    """An Apprise URL safe to print, as Apprise masks it (keys and tokens hidden)."""
+    import apprise
+
+    with apprise.LogCapture(level=logging.WARNING):  # type: ignore[no-untyped-call]
+        plugin = apprise.Apprise.instantiate(url)
+    if plugin is None:
+        return url.split("://", 1)[0] + "://…"
+    return str(plugin.url(privacy=True)).split("?", 1)[0]  # type: ignore[no-untyped-call]
+
+
+def sentry_envelope_url(dsn: str) -> str:
+    """``<scheme>://<host>[:port][/prefix]/api/<project>/envelope/`` for a checked DSN."""
+    parts = urlsplit(dsn)
+    prefix, _, project = parts.path.rstrip("/").rpartition("/")
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{prefix}/api/{project}/envelope/"
 
 
 def parse_duration(value: Any) -> float:
@@ -338,6 +402,18 @@ def _from_env(env: Mapping[str, str], raw: dict[str, Any]) -> list[str]:
         channels.setdefault("webhook", {"type": "webhook"})["url"] = v
     if (v := take("GUARDIAN_WEBHOOK_SECRET")) is not None:
         channels.setdefault("webhook", {"type": "webhook"})["secret"] = v
+    if (v := take("GUARDIAN_APPRISE_URLS")) is not None:
+        channels.setdefault("apprise", {"type": "apprise"})["url"] = split_urls(v)
+    datadog = {"GUARDIAN_DATADOG_API_KEY": "api_key", "GUARDIAN_DATADOG_SITE": "site"}
+    datadog_values = {key: v for name, key in datadog.items() if (v := take(name)) is not None}
+    if datadog_values:
+        dd_channels = [c for c in channels.values() if isinstance(c, dict) and c.get("type") == "datadog"]
+        if not dd_channels:
+            dd_channels = [channels.setdefault("datadog", {"type": "datadog"})]
+        for chan in dd_channels:
+            chan.update(datadog_values)
+    if (v := take("GUARDIAN_SENTRY_DSN")) is not None:
+        channels.setdefault("sentry", {"type": "sentry"})["dsn"] = v
     for key in RELAY_DEFAULTS:
         if (v := take(f"GUARDIAN_RELAY_{key.upper()}")) is not None:
             raw.setdefault("relay", {})[key] = v
@@ -388,6 +464,77 @@ def _http_url(value: Any) -> str:
     if any(c.isspace() or ord(c) < 32 for c in value.strip()):
         raise ValueError("URL contains spaces or control characters")
     return value.strip()
+
+
+def split_urls(value: str) -> list[str]:
+    """Apprise URLs from one string, separated by spaces, commas or semicolons."""
+    return [u.strip(" ,;") for u in _URL_SPLIT.split(value.strip()) if u.strip(" ,;")]
+
+
+def _apprise_url(value: Any) -> str:
+    """A URL Apprise can load; the error gives Apprise's reason and where to find the right form."""
+    where = "find the service's URL form at https://appriseit.com/services/"
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError(
+            f"{str(value)[:40]!r} is not an Apprise URL such as pagerduty://<routing key>@<api key>; {where}"
+        )
+    import apprise
+
+    url: str = value.strip()
+    scheme = url.split("://", 1)[0].lower()
+    services = _apprise_services()
+    if scheme not in services:
+        raise ValueError(f"{scheme}://… is not a service Apprise {apprise.__version__} knows; {where}")
+    # Apprise logs why it cannot load a URL, with the URL and its secrets: keep that off stderr.
+    with apprise.LogCapture(level=logging.WARNING):  # type: ignore[no-untyped-call]
+        try:
+            plugin = apprise.Apprise.instantiate(url, suppress_exceptions=False)
+        except Exception as exc:  # the plugin refused a field, and its message names the field
+            reason = str(exc).strip().rstrip(".")
+            raise ValueError(
+                f"Apprise cannot use this {services[scheme]} URL ({scheme}://…): {reason}; {where}"
+            ) from None
+    if plugin is None:
+        raise ValueError(f"Apprise cannot parse this {services[scheme]} URL ({scheme}://…); {where}")
+    return url
+
+
+@functools.cache
+def _apprise_services() -> dict[str, str]:
+    """Every scheme the installed Apprise knows, with its service's name."""
+    import apprise
+
+    names: dict[str, str] = {}
+    for service in apprise.Apprise().details()["schemas"]:
+        for key in ("protocols", "secure_protocols"):
+            for scheme in service.get(key) or ():
+                names[str(scheme).lower()] = str(service["service_name"])
+    return names
+
+
+def _sentry_dsn(value: Any) -> str:
+    hint = "a Sentry DSN is https://<key>@<host>/<project id>: copy it from Project Settings > Client Keys"
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a DSN; {hint}")
+    dsn: str = value.strip()
+    parts = urlsplit(dsn)
+    shown = mask_dsn(dsn) if parts.netloc else dsn[:40]
+    project = parts.path.rstrip("/").rpartition("/")[2]
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"{shown!r} has a bad port; {hint}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.username or not project.isdigit():
+        raise ValueError(f"{shown!r} is not a Sentry DSN; {hint}")
+    return dsn
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    tags = _str_list(value)
+    for tag in tags:
+        if not tag or any(c.isspace() for c in tag) or len(tag) > 200:
+            raise ValueError(f"{tag!r} is not a Datadog tag such as team:dba (no spaces, at most 200 characters)")
+    return tags
 
 
 def _email(value: Any) -> str:
@@ -455,6 +602,48 @@ def _channel(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any], chk
                 headers = {}
             extra.update(secret=merged.get("secret") or None, headers=dict(headers))
         return ChannelConfig(**common, **extra)
+    if kind == "apprise":
+        raw_urls = merged.get("url")
+        if isinstance(raw_urls, str):
+            raw_urls = split_urls(raw_urls)
+        if not raw_urls:
+            chk.problems.append(
+                f'{where}.url: missing (url = "pagerduty://<routing key>@<api key>", a list of URLs, '
+                "or GUARDIAN_APPRISE_URLS)"
+            )
+            return ChannelConfig(**common)
+        if not isinstance(raw_urls, list | tuple):
+            chk.problems.append(f"{where}.url: must be an Apprise URL or a list of them")
+            return ChannelConfig(**common)
+        urls = [chk.get(f"{where}.url[{i}]", u, _apprise_url) for i, u in enumerate(raw_urls)]
+        return ChannelConfig(**common, urls=tuple(u for u in urls if u))
+    if kind == "datadog":
+        api_key = merged.get("api_key") or None
+        if not api_key or not isinstance(api_key, str):
+            chk.problems.append(f"{where}.api_key: missing (set it in the file or with GUARDIAN_DATADOG_API_KEY)")
+        site = str(merged.get("site") or "datadoghq.com").strip().lower()
+        if not _DATADOG_SITE.match(site):
+            chk.problems.append(
+                f"{where}.site: {site!r} is not a Datadog site such as datadoghq.com, datadoghq.eu "
+                "or us5.datadoghq.com (or set api_url)"
+            )
+        if merged.get("api_url"):
+            url = chk.get(f"{where}.api_url", merged["api_url"], _http_url)
+        else:
+            url = f"https://api.{site}/api/v1/events"
+        return ChannelConfig(
+            **common,
+            url=url,
+            api_key=api_key,
+            site=site,
+            tags=chk.get(f"{where}.tags", merged.get("tags") or [], _tags, ()),
+        )
+    if kind == "sentry":
+        if not merged.get("dsn"):
+            chk.problems.append(f"{where}.dsn: missing (set it in the file or with GUARDIAN_SENTRY_DSN)")
+            return ChannelConfig(**common)
+        dsn = chk.get(f"{where}.dsn", merged["dsn"], _sentry_dsn)
+        return ChannelConfig(**common, dsn=dsn, url=sentry_envelope_url(dsn) if dsn else None)
     # email
     to = chk.get(f"{where}.to", merged.get("to", []), _str_list, ())
     if not to:

@@ -1,4 +1,5 @@
-"""What a message says on each channel: Slack attachments, webhook JSON, email from Jinja2.
+"""What a message says on each channel: Slack attachments, webhook JSON, email from Jinja2, and
+plain text (title and body) for Apprise, Datadog events and Sentry events.
 
 Email templates live in ``pg_guardian/templates/email/`` (``subject.txt.j2``, ``alert.txt.j2``,
 ``alert.html.j2``); a file of the same name under the configured ``template_dir`` replaces the
@@ -7,8 +8,10 @@ packaged one. Templates use StrictUndefined: a mistake is an error, never a sile
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from importlib import resources
@@ -32,6 +35,11 @@ SEVERITY_ICONS = {"CRITICAL": "🚨", "HIGH": "⚠️", "MEDIUM": "🔶", "LOW":
 SLACK_TEXT_LIMIT = 3000
 EMAIL_TEXT_LIMIT = 10000
 WEBHOOK_TEXT_LIMIT = 16384
+PLAIN_TEXT_LIMIT = 4000  # Apprise: the services themselves cut or split longer bodies
+DATADOG_TEXT_LIMIT = 4000  # Datadog's limit for an event's text
+SENTRY_TEXT_LIMIT = 8000  # Sentry cuts a message at 8192 characters
+DATADOG_ALERT_TYPES = {"CRITICAL": "error", "HIGH": "error", "MEDIUM": "warning", "LOW": "info", "INFO": "info"}
+SENTRY_LEVELS = {"CRITICAL": "fatal", "HIGH": "error", "MEDIUM": "warning", "LOW": "info", "INFO": "info"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 # What the reader should do, by alert type; metadata.action_required overrides.
@@ -223,6 +231,104 @@ def webhook_payload(msg: Message, *, app_url: str | None) -> dict[str, Any]:
 def webhook_body(msg: Message, *, app_url: str | None) -> bytes:
     """The webhook payload as compact UTF-8 JSON (control characters escaped by JSON)."""
     return json.dumps(webhook_payload(msg, app_url=app_url), separators=(",", ":"), default=str).encode()
+
+
+# ---- plain text: Apprise, Datadog, Sentry --------------------------------------------------
+
+
+def plain_text(msg: Message, *, app_url: str | None, limit: int = PLAIN_TEXT_LIMIT) -> str:
+    """The body for plain-text channels: the summary, where and when, what to do, the link."""
+    lead = msg.lead
+    lines = [
+        summary(msg, limit),
+        f"Environment: {clean(lead.environment or 'unknown', 64)} · Table: {clean(lead.table_name or '-', 200)}"
+        f" · Time: {_time(lead.created_at)}",
+        f"Action: {clean(action_required(lead), 500)}",
+    ]
+    url = cleanup_url(app_url, lead)
+    if url:
+        lines.append(f"Cleanup script: {url}")
+    return "\n".join(lines)
+
+
+def now_iso() -> str:
+    """The current UTC time in ISO 8601 (Sentry's ``sent_at``)."""
+    return datetime.now(UTC).isoformat()
+
+
+def _first_line(text: str, limit: int) -> str:
+    return clean(text.strip().splitlines()[0] if text.strip() else "", limit)
+
+
+def datadog_event(msg: Message, *, app_url: str | None, tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A Datadog event (Events API v1): the lead alert's fingerprint is its aggregation key, so
+    Datadog rolls the repeats of one alert up together. No ``date_happened``: Datadog refuses
+    events older than 18 hours, and a repeat is about an older alert; it stamps the arrival."""
+    lead = msg.lead
+    text = plain_text(msg, app_url=app_url, limit=DATADOG_TEXT_LIMIT - 600)
+    text += f"\npg_guardian relay · {msg.idempotency_key}"
+    labels = [
+        f"env:{lead.environment or 'unknown'}",
+        f"severity:{lead.severity.lower()}",
+        f"alert_type:{lead.type.lower()}",
+        *([f"table:{lead.table_name}"] if lead.table_name else []),
+        *tags,
+    ]
+    return {
+        "title": clean(title(msg), 100),
+        "text": text[:DATADOG_TEXT_LIMIT],
+        "alert_type": DATADOG_ALERT_TYPES.get(lead.severity, "info"),
+        "priority": "normal" if lead.severity in ("CRITICAL", "HIGH") else "low",
+        "aggregation_key": _short_key(lead.fingerprint, 100),
+        "tags": [_datadog_tag(t) for t in labels],
+    }
+
+
+def _datadog_tag(tag: str) -> str:
+    # Datadog lower-cases tags and turns what it does not accept into underscores; do it here so
+    # that the tags sent are the tags shown.
+    return re.sub(r"[^a-z0-9_:./-]", "_", tag.lower())[:200]
+
+
+def _short_key(value: str, limit: int) -> str:
+    return value if len(value) <= limit else hashlib.sha256(value.encode()).hexdigest()
+
+
+def sentry_event(msg: Message, *, app_url: str | None) -> dict[str, Any]:
+    """A Sentry event: ``fingerprint`` is the alert's, so Sentry makes one issue of its repeats;
+    ``event_id`` is derived from the idempotency key, so a retried send is not a second event."""
+    lead = msg.lead
+    headline = f"{lead.type}: {_first_line(lead.message, 200)}"
+    event: dict[str, Any] = {
+        "event_id": uuid.uuid5(uuid.NAMESPACE_URL, f"pg-guardian:{msg.idempotency_key}").hex,
+        "timestamp": lead.last_seen_at.astimezone(UTC).isoformat(),
+        "platform": "other",
+        "level": SENTRY_LEVELS.get(lead.severity, "info"),
+        "logger": "pg_guardian",
+        "logentry": {"formatted": headline + "\n\n" + plain_text(msg, app_url=app_url, limit=SENTRY_TEXT_LIMIT)},
+        "fingerprint": [lead.fingerprint],
+        "tags": {
+            "severity": lead.severity,
+            "alert_type": lead.type,
+            "table": clean(lead.table_name or "-", 200),
+            "channel": msg.channel,
+        },
+        "extra": {
+            "title": title(msg),
+            "alert_ids": [str(a.id) for a in msg.alerts],
+            "alert_count": msg.alert_count,
+            "occurrences": max(msg.total_occurrences, lead.occurrences),
+            "record_id": lead.record_id,
+            "idempotency_key": msg.idempotency_key,
+            "cleanup_url": cleanup_url(app_url, lead),
+            "action_required": action_required(lead),
+        },
+        "sdk": {"name": "pg-guardian-relay", "version": __version__},
+    }
+    if lead.environment:
+        # Sentry refuses environments with slashes or line breaks, and longer than 64 characters.
+        event["environment"] = re.sub(r"[/\s]", "_", lead.environment)[:64]
+    return event
 
 
 # ---- email ---------------------------------------------------------------------------------

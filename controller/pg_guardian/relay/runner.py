@@ -168,8 +168,7 @@ class ChannelWorker(threading.Thread):
         self.relay, self.config, self.sender = relay, config, sender
         self.wake = threading.Event()
         self.link = Link(relay.dsn, f"channel {config.name}", relay.stopping, relay.log)
-        key = config.url or f"smtp://{config.host}:{config.port}"
-        self.pacer = pacer_for(key, config.min_interval)
+        self.pacer = pacer_for(config.destination, config.min_interval)
         self.pool = (
             ThreadPoolExecutor(config.concurrency, thread_name_prefix=f"send-{config.name}")
             if config.concurrency > 1
