@@ -117,7 +117,7 @@ def sanitized() -> Iterator[tuple[SanitizedCluster, Path, str]]:
     reports.chmod(0o777)
     library = workdir / "pg_guardian_ubsan.so"
     objects = []
-    for source in ("pg_guardian.c", "needles.c"):
+    for source in sorted(path.name for path in SOURCES.glob("*.c")):
         obj = workdir / source.replace(".c", ".o")
         compile_(
             [
