@@ -1,3 +1,6 @@
 """pg_guardian controller: installs the extension, applies policies, relays alerts."""
 
-__version__ = "0.2.0"
+from pg_guardian.scripts import default_version
+
+# One version for everything: the extension's control file (packaging reads it too).
+__version__ = default_version()
