@@ -52,7 +52,7 @@ ACTIONS = {
     "BULK_OPERATION": "Check that this bulk change was intended and who made it.",
     "ENVIRONMENT_DRIFT": "Compare the schemas and bring the environments back in line.",
     "ENVIRONMENT_CHANGED": "Confirm that the environment change was intended.",
-    "MODE_CHANGED": "Confirm that the guard mode change was intended.",
+    "GUARD_MODE_CHANGED": "Confirm that the guard mode change was intended.",
     "JOB_FAILED": "Read the job's error in guardian.job_status and fix its cause.",
     "RELAY_DEAD_LETTER": "Fix the failing channel, then re-send with `pg-guardian relay retry`.",
     "TABLE_TRUNCATED": "Confirm the TRUNCATE was intended; if not, restore the table from a backup.",
