@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import psycopg
-from pg_guardian import catalog, drift, drift_sql
+from pg_guardian import drift
 from pg_guardian import install as install_mod
+from pg_guardian.drift import catalog, migration
 
 from bench.common import bench_cluster
 
@@ -221,8 +222,8 @@ def main() -> None:
         def diff_and_sql() -> None:
             fps = drift.fetch_all({"source": production, "target": staging})
             differences = drift.counted(drift.diff(fps["source"], fps["target"]))
-            drift_sql.render(
-                drift_sql.migration(differences, fps["source"], fps["target"]),
+            migration.render(
+                migration.plan(differences, fps["source"], fps["target"]),
                 unsafe=True,
                 header="bench",
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from helpers import scalar
+from support.queries import scalar
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from helpers import scalar
+from support.queries import scalar
 
 
 def test_design_style_insert_is_a_complete_alert(db: psycopg.Connection) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from helpers import scalar
 from pg_guardian import response
-from response_support import contamination_alert
+from support.queries import scalar
+from support.response import contamination_alert
 
 APP = "app_code_owner"
 PROOF = "CREATE TABLE public.app_code_proof (who text, what text)"

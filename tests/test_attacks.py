@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from helpers import scalar
+from support.queries import scalar
 
 PROOF = "CREATE TABLE public.sec_proof (who text, super boolean, at text)"
 GRANT_PROOF = "GRANT INSERT, SELECT ON public.sec_proof TO PUBLIC"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from helpers import scalar
+from support.queries import scalar
 
 # the C functions and their SQL signatures (extension/sql/20_contamination/00_matchers.sql and
 # extension/sql/21_activity/10_activity.sql)

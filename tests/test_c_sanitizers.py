@@ -29,9 +29,9 @@ import pytest
 import test_c_entry_points as entry_points
 import test_prefilter as prefilter
 import test_prefilter_unicode as unicode_cases
-from helpers import scalar
 from pg_guardian import install as install_mod
 from pg_guardian.cluster import SERVER_USER, LocalCluster, bindir
+from support.queries import scalar
 
 ROOT = Path(__file__).parents[1]
 SOURCES = ROOT / "extension" / "src"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from helpers import scalar
 from pg_guardian import response
-from pg_guardian.policy import statements
-from response_support import (
+from pg_guardian.response.policy import statements
+from support.queries import scalar
+from support.response import (
     REAL_CLINIC,
     SNAPSHOT,
     TEST_CLINIC,
@@ -329,7 +329,7 @@ def test_demo_step_walks_from_detection_to_restore(db: psycopg.Connection) -> No
 
 
 def test_partitioned_tables_and_quoted_names(db: psycopg.Connection, tmp_path) -> None:
-    from pg_guardian import policy
+    from pg_guardian.response import policy
 
     db.execute("""
         CREATE SCHEMA "Odd Schema";

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from helpers import scalar
 from pg_guardian import response
-from pg_guardian.policy import statements
-from response_support import SNAPSHOT, contamination_alert, count, grant_app, load_dental
+from pg_guardian.response.policy import statements
+from support.queries import scalar
+from support.response import SNAPSHOT, contamination_alert, count, grant_app, load_dental
 
 SAFE_CLINIC = (
     "INSERT INTO dental.clinics (id, name, email) "

@@ -7,11 +7,11 @@ from collections.abc import Callable
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import scalar
 from pg_guardian import response
 from pg_guardian.cli import main
-from pg_guardian.policy import statements
-from response_support import (
+from pg_guardian.response.policy import statements
+from support.queries import scalar
+from support.response import (
     REAL_CLINIC,
     SNAPSHOT,
     TEST_CLINIC,

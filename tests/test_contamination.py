@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from helpers import scalar
 from pg_guardian.demo import package_sql
+from support.queries import scalar
 
 
 @pytest.fixture

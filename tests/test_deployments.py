@@ -14,12 +14,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import scalar
 from pg_guardian import install as install_mod
 from pg_guardian import scripts
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster
 from psycopg import sql
+from support.queries import scalar
 
 CURRENT = scripts.default_version()
 CRON_DB = "guarded"

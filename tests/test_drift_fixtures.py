@@ -19,9 +19,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from pg_guardian import catalog, drift, drift_sql
-from pg_guardian.catalog import Fingerprint
+from pg_guardian import drift
 from pg_guardian.cluster import LocalCluster
+from pg_guardian.drift import catalog, migration
+from pg_guardian.drift.catalog import Fingerprint
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -148,8 +149,8 @@ def test_each_object_checksum_is_the_md5_of_its_definition(case: CaseDatabases) 
 @pytest.mark.parametrize("case", ROUNDTRIP, indirect=True)
 def test_generated_sql_brings_the_target_in_line(case: CaseDatabases, cluster: LocalCluster) -> None:
     differences = drift.counted(drift.diff(case.source, case.target))
-    script = drift_sql.render(
-        drift_sql.migration(differences, case.source, case.target),
+    script = migration.render(
+        migration.plan(differences, case.source, case.target),
         unsafe=True,
         header=f"case {case.name}",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pg_guardian import normalize
+from pg_guardian.drift import normalize
 
 BODY = """
 DECLARE

@@ -7,9 +7,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import scalar
-from pg_guardian import catalog
+from pg_guardian.drift import catalog
 from psycopg.types.json import Jsonb
+from support.queries import scalar
 
 
 def open_alerts(db: psycopg.Connection, type_: str) -> list[tuple[Any, ...]]:

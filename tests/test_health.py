@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from check_helpers import findings, open_alerts, run_check, set_param, wait_for
-from helpers import scalar
+from support.checks import findings, open_alerts, run_check, set_param, wait_for
+from support.queries import scalar
 
 
 def test_connections_fire_at_threshold_and_not_above_it(db: psycopg.Connection) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import catalog_snapshot, scalar
 from pg_guardian import install as install_mod
 from pg_guardian import scripts
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster
+from support.queries import catalog_snapshot, scalar
 
 CURRENT = scripts.default_version()
 

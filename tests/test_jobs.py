@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from check_helpers import open_alerts, run_check, wait_for
 from click.testing import CliRunner
-from helpers import scalar
 from pg_guardian import install as install_mod
-from pg_guardian import jobs as jobs_mod
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster
 from pg_guardian.errors import ConfigError
+from pg_guardian.jobs import runner as jobs_mod
+from support.checks import open_alerts, run_check, wait_for
+from support.queries import scalar
 
 
 def run_cli(*args: str) -> tuple[int, str]:

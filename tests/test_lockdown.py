@@ -8,11 +8,11 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import scalar
 from pg_guardian import response
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster
-from response_support import count, grant_app, load_dental
+from support.queries import scalar
+from support.response import count, grant_app, load_dental
 
 ACLS = """
 SELECT c.oid::regclass::text AS object, a.grantor::regrole::text, a.grantee, a.privilege_type,

@@ -10,10 +10,10 @@ import pglast
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import scalar
-from pg_guardian import policy
 from pg_guardian.cli import main
-from response_support import load_dental
+from pg_guardian.response import policy
+from support.queries import scalar
+from support.response import load_dental
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policy"
 DENTAL = FIXTURES / "dental.toml"
@@ -269,8 +269,8 @@ def test_routes_are_checked_against_the_relay_configuration(tmp_path: Path) -> N
 def test_the_relay_routes_by_the_routes_of_the_policy(dental: psycopg.Connection, dsn: str) -> None:
     import logging
 
-    from pg_guardian import config as config_mod
     from pg_guardian.relay import Relay
+    from pg_guardian.relay import config as config_mod
 
     # Two webhook channels and no routes of its own: by default CRITICAL goes to both.
     cfg = config_mod.load(

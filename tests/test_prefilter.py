@@ -7,8 +7,8 @@ import random
 
 import psycopg
 import pytest
-from helpers import scalar
-from prefilter_reference import reference_contains_any, sql_fallback
+from support.prefilter import reference_contains_any, sql_fallback
+from support.queries import scalar
 
 TOKENS = [
     "test", "Testa", "TEST", "tester", "qa", "QA", "e2e", "demo", "Celeste", "contest", "mail",

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
-from helpers import scalar
-from prefilter_reference import sql_fallback
+from support.prefilter import sql_fallback
+from support.queries import scalar
 
 SEED = int(os.environ.get("GUARDIAN_PROPERTY_SEED", "20261205"))
 VARIANTS_PER_VALUE = 14

@@ -8,10 +8,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import scalar
 from pg_guardian import response
 from pg_guardian.cli import main
-from response_support import (
+from support.queries import scalar
+from support.response import (
     SNAPSHOT,
     TEST_CLINIC,
     contamination_alert,

@@ -12,10 +12,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import scalar
 from pg_guardian.cluster import free_port
 from pg_guardian.relay import Relay, running
-from relay_support import InterceptingProxy, Received, Receiver, Reply, https_proxy, receiver, relay_config
+from support.queries import scalar
+from support.relay import InterceptingProxy, Received, Receiver, Reply, https_proxy, receiver, relay_config
 from test_relay_delivery import once, raise_alert
 
 __all__ = ["https_proxy", "receiver"]  # fixtures

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pg_guardian import config as config_mod
 from pg_guardian.cli import main
 from pg_guardian.errors import ConfigError
+from pg_guardian.relay import config as config_mod
 
 PAGERDUTY = "pagerduty://R0UT1NGKEY0123456789@APIKEY0123456789"
 TELEGRAM = "tgram://123456789:AAbbCCddEEffGGhhIIjj/987654321"

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import psycopg
-from helpers import scalar
 from pg_guardian.relay import Relay, running
-from relay_support import Received, Receiver, Reply, receiver, relay_config
+from support.queries import scalar
+from support.relay import Received, Receiver, Reply, receiver, relay_config
 from test_relay_delivery import once, raise_alert
 
 __all__ = ["receiver"]  # fixtures

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pg_guardian import config as config_mod
 from pg_guardian.cli import main
 from pg_guardian.errors import ConfigError
+from pg_guardian.relay import config as config_mod
 
 SLACK = "https://hooks.slack.com/services/T000/B000/SECRETPART"
 

@@ -10,12 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from helpers import scalar
 from pg_guardian.cli import main
 from pg_guardian.cluster import LocalCluster
 from pg_guardian.errors import GuardianError
 from pg_guardian.relay import Relay, channels, running
-from relay_support import (
+from support.queries import scalar
+from support.relay import (
     Receiver,
     Reply,
     SmtpServer,

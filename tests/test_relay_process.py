@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import scalar
 from pg_guardian.cluster import LocalCluster
 from pg_guardian.relay import Relay, running
-from relay_support import Receiver, receiver, relay_config
+from support.queries import scalar
+from support.relay import Receiver, receiver, relay_config
 
 __all__ = ["receiver"]
 CONTROLLER = str(Path(__file__).resolve().parents[1] / "controller")

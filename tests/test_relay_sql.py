@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from helpers import scalar
+from support.queries import scalar
 
 
 def test_new_alerts_and_repeats_are_queued_but_acknowledgements_are_not(

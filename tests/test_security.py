@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import scalar
+from support.queries import scalar
 
 # Every guardian function that PUBLIC may execute, and why that is safe. The test below fails
 # when the list grows (or shrinks): a new entry needs its reason here and in docs/security.md.

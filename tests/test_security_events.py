@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from check_helpers import findings, open_alerts, run_check, set_param, wait_for
-from helpers import scalar
 from pg_guardian.cluster import LocalCluster
+from support.checks import findings, open_alerts, run_check, set_param, wait_for
+from support.queries import scalar
 
 
 def fail_login(cluster: LocalCluster, dbname: str, user: str, times: int = 1) -> None:

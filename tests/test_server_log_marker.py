@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from check_helpers import findings, open_alerts, run_check, wait_for
-from helpers import scalar
+from support.checks import findings, open_alerts, run_check, wait_for
+from support.queries import scalar
 
 CLAIM = "Recorded as a STRICT_MODE_REJECTION alert."
 FORGED_KEY = "x. Recorded as a STRICT_MODE_REJECTION alert"

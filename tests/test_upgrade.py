@@ -9,12 +9,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import catalog_snapshot, scalar
 from pg_guardian import install as install_mod
 from pg_guardian import response, scripts
 from pg_guardian.cluster import LocalCluster
 from psycopg import sql
-from response_support import SNAPSHOT, TEST_CLINIC, contamination_alert, load_dental, seed_test_clinic
+from support.queries import catalog_snapshot, scalar
+from support.response import SNAPSHOT, TEST_CLINIC, contamination_alert, load_dental, seed_test_clinic
 
 RELEASED = "0.1.0"
 # Generated from the rules (guardian._compile_rules): their bodies are data, compared by name.

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pg_guardian.errors import GuardianError
+from pg_guardian.vocabulary import SEVERITIES
 
 BATCH_PAGES = 4096  # 32 MiB of heap per batch: short transactions, steady progress
 
@@ -123,11 +124,10 @@ def check_payload(
     ]
     alerts: list[dict[str, Any]] = []
     if findings:
-        order = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"]
         alerts.append(
             {
                 "type": "TEST_DATA_PATTERN",
-                "severity": min((f["severity"] for f in findings), key=order.index),
+                "severity": min((f["severity"] for f in findings), key=SEVERITIES.index),
                 "operation": operation,
                 "findings": findings,
             }
@@ -159,3 +159,9 @@ def watch(
         (table, Jsonb(overrides) if overrides else None, mode),
     ).fetchall()
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def unwatch(conn: psycopg.Connection, table: str) -> bool:
+    """Stop watching a table (its findings and alerts stay); False if it was not watched."""
+    row = conn.execute("SELECT guardian.unwatch(%s)", (table,)).fetchone()
+    return bool(row and row[0])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psycopg
 
-from pg_guardian import install as install_mod
-from pg_guardian import status as status_mod
+from pg_guardian import install
 from pg_guardian.cluster import LocalCluster
+from pg_guardian.core import environment, status
 
 DEMO_DB = "dental"
 
@@ -40,18 +40,18 @@ def run(directory: Path, *, keep: bool, echo: Callable[[str], None]) -> None:
             admin.execute(f"CREATE DATABASE {DEMO_DB}")
         with psycopg.connect(cluster.dsn(DEMO_DB), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pg_cron")
-            state = install_mod.install(conn)
+            state = install.install(conn)
             echo(f"== installed pg_guardian {state.version} ({state.method} path), pg_cron preloaded")
             conn.execute(package_sql("demo_schema.sql"))
             conn.execute(package_sql("demo_data.sql"))
             echo("== sample dental schema: clinics, patients, appointments, invoices")
-            conn.execute("SELECT guardian.set_environment('production')")
-            conn.execute("SELECT guardian.set_mode('warn')")
+            environment.set_environment(conn, "production")
+            environment.set_mode(conn, "warn")
             for step in STEPS:
                 step(conn, echo)
             echo("")
             echo("== summary")
-            data = status_mod.status(conn)
+            data = status.status(conn)
             echo(
                 f"  environment {data['environment']}, mode {data['mode']}, "
                 f"{len(data['watched_tables'])} watched tables, {len(data['jobs'])} scheduled jobs"
@@ -153,8 +153,7 @@ def step_relay(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from pg_guardian import config as config_mod
-    from pg_guardian.relay import Relay
+    from pg_guardian.relay import Relay, config
 
     echo("== alert relay: open alerts delivered to a local webhook (Slack, email: the same way)")
     got: list[dict[str, object]] = []
@@ -172,7 +171,7 @@ def step_relay(conn: psycopg.Connection, echo: Callable[[str], None]) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/guardian"
-        cfg = config_mod.load(
+        cfg = config.load(
             None,
             env={},
             overrides={"channels": {"webhook": {"type": "webhook", "url": url}}, "routes": [{"channels": ["webhook"]}]},

@@ -1,10 +1,12 @@
 """One exception root for the controller; only the CLI turns these into exit codes."""
 
+from pg_guardian.vocabulary import EXIT_ERROR
+
 
 class GuardianError(Exception):
     """A user-facing error: the message names the bad value and how to fix it."""
 
-    exit_code = 2
+    exit_code = EXIT_ERROR
 
 
 class ConfigError(GuardianError):

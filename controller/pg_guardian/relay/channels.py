@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 import jinja2
 
 from pg_guardian import __version__
-from pg_guardian.config import ChannelConfig
 from pg_guardian.errors import GuardianError
 from pg_guardian.relay import render
+from pg_guardian.relay.config import ChannelConfig
 from pg_guardian.relay.model import Message
 
 USER_AGENT = f"pg-guardian-relay/{__version__}"

@@ -1,7 +1,7 @@
 """What a message says on each channel: Slack attachments, webhook JSON, email from Jinja2, and
 plain text (title and body) for Apprise, Datadog events and Sentry events.
 
-Email templates live in ``pg_guardian/templates/email/`` (``subject.txt.j2``, ``alert.txt.j2``,
+Email templates live in ``pg_guardian/relay/templates/email/`` (``subject.txt.j2``, ``alert.txt.j2``,
 ``alert.html.j2``); a file of the same name under the configured ``template_dir`` replaces the
 packaged one. Templates use StrictUndefined: a mistake is an error, never a silently empty field.
 """
@@ -335,7 +335,7 @@ def sentry_event(msg: Message, *, app_url: str | None) -> dict[str, Any]:
 
 
 def _packaged(name: str) -> str | None:
-    node = resources.files("pg_guardian").joinpath("templates", *name.split("/"))
+    node = resources.files("pg_guardian.relay").joinpath("templates", *name.split("/"))
     return node.read_text(encoding="utf-8") if node.is_file() else None
 
 

@@ -23,10 +23,10 @@ from uuid import UUID
 import psycopg
 
 from pg_guardian import db
-from pg_guardian.config import ChannelConfig, Config, Route
 from pg_guardian.errors import ConnectionFailed, GuardianError
 from pg_guardian.relay import store
 from pg_guardian.relay.channels import DeliveryFailed, Sender, make_sender, pacer_for
+from pg_guardian.relay.config import ChannelConfig, Config, Route
 from pg_guardian.relay.logs import LOGGER_NAME, event
 from pg_guardian.relay.model import Message
 

@@ -11,8 +11,8 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from pg_guardian.config import Route
 from pg_guardian.errors import GuardianError
+from pg_guardian.relay.config import Route
 from pg_guardian.relay.model import AlertView, Message
 
 CLAIM = "guardian.relay_claim(text,integer,integer,interval,interval,integer)"
@@ -227,3 +227,9 @@ def next_due_in(conn: psycopg.Connection, channel: str) -> float | None:
     """Seconds until the channel has work (may be negative: overdue); None when idle."""
     row = conn.execute("SELECT extract(epoch FROM guardian.relay_next_due(%s) - now())::float8", (channel,)).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def retry_dead(conn: psycopg.Connection, channel: str | None = None) -> int:
+    """Send dead-lettered messages again from scratch (one channel's, or all); how many."""
+    row = conn.execute("SELECT guardian.relay_retry(%s)", (channel,)).fetchone()
+    return int(row[0]) if row else 0

@@ -42,10 +42,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pg_guardian.errors import GuardianError
+from pg_guardian.vocabulary import KINDS, MODES, SEVERITIES
 
-MODES = ("off", "warn", "strict")
-SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
-KINDS = ("email", "person_name", "organization", "phone", "identifier", "free_text")
 ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 TABLE_NAME = re.compile(r'("[^"]+"|[^".\s]+)\.("[^"]+"|[^".\s]+)')
 # Characters no name or value may hold: C0/C1 controls (line breaks among them), the Unicode
@@ -631,7 +629,7 @@ def sql_jsonb(value: Any) -> str:
 
 def _environment() -> jinja2.Environment:
     loader = jinja2.FunctionLoader(
-        lambda name: resources.files("pg_guardian").joinpath("templates", "policy", name).read_text()
+        lambda name: resources.files("pg_guardian.response").joinpath("templates", "policy", name).read_text()
     )
     jenv = jinja2.Environment(
         loader=loader,

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pg_guardian import catalog, db, normalize
-from pg_guardian.catalog import Fingerprint, SchemaObject
+from pg_guardian import db
+from pg_guardian.drift import catalog, normalize
+from pg_guardian.drift.catalog import Fingerprint, SchemaObject
 
 CHANGES = ("added", "removed", "changed")
 KIND_ORDER = (

@@ -1,4 +1,4 @@
-"""Auto-response from the controller: cleanup scripts, quarantine and restore, lockdown.
+"""The response actions: cleanup scripts, quarantine and restore, lockdown.
 
 The work happens in SQL (``extension/sql/60_response``); these functions call it with the
 connection's rights and return plain data. Every cleanup script is checked with pglast before
@@ -109,7 +109,7 @@ def run_script(conn: psycopg.Connection, script: str) -> str:
 
     Returns what ``cleanup_finish()`` said (rows quarantined, the restore command).
     """
-    from pg_guardian.policy import PolicyError, statements
+    from pg_guardian.response.policy import PolicyError, statements
 
     try:
         parsed = statements(script, without_transaction=True)

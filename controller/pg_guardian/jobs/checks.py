@@ -12,9 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pg_guardian.errors import GuardianError
-
-CATEGORIES = ("health", "security", "posture", "jobs")
-SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3, "INFO": 4}
+from pg_guardian.vocabulary import SEVERITY_RANK
 
 
 class CheckError(GuardianError):
@@ -46,7 +44,7 @@ def run(conn: psycopg.Connection, *, category: str | None = None, check: str | N
         (dict(r) for r in rows),
         key=lambda r: (
             r["status"] == "ok",
-            SEVERITY_ORDER.get(r["severity"] or "", 9),
+            SEVERITY_RANK.get(r["severity"] or "", 9),
             r["category"],
             r["check_name"],
         ),

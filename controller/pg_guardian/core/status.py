@@ -7,9 +7,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from pg_guardian.core import alerts
 from pg_guardian.install import installed
-
-SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
 
 
 def _exists(conn: psycopg.Connection, relation: str) -> bool:
@@ -79,7 +78,7 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
         ).fetchall()
     ]
     if _exists(conn, "guardian.job_scheduler"):
-        from pg_guardian.jobs import guard_status
+        from pg_guardian.jobs.scheduling import guard_status
 
         result["guard"] = guard_status(conn)
     if _exists(conn, "guardian.check_status"):
@@ -103,10 +102,5 @@ def status(conn: psycopg.Connection) -> dict[str, Any]:
         active = lockdown_status(conn)
         if active:
             result["lockdown"] = describe_lockdown(active)
-    counts: dict[str, int] = dict(
-        conn.execute(
-            "SELECT severity, count(*) FROM guardian.monitoring_alerts WHERE resolved_at IS NULL GROUP BY severity"
-        ).fetchall()
-    )
-    result["open_alerts"] = {s: int(counts.get(s, 0)) for s in SEVERITIES}
+    result["open_alerts"] = alerts.open_counts(conn)
     return result

@@ -110,7 +110,7 @@ def reference_contains_any(
 def sql_fallback(db: psycopg.Connection) -> str:
     """The SQL matcher installed where the C library cannot be (00_matchers.sql), created as a
     temporary function of this session; returns its name."""
-    source = (Path(__file__).parents[1] / "extension/sql/20_contamination/00_matchers.sql").read_text()
+    source = (Path(__file__).parents[2] / "extension/sql/20_contamination/00_matchers.sql").read_text()
     start = source.index("CREATE FUNCTION guardian._contains_any", source.index("EXCEPTION WHEN"))
     body = source[start : source.index("$sql$;", start) + len("$sql$;")]
     body = body.replace("CREATE FUNCTION guardian._contains_any", "CREATE OR REPLACE FUNCTION pg_temp.contains_any_sql")

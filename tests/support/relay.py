@@ -22,8 +22,8 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from pg_guardian import config as config_mod
 from pg_guardian.cluster import free_port
+from pg_guardian.relay import config as config_mod
 
 
 @dataclass

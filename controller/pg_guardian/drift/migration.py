@@ -18,8 +18,8 @@ from typing import Any
 
 import pglast
 
-from pg_guardian.catalog import Fingerprint, SchemaObject
-from pg_guardian.drift import Difference
+from pg_guardian.drift.catalog import Fingerprint, SchemaObject
+from pg_guardian.drift.compare import Difference
 from pg_guardian.errors import GuardianError
 
 # Creation order; drops run in the reverse order first. Indexes come after materialized views
@@ -808,7 +808,7 @@ def _grant_target(obj: SchemaObject) -> tuple[str, str] | None:
     return (on, obj.identity) if on else None
 
 
-def migration(differences: Iterable[Difference], source: Fingerprint, target: Fingerprint) -> list[Statement]:
+def plan(differences: Iterable[Difference], source: Fingerprint, target: Fingerprint) -> list[Statement]:
     """The statements that turn ``target`` into ``source`` for these differences, in order."""
     builder = _Builder(source, target)
     drops: list[Difference] = []

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from pg_guardian import db
+from pg_guardian.core import alerts
 from pg_guardian.errors import GuardianError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -63,15 +64,8 @@ def sample(conn: psycopg.Connection, database: str) -> list[tuple[str, str, str]
         out.append(("pg_guardian_job_overdue", labels, "1" if overdue else "0"))
         out.append(("pg_guardian_job_runs_total", labels, str(runs)))
         out.append(("pg_guardian_job_failures_total", labels, str(failures)))
-    counts: dict[str, int] = dict(
-        conn.execute(
-            "SELECT severity, count(*) FROM guardian.monitoring_alerts WHERE resolved_at IS NULL GROUP BY severity"
-        ).fetchall()
-    )
-    for severity in ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"):
-        out.append(
-            ("pg_guardian_open_alerts", _labels(database=database, severity=severity), str(counts.get(severity, 0)))
-        )
+    for severity, count in alerts.open_counts(conn).items():
+        out.append(("pg_guardian_open_alerts", _labels(database=database, severity=severity), str(count)))
     return out
 
 
