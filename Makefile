@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PG_CONFIG ?= pg_config
 APT_PACKAGES := postgresql-15 postgresql-contrib postgresql-server-dev-15 postgresql-plpython3-15 \
-	postgresql-15-cron python3-venv python3-dev build-essential
+	postgresql-15-cron python3-venv python3-dev build-essential chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system-packages venv build install demo test test-fast bench lint clean

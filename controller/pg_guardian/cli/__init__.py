@@ -7,7 +7,7 @@ One module per command group, each calling the capability of the same name: :mod
 (install, upgrade, uninstall, status, demo), :mod:`.contamination` (watch, unwatch, scan,
 check-payload), :mod:`.relay` (relay, silence, config), :mod:`.drift` (drift, fingerprint),
 :mod:`.jobs` (jobs, checks, metrics), :mod:`.response` (cleanup, quarantine, lockdown) and
-:mod:`.policy`; :data:`COMMAND_MODULES` says which defines each command. What they share:
+:mod:`.policy`, :mod:`.dashboard`; :data:`COMMAND_MODULES` says which defines each command. What they share:
 :mod:`.options` (the common options and the one way to connect) and :mod:`.output` (the one
 printer, and exiting with a finding). No SQL here: each command calls its capability.
 """
@@ -50,6 +50,7 @@ COMMAND_MODULES = {
     "quarantine": "response",
     "lockdown": "response",
     "policy": "policy",
+    "dashboard": "dashboard",
 }
 
 

@@ -101,6 +101,8 @@ _TOP_KEYS = {
     "channel_defaults",
     "channels",
     "routes",
+    "databases",  # the dashboard's environments (pg_guardian.dashboard.settings)
+    "dashboard",
 }
 _SECRET_KEYS = {"password", "secret", "api_key"}
 _DATADOG_SITE = re.compile(r"^[a-z0-9][a-z0-9.-]*\.[a-z]{2,}$")
