@@ -85,6 +85,27 @@ def test_acknowledge_keeps_the_first_acknowledgement(
     assert scalar(db, "SELECT acknowledged_by FROM guardian.monitoring_alerts WHERE id = %s", (alert,)) == "alice_admin"
 
 
+def test_a_front_end_names_the_person_but_never_hides_the_role(
+    db: psycopg.Connection, make_role: Callable[..., str], connect: Callable[..., psycopg.Connection]
+) -> None:
+    first, second = (scalar(db, "SELECT guardian.raise_alert('X', 'LOW', %s)", (m,)) for m in ("one", "two"))
+    make_role("dash_role", "guardian_admin")
+    dash = connect(db.info.dbname, "dash_role")
+    # A control character cannot forge a second line; a claimed role name is still followed by the real one.
+    dash.execute("SELECT set_config('pg_guardian.actor', %s, false)", ("carol@dashboard\n via postgres",))
+    dash.execute("SELECT guardian.resolve_alert(%s, 'done')", (first,))
+    dash.execute("SELECT set_config('pg_guardian.actor', '  ', false)")
+    dash.execute("SELECT guardian.acknowledge_alert(%s)", (second,))
+    rows = db.execute(
+        "SELECT acknowledged_by, resolved_by FROM guardian.monitoring_alerts WHERE id = ANY(%s) ORDER BY message",
+        ([first, second],),
+    ).fetchall()
+    assert rows == [
+        ("carol@dashboard via postgres via dash_role", "carol@dashboard via postgres via dash_role"),
+        ("dash_role", None),
+    ]
+
+
 def test_one_notification_per_transaction_that_raises_alerts(
     db: psycopg.Connection, connect: Callable[..., psycopg.Connection]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -29,8 +30,25 @@ def _table(rows: list[tuple[object, ...]], headers: tuple[str, ...]) -> list[str
     return lines
 
 
-def run(directory: Path, *, keep: bool, echo: Callable[[str], None]) -> None:
-    """Start the cluster, install, load the sample and walk through each capability."""
+def dashboard_config(directory: Path, dsn: str) -> tuple[Path, str, str]:
+    """A dashboard configuration for the demo database: its path, user and a fresh password."""
+    from pg_guardian.dashboard.auth import hash_password
+    from pg_guardian.dashboard.settings import new_config
+
+    user, password = "admin", secrets.token_urlsafe(12)
+    path = directory / "dashboard.toml"
+    path.write_text(new_config([("production", dsn)], user, "admin", hash_password(password)))
+    path.chmod(0o600)
+    return path, user, password
+
+
+def run(directory: Path, *, keep: bool, echo: Callable[[str], None], dashboard_port: int | None = None) -> None:
+    """Start the cluster, install, load the sample and walk through each capability.
+
+    With ``dashboard_port`` the web dashboard then serves the demo database on 127.0.0.1 until
+    interrupted; with ``keep`` the cluster outlives the command and the dashboard's
+    configuration is left beside it.
+    """
     cluster = LocalCluster(datadir=directory / "pgdata", cron_database=DEMO_DB)
     echo(f"== starting a throwaway PostgreSQL 15 cluster in {cluster.datadir} (port {cluster.port})")
     cluster.init()
@@ -62,6 +80,16 @@ def run(directory: Path, *, keep: bool, echo: Callable[[str], None]) -> None:
             ).fetchall()
             for line in _table(rows, ("severity", "type", "message", "n")):
                 echo(line)
+        if keep or dashboard_port is not None:
+            config, user, password = dashboard_config(directory, cluster.dsn(DEMO_DB))
+            echo(f"\n== dashboard: user {user}, password {password} (in {config})")
+            if dashboard_port is not None:
+                from pg_guardian.dashboard import serve
+
+                echo(f"  serving http://127.0.0.1:{dashboard_port}/ until Ctrl-C")
+                serve("127.0.0.1", dashboard_port, None, config)
+            else:
+                echo(f"  run: pg-guardian dashboard --config {config}")
     finally:
         if keep:
             echo(f"\ncluster left running: psql '{cluster.dsn(DEMO_DB)}'")

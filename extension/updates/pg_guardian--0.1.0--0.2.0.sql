@@ -1636,6 +1636,429 @@ GRANT EXECUTE ON FUNCTION guardian.cleanup_script(uuid, boolean), guardian.clean
     guardian.policy_finish(text, text, text, boolean)
     TO guardian_admin;
 
+-- >>> sql/00_core/30_alert_functions.sql, 40_drift/40_snapshots.sql, 60_response: the person a
+-- front end acts for (pg_guardian.actor) is recorded with the role, by guardian._actor()
+ALTER TABLE guardian.quarantine_batches ADD COLUMN requested_by text;
+COMMENT ON COLUMN guardian.quarantine_batches.requested_by IS
+    'Who asked for the cleanup: created_by is the role whose rights ran it; this is guardian._actor(), the person a front end such as the dashboard acts for, and that role.';
+CREATE FUNCTION guardian._actor()
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN v.actor = '' THEN SESSION_USER::text
+                ELSE format('%s via %s', v.actor, SESSION_USER) END
+      FROM (SELECT left(btrim(regexp_replace(coalesce(current_setting('pg_guardian.actor', true), ''),
+                                             '[[:cntrl:]]', '', 'g')), 63) AS actor) AS v
+$$;
+
+CREATE OR REPLACE FUNCTION guardian.acknowledge_alert(p_id uuid)
+RETURNS guardian.monitoring_alerts
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_alert guardian.monitoring_alerts;
+BEGIN
+    UPDATE guardian.monitoring_alerts AS a
+       SET acknowledged_at = coalesce(a.acknowledged_at, now()),
+           acknowledged_by = coalesce(a.acknowledged_by, guardian._actor())
+     WHERE a.id = p_id
+    RETURNING a.* INTO v_alert;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no alert with id %', p_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List alerts with: SELECT id, type, message FROM guardian.monitoring_alerts ORDER BY created_at DESC;';
+    END IF;
+    RETURN v_alert;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian.resolve_alert(p_id uuid, p_note text DEFAULT NULL)
+RETURNS guardian.monitoring_alerts
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_alert guardian.monitoring_alerts;
+BEGIN
+    UPDATE guardian.monitoring_alerts AS a
+       SET resolved_at     = coalesce(a.resolved_at, now()),
+           resolved_by     = coalesce(a.resolved_by, guardian._actor()),
+           resolution_note = coalesce(p_note, a.resolution_note),
+           acknowledged_at = coalesce(a.acknowledged_at, now()),
+           acknowledged_by = coalesce(a.acknowledged_by, guardian._actor())
+     WHERE a.id = p_id
+    RETURNING a.* INTO v_alert;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no alert with id %', p_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List open alerts with: SELECT id, type, message FROM guardian.open_alerts;';
+    END IF;
+    RETURN v_alert;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian.approve_baseline(p_snapshot bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id  bigint := p_snapshot;
+    v_old bigint;
+BEGIN
+    IF v_id IS NULL THEN
+        v_id := guardian.snapshot_schema('baseline ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC');
+    ELSE
+        PERFORM guardian._snapshot(v_id);
+    END IF;
+    -- one baseline at a time, also when two admins approve at once
+    LOCK TABLE guardian.schema_snapshots IN SHARE ROW EXCLUSIVE MODE;
+    SELECT s.id INTO v_old FROM guardian.schema_snapshots AS s WHERE s.baseline;
+    UPDATE guardian.schema_snapshots AS s SET baseline = false WHERE s.baseline AND s.id <> v_id;
+    UPDATE guardian.schema_snapshots AS s
+       SET baseline = true, approved_at = now(), approved_by = guardian._actor()
+     WHERE s.id = v_id;
+    -- the drift reported against the old baseline is accepted with the new one
+    PERFORM guardian._resolve_drift_alerts(NULL, format('schema baseline %s approved by %s', v_id, guardian._actor()));
+    PERFORM guardian.raise_alert(
+        'SCHEMA_BASELINE_APPROVED', 'INFO',
+        format('schema baseline %s approved by %s (was %s)', v_id, guardian._actor(), coalesce(v_old::text, 'none')),
+        p_record_id => v_id::text,
+        p_metadata => jsonb_build_object('snapshot', v_id, 'previous', v_old),
+        p_fingerprint => md5('SCHEMA_BASELINE_APPROVED:' || v_id || ':' || clock_timestamp()::text));
+    RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian._quarantine_restored(p_batch uuid, p_summary text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF guardian._response_caller() <> 'admin' THEN
+        RAISE EXCEPTION 'only a guardian admin may restore quarantined rows' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE guardian.quarantine_batches AS b
+       SET status = 'restored', restored_at = clock_timestamp(), restored_by = guardian._actor()
+     WHERE b.id = p_batch AND b.status = 'applied';
+    PERFORM guardian.raise_alert('QUARANTINE_RESTORED', 'INFO', p_summary, NULL, NULL,
+                                 jsonb_build_object('batch', p_batch, 'restored_by', guardian._actor()),
+                                 md5('QUARANTINE_RESTORED:' || p_batch));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian._quarantine_put(p_batch uuid, p_items guardian.quarantine_item[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_script guardian.cleanup_scripts;
+    v_count  bigint;
+BEGIN
+    PERFORM guardian._response_caller();
+    SELECT * INTO v_script FROM guardian.cleanup_scripts AS s WHERE s.batch_id = p_batch;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown cleanup batch %', p_batch USING ERRCODE = 'no_data_found';
+    END IF;
+    -- Rows go to the steps of the registered script, and nowhere else.
+    IF EXISTS (SELECT FROM unnest(p_items) AS i
+                WHERE NOT EXISTS (SELECT FROM jsonb_array_elements(v_script.steps) AS s
+                                   WHERE (s ->> 'step')::integer = i.step AND (s ->> 'relid')::oid = i.relid::oid
+                                     AND s ->> 'action' = i.action)) THEN
+        RAISE EXCEPTION 'rows for cleanup batch % do not match its steps', p_batch USING ERRCODE = 'data_exception';
+    END IF;
+    -- Each step remembers the table's columns and key, so that a restore can tell whether
+    -- the table still has the shape its rows were taken from.
+    INSERT INTO guardian.quarantine_batches (id, alert_id, environment, automatic, requested_by, steps)
+    VALUES (p_batch, v_script.alert_id, guardian.current_environment(), v_script.automatic, guardian._actor(),
+            (SELECT jsonb_agg(s || jsonb_build_object(
+                        'shape', guardian._table_shape((s ->> 'relid')::oid::regclass),
+                        'key_columns', to_jsonb((guardian._record_key((s ->> 'relid')::oid::regclass)).key_columns))
+                    ORDER BY (s ->> 'step')::integer)
+               FROM jsonb_array_elements(v_script.steps) AS s));
+    INSERT INTO guardian.quarantine (batch_id, step, relid, table_name, action, row_key, row_data, columns, findings,
+                                     row_tableoid, row_ctid)
+    SELECT p_batch, i.step, i.relid, i.relid::text, i.action, i.row_key, i.row_data, i.columns, i.findings,
+           i.row_tableoid, i.row_ctid
+      FROM unnest(p_items) AS i
+     ORDER BY i.step, i.row_tableoid, i.row_ctid;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    UPDATE guardian.quarantine_batches AS b SET row_count = v_count WHERE b.id = p_batch;
+    RETURN v_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian._lockdown_apply(p_reason text, p_automatic boolean)
+RETURNS guardian.lockdowns
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_active   guardian.lockdowns;
+    v_lockdown guardian.lockdowns;
+    v_apps     oid[];
+    v_targets  oid[];
+    v_options  jsonb;
+    v_item     record;
+    v_seq      integer := 0;
+    v_not      jsonb := '[]';
+    v_setting  text;
+    v_revoked  integer := 0;
+    v_sessions integer := 0;
+    v_alert    uuid;
+BEGIN
+    IF p_reason IS NULL OR btrim(p_reason) = '' THEN
+        RAISE EXCEPTION 'a lockdown needs a reason'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Say why, e.g. SELECT guardian.lockdown(''test data flooding patients from the seed job'');';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('guardian.lockdown', 0));
+    SELECT * INTO v_active FROM guardian.lockdowns AS l WHERE l.ended_at IS NULL;
+    IF FOUND THEN
+        RAISE EXCEPTION '% is already locked down (since % by %: %)', v_active.environment,
+                        to_char(v_active.started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), v_active.started_by, v_active.reason
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = 'Nothing was changed.',
+                  HINT = 'Lift it first with SELECT guardian.unlock(); (pg-guardian lockdown unlock), then lock down again.';
+    END IF;
+    v_options := jsonb_build_object('revoke', guardian._response_flag('lockdown.revoke', true),
+                                    'read_only', guardian._response_flag('lockdown.read_only', true),
+                                    'end_sessions', guardian._response_flag('lockdown.end_sessions', false));
+    v_apps := ARRAY(SELECT r.oid FROM guardian.lockdown_roles() AS l JOIN pg_catalog.pg_roles AS r ON r.rolname = l.role_name
+                     WHERE l.locked ORDER BY 1);
+    -- Their privileges may also come from group roles; those are taken too, unless a role
+    -- that keeps working holds them as well.
+    v_targets := v_apps || ARRAY(
+        SELECT g.oid FROM pg_catalog.pg_roles AS g
+         WHERE g.oid <> ALL (v_apps) AND NOT g.rolcanlogin AND NOT guardian._lockdown_protected(g.oid)
+           AND EXISTS (SELECT FROM unnest(v_apps) AS a WHERE pg_has_role(a, g.oid, 'MEMBER'))
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS p
+                            WHERE p.rolcanlogin AND p.oid <> ALL (v_apps) AND NOT p.rolsuper
+                              AND pg_has_role(p.oid, g.oid, 'MEMBER')));
+
+    INSERT INTO guardian.lockdowns (environment, reason, automatic, roles, options, changing_xid, started_by)
+    VALUES (guardian.current_environment(), btrim(p_reason), p_automatic,
+            ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles AS r WHERE r.oid = ANY (v_targets) ORDER BY 1),
+            v_options, txid_current(), CASE WHEN p_automatic THEN 'pg_guardian' ELSE guardian._actor() END)
+    RETURNING * INTO v_lockdown;
+
+    -- Privilege changes made before now are reported as usual; the lockdown's own are not.
+    IF to_regprocedure('guardian._privilege_changes(text)') IS NOT NULL AND guardian._check_enabled('privilege_changes') THEN
+        PERFORM guardian._raise_finding(f) FROM guardian._privilege_changes('scheduled scan') AS f;
+    END IF;
+
+    IF (v_options ->> 'revoke')::boolean THEN
+        FOR v_item IN
+            WITH rels AS (
+                SELECT c.oid, c.relowner, c.relacl
+                  FROM pg_catalog.pg_class AS c
+                  JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                 WHERE c.relkind IN ('r', 'p', 'f', 'v')
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'guardian', 'cron')
+                   AND n.nspname NOT LIKE 'pg\_%' AND n.nspname NOT LIKE 'guardian\_%'),
+            items AS (
+                SELECT r.oid AS relid, NULL::text AS column_name, a.grantor, a.grantee, a.privilege_type, a.is_grantable,
+                       r.relowner, r.relacl AS acl
+                  FROM rels AS r, aclexplode(coalesce(r.relacl, acldefault('r', r.relowner))) AS a
+                UNION ALL
+                SELECT r.oid, att.attname::text, a.grantor, a.grantee, a.privilege_type, a.is_grantable, r.relowner, att.attacl
+                  FROM rels AS r
+                  JOIN pg_catalog.pg_attribute AS att ON att.attrelid = r.oid AND att.attnum > 0
+                                                      AND NOT att.attisdropped AND att.attacl IS NOT NULL,
+                       aclexplode(att.attacl) AS a)
+            SELECT i.relid::regclass AS relid, i.column_name, i.grantee, i.is_grantable,
+                   array_agg(i.privilege_type ORDER BY i.privilege_type) AS privileges,
+                   CASE WHEN i.grantee = 0 THEN 'granted to PUBLIC, which admins hold too'
+                        WHEN i.grantor <> i.relowner THEN format('granted by %s, not by the owner', pg_get_userbyid(i.grantor))
+                        WHEN i.is_grantable AND EXISTS (SELECT FROM aclexplode(i.acl) AS d
+                                                         WHERE d.grantor = i.grantee AND d.grantee <> i.grantee)
+                             THEN 'passed on to other roles (WITH GRANT OPTION)'
+                   END AS keep_reason
+              FROM items AS i
+             WHERE i.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+               AND (i.grantee = ANY (v_targets) OR i.grantee = 0)
+             GROUP BY 1, 2, 3, 4, 6
+             -- column grants first: a table-level REVOKE takes them too.
+             ORDER BY 1, 2 NULLS LAST, 3
+        LOOP
+            IF v_item.keep_reason IS NOT NULL THEN
+                v_not := v_not || jsonb_build_object('table', v_item.relid::text, 'column', v_item.column_name,
+                    'role', CASE WHEN v_item.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(v_item.grantee)::text END,
+                    'privileges', to_jsonb(v_item.privileges), 'reason', v_item.keep_reason);
+                CONTINUE;
+            END IF;
+            v_seq := v_seq + 1;
+            INSERT INTO guardian.lockdown_changes
+                (lockdown_id, seq, kind, role_oid, role_name, relid, table_name, column_name, privileges, grantable)
+            VALUES (v_lockdown.id, v_seq, 'privilege', v_item.grantee, pg_get_userbyid(v_item.grantee), v_item.relid,
+                    v_item.relid::text, v_item.column_name, v_item.privileges, v_item.is_grantable);
+            PERFORM guardian._lockdown_privilege(false, v_item.relid, v_item.grantee, v_item.privileges, v_item.column_name);
+            v_revoked := v_revoked + 1;
+        END LOOP;
+    END IF;
+
+    IF (v_options ->> 'read_only')::boolean THEN
+        FOR v_item IN SELECT r.oid, r.rolname FROM pg_catalog.pg_roles AS r WHERE r.oid = ANY (v_apps) AND r.rolcanlogin ORDER BY r.rolname LOOP
+            SELECT substr(c, length('default_transaction_read_only=') + 1) INTO v_setting
+              FROM pg_catalog.pg_db_role_setting AS s, unnest(s.setconfig) AS c
+             WHERE s.setrole = v_item.oid
+               AND s.setdatabase = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = current_database())
+               AND c LIKE 'default\_transaction\_read\_only=%';
+            v_seq := v_seq + 1;
+            INSERT INTO guardian.lockdown_changes (lockdown_id, seq, kind, role_oid, role_name, previous)
+            VALUES (v_lockdown.id, v_seq, 'read_only', v_item.oid, v_item.rolname, v_setting);
+            PERFORM guardian._lockdown_read_only(v_item.oid, 'on');
+            v_setting := NULL;
+        END LOOP;
+    END IF;
+
+    IF (v_options ->> 'end_sessions')::boolean AND cardinality(v_apps) > 0 THEN
+        v_sessions := guardian._lockdown_end_sessions(v_apps);
+    END IF;
+
+    v_alert := guardian.raise_alert(
+        'LOCKDOWN', CASE WHEN p_automatic THEN 'CRITICAL' ELSE 'HIGH' END,
+        format('%s locked down%s by %s: %s. %s application role(s) (%s) lost %s write grant(s)%s%s; unlock with SELECT guardian.unlock();',
+               v_lockdown.environment, CASE WHEN p_automatic THEN ' automatically' ELSE '' END, v_lockdown.started_by,
+               v_lockdown.reason, cardinality(v_lockdown.roles), coalesce(nullif(array_to_string(v_lockdown.roles, ', '), ''), 'none found'),
+               v_revoked,
+               CASE WHEN (v_options ->> 'read_only')::boolean THEN ' and are read-only in new sessions' ELSE '' END,
+               CASE WHEN v_sessions > 0 THEN format('; %s session(s) ended', v_sessions) ELSE '' END),
+        NULL, NULL,
+        jsonb_build_object('lockdown_id', v_lockdown.id, 'automatic', p_automatic, 'reason', v_lockdown.reason,
+                           'roles', to_jsonb(v_lockdown.roles), 'revoked', v_revoked, 'options', v_options,
+                           'sessions_ended', v_sessions, 'not_revoked', v_not,
+                           'unlock_command', 'SELECT guardian.unlock();'),
+        md5('LOCKDOWN:' || v_lockdown.id || ':' || v_lockdown.environment));
+    PERFORM guardian._lockdown_renew_snapshot();
+    UPDATE guardian.lockdowns AS l
+       SET changing_xid = NULL, not_revoked = v_not, sessions_ended = v_sessions, alert_id = v_alert
+     WHERE l.id = v_lockdown.id
+    RETURNING * INTO v_lockdown;
+    RETURN v_lockdown;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian.unlock(p_note text DEFAULT NULL)
+RETURNS guardian.lockdowns
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lockdown guardian.lockdowns;
+    v_change   guardian.lockdown_changes;
+    v_current  text;
+    v_note     text;
+    v_restored boolean;
+    v_notes    text[] := '{}';
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('guardian.lockdown', 0));
+    SELECT * INTO v_lockdown FROM guardian.lockdowns AS l WHERE l.ended_at IS NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% is not locked down', guardian.current_environment()
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'See past lockdowns with: SELECT id, reason, started_at, ended_at FROM guardian.lockdowns ORDER BY id DESC;';
+    END IF;
+    UPDATE guardian.lockdowns AS l SET changing_xid = txid_current() WHERE l.id = v_lockdown.id;
+
+    -- Give back exactly what was taken; what cannot be given back is said, not skipped silently.
+    FOR v_change IN
+        SELECT * FROM guardian.lockdown_changes AS c
+         WHERE c.lockdown_id = v_lockdown.id AND NOT c.restored
+         ORDER BY c.relid::oid NULLS LAST, c.column_name NULLS FIRST, c.seq
+    LOOP
+        v_note := NULL;
+        v_restored := false;
+        BEGIN
+            IF v_change.kind = 'privilege' THEN
+                IF NOT EXISTS (SELECT FROM pg_catalog.pg_class AS t WHERE t.oid = v_change.relid) THEN
+                    v_note := format('table %s was dropped during the lockdown', v_change.table_name);
+                ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.oid = v_change.role_oid) THEN
+                    v_note := format('role %s was dropped during the lockdown', v_change.role_name);
+                ELSE
+                    PERFORM guardian._lockdown_privilege(true, v_change.relid, v_change.role_oid, v_change.privileges,
+                                                         v_change.column_name, v_change.grantable);
+                    v_restored := true;
+                END IF;
+            ELSE
+                SELECT substr(c, length('default_transaction_read_only=') + 1) INTO v_current
+                  FROM pg_catalog.pg_db_role_setting AS s, unnest(s.setconfig) AS c
+                 WHERE s.setrole = v_change.role_oid
+                   AND s.setdatabase = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = current_database())
+                   AND c LIKE 'default\_transaction\_read\_only=%';
+                IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.oid = v_change.role_oid) THEN
+                    v_note := format('role %s was dropped during the lockdown', v_change.role_name);
+                ELSIF v_current IS DISTINCT FROM 'on' THEN
+                    v_note := format('default_transaction_read_only of %s was changed to %s during the lockdown; left as it is',
+                                                    v_change.role_name, coalesce(v_current, 'nothing'));
+                ELSE
+                    PERFORM guardian._lockdown_read_only(v_change.role_oid, v_change.previous);
+                    v_restored := true;
+                END IF;
+                v_current := NULL;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            v_note := SQLERRM;
+        END;
+        UPDATE guardian.lockdown_changes AS c SET restored = v_restored, restore_note = v_note
+         WHERE c.lockdown_id = v_change.lockdown_id AND c.seq = v_change.seq;
+        IF v_note IS NOT NULL THEN
+            v_notes := v_notes || v_note;
+        END IF;
+    END LOOP;
+
+    PERFORM guardian._lockdown_renew_snapshot();
+    UPDATE guardian.lockdowns AS l
+       SET ended_at = clock_timestamp(), ended_by = guardian._actor(), end_note = p_note, changing_xid = NULL
+     WHERE l.id = v_lockdown.id
+    RETURNING * INTO v_lockdown;
+    IF v_lockdown.alert_id IS NOT NULL THEN
+        PERFORM guardian.resolve_alert(v_lockdown.alert_id, coalesce(p_note, format('unlocked by %s', guardian._actor())));
+    END IF;
+    PERFORM guardian.raise_alert(
+        'LOCKDOWN_LIFTED', CASE WHEN cardinality(v_notes) > 0 THEN 'HIGH' ELSE 'INFO' END,
+        format('%s unlocked by %s after %s%s', v_lockdown.environment, guardian._actor(),
+               date_trunc('second', v_lockdown.ended_at - v_lockdown.started_at),
+               CASE WHEN cardinality(v_notes) > 0 THEN format('; not restored: %s', array_to_string(v_notes, '; '))
+                    ELSE '; every privilege and setting it took is back' END),
+        NULL, NULL,
+        jsonb_build_object('lockdown_id', v_lockdown.id, 'note', p_note, 'not_restored', to_jsonb(v_notes)),
+        md5('LOCKDOWN_LIFTED:' || v_lockdown.id));
+    RETURN v_lockdown;
+END
+$$;
+
+CREATE OR REPLACE VIEW guardian.quarantine_status AS
+SELECT b.id AS batch_id, b.alert_id, b.environment, b.automatic, b.status, b.row_count,
+       (SELECT pg_catalog.jsonb_object_agg(x.table_name, x.n)
+          FROM (SELECT q.table_name, pg_catalog.count(*) AS n FROM guardian.quarantine AS q
+                 WHERE q.batch_id = b.id GROUP BY q.table_name) AS x) AS tables,
+       b.created_at, b.created_by, b.applied_at, b.restored_at, b.restored_by,
+       CASE WHEN b.status = 'applied' AND guardian.param('retention.quarantine_days') > 0
+            THEN b.applied_at + pg_catalog.make_interval(days => guardian.param('retention.quarantine_days')::integer)
+       END AS kept_until,
+       pg_catalog.format('SELECT guardian.restore(%L);', b.id) AS restore_command,
+       b.requested_by
+  FROM guardian.quarantine_batches AS b;
+
+
+COMMENT ON FUNCTION guardian._actor() IS
+    'The actor recorded by acknowledgements, resolutions, restores, baseline approvals and unlocks: SESSION_USER, or "<pg_guardian.actor> via <SESSION_USER>" when a front end named the person it acts for.';
+REVOKE EXECUTE ON FUNCTION guardian._actor() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian._actor() TO guardian_owner;
+
 -- >>> sql/99_finish/80_no_create.sql and 90_security_baseline.sql: guardian_owner may create
 -- nothing again, and the new objects' privileges are the ones the security checks expect.
 REVOKE CREATE ON SCHEMA guardian FROM guardian_owner;

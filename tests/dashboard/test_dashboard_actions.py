@@ -125,10 +125,11 @@ def test_restore_of_a_batch_of_another_alert_is_a_404(admin: TestClient, dental:
 def test_admin_approves_a_baseline(admin: TestClient, db: psycopg.Connection) -> None:
     status, body = post(admin, "/actions/baseline", env="production")
     assert status == 200 and body["message"].startswith("baseline ")
-    assert db.execute("SELECT approved_by FROM guardian.schema_snapshots WHERE baseline").fetchone() == ("postgres",)
+    by = f"{ADMIN}@dashboard via postgres"
+    assert db.execute("SELECT approved_by FROM guardian.schema_snapshots WHERE baseline").fetchone() == (by,)
     overview = admin.get("/api/overview").json()
     production = next(e for e in overview["environments"] if e["name"] == "production")
-    assert production["data"]["drift"]["baseline"]["approved_by"] == "postgres"
+    assert production["data"]["drift"]["baseline"]["approved_by"] == by
 
 
 def test_drift_matrix_compares_environments_and_one_without_the_guardian(

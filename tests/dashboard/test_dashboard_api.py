@@ -185,7 +185,8 @@ def test_admin_bulk_acknowledges_and_resolves_with_a_note(admin: TestClient, db:
     rows = db.execute(
         "SELECT acknowledged_by, resolved_by, resolution_note FROM guardian.monitoring_alerts WHERE id = %s", (one,)
     ).fetchone()
-    assert rows == ("postgres", "postgres", f"was a test (by {ADMIN} via pg-guardian dashboard)")
+    by = f"{ADMIN}@dashboard via postgres"
+    assert rows == (by, by, f"was a test (by {ADMIN} via pg-guardian dashboard)")
 
 
 def test_viewer_sees_no_acknowledge_button_and_a_forged_post_is_refused(

@@ -133,7 +133,7 @@ def test_admin_acknowledges_an_alert_from_its_page(browser: Any, served: Served,
     log_in(browser, served, ADMIN, ADMIN_PASSWORD, then=f"/admin/cleanup/{row[0]}")
     browser.find_element(By.ID, "acknowledge").click()
     state = wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#alert-state .acked")))
-    assert state.text == "acknowledged by postgres"
+    assert state.text == f"acknowledged by {ADMIN}@dashboard via postgres"
     flash = browser.find_element(By.CSS_SELECTOR, ".flash").text
     assert flash == "acknowledged 1 alert(s)"
 
@@ -155,8 +155,11 @@ def test_admin_runs_a_cleanup_sees_the_batch_restores_it_and_the_rows_are_back(
     assert "quarantined" in browser.find_element(By.CSS_SELECTOR, ".flash").text
     assert dental.execute(SNAPSHOT).fetchone() != before
     batch_id = batch.get_attribute("data-batch")
-    created_by = dental.execute("SELECT created_by FROM guardian.quarantine_batches WHERE id = %s", (batch_id,))
-    assert created_by.fetchone() == ("postgres",)
+    # Who: the role whose rights ran it, and the person the dashboard acted for.
+    created_by = dental.execute(
+        "SELECT created_by, requested_by FROM guardian.quarantine_batches WHERE id = %s", (batch_id,)
+    )
+    assert created_by.fetchone() == ("postgres", f"{ADMIN}@dashboard via postgres")
     batch.find_element(By.CSS_SELECTOR, "button.restore").click()
     wait(browser).until(
         ec.presence_of_element_located(
@@ -164,8 +167,8 @@ def test_admin_runs_a_cleanup_sees_the_batch_restores_it_and_the_rows_are_back(
         )
     )
     assert dental.execute(SNAPSHOT).fetchone() == before
-    # Who did it: the database role in the guardian's own columns, the dashboard user in the
-    # context of the alerts the cleanup and the restore raised.
+    # Who did it: the dashboard user with the database role in the guardian's own columns, and
+    # in the context of the alerts the cleanup and the restore raised.
     actors = dental.execute(
         """SELECT type, context ->> 'session_user', context ->> 'application_name' FROM guardian.monitoring_alerts
             WHERE type IN ('TEST_DATA_QUARANTINED', 'QUARANTINE_RESTORED') ORDER BY type"""
@@ -175,7 +178,7 @@ def test_admin_runs_a_cleanup_sees_the_batch_restores_it_and_the_rows_are_back(
         ("TEST_DATA_QUARANTINED", "postgres", f"pg-guardian dashboard: {ADMIN}"),
     ]
     restored_by = dental.execute("SELECT restored_by FROM guardian.quarantine_batches WHERE id = %s", (batch_id,))
-    assert restored_by.fetchone() == ("postgres",)
+    assert restored_by.fetchone() == (f"{ADMIN}@dashboard via postgres",)
 
 
 def test_admin_starts_a_scan_and_watches_its_progress(browser: Any, served: Served, dental: psycopg.Connection) -> None:

@@ -141,9 +141,18 @@ def status_command(conn: psycopg.Connection, fmt: str) -> None:
     help="Where the throwaway cluster lives (git-ignored).",
 )
 @click.option("--keep", is_flag=True, help="Leave the cluster running and print how to connect.")
-def demo_command(directory: Path, keep: bool) -> None:
+@click.option(
+    "--dashboard",
+    "dashboard_port",
+    type=click.IntRange(1, 65535),
+    is_flag=False,
+    flag_value=8765,
+    default=None,
+    help="Then serve the web dashboard on 127.0.0.1 (port 8765, or the one given) until Ctrl-C.",
+)
+def demo_command(directory: Path, keep: bool, dashboard_port: int | None) -> None:
     """Start a throwaway cluster with a sample dental schema and show the guardian at work."""
-    demo.run(directory.resolve(), keep=keep, echo=click.echo)
+    demo.run(directory.resolve(), keep=keep, echo=click.echo, dashboard_port=dashboard_port)
 
 
 COMMANDS = (install_command, upgrade_command, uninstall_command, status_command, demo_command)

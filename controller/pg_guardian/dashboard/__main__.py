@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import secrets
 import sys
 from pathlib import Path
 
-from pg_guardian.dashboard.settings import NAME, ROLES, USER_NAME
+from pg_guardian.dashboard.settings import NAME, ROLES, USER_NAME, new_config, toml_string
 
 
 def _password() -> str | None:
@@ -32,10 +31,6 @@ def _password() -> str | None:
         print("use a password of at least 8 characters", file=sys.stderr)
         return None
     return password
-
-
-def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         password = _password()
         if password is None:
             return 2
-        print(f"password_hash = {_toml_string(hash_password(password))}")
+        print(f"password_hash = {toml_string(hash_password(password))}")
         return 0
     if not USER_NAME.match(args.user):
         print(f"user name {args.user!r}: letters, digits and _ . @ - only", file=sys.stderr)
@@ -75,20 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     password = _password()
     if password is None:
         return 2
-    lines = []
-    for name, dsn in databases:
-        lines += [f"[databases.{name}]", f"dsn = {_toml_string(dsn)}", ""]
-    lines += [
-        "[dashboard]",
-        f"secret_key = {_toml_string(secrets.token_hex(32))}",
-        'session_max_age = "12h"',
-        "secure_cookies = false  # true once it is served over HTTPS",
-        "",
-        f"[dashboard.users.{_toml_string(args.user)}]",
-        f"password_hash = {_toml_string(hash_password(password))}",
-        f"role = {_toml_string(args.role)}",
-    ]
-    args.path.write_text("\n".join(lines) + "\n")
+    args.path.write_text(new_config(databases, args.user, args.role, hash_password(password)))
     args.path.chmod(0o600)
     print(f"wrote {args.path}: run pg-guardian dashboard --config {args.path}")
     return 0

@@ -4,9 +4,11 @@ Each runs on a connection of its own named ``pg-guardian dashboard: <user>`` (th
 ``admin_dsn`` when configured) and goes through the same functions as the CLI: acknowledge and
 resolve through guardian.acknowledge_alert / resolve_alert, cleanups as ``pg-guardian cleanup
 run`` does (plan, script, run in one transaction), restores through guardian.restore, silences
-through guardian.create_silence / expire_silence. The database records the role the dashboard
-connects as (``acknowledged_by``, ``resolved_by``, the batch's ``created_by`` and
-``restored_by``: SESSION_USER, which no session can change); the dashboard user goes into every
+through guardian.create_silence / expire_silence. The connection sets ``pg_guardian.actor``
+to ``<user>@dashboard``, so the database records the person with the role the dashboard connects
+as (``acknowledged_by``, ``resolved_by``, the batch's ``requested_by`` and ``restored_by``, the
+baseline's ``approved_by``: ``alice@dashboard via guardian_dash``, see guardian._actor()); the
+batch's ``created_by`` stays the role whose rights ran the cleanup. The user also goes into every
 free-text field the SQL keeps (resolution note, silence comment, allowlist reason), into the
 connection's application_name (kept in the context of alerts the action raises and in
 guardian.schema_changes) and into the dashboard's audit log.

@@ -151,6 +151,9 @@ class Environment:
             self.database.action_dsn, f"pg-guardian dashboard: {user}"[:63], ACTION_STATEMENT_TIMEOUT_MS
         )
         try:
+            # guardian._actor() records '<user>@dashboard via <role>' as who acknowledged,
+            # resolved, cleaned up, restored or approved (autocommit: it lasts the session).
+            conn.execute("SELECT pg_catalog.set_config('pg_guardian.actor', %s, false)", (f"{user}@dashboard",))
             yield conn
         finally:
             conn.close()

@@ -321,3 +321,26 @@ def _users(table: Any, problems: list[str]) -> dict[str, User]:
             continue
         users[name] = User(name, digest, role)
     return users
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def new_config(databases: list[tuple[str, str]], user: str, role: str, password_hash: str) -> str:
+    """A new configuration file's text: the databases, a random secret key and one user."""
+    lines = []
+    for name, dsn in databases:
+        lines += [f"[databases.{name}]", f"dsn = {toml_string(dsn)}", ""]
+    lines += [
+        "[dashboard]",
+        f"secret_key = {toml_string(secrets.token_hex(32))}",
+        'session_max_age = "12h"',
+        "secure_cookies = false  # true once it is served over HTTPS",
+        "",
+        f"[dashboard.users.{toml_string(user)}]",
+        f"password_hash = {toml_string(password_hash)}",
+        f"role = {toml_string(role)}",
+    ]
+    return "\n".join(lines) + "\n"

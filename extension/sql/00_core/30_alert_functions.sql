@@ -60,6 +60,24 @@ $$;
 COMMENT ON FUNCTION guardian.raise_alert(text, text, text, text, text, jsonb, text) IS
     'Raise an alert, or count another occurrence of the open alert with the same fingerprint. Returns the alert id. Every detector goes through here.';
 
+-- Who acts: the session's role, or, when a front end acting for a person set
+-- pg_guardian.actor (the dashboard sets it to 'alice@dashboard'), that person and the role:
+-- 'alice@dashboard via guardian_dash'. The role always stays in the record, so a session can
+-- name itself but never hide who it is.
+CREATE FUNCTION guardian._actor()
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN v.actor = '' THEN SESSION_USER::text
+                ELSE format('%s via %s', v.actor, SESSION_USER) END
+      FROM (SELECT left(btrim(regexp_replace(coalesce(current_setting('pg_guardian.actor', true), ''),
+                                             '[[:cntrl:]]', '', 'g')), 63) AS actor) AS v
+$$;
+COMMENT ON FUNCTION guardian._actor() IS
+    'The actor recorded by acknowledgements, resolutions, restores, baseline approvals and unlocks: SESSION_USER, or "<pg_guardian.actor> via <SESSION_USER>" when a front end named the person it acts for.';
+
 CREATE FUNCTION guardian.acknowledge_alert(p_id uuid)
 RETURNS guardian.monitoring_alerts
 LANGUAGE plpgsql
@@ -71,7 +89,7 @@ DECLARE
 BEGIN
     UPDATE guardian.monitoring_alerts AS a
        SET acknowledged_at = coalesce(a.acknowledged_at, now()),
-           acknowledged_by = coalesce(a.acknowledged_by, SESSION_USER)
+           acknowledged_by = coalesce(a.acknowledged_by, guardian._actor())
      WHERE a.id = p_id
     RETURNING a.* INTO v_alert;
     IF NOT FOUND THEN
@@ -96,10 +114,10 @@ DECLARE
 BEGIN
     UPDATE guardian.monitoring_alerts AS a
        SET resolved_at     = coalesce(a.resolved_at, now()),
-           resolved_by     = coalesce(a.resolved_by, SESSION_USER),
+           resolved_by     = coalesce(a.resolved_by, guardian._actor()),
            resolution_note = coalesce(p_note, a.resolution_note),
            acknowledged_at = coalesce(a.acknowledged_at, now()),
-           acknowledged_by = coalesce(a.acknowledged_by, SESSION_USER)
+           acknowledged_by = coalesce(a.acknowledged_by, guardian._actor())
      WHERE a.id = p_id
     RETURNING a.* INTO v_alert;
     IF NOT FOUND THEN

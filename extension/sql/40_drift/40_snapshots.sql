@@ -161,13 +161,13 @@ BEGIN
     SELECT s.id INTO v_old FROM guardian.schema_snapshots AS s WHERE s.baseline;
     UPDATE guardian.schema_snapshots AS s SET baseline = false WHERE s.baseline AND s.id <> v_id;
     UPDATE guardian.schema_snapshots AS s
-       SET baseline = true, approved_at = now(), approved_by = SESSION_USER
+       SET baseline = true, approved_at = now(), approved_by = guardian._actor()
      WHERE s.id = v_id;
     -- the drift reported against the old baseline is accepted with the new one
-    PERFORM guardian._resolve_drift_alerts(NULL, format('schema baseline %s approved by %s', v_id, SESSION_USER));
+    PERFORM guardian._resolve_drift_alerts(NULL, format('schema baseline %s approved by %s', v_id, guardian._actor()));
     PERFORM guardian.raise_alert(
         'SCHEMA_BASELINE_APPROVED', 'INFO',
-        format('schema baseline %s approved by %s (was %s)', v_id, SESSION_USER, coalesce(v_old::text, 'none')),
+        format('schema baseline %s approved by %s (was %s)', v_id, guardian._actor(), coalesce(v_old::text, 'none')),
         p_record_id => v_id::text,
         p_metadata => jsonb_build_object('snapshot', v_id, 'previous', v_old),
         p_fingerprint => md5('SCHEMA_BASELINE_APPROVED:' || v_id || ':' || clock_timestamp()::text));

@@ -43,6 +43,7 @@ CREATE TABLE guardian.quarantine_batches (
     applied_at   timestamptz,
     restored_at  timestamptz,
     restored_by  text,
+    requested_by text,
     CONSTRAINT quarantine_batches_status_chk CHECK (status IN ('capturing', 'applied', 'restored')),
     CONSTRAINT quarantine_batches_applied_chk CHECK (status = 'capturing' OR applied_at IS NOT NULL),
     CONSTRAINT quarantine_batches_restored_chk CHECK (status <> 'restored' OR restored_at IS NOT NULL)
@@ -51,6 +52,8 @@ COMMENT ON TABLE guardian.quarantine_batches IS
     'One row per cleanup: the alert it answered, whether it ran automatically, its steps with expected and actual row counts, who ran it and when, and whether it was restored. The script is in guardian.cleanup_scripts under the same id.';
 COMMENT ON COLUMN guardian.quarantine_batches.captured_xid IS
     'The transaction that captured the rows; its steps must run in that same transaction.';
+COMMENT ON COLUMN guardian.quarantine_batches.requested_by IS
+    'Who asked for the cleanup: created_by is the role whose rights ran it; this is guardian._actor(), the person a front end such as the dashboard acts for, and that role.';
 SELECT pg_catalog.pg_extension_config_dump('guardian.quarantine_batches', '');
 CREATE INDEX quarantine_batches_alert_id_idx ON guardian.quarantine_batches (alert_id);
 CREATE INDEX quarantine_batches_applied_at_idx ON guardian.quarantine_batches (applied_at);
@@ -99,7 +102,8 @@ SELECT b.id AS batch_id, b.alert_id, b.environment, b.automatic, b.status, b.row
        CASE WHEN b.status = 'applied' AND guardian.param('retention.quarantine_days') > 0
             THEN b.applied_at + pg_catalog.make_interval(days => guardian.param('retention.quarantine_days')::integer)
        END AS kept_until,
-       pg_catalog.format('SELECT guardian.restore(%L);', b.id) AS restore_command
+       pg_catalog.format('SELECT guardian.restore(%L);', b.id) AS restore_command,
+       b.requested_by
   FROM guardian.quarantine_batches AS b;
 COMMENT ON VIEW guardian.quarantine_status IS
     'Quarantine batches: rows per table, status, who and when, until when retention keeps them, and the command that restores them.';

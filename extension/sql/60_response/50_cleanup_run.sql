@@ -109,8 +109,8 @@ BEGIN
     END IF;
     -- Each step remembers the table's columns and key, so that a restore can tell whether
     -- the table still has the shape its rows were taken from.
-    INSERT INTO guardian.quarantine_batches (id, alert_id, environment, automatic, steps)
-    VALUES (p_batch, v_script.alert_id, guardian.current_environment(), v_script.automatic,
+    INSERT INTO guardian.quarantine_batches (id, alert_id, environment, automatic, requested_by, steps)
+    VALUES (p_batch, v_script.alert_id, guardian.current_environment(), v_script.automatic, guardian._actor(),
             (SELECT jsonb_agg(s || jsonb_build_object(
                         'shape', guardian._table_shape((s ->> 'relid')::oid::regclass),
                         'key_columns', to_jsonb((guardian._record_key((s ->> 'relid')::oid::regclass)).key_columns))

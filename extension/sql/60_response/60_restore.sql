@@ -54,10 +54,10 @@ BEGIN
         RAISE EXCEPTION 'only a guardian admin may restore quarantined rows' USING ERRCODE = 'insufficient_privilege';
     END IF;
     UPDATE guardian.quarantine_batches AS b
-       SET status = 'restored', restored_at = clock_timestamp(), restored_by = SESSION_USER
+       SET status = 'restored', restored_at = clock_timestamp(), restored_by = guardian._actor()
      WHERE b.id = p_batch AND b.status = 'applied';
     PERFORM guardian.raise_alert('QUARANTINE_RESTORED', 'INFO', p_summary, NULL, NULL,
-                                 jsonb_build_object('batch', p_batch, 'restored_by', SESSION_USER),
+                                 jsonb_build_object('batch', p_batch, 'restored_by', guardian._actor()),
                                  md5('QUARANTINE_RESTORED:' || p_batch));
 END
 $$;

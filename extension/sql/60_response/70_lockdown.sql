@@ -291,7 +291,7 @@ BEGIN
     INSERT INTO guardian.lockdowns (environment, reason, automatic, roles, options, changing_xid, started_by)
     VALUES (guardian.current_environment(), btrim(p_reason), p_automatic,
             ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_roles AS r WHERE r.oid = ANY (v_targets) ORDER BY 1),
-            v_options, txid_current(), CASE WHEN p_automatic THEN 'pg_guardian' ELSE SESSION_USER END)
+            v_options, txid_current(), CASE WHEN p_automatic THEN 'pg_guardian' ELSE guardian._actor() END)
     RETURNING * INTO v_lockdown;
 
     -- Privilege changes made before now are reported as usual; the lockdown's own are not.
@@ -475,15 +475,15 @@ BEGIN
 
     PERFORM guardian._lockdown_renew_snapshot();
     UPDATE guardian.lockdowns AS l
-       SET ended_at = clock_timestamp(), ended_by = SESSION_USER, end_note = p_note, changing_xid = NULL
+       SET ended_at = clock_timestamp(), ended_by = guardian._actor(), end_note = p_note, changing_xid = NULL
      WHERE l.id = v_lockdown.id
     RETURNING * INTO v_lockdown;
     IF v_lockdown.alert_id IS NOT NULL THEN
-        PERFORM guardian.resolve_alert(v_lockdown.alert_id, coalesce(p_note, format('unlocked by %s', SESSION_USER)));
+        PERFORM guardian.resolve_alert(v_lockdown.alert_id, coalesce(p_note, format('unlocked by %s', guardian._actor())));
     END IF;
     PERFORM guardian.raise_alert(
         'LOCKDOWN_LIFTED', CASE WHEN cardinality(v_notes) > 0 THEN 'HIGH' ELSE 'INFO' END,
-        format('%s unlocked by %s after %s%s', v_lockdown.environment, SESSION_USER,
+        format('%s unlocked by %s after %s%s', v_lockdown.environment, guardian._actor(),
                date_trunc('second', v_lockdown.ended_at - v_lockdown.started_at),
                CASE WHEN cardinality(v_notes) > 0 THEN format('; not restored: %s', array_to_string(v_notes, '; '))
                     ELSE '; every privilege and setting it took is back' END),
