@@ -3,39 +3,77 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import click
 
-from pg_guardian import db, drift
-from pg_guardian.cli.options import connection, dsn_option, format_option
+from pg_guardian import config, db, drift
+from pg_guardian.cli.options import config_option, connection, dsn_option, format_option
 from pg_guardian.cli.output import emit, exit_finding
 from pg_guardian.drift import catalog, migration
 from pg_guardian.errors import GuardianError
 
 
-def _parse_envs(envs: tuple[str, ...]) -> dict[str, str]:
+def _parse_envs(envs: tuple[str, ...], config_path: Path | None) -> dict[str, str]:
+    """``NAME=DSN`` as given; a bare ``NAME`` takes its DSN from the config's ``[databases.NAME]``."""
     parsed: dict[str, str] = {}
+    named: list[str] = []
     for item in envs:
         name, sep, spec = item.partition("=")
-        if not sep or not name.strip() or not spec.strip():
+        name, spec = name.strip(), spec.strip()
+        if not name or (sep and not spec):
             raise GuardianError(f"--env {item!r} is not NAME=DSN; e.g. --env production=postgresql://host/db")
         if name in parsed:
             raise GuardianError(f"--env {name} is given twice")
-        parsed[name.strip()] = spec.strip()
+        parsed[name] = spec
+        if not sep:
+            named.append(name)
+    if named:
+        found, where = config.load_databases(config_path, os.environ)
+        if where is None:
+            raise GuardianError(
+                f"--env {named[0]!r} is not NAME=DSN, and no configuration file names databases: "
+                f"give --env {named[0]}=postgresql://host/db, or --config FILE with [databases.{named[0]}]"
+            )
+        for entry in config.pick(found, named, where, "--env", "or pass --env {name}=DSN"):
+            parsed[entry.name] = entry.dsn
     return parsed
 
 
-def _specs(source: str | None, target: str | None, envs: tuple[str, ...], emit_sql: bool) -> dict[str, str]:
-    """What to compare, by name: ``source`` and ``target``, or each ``--env NAME=DSN``."""
+def _configured(config_path: Path | None) -> dict[str, str] | None:
+    """Every database of the configuration, in file order; None without a configuration file."""
+    found, where = config.load_databases(config_path, os.environ)
+    if where is None:
+        return None
+    if len(found) < 2:
+        names = ", ".join(d.name for d in found) or "none"
+        raise GuardianError(
+            f"drift compares two or more databases, and {where} names {len(found)} ({names}): "
+            "add [databases.NAME] with dsn = 'postgresql://...' there, or give --env NAME=DSN twice"
+        )
+    return {d.name: d.dsn for d in found}
+
+
+def _specs(
+    source: str | None, target: str | None, envs: tuple[str, ...], emit_sql: bool, config_path: Path | None
+) -> dict[str, str]:
+    """What to compare, by name: ``source`` and ``target``, each ``--env``, or every database
+    of the configuration (the first is the reference)."""
     if envs and (source or target):
         raise GuardianError("use either --source/--target or --env NAME=DSN ..., not both")
     if not envs:
-        if not source or not target:
-            raise GuardianError("give --source and --target (a DSN or fingerprint file each), or --env NAME=DSN twice")
-        return {"source": source, "target": target}
-    specs = _parse_envs(envs)
+        specs = None if source or target else _configured(config_path)
+        if specs is None:
+            if not source or not target:
+                raise GuardianError(
+                    "give --source and --target (a DSN or fingerprint file each), or --env NAME=DSN twice, "
+                    "or --config FILE naming [databases.*]"
+                )
+            return {"source": source, "target": target}
+    else:
+        specs = _parse_envs(envs, config_path)
     if len(specs) < 2:
         raise GuardianError("--env needs at least two environments, e.g. --env production=DSN --env staging=DSN")
     if emit_sql:
@@ -55,9 +93,11 @@ def _echo_lines(lines: Iterable[str]) -> None:
     "--env",
     "envs",
     multiple=True,
-    metavar="NAME=DSN",
-    help="Compare several environments (repeat; the first is the reference).",
+    metavar="NAME[=DSN]",
+    help="Compare several environments (repeat; the first is the reference). "
+    "A bare NAME is the configuration's [databases.NAME].",
 )
+@config_option
 @format_option
 @click.option("--schema", "schemas", multiple=True, help="Only this schema (repeatable).")
 @click.option("--exclude-schema", "exclude", multiple=True, help="Skip this schema (repeatable).")
@@ -72,6 +112,7 @@ def drift_command(
     source: str | None,
     target: str | None,
     envs: tuple[str, ...],
+    config_path: Path | None,
     fmt: str,
     schemas: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -82,11 +123,12 @@ def drift_command(
     """Compare the schemas of environments; exit 0 no drift, 1 drift, 2 error.
 
     Each side is a DSN (pg_guardian need not be installed there) or a file written by
-    `pg-guardian fingerprint`.
+    `pg-guardian fingerprint`. With neither --source/--target nor --env, every database of the
+    configuration file's [databases.*] is compared, the first one being the reference.
     """
-    specs = _specs(source, target, envs, emit_sql)
+    specs = _specs(source, target, envs, emit_sql, config_path)
     fingerprints = {name: fp.only(schemas, exclude) for name, fp in drift.fetch_all(specs).items()}
-    if envs:
+    if not (source or target):
         many = drift.diff_many(fingerprints)
         emit(
             [d.to_dict() for d in many],

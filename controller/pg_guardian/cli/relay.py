@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
+from click.core import ParameterSource
 
+from pg_guardian import config as controller_config
 from pg_guardian.cli.options import config_option, connected, connection, dsn_option, format_option
 from pg_guardian.cli.output import emit, exit_finding
 from pg_guardian.config import parse_duration
 from pg_guardian.errors import ConfigError
-from pg_guardian.relay import Relay, config, logs, silences, status, store
+from pg_guardian.relay import Relay, RunSummary, config, logs, many, silences, status, store
 
 
 @click.group("relay", invoke_without_command=True)
@@ -21,6 +25,13 @@ from pg_guardian.relay import Relay, config, logs, silences, status, store
 @config_option
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit (1 if a delivery failed).")
 @click.option("--poll-interval", help="Look for alerts at least this often, e.g. 5s (default from config).")
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="NAME",
+    help="Without --dsn: relay only the configuration's [databases.NAME] (repeatable; default: every one).",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["json", "text"]),
@@ -35,24 +46,55 @@ def relay_group(
     config_path: Path | None,
     once: bool,
     poll_interval: str | None,
+    envs: tuple[str, ...],
     log_format: str,
 ) -> None:
     """Deliver alerts to Slack, email and webhooks (runs until stopped; see also `relay status`).
+
+    Without --dsn or DATABASE_URL, every database of the configuration's [databases.*] is
+    relayed (with its relay_dsn, else its dsn), each by its own worker; --env restricts to some.
 
     Exit codes: 0 stopped cleanly (or --once delivered everything due), 1 --once had failed
     deliveries (they stay queued for retry), 2 configuration or database error.
     """
     if ctx.invoked_subcommand is not None:
         return
+    if envs and ctx.get_parameter_source("dsn") == ParameterSource.COMMANDLINE:
+        raise ConfigError("use either --dsn or --env NAME ..., not both")
     overrides = {"relay": {"poll_interval": poll_interval}} if poll_interval else None
     cfg = config.load(config_path, overrides=overrides)
+    targets: list[controller_config.Database] = []
+    if envs or not dsn:
+        found, where = controller_config.load_databases(config_path, os.environ)
+        targets = controller_config.pick(found, envs, where, "--env", "or leave --env out") if envs else found
+    if targets:
+        _relay_many(targets, cfg, once, logs.setup(log_format))
+        return
     worker = Relay(dsn, cfg, once=once, log=logs.setup(log_format))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
     summary = worker.run()
     if once:
-        click.echo(" ".join(f"{k}={v}" for k, v in summary.as_dict().items()))
+        click.echo(_summary(summary))
         exit_finding(summary.failed)
+
+
+def _summary(summary: RunSummary) -> str:
+    return " ".join(f"{k}={v}" for k, v in summary.as_dict().items())
+
+
+def _relay_many(targets: list[controller_config.Database], cfg: config.Config, once: bool, log: logging.Logger) -> None:
+    """Relay each configured database in its own thread; --once prints each summary and the total."""
+    relays = many.Relays(targets, cfg, once=once, log=log)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: relays.stop())
+    summaries = relays.run()
+    if once:
+        for name, summary in summaries.items():
+            click.echo(f"{name}: {_summary(summary)}")
+        total = many.total(summaries)
+        click.echo(_summary(total))
+        exit_finding(total.failed)
 
 
 def _print_relay_status(data: dict[str, Any]) -> None:

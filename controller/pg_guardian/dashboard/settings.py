@@ -7,6 +7,8 @@ relay reads, and only its ``[databases.*]`` and ``[dashboard]`` tables::
     dsn = "postgresql://guardian_dashboard@db1.internal/app"
     # optional: actions (acknowledge, cleanup, restore...) connect with this one instead
     admin_dsn = "postgresql://guardian_ops@db1.internal/app"
+    # optional: the relay connects with this one (a guardian_relay role); the dashboard ignores it
+    relay_dsn = "postgresql://relay_bot@db1.internal/app"
 
     [databases.staging]
     dsn = "postgresql://guardian_dashboard@db2.internal/app"
@@ -26,8 +28,10 @@ relay reads, and only its ``[databases.*]`` and ``[dashboard]`` tables::
     password_hash = "$argon2id$v=19$m=65536,t=3,p=4$..."   # python -m pg_guardian.dashboard hash-password
     role = "admin"              # admin: every action; viewer: read only
 
-Without ``[databases.*]``, ``DATABASE_URL`` is the one database. :func:`load` reports every
-problem at once in one :class:`~pg_guardian.errors.ConfigError`.
+``[databases.*]`` is read and checked by :func:`pg_guardian.config.databases`, which
+``pg-guardian drift --env`` and the relay share. Without it, ``DATABASE_URL`` is the one
+database. :func:`load` reports every problem at once in one
+:class:`~pg_guardian.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -44,14 +48,16 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
+from pg_guardian.config import NAME as NAME  # re-exported: the dashboard's modules import them here
+from pg_guardian.config import Database as Database
+from pg_guardian.config import add_database
+from pg_guardian.config import databases as configured_databases
 from pg_guardian.errors import ConfigError
 
 ROLES = ("viewer", "admin")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_DATABASE_KEYS = {"dsn", "admin_dsn"}
 _DASHBOARD_KEYS = {
     "secret_key",
     "session_max_age",
@@ -64,19 +70,6 @@ _DASHBOARD_KEYS = {
     "users",
 }
 _USER_KEYS = {"password_hash", "role"}
-
-
-@dataclass(frozen=True)
-class Database:
-    """One environment the dashboard shows: its name, where to read, where to act."""
-
-    name: str
-    dsn: str
-    admin_dsn: str | None = None
-
-    @property
-    def action_dsn(self) -> str:
-        return self.admin_dsn or self.dsn
 
 
 @dataclass(frozen=True)
@@ -141,16 +134,6 @@ def _int(value: Any, low: int, high: int) -> int:
     return value
 
 
-def _check_dsn(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("must be a DSN such as postgresql://user@host:5432/db")
-    try:
-        conninfo.conninfo_to_dict(value)
-    except psycopg.ProgrammingError as exc:
-        raise ValueError(f"invalid DSN: {exc}; expected e.g. postgresql://user@host:5432/db") from None
-    return value
-
-
 def default_name(dsn: str) -> str:
     """The name a lone DSN is shown under: its database name."""
     try:
@@ -188,22 +171,14 @@ def load(
     dbs: list[Database] = []
     if databases is not None:
         for name, dsn in databases:
-            _add_database(dbs, name, {"dsn": dsn}, problems, where="--dsn")
+            add_database(dbs, name, {"dsn": dsn}, problems, where="--dsn")
     else:
-        table = raw.get("databases", {})
-        if not isinstance(table, Mapping):
-            problems.append("databases: must be tables such as [databases.production] with dsn = ...")
-            table = {}
-        for name, entry in table.items():
-            if not isinstance(entry, Mapping):
-                problems.append(f"databases.{name}: must be a table with dsn = ...")
-                continue
-            for key in sorted(set(entry) - _DATABASE_KEYS):
-                problems.append(f"databases.{name}.{key}: unknown setting (known: {', '.join(sorted(_DATABASE_KEYS))})")
-            _add_database(dbs, name, entry, problems, where=f"databases.{name}")
-        if not table and env.get("DATABASE_URL"):
+        dbs, more = configured_databases(raw)
+        problems.extend(more)
+        table = raw.get("databases")
+        if not (isinstance(table, Mapping) and table) and env.get("DATABASE_URL"):
             url = env["DATABASE_URL"]
-            _add_database(dbs, default_name(url), {"dsn": url}, problems, where="DATABASE_URL")
+            add_database(dbs, default_name(url), {"dsn": url}, problems, where="DATABASE_URL")
     if not dbs and not any(p.startswith(("databases", "--dsn", "DATABASE_URL")) for p in problems):
         problems.append(
             "no databases: add [databases.NAME] with dsn = 'postgresql://...' to the config file, "
@@ -262,26 +237,6 @@ def load(
         warnings=tuple(warnings),
         **values,
     )
-
-
-def _add_database(dbs: list[Database], name: str, entry: Mapping[str, Any], problems: list[str], where: str) -> None:
-    before = len(problems)
-    if not NAME.match(name):
-        problems.append(f"{where}: the name {name!r} must be letters, digits, '_', '.', '-' (at most 63)")
-    if any(d.name == name for d in dbs):
-        problems.append(f"{where}: {name!r} is given twice")
-    dsn = admin = None
-    try:
-        dsn = _check_dsn(entry.get("dsn"))
-    except ValueError as exc:
-        problems.append(f"{where}.dsn: {exc}")
-    if entry.get("admin_dsn") is not None:
-        try:
-            admin = _check_dsn(entry["admin_dsn"])
-        except ValueError as exc:
-            problems.append(f"{where}.admin_dsn: {exc}")
-    if len(problems) == before and dsn:
-        dbs.append(Database(name, dsn, admin))
 
 
 def _users(table: Any, problems: list[str]) -> dict[str, User]:

@@ -3,7 +3,9 @@
 The file (:mod:`pg_guardian.config`) is named by ``--config`` or ``GUARDIAN_CONFIG``; without one
 the defaults and the environment are enough (``SLACK_WEBHOOK_URL=... pg-guardian relay``). Its
 tables here: ``monitoring_enabled``, ``app_url``, ``template_dir``, ``[relay]``,
-``[channel_defaults]``, ``[channels.<name>]`` and ``[[routes]]``. Documented variables:
+``[channel_defaults]``, ``[channels.<name>]`` and ``[[routes]]``; the databases to relay without
+``--dsn`` (``[databases.*]``) are read by :func:`pg_guardian.config.databases`. Documented
+variables:
 
 =========================  ====================================================================
 ``MONITORING_ENABLED``     ``true``/``false``: deliver alerts at all (default true)
@@ -101,7 +103,10 @@ _TOP_KEYS = {
     "channel_defaults",
     "channels",
     "routes",
-    "databases",  # the dashboard's environments (pg_guardian.dashboard.settings)
+    # Read elsewhere: [databases.*] by pg_guardian.config.databases (the relay without --dsn, the
+    # dashboard, drift --env; pg_guardian.relay.many), [dashboard] by the dashboard. Not checked
+    # here, so that `relay --dsn` runs whatever they say.
+    "databases",
     "dashboard",
 }
 _SECRET_KEYS = {"password", "secret", "api_key"}
