@@ -98,6 +98,17 @@ def test_alert_committed_in_the_database_appears_on_the_open_overview(
     )
 
 
+def test_a_busy_window_does_not_hide_the_newest_alert(browser: Any, served: Served, db: psycopg.Connection) -> None:
+    # More alerts in the feed's catch-up window than one read takes: the newest must still come.
+    db.execute("SELECT guardian.raise_alert('BUSY_TEST', 'LOW', 'busy ' || i) FROM generate_series(1, 250) AS i")
+    log_in(browser, served, VIEWER, VIEWER_PASSWORD)
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#env-production[data-live='up']")))
+    db.execute("SELECT guardian.raise_alert('LIVE_TEST', 'HIGH', 'newest of a busy window', 'public.t')")
+    wait(browser).until(
+        ec.presence_of_element_located((By.XPATH, "//ol[@id='feed']/li[contains(., 'newest of a busy window')]"))
+    )
+
+
 def test_viewer_has_no_acknowledge_button_and_a_forged_post_is_refused(
     browser: Any, served: Served, db: psycopg.Connection
 ) -> None:

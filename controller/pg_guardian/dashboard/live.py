@@ -31,6 +31,7 @@ CHANNEL = "guardian_alerts"
 OVERLAP = timedelta(minutes=5)
 KEEPALIVE = 15.0
 SEEN = 5000
+CATCH_UP = 500  # alerts read per wake-up, newest first
 
 
 def jsonable(value: Any) -> Any:
@@ -127,10 +128,14 @@ class Hub:
                     UNION
                     SELECT {queries.ALERT_COLUMNS} FROM guardian.monitoring_alerts AS a
                      WHERE a.resolved_at IS NULL AND a.last_seen_at > %(since)s) AS x
-                 ORDER BY x.last_seen_at LIMIT 200""",
-            {"since": since},
+                 ORDER BY x.last_seen_at DESC LIMIT %(limit)s""",
+            {"since": since, "limit": CATCH_UP},
         )
-        for alert in self._fresh(env.name, [dict(r) for r in await cur.fetchall()]):
+        # The newest first, so that a busy window never hides what just happened; sent oldest
+        # first, and only what this feed has not sent yet.
+        rows = [dict(r) for r in await cur.fetchall()]
+        rows.reverse()
+        for alert in self._fresh(env.name, rows):
             self.publish("alert", {"environment": env.name, "alert": jsonable(alert)})
         now: datetime = row["now"]
         return now - OVERLAP
