@@ -2059,6 +2059,1010 @@ COMMENT ON FUNCTION guardian._actor() IS
 REVOKE EXECUTE ON FUNCTION guardian._actor() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION guardian._actor() TO guardian_owner;
 
+-- >>> sql/00_core: why an alert was closed (outcome), and the indexes reports read by
+-- Alerts raised earlier in this transaction (by an earlier update step) have their deferred
+-- triggers run now: ALTER TABLE refuses a table with pending trigger events.
+SET CONSTRAINTS ALL IMMEDIATE;
+ALTER TABLE guardian.monitoring_alerts ADD COLUMN outcome text;
+ALTER TABLE guardian.monitoring_alerts ADD CONSTRAINT monitoring_alerts_outcome_chk
+    CHECK (outcome IN ('cleaned', 'confirmed', 'false_positive', 'expected'));
+COMMENT ON COLUMN guardian.monitoring_alerts.outcome IS
+    'Why it was closed: cleaned (test data, removed), confirmed (true, kept), false_positive (wrong, or allowlisted), expected (e.g. a planned bulk load); NULL while unknown. Set by guardian.resolve_alert(), a cleanup (cleaned) and allowlisting (false_positive).';
+DROP INDEX guardian.idx_alerts_type;
+DROP INDEX guardian.idx_alerts_created_at;
+CREATE INDEX idx_alerts_created_at ON guardian.monitoring_alerts (created_at)
+    INCLUDE (severity, type, environment, table_name, occurrences, outcome, acknowledged_at, resolved_at);
+-- The design's two indexes, by type and by time, shaped for reports: by type over a period,
+-- and by time carrying what reports count (so they read the index, not the rows).
+CREATE INDEX idx_alerts_type ON guardian.monitoring_alerts (type, created_at);
+-- The backlog at any point in time: alerts still open then (resolved later, or never).
+CREATE INDEX monitoring_alerts_resolved_at_idx
+    ON guardian.monitoring_alerts ((COALESCE(resolved_at, 'infinity'::timestamptz)));
+
+CREATE FUNCTION guardian._check_outcome(p_outcome text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_outcome IS NOT NULL AND p_outcome NOT IN ('cleaned', 'confirmed', 'false_positive', 'expected') THEN
+        RAISE EXCEPTION 'unknown alert outcome %', quote_literal(p_outcome)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use cleaned (test data, removed), confirmed (true, kept), false_positive (wrong) or expected (e.g. a planned load).';
+    END IF;
+    RETURN p_outcome;
+END
+$$;
+
+COMMENT ON FUNCTION guardian._check_outcome(text) IS
+    'Internal: an alert outcome, or an error naming the four there are.';
+
+DROP FUNCTION guardian.resolve_alert(uuid, text);
+CREATE FUNCTION guardian.resolve_alert(p_id uuid, p_note text DEFAULT NULL, p_outcome text DEFAULT NULL)
+RETURNS guardian.monitoring_alerts
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_alert guardian.monitoring_alerts;
+    v_outcome text := guardian._check_outcome(p_outcome);
+BEGIN
+    -- Resolving twice keeps the first resolution; a later outcome corrects the earlier one.
+    UPDATE guardian.monitoring_alerts AS a
+       SET resolved_at     = coalesce(a.resolved_at, now()),
+           resolved_by     = coalesce(a.resolved_by, guardian._actor()),
+           resolution_note = coalesce(p_note, a.resolution_note),
+           outcome         = coalesce(v_outcome, a.outcome),
+           acknowledged_at = coalesce(a.acknowledged_at, now()),
+           acknowledged_by = coalesce(a.acknowledged_by, guardian._actor())
+     WHERE a.id = p_id
+    RETURNING a.* INTO v_alert;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no alert with id %', p_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List open alerts with: SELECT id, type, message FROM guardian.open_alerts;';
+    END IF;
+    RETURN v_alert;
+END
+$$;
+COMMENT ON FUNCTION guardian.resolve_alert(uuid, text, text) IS
+    'Close an alert (who, when, an optional note) and say why: p_outcome cleaned, confirmed, false_positive or expected. A later repeat of the condition opens a new alert.';
+
+-- >>> sql/20_contamination/40_watch.sql, 60_response: allowlisting resolves what it covers as a
+-- false positive, a cleanup as cleaned, a restore with allowlisting as a false positive
+CREATE OR REPLACE FUNCTION guardian.allow(
+    p_rule text DEFAULT NULL, p_table regclass DEFAULT NULL, p_column text DEFAULT NULL,
+    p_value text DEFAULT NULL, p_reason text DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    IF p_rule IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.rules AS r WHERE r.name = p_rule) THEN
+        RAISE EXCEPTION 'unknown rule %', quote_literal(p_rule)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'List rules with: SELECT name FROM guardian.rules;';
+    END IF;
+    IF p_column IS NOT NULL AND p_table IS NULL THEN
+        RAISE EXCEPTION 'an allowlisted column needs its table'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass p_table as well as p_column.';
+    END IF;
+    IF p_column IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                                             WHERE a.attrelid = p_table AND a.attname = p_column AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'table % has no column %', p_table, quote_ident(p_column)
+            USING ERRCODE = 'undefined_column', HINT = 'Check the column name.';
+    END IF;
+    IF coalesce(btrim(p_reason), '') = '' THEN
+        RAISE EXCEPTION 'an allowlist entry needs a reason'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Say why it is not test data: p_reason => ''real patient, surname Doe''.';
+    END IF;
+    IF num_nonnulls(p_rule, p_table, p_value) = 0 THEN
+        RAISE EXCEPTION 'an allowlist entry needs a rule, a table or a value'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'To stop a rule everywhere, disable it: UPDATE guardian.rules SET enabled = false WHERE name = ...;';
+    END IF;
+    INSERT INTO guardian.allowlist (rule, relid, column_name, value, reason, expires_at)
+    VALUES (p_rule, p_table, p_column, guardian._normalize(p_value), p_reason, p_expires_at)
+    RETURNING id INTO v_id;
+    -- Open contamination alerts this entry covers whole were false positives. (An entry for one
+    -- value cannot be checked against an alert's redacted samples: the caller says so.)
+    IF p_value IS NULL THEN
+        PERFORM guardian.resolve_alert(a.id, format('allowlisted (entry %s): %s', v_id, p_reason), 'false_positive')
+           FROM guardian.monitoring_alerts AS a
+          WHERE a.resolved_at IS NULL
+            AND a.type IN ('TEST_DATA_CONTAMINATION', 'STRICT_MODE_REJECTION')
+            AND (p_rule IS NULL OR a.metadata ->> 'rule' = p_rule)
+            AND (p_table IS NULL OR a.table_name = p_table::text)
+            AND (p_column IS NULL OR coalesce(a.metadata -> 'columns', jsonb_build_array(a.metadata -> 'column'))
+                                     = jsonb_build_array(p_column));
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian.cleanup_finish(p_batch uuid)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_batch   guardian.quarantine_batches;
+    v_missing text;
+    v_alert   record;
+    v_tables  text;
+    v_summary text;
+    v_keep    numeric := guardian.param('retention.quarantine_days');
+    v_caller  text;
+    v_left    text;
+BEGIN
+    v_caller := guardian._response_caller();
+    SELECT * INTO v_batch FROM guardian.quarantine_batches AS b
+     WHERE b.id = p_batch AND b.status = 'capturing' AND b.captured_xid = txid_current();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cleanup batch % was not captured in this transaction', p_batch
+            USING ERRCODE = 'invalid_transaction_state', HINT = 'Run the whole script as it is, e.g. psql -f cleanup.sql.';
+    END IF;
+    SELECT string_agg(format('step %s (%s %s)', s ->> 'step', s ->> 'action', s ->> 'table'), ', ') INTO v_missing
+      FROM jsonb_array_elements(v_batch.steps) AS s
+     WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0 AND NOT v_batch.done ? (s ->> 'step');
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'cleanup batch % is incomplete: % did not run', p_batch, v_missing
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The transaction is aborted: nothing is changed.',
+                  HINT = 'Run the whole script as it is.';
+    END IF;
+    UPDATE guardian.quarantine_batches AS b SET status = 'applied', applied_at = clock_timestamp()
+     WHERE b.id = p_batch
+    RETURNING * INTO v_batch;
+    SELECT string_agg(format('%s %s', x.n, x.table_name), ', ' ORDER BY x.table_name) INTO v_tables
+      FROM (SELECT q.table_name, count(*) AS n FROM guardian.quarantine AS q
+             WHERE q.batch_id = p_batch GROUP BY q.table_name) AS x;
+
+    -- Alerts all of whose records this batch removed are done.
+    FOR v_alert IN
+        SELECT f.alert_id,
+               count(DISTINCT f.record_key) AS records,
+               count(DISTINCT f.record_key) FILTER (WHERE EXISTS (
+                   SELECT FROM guardian.quarantine AS q
+                    WHERE q.batch_id = p_batch AND q.relid = f.relid AND q.findings IS NOT NULL
+                      AND q.row_key = f.record_key)) AS removed
+          FROM guardian.findings AS f
+         WHERE f.alert_id IN (SELECT f2.alert_id FROM guardian.findings AS f2
+                                JOIN guardian.quarantine AS q ON q.relid = f2.relid AND q.row_key = f2.record_key
+                               WHERE q.batch_id = p_batch AND q.findings IS NOT NULL)
+         GROUP BY f.alert_id
+    LOOP
+        UPDATE guardian.monitoring_alerts AS a
+           SET metadata = a.metadata || jsonb_build_object('quarantine_batch', p_batch,
+                              'quarantined_records', v_alert.removed,
+                              'restore_command', format('SELECT guardian.restore(%L);', p_batch))
+         WHERE a.id = v_alert.alert_id;
+        -- A session that is no admin has its word checked against the table first.
+        v_left := CASE WHEN v_alert.removed = v_alert.records AND v_caller <> 'admin'
+                       THEN guardian._records_gone(v_alert.alert_id) END;
+        IF v_left IS NOT NULL THEN
+            UPDATE guardian.monitoring_alerts AS a
+               SET metadata = a.metadata || jsonb_build_object('cleanup_unconfirmed', v_left)
+             WHERE a.id = v_alert.alert_id;
+        ELSIF v_alert.removed = v_alert.records THEN
+            PERFORM guardian.resolve_alert(v_alert.alert_id,
+                format('%s: %s record(s) and their dependent rows quarantined in batch %s; undo with SELECT guardian.restore(%L);',
+                       CASE WHEN v_batch.automatic THEN 'auto-cleanup' ELSE 'cleanup' END, v_alert.removed, p_batch, p_batch),
+                'cleaned');
+        END IF;
+    END LOOP;
+
+    v_summary := format('%s quarantined %s row(s) (%s) in batch %s%s; restore them with SELECT guardian.restore(%L);',
+                        CASE WHEN v_batch.automatic THEN 'auto-cleanup' ELSE format('cleanup by %s', v_batch.created_by) END,
+                        v_batch.row_count, v_tables, p_batch,
+                        CASE WHEN v_keep > 0 THEN format(', kept until %s', to_char(v_batch.applied_at + make_interval(days => v_keep::integer), 'YYYY-MM-DD'))
+                             ELSE '' END,
+                        p_batch);
+    PERFORM guardian.raise_alert(
+        'TEST_DATA_QUARANTINED', CASE WHEN v_batch.automatic THEN 'HIGH' ELSE 'INFO' END, v_summary,
+        (SELECT q.table_name FROM guardian.quarantine AS q WHERE q.batch_id = p_batch AND q.findings IS NOT NULL LIMIT 1),
+        NULL,
+        jsonb_build_object('batch', p_batch, 'automatic', v_batch.automatic, 'rows', v_batch.row_count,
+                           'tables', (SELECT jsonb_object_agg(x.table_name, x.n)
+                                        FROM (SELECT q.table_name, count(*) AS n FROM guardian.quarantine AS q
+                                               WHERE q.batch_id = p_batch GROUP BY q.table_name) AS x),
+                           'alert_id', v_batch.alert_id,
+                           'restore_command', format('SELECT guardian.restore(%L);', p_batch)),
+        md5('TEST_DATA_QUARANTINED:' || p_batch));
+    RETURN v_summary;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian.restore(p_batch uuid, p_allowlist boolean, p_run_app_code boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET intervalstyle = 'postgres'
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+AS $$
+DECLARE
+    v_batch    guardian.quarantine_batches := guardian._quarantine_claim(p_batch);
+    v_steps    jsonb := v_batch.steps;
+    v_step     jsonb;
+    v_problems text[] := '{}';
+    v_diff     text;
+    v_group    integer;
+    v_sql      text;
+    v_counts   bigint[];
+    v_expected bigint[];
+    v_finding  record;
+    v_allowed  integer := 0;
+    v_detail   text;
+    v_summary  text;
+    v_app_code text;
+BEGIN
+    -- Every table must still be there, with the columns its rows were taken from.
+    FOR v_step IN
+        SELECT s FROM jsonb_array_elements(v_steps) AS s
+         WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0
+         ORDER BY (s ->> 'step')::integer
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = (v_step ->> 'relid')::oid) THEN
+            v_problems := v_problems || format('table %s no longer exists', v_step ->> 'table');
+            CONTINUE;
+        END IF;
+        v_diff := guardian._shape_difference(v_step -> 'shape', guardian._table_shape((v_step ->> 'relid')::oid::regclass));
+        IF v_diff IS NOT NULL THEN
+            v_problems := v_problems || format('%s changed since its rows were quarantined: %s', v_step ->> 'table', v_diff);
+        END IF;
+        -- A restore never writes more than the role that captured the batch could (an
+        -- auto-cleanup captures with the rights of the session that wrote the test data).
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.rolname = v_batch.created_by) THEN
+            v_problems := v_problems || format('it was captured by role %s, which no longer exists', v_batch.created_by);
+        ELSIF NOT has_table_privilege(v_batch.created_by, (v_step ->> 'relid')::oid,
+                                      CASE WHEN v_step ->> 'action' = 'delete' THEN 'INSERT' ELSE 'UPDATE' END) THEN
+            v_problems := v_problems || format('it was captured by role %s, which may not %s %s: restoring it would write what that role could not',
+                                               v_batch.created_by,
+                                               CASE WHEN v_step ->> 'action' = 'delete' THEN 'INSERT into' ELSE 'UPDATE' END,
+                                               v_step ->> 'table');
+        END IF;
+    END LOOP;
+    IF cardinality(v_problems) > 0 THEN
+        RAISE EXCEPTION 'cannot restore quarantine batch %: %', p_batch, array_to_string(ARRAY(SELECT DISTINCT p FROM unnest(v_problems) AS p), '; ')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Nothing was restored; the rows stay in guardian.quarantine.',
+                  HINT = format('Make the tables match again, or read the rows and restore them by hand: SELECT table_name, row_data FROM guardian.quarantine WHERE batch_id = %L ORDER BY step DESC;', p_batch);
+    END IF;
+
+    -- The application's code on these tables would run with the caller's rights.
+    IF p_run_app_code THEN
+        SELECT string_agg(format('%s: %s', e.relid, e.code), '; ' ORDER BY e.relid::text, e.code)
+          INTO v_app_code
+          FROM guardian._app_code_exposure(ARRAY(
+                   SELECT DISTINCT (s ->> 'relid')::oid::regclass FROM jsonb_array_elements(v_steps) AS s
+                    WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0)) AS e
+         WHERE e.kind <> 'row_security'
+           AND (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = CURRENT_USER);
+    ELSE
+        PERFORM guardian._refuse_app_code(
+            ARRAY(SELECT DISTINCT (s ->> 'relid')::oid::regclass FROM jsonb_array_elements(v_steps) AS s
+                   WHERE s ->> 'action' <> 'blocked' AND (s ->> 'rows')::bigint > 0),
+            format('to restore quarantine batch %s', p_batch),
+            format('Nothing was restored. Restore as a guardian admin who is not a superuser (that code then runs with that role''s rights), or, if that code may run as a superuser: SELECT guardian.restore(%L, %s, p_run_app_code => true);',
+                   p_batch, p_allowlist::text));
+    END IF;
+
+    -- The guardian removed these rows for what it found in them; told they are real, it must
+    -- not flag (or quarantine) them again: the findings become allowlist entries.
+    IF p_allowlist THEN
+        FOR v_finding IN
+            SELECT DISTINCT q.relid, f ->> 'rule' AS rule,
+                   CASE WHEN strpos(f ->> 'column', '+') > 0 THEN NULL ELSE f ->> 'column' END AS column_name,
+                   CASE WHEN strpos(f ->> 'column', '+') > 0
+                        THEN (SELECT string_agg(q.row_data ->> c, ' ' ORDER BY o)
+                                FROM unnest(string_to_array(f ->> 'column', '+')) WITH ORDINALITY AS u(c, o))
+                        ELSE q.row_data ->> (f ->> 'column') END AS value
+              FROM guardian.quarantine AS q, jsonb_array_elements(q.findings) AS f
+             WHERE q.batch_id = p_batch AND q.findings IS NOT NULL
+        LOOP
+            -- Only values the rule really matches: the batch's own account of why is not trusted.
+            CONTINUE WHEN v_finding.value IS NULL
+                       OR NOT EXISTS (SELECT FROM guardian.rules AS r
+                                       WHERE r.name = v_finding.rule
+                                         AND guardian._rule_matches(r.match_type, r.matcher, r.terms,
+                                                                    guardian._normalize(v_finding.value)))
+                       OR EXISTS (SELECT FROM guardian.allowlist AS a
+                                   WHERE a.rule = v_finding.rule AND a.relid = v_finding.relid
+                                     AND a.column_name IS NOT DISTINCT FROM v_finding.column_name
+                                     AND a.value = guardian._normalize(v_finding.value)
+                                     AND (a.expires_at IS NULL OR a.expires_at > now()));
+            PERFORM guardian.allow(v_finding.rule, v_finding.relid, v_finding.column_name, v_finding.value,
+                                   format('restored from quarantine batch %s by %s', p_batch, SESSION_USER));
+            v_allowed := v_allowed + 1;
+        END LOOP;
+    END IF;
+
+    -- Rows back, parents first; a foreign-key cycle in one statement.
+    FOR v_group IN
+        SELECT DISTINCT (s ->> 'group')::integer FROM jsonb_array_elements(v_steps) AS s
+         WHERE s ->> 'action' = 'delete' AND (s ->> 'rows')::bigint > 0
+         ORDER BY 1 DESC
+    LOOP
+        SELECT 'WITH ' || string_agg(format(
+                   E'restored_%s AS (\n    INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE\n    SELECT %s\n      FROM guardian.quarantine AS q, pg_catalog.jsonb_populate_record(NULL::%s, q.row_data) AS r\n     WHERE q.batch_id = $1 AND q.step = %s\n     ORDER BY q.seq\n    RETURNING 1)',
+                   s ->> 'step', (s ->> 'relid')::oid::regclass,
+                   (SELECT string_agg(format('%I', c ->> 'name'), ', ' ORDER BY o)
+                      FROM jsonb_array_elements(s -> 'shape') WITH ORDINALITY AS x(c, o) WHERE NOT (c ->> 'generated')::boolean),
+                   (SELECT string_agg(guardian._restore_value((s ->> 'relid')::oid::regclass, c ->> 'name', s -> 'shape'), ', ' ORDER BY o)
+                      FROM jsonb_array_elements(s -> 'shape') WITH ORDINALITY AS x(c, o) WHERE NOT (c ->> 'generated')::boolean),
+                   (s ->> 'relid')::oid::regclass, s ->> 'step'), E',\n' ORDER BY (s ->> 'step')::integer)
+               || E'\nSELECT ARRAY[' || string_agg(format('(SELECT pg_catalog.count(*) FROM restored_%s)', s ->> 'step'), ', '
+                                                   ORDER BY (s ->> 'step')::integer) || ']',
+               array_agg((s ->> 'rows')::bigint ORDER BY (s ->> 'step')::integer)
+          INTO v_sql, v_expected
+          FROM jsonb_array_elements(v_steps) AS s
+         WHERE (s ->> 'group')::integer = v_group AND s ->> 'action' = 'delete' AND (s ->> 'rows')::bigint > 0;
+        BEGIN
+            EXECUTE v_sql INTO v_counts USING p_batch;
+        EXCEPTION WHEN unique_violation OR exclusion_violation THEN
+            GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+            RAISE EXCEPTION 'cannot restore quarantine batch %: a row it holds is already back in its table (%)', p_batch, SQLERRM
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = coalesce(v_detail || ' ', '') || 'Nothing was restored; the rows stay in guardian.quarantine.',
+                      HINT = 'Someone re-created the row since the cleanup: remove the new copy, or keep it and leave the batch in quarantine.';
+        END;
+        IF v_counts IS DISTINCT FROM v_expected THEN
+            RAISE EXCEPTION 'cannot restore quarantine batch %: restored % row(s) where % were quarantined', p_batch, v_counts, v_expected
+                USING ERRCODE = 'data_exception', DETAIL = 'Nothing was restored (a trigger or rule may have dropped rows).';
+        END IF;
+    END LOOP;
+
+    -- Then the keys the SET NULL / SET DEFAULT steps cleared.
+    FOR v_step IN
+        SELECT s FROM jsonb_array_elements(v_steps) AS s
+         WHERE s ->> 'action' IN ('set null', 'set default') AND (s ->> 'rows')::bigint > 0
+         ORDER BY (s ->> 'step')::integer
+    LOOP
+        v_sql := format(
+            E'WITH fixed AS (\n    UPDATE %s AS t SET %s\n      FROM guardian.quarantine AS q, pg_catalog.jsonb_populate_record(NULL::%s, q.row_data) AS r\n     WHERE q.batch_id = $1 AND q.step = %s AND %s\n    RETURNING 1)\nSELECT ARRAY[pg_catalog.count(*)] FROM fixed',
+            (v_step ->> 'relid')::oid::regclass,
+            (SELECT string_agg(format('%I = %s', c, guardian._restore_value((v_step ->> 'relid')::oid::regclass, c, v_step -> 'shape')), ', ')
+               FROM jsonb_array_elements_text(v_step -> 'columns') AS c),
+            (v_step ->> 'relid')::oid::regclass, v_step ->> 'step',
+            CASE WHEN jsonb_typeof(v_step -> 'key_columns') = 'array'
+                 THEN format('(%s) = (%s)',
+                             guardian._column_list('t', guardian._jsonb_texts(v_step -> 'key_columns')),
+                             guardian._column_list('r', guardian._jsonb_texts(v_step -> 'key_columns')))
+                 ELSE (SELECT string_agg(format('t.%I::text IS NOT DISTINCT FROM %s::text', c ->> 'name',
+                                                guardian._restore_value((v_step ->> 'relid')::oid::regclass, c ->> 'name', v_step -> 'shape')),
+                                         ' AND ')
+                         FROM jsonb_array_elements(v_step -> 'shape') AS c
+                        WHERE NOT (v_step -> 'columns') ? (c ->> 'name')) END);
+        EXECUTE v_sql INTO v_counts USING p_batch;
+        IF v_counts[1] <> (v_step ->> 'rows')::bigint THEN
+            RAISE EXCEPTION 'cannot restore quarantine batch %: % of the % row(s) of % whose % the cleanup cleared are gone', p_batch,
+                            (v_step ->> 'rows')::bigint - v_counts[1], v_step ->> 'rows', v_step ->> 'table',
+                            (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(v_step -> 'columns') AS c)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'Nothing was restored; the rows stay in guardian.quarantine.',
+                      HINT = 'Restore those rows first (they were deleted after the cleanup), or restore by hand from guardian.quarantine.';
+        END IF;
+    END LOOP;
+
+    v_summary := format('restored quarantine batch %s: %s row(s) (%s) by %s%s', p_batch, v_batch.row_count,
+                        (SELECT string_agg(format('%s %s', x.n, x.table_name), ', ' ORDER BY x.table_name)
+                           FROM (SELECT q.table_name, count(*) AS n FROM guardian.quarantine AS q
+                                  WHERE q.batch_id = p_batch GROUP BY q.table_name) AS x),
+                        SESSION_USER,
+                        CASE WHEN v_allowed > 0 THEN format('; %s allowlist entr%s so that they are not flagged again',
+                                                           v_allowed, CASE WHEN v_allowed = 1 THEN 'y' ELSE 'ies' END)
+                             ELSE '' END)
+                 || CASE WHEN v_app_code IS NOT NULL
+                         THEN format('; as asked (p_run_app_code), application code ran as superuser %s: %s', CURRENT_USER, v_app_code)
+                         ELSE '' END;
+    PERFORM guardian._quarantine_restored(p_batch, v_summary);
+    -- Put back and allowlisted: the rows were real, so the alert was a false positive.
+    IF p_allowlist AND v_batch.alert_id IS NOT NULL THEN
+        PERFORM guardian.resolve_alert(v_batch.alert_id, NULL, 'false_positive');
+    END IF;
+    RETURN v_summary;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION guardian.restore(p_batch uuid, p_allowlist boolean DEFAULT true)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT guardian.restore(p_batch, p_allowlist, false)
+$$;
+
+
+COMMENT ON FUNCTION guardian.allow(text, regclass, text, text, text, timestamptz) IS
+    'Allowlist a known false positive: by rule, table, column and/or value (any combination), with a reason and an optional expiry. Open contamination alerts an entry without a value covers are resolved as false_positive.';
+
+-- >>> sql/70_analytics: reports and time series over the alert history
+-- Analytics over the alert history: what happened in a period, how fast people answered,
+-- what keeps coming back, and whether the success metrics the owners set are met.
+--
+-- guardian.report(from, to) is one JSON document (the CLI renders it as text, Markdown, HTML,
+-- CSV; the dashboard draws it); guardian.alert_timeseries() feeds charts. Alerts belong to a
+-- period by created_at. Times to acknowledge and resolve follow Opsgenie: an alert closed
+-- without an acknowledgement counts its close as the acknowledgement.
+
+CREATE FUNCTION guardian._report_zone(p_time_zone text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_zone text := coalesce(nullif(btrim(p_time_zone), ''), current_setting('TimeZone'));
+BEGIN
+    PERFORM now() AT TIME ZONE v_zone;
+    RETURN v_zone;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE EXCEPTION 'unknown time zone %', quote_literal(p_time_zone)
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Use a name from pg_timezone_names, e.g. ''Europe/Berlin'' or ''UTC''.';
+END
+$$;
+COMMENT ON FUNCTION guardian._report_zone(text) IS
+    'Internal: the time zone a report buckets days and hours in (the session''s when NULL), or an error naming it.';
+
+CREATE FUNCTION guardian._report_check(p_from timestamptz, p_to timestamptz, p_environment text)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_from IS NULL OR p_to IS NULL THEN
+        RAISE EXCEPTION 'a report needs a start and an end (got % and %)', coalesce(p_from::text, 'NULL'), coalesce(p_to::text, 'NULL')
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'For the last 30 days: SELECT guardian.report(now() - interval ''30 days'', now());';
+    END IF;
+    IF p_from >= p_to THEN
+        RAISE EXCEPTION 'report period from % to % is empty: the start must come before the end', p_from, p_to
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Swap the two, e.g. SELECT guardian.report(now() - interval ''7 days'', now());';
+    END IF;
+    IF p_environment IS NOT NULL AND p_environment IS DISTINCT FROM guardian.current_environment()
+       AND NOT EXISTS (SELECT FROM guardian.monitoring_alerts AS a WHERE a.environment = p_environment) THEN
+        RAISE EXCEPTION 'unknown environment %: this database is %, and no alert names it', quote_literal(p_environment),
+                        quote_literal(guardian.current_environment())
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave p_environment NULL for every environment, or list them: SELECT DISTINCT environment FROM guardian.monitoring_alerts;';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._report_check(timestamptz, timestamptz, text) IS
+    'Internal: refuses a report period that is missing or reversed, or an environment no alert names.';
+
+-- Bucket starts of a period: hours, or local days, weeks (from Monday) or months in the zone.
+CREATE FUNCTION guardian._report_buckets(p_from timestamptz, p_to timestamptz, p_bucket text, p_zone text)
+RETURNS TABLE (idx integer, starts_at timestamptz, label text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (row_number() OVER (ORDER BY x.b))::integer, x.b,
+           to_char(x.b AT TIME ZONE p_zone, CASE p_bucket WHEN 'hour' THEN 'YYYY-MM-DD HH24:00'
+                                                          WHEN 'month' THEN 'YYYY-MM' ELSE 'YYYY-MM-DD' END)
+      FROM (SELECT s AS b
+              FROM generate_series(date_trunc('hour', p_from, p_zone), p_to - interval '1 microsecond', interval '1 hour') AS s
+             WHERE p_bucket = 'hour'
+            UNION ALL
+            -- Local midnights step by local days, so a daylight-saving day is one bucket.
+            SELECT s AT TIME ZONE p_zone
+              FROM generate_series(date_trunc(p_bucket, p_from AT TIME ZONE p_zone),
+                                   (p_to - interval '1 microsecond') AT TIME ZONE p_zone,
+                                   ('1 ' || p_bucket)::interval) AS s
+             WHERE p_bucket <> 'hour') AS x
+$$;
+COMMENT ON FUNCTION guardian._report_buckets(timestamptz, timestamptz, text, text) IS
+    'Internal: the hours, or local days, weeks or months (in the zone, across daylight-saving changes), a period is drawn in.';
+
+-- The types the report groups under contamination and unusual activity.
+CREATE FUNCTION guardian._report_types(p_group text)
+RETURNS text[]
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE p_group
+               WHEN 'contamination' THEN ARRAY['TEST_DATA_CONTAMINATION', 'STRICT_MODE_REJECTION']
+               WHEN 'activity' THEN ARRAY['BULK_OPERATION', 'RAPID_CREATION', 'OFF_HOURS_ACTIVITY',
+                                          'SUSPICIOUS_PATTERN_RATE', 'UNFILTERED_WRITE', 'TABLE_TRUNCATED']
+           END
+$$;
+COMMENT ON FUNCTION guardian._report_types(text) IS
+    'Internal: alert types of the contamination and activity groups.';
+
+CREATE FUNCTION guardian.report(
+    p_from timestamptz, p_to timestamptz, p_environment text DEFAULT NULL, p_time_zone text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- A large statement over many rows: JIT would spend seconds compiling what runs in a second.
+SET work_mem = '64MB'
+SET jit = off
+AS $$
+DECLARE
+    v_zone    text;
+    v_bucket  text;
+    v_span    interval := p_to - p_from;
+    v_asof    timestamptz := least(p_to, now());
+    v_sevs    text[] := ARRAY['CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'INFO'];
+    v_contam  text[] := guardian._report_types('contamination');
+    v_active  text[] := guardian._report_types('activity');
+    v_here    boolean := p_environment IS NULL OR p_environment IS NOT DISTINCT FROM guardian.current_environment();
+    v_result  jsonb;
+BEGIN
+    PERFORM guardian._report_check(p_from, p_to, p_environment);
+    v_zone := guardian._report_zone(p_time_zone);
+    v_bucket := CASE WHEN v_span <= interval '2 days' THEN 'hour' ELSE 'day' END;
+
+    -- One pass over the period's alerts, grouped by everything the counts need (bucket,
+    -- severity, type, production or not, outcome, when a serious alert came, whether a
+    -- critical one was acknowledged in time): a few thousand rows the rest is computed from.
+    WITH a AS NOT MATERIALIZED (
+        SELECT m.created_at, m.created_at AT TIME ZONE v_zone AS lt, m.severity, m.type, m.table_name, m.occurrences,
+               m.outcome,
+               coalesce(m.environment = 'production', false) AS production,
+               date_part('epoch', coalesce(m.acknowledged_at, m.resolved_at) - m.created_at) AS tta,
+               date_part('epoch', m.resolved_at - m.created_at) AS ttr
+          FROM guardian.monitoring_alerts AS m
+         WHERE m.created_at >= p_from AND m.created_at < p_to
+           AND (p_environment IS NULL OR m.environment = p_environment)
+    ),
+    g AS MATERIALIZED (
+        -- Local days are truncated in local time (a.lt) and turned back into moments once per
+        -- group; hours are truncated as moments (the hour that repeats in autumn stays two).
+        SELECT CASE WHEN v_bucket = 'hour' THEN date_trunc('hour', a.created_at, v_zone) END AS hour,
+               CASE WHEN v_bucket <> 'hour' THEN date_trunc(v_bucket, a.lt) END AS local_day,
+               a.severity, a.type, a.production, a.outcome,
+               CASE WHEN a.severity IN ('CRITICAL', 'HIGH') THEN
+                   CASE WHEN a.lt::time >= '22:00' OR a.lt::time < '08:00' THEN 'sleep_hours'
+                        WHEN date_part('isodow', a.lt) <= 5 AND a.lt::time >= '09:00' AND a.lt::time < '18:00' THEN 'business_hours'
+                        ELSE 'off_hours' END END AS hour_class,
+               CASE WHEN a.severity = 'CRITICAL' THEN
+                   CASE WHEN a.tta <= 300 THEN 'in_time'
+                        WHEN a.tta IS NOT NULL OR a.created_at <= v_asof - interval '5 minutes' THEN 'late'
+                        ELSE 'pending' END END AS critical,
+               count(*) AS n, sum(a.occurrences) AS occurrences
+          FROM a
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    ),
+    prev AS MATERIALIZED (
+        SELECT m.severity, m.type, count(*) AS n
+          FROM guardian.monitoring_alerts AS m
+         WHERE m.created_at >= p_from - v_span AND m.created_at < p_from
+           AND (p_environment IS NULL OR m.environment = p_environment)
+         GROUP BY m.severity, m.type
+    ),
+    counts AS MATERIALIZED (
+        SELECT coalesce(g.hour, g.local_day AT TIME ZONE v_zone) AS bucket, g.severity, g.type,
+               sum(g.n) AS n, sum(g.occurrences) AS occurrences
+          FROM g GROUP BY 1, g.severity, g.type
+    ),
+    buckets AS MATERIALIZED (
+        SELECT * FROM guardian._report_buckets(p_from, p_to, v_bucket, v_zone)
+    ),
+    contam AS MATERIALIZED (
+        -- By type first, so that the (type, created_at) index reads only these alerts.
+        SELECT m.table_name, coalesce(m.metadata, '{}') AS metadata,
+               coalesce(m.metadata -> 'session', m.context, '{}') AS who,
+               coalesce(CASE WHEN m.metadata ->> 'affected_records' ~ '^[0-9]+$'
+                             THEN (m.metadata ->> 'affected_records')::bigint END, 1) AS records
+          FROM unnest(v_contam) AS t(type)
+         CROSS JOIN LATERAL (
+                SELECT m.* FROM guardian.monitoring_alerts AS m
+                 WHERE m.type = t.type AND m.created_at >= p_from AND m.created_at < p_to
+                   AND (p_environment IS NULL OR m.environment = p_environment)) AS m
+    ),
+    activity AS MATERIALIZED (
+        SELECT m.table_name, t.type, count(*) AS n
+          FROM unnest(v_active) AS t(type)
+         CROSS JOIN LATERAL (
+                SELECT m.table_name FROM guardian.monitoring_alerts AS m
+                 WHERE m.type = t.type AND m.created_at >= p_from AND m.created_at < p_to AND m.table_name IS NOT NULL
+                   AND (p_environment IS NULL OR m.environment = p_environment)) AS m
+         GROUP BY m.table_name, t.type
+    ),
+    -- Times to acknowledge (or close) and to resolve, per severity.
+    response AS MATERIALIZED (
+        SELECT r.severity, jsonb_build_object(
+                   'alerts', r.alerts, 'acknowledged', r.acknowledged, 'resolved', r.resolved,
+                   'tta_median_s', round(r.tta[1]::numeric, 1), 'tta_p90_s', round(r.tta[2]::numeric, 1),
+                   'ttr_median_s', round(r.ttr[1]::numeric, 1), 'ttr_p90_s', round(r.ttr[2]::numeric, 1)) AS stats
+          FROM (SELECT a.severity, count(*) AS alerts, count(a.tta) AS acknowledged, count(a.ttr) AS resolved,
+                       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY a.tta) AS tta,
+                       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY a.ttr) AS ttr
+                  FROM a GROUP BY a.severity) AS r
+    ),
+    backlog AS MATERIALIZED (
+        SELECT m.severity, m.acknowledged_at, date_part('epoch', v_asof - m.created_at)::double precision AS age
+          FROM guardian.monitoring_alerts AS m
+         WHERE coalesce(m.resolved_at, 'infinity'::timestamptz) > v_asof AND m.created_at < v_asof
+           AND (p_environment IS NULL OR m.environment = p_environment)
+    ),
+    drift AS MATERIALIZED (
+        -- The stretches of the period during which an environment-drift alert was open, merged.
+        SELECT greatest(m.created_at, p_from) AS s, least(coalesce(m.resolved_at, v_asof), p_to) AS e,
+               m.created_at >= p_from AS raised
+          FROM guardian.monitoring_alerts AS m
+         WHERE m.type = 'ENVIRONMENT_DRIFT' AND m.created_at < p_to
+           AND coalesce(m.resolved_at, 'infinity'::timestamptz) > p_from
+           AND (p_environment IS NULL OR m.environment = p_environment)
+    ),
+    drift_merged AS (
+        SELECT min(x.s) AS s, max(x.e) AS e
+          FROM (SELECT d.s, d.e, sum(d.starts) OVER (ORDER BY d.s, d.e) AS island
+                  FROM (SELECT d.s, d.e,
+                               CASE WHEN d.s <= max(d.e) OVER (ORDER BY d.s, d.e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                                    THEN 0 ELSE 1 END AS starts
+                          FROM drift AS d WHERE d.e > d.s) AS d) AS x
+         GROUP BY x.island
+    ),
+    relay AS MATERIALIZED (
+        SELECT r.channel, count(*) AS messages,
+               count(*) FILTER (WHERE r.status = 'delivered') AS delivered,
+               count(*) FILTER (WHERE (r.status = 'delivered' AND r.attempts > 1) OR r.status = 'retry') AS retried,
+               count(*) FILTER (WHERE r.status = 'dead') AS dead,
+               count(*) FILTER (WHERE r.status IN ('sending', 'retry')) AS undelivered
+          FROM guardian.relay_messages AS r
+         WHERE r.created_at >= p_from AND r.created_at < p_to AND v_here
+         GROUP BY r.channel
+    ),
+    records AS MATERIALIZED (
+        -- Contaminated records found (warn mode, scans) and rejected (strict mode), by bucket.
+        SELECT date_trunc(v_bucket, f.first_at, v_zone) AS bucket, count(*) AS n
+          FROM (SELECT min(f.created_at) AS first_at
+                  FROM guardian.findings AS f
+                 WHERE f.created_at >= p_from AND f.created_at < p_to AND v_here
+                 GROUP BY f.relid, coalesce(f.record_id, f.id::text)) AS f
+         GROUP BY 1
+        UNION ALL
+        SELECT c.bucket, c.n FROM counts AS c WHERE c.type = 'STRICT_MODE_REJECTION'
+    ),
+    changes AS MATERIALIZED (
+        SELECT date_trunc(v_bucket, c.occurred_at, v_zone) AS bucket, count(*) AS n
+          FROM guardian.schema_changes AS c
+         WHERE c.occurred_at >= p_from AND c.occurred_at < p_to
+           AND (p_environment IS NULL OR c.environment = p_environment)
+         GROUP BY 1
+    ),
+    points AS (
+        SELECT 'total' AS kind, '' AS key, c.bucket, sum(c.n) AS n FROM counts AS c GROUP BY c.bucket
+        UNION ALL SELECT 'severity', c.severity, c.bucket, sum(c.n) FROM counts AS c GROUP BY c.severity, c.bucket
+        UNION ALL SELECT 'type', c.type, c.bucket, sum(c.n) FROM counts AS c GROUP BY c.type, c.bucket
+        UNION ALL SELECT 'records', '', r.bucket, sum(r.n) FROM records AS r GROUP BY r.bucket
+        UNION ALL SELECT 'changes', '', c.bucket, c.n FROM changes AS c
+    ),
+    series AS (
+        -- One count per bucket, zeros included, for every series (every severity always).
+        SELECT k.kind, k.key, jsonb_agg(coalesce(p.n, 0) ORDER BY b.idx) AS series
+          FROM (SELECT DISTINCT x.kind, x.key FROM points AS x WHERE x.kind = 'type'
+                UNION ALL SELECT 'severity', s.sev FROM unnest(v_sevs) AS s(sev)
+                UNION ALL VALUES ('total', ''), ('records', ''), ('changes', '')) AS k(kind, key)
+         CROSS JOIN buckets AS b
+          LEFT JOIN points AS p ON p.kind = k.kind AND p.key = k.key AND p.bucket = b.starts_at
+         GROUP BY k.kind, k.key
+    ),
+    facets AS (
+        SELECT 'rules' AS facet, c.metadata ->> 'rule' AS value, c.records FROM contam AS c
+        UNION ALL SELECT 'tables', c.table_name, c.records FROM contam AS c
+        UNION ALL SELECT 'columns', c.table_name || '.' || col, c.records
+                    FROM contam AS c,
+                         jsonb_array_elements_text(CASE WHEN jsonb_typeof(c.metadata -> 'columns') = 'array' THEN c.metadata -> 'columns'
+                                                        WHEN c.metadata ? 'column' THEN jsonb_build_array(c.metadata -> 'column')
+                                                        ELSE '[]' END) AS col
+        UNION ALL SELECT 'roles', c.who ->> 'session_user', c.records FROM contam AS c
+        UNION ALL SELECT 'applications', c.who ->> 'application_name', c.records FROM contam AS c
+        UNION ALL SELECT 'client_addresses', coalesce(c.who ->> 'client_addr', CASE WHEN c.who ? 'backend_pid' THEN 'local' END),
+                         c.records FROM contam AS c
+    ),
+    tops AS (
+        -- The ten most frequent values of each facet (by alerts, then records, then name).
+        SELECT t.facet, jsonb_agg(jsonb_build_object('value', t.value, 'alerts', t.alerts, 'records', t.records)
+                                  ORDER BY t.rank) AS items
+          FROM (SELECT f.facet, f.value, count(*) AS alerts, sum(f.records) AS records,
+                       row_number() OVER (PARTITION BY f.facet ORDER BY count(*) DESC, sum(f.records) DESC, f.value) AS rank
+                  FROM facets AS f WHERE f.value IS NOT NULL
+                 GROUP BY f.facet, f.value) AS t
+         WHERE t.rank <= 10
+         GROUP BY t.facet
+    ),
+    facts AS (
+        SELECT (SELECT coalesce(sum(g.n), 0) FROM g) AS total,
+               (SELECT coalesce(sum(g.occurrences), 0) FROM g) AS occurrences,
+               (SELECT coalesce(sum(p.n), 0) FROM prev AS p) AS previous,
+               (SELECT coalesce(sum(g.n), 0) FROM g WHERE g.outcome IS NOT NULL) AS with_outcome,
+               (SELECT coalesce(sum(g.n), 0) FROM g WHERE g.outcome = 'false_positive') AS false_positives,
+               (SELECT coalesce(sum(g.n), 0) FROM g WHERE g.critical IN ('in_time', 'late')) AS critical_due,
+               (SELECT coalesce(sum(g.n), 0) FROM g WHERE g.critical = 'in_time') AS critical_in_time,
+               (SELECT coalesce(sum(g.n), 0) FROM g
+                 WHERE g.type = 'TEST_DATA_CONTAMINATION' AND g.production
+                   AND g.outcome IS DISTINCT FROM 'false_positive' AND g.outcome IS DISTINCT FROM 'expected') AS production_events,
+               (SELECT coalesce(sum(g.n), 0) FROM g WHERE g.type = 'STRICT_MODE_REJECTION' AND g.production) AS production_blocked,
+               (SELECT coalesce(sum(date_part('epoch', d.e - d.s)), 0) FROM drift_merged AS d) AS drift_seconds,
+               (SELECT count(*) FROM drift AS d WHERE d.raised) AS drift_alerts,
+               (SELECT j.last_ok_at FROM guardian.jobs AS j WHERE j.name = 'drift_check') AS drift_checked_at,
+               date_part('epoch', least(p_to, greatest(v_asof, p_from)) - p_from)::double precision AS measured_seconds,
+               (SELECT coalesce(sum(r.messages), 0) FROM relay AS r) AS messages,
+               (SELECT coalesce(sum(r.delivered), 0) FROM relay AS r) AS delivered,
+               (SELECT coalesce(sum(r.retried), 0) FROM relay AS r) AS retried,
+               (SELECT coalesce(sum(r.dead), 0) FROM relay AS r) AS dead,
+               (SELECT coalesce(sum(r.undelivered), 0) FROM relay AS r) AS undelivered
+    )
+    SELECT jsonb_build_object(
+        'period', jsonb_build_object(
+            'from', p_from, 'to', p_to, 'environment', p_environment, 'time_zone', v_zone, 'bucket', v_bucket,
+            'previous_from', p_from - v_span, 'previous_to', p_from, 'as_of', v_asof,
+            'database', current_database(), 'guardian_environment', guardian.current_environment(),
+            'generated_at', now()),
+        'totals', (
+            SELECT jsonb_build_object(
+                'alerts', f.total, 'occurrences', f.occurrences, 'previous', f.previous,
+                'change', f.total - f.previous,
+                'change_pct', CASE WHEN f.previous > 0 THEN round(100.0 * (f.total - f.previous) / f.previous, 1) END,
+                'by_severity', (SELECT jsonb_object_agg(s.sev, jsonb_build_object(
+                                        'alerts', (SELECT coalesce(sum(c.n), 0) FROM counts AS c WHERE c.severity = s.sev),
+                                        'previous', (SELECT coalesce(sum(p.n), 0) FROM prev AS p WHERE p.severity = s.sev)))
+                                  FROM unnest(v_sevs) AS s(sev)))
+              FROM facts AS f),
+        'breakdown', (
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'severity', x.severity, 'type', x.type, 'alerts', x.alerts, 'occurrences', x.occurrences,
+                       'previous', x.previous, 'change', x.alerts - x.previous)
+                       ORDER BY array_position(v_sevs, x.severity), x.alerts DESC, x.type), '[]')
+              FROM (SELECT coalesce(c.severity, p.severity) AS severity, coalesce(c.type, p.type) AS type,
+                           coalesce(c.alerts, 0) AS alerts, coalesce(c.occurrences, 0) AS occurrences,
+                           coalesce(p.n, 0) AS previous
+                      FROM (SELECT c.severity, c.type, sum(c.n) AS alerts, sum(c.occurrences) AS occurrences
+                              FROM counts AS c GROUP BY c.severity, c.type) AS c
+                      FULL JOIN prev AS p ON p.severity = c.severity AND p.type = c.type) AS x),
+        'patterns', jsonb_build_object(
+            'contamination_alerts', (SELECT count(*) FROM contam),
+            'contamination_records', (SELECT coalesce(sum(c.records), 0) FROM contam AS c),
+            'rules', coalesce((SELECT t.items FROM tops AS t WHERE t.facet = 'rules'), '[]'),
+            'tables', coalesce((SELECT t.items FROM tops AS t WHERE t.facet = 'tables'), '[]'),
+            'columns', coalesce((SELECT t.items FROM tops AS t WHERE t.facet = 'columns'), '[]'),
+            'roles', coalesce((SELECT t.items FROM tops AS t WHERE t.facet = 'roles'), '[]'),
+            'applications', coalesce((SELECT t.items FROM tops AS t WHERE t.facet = 'applications'), '[]'),
+            'client_addresses', coalesce((SELECT t.items FROM tops AS t WHERE t.facet = 'client_addresses'), '[]'),
+            'activity_tables', (
+                SELECT coalesce(jsonb_agg(jsonb_build_object('value', t.table_name, 'alerts', t.n, 'types', t.types)
+                                          ORDER BY t.n DESC, t.table_name), '[]')
+                  FROM (SELECT y.table_name, sum(y.n) AS n, jsonb_object_agg(y.type, y.n) AS types
+                          FROM activity AS y
+                         GROUP BY y.table_name
+                         ORDER BY sum(y.n) DESC, y.table_name
+                         LIMIT 10) AS t)),
+        'response', jsonb_build_object(
+            'by_severity', (
+                SELECT jsonb_object_agg(s.sev, coalesce(r.stats, jsonb_build_object(
+                           'alerts', 0, 'acknowledged', 0, 'resolved', 0, 'tta_median_s', NULL, 'tta_p90_s', NULL,
+                           'ttr_median_s', NULL, 'ttr_p90_s', NULL)))
+                  FROM unnest(v_sevs) AS s(sev)
+                  LEFT JOIN response AS r ON r.severity = s.sev),
+            'critical_acknowledged_within_5m', (
+                SELECT jsonb_build_object('due', f.critical_due, 'in_time', f.critical_in_time,
+                                          'share_pct', CASE WHEN f.critical_due > 0
+                                                            THEN round(100.0 * f.critical_in_time / f.critical_due, 1) END)
+                  FROM facts AS f),
+            -- When the serious alerts came (PagerDuty's interruptions): business hours are
+            -- 09:00-18:00 on weekdays, sleep hours 22:00-08:00 every day, the rest off hours,
+            -- in the report's time zone.
+            'interruptions', (
+                SELECT jsonb_build_object(
+                           'business_hours', coalesce(sum(g.n) FILTER (WHERE g.hour_class = 'business_hours'), 0),
+                           'off_hours', coalesce(sum(g.n) FILTER (WHERE g.hour_class = 'off_hours'), 0),
+                           'sleep_hours', coalesce(sum(g.n) FILTER (WHERE g.hour_class = 'sleep_hours'), 0))
+                  FROM g),
+            'backlog', (
+                SELECT jsonb_build_object(
+                           'as_of', v_asof,
+                           'open', count(*),
+                           'unacknowledged', count(*) FILTER (WHERE b.acknowledged_at IS NULL),
+                           'by_severity', (SELECT jsonb_object_agg(s.sev, (SELECT count(*) FROM backlog AS x WHERE x.severity = s.sev))
+                                             FROM unnest(v_sevs) AS s(sev)),
+                           'oldest_age_s', round(max(b.age)::numeric, 1),
+                           'median_age_s', round(percentile_cont(0.5) WITHIN GROUP (ORDER BY b.age)::numeric, 1))
+                  FROM backlog AS b)),
+        'trends', jsonb_build_object(
+            'bucket', v_bucket,
+            'labels', (SELECT coalesce(jsonb_agg(b.label ORDER BY b.idx), '[]') FROM buckets AS b),
+            'starts', (SELECT coalesce(jsonb_agg(b.starts_at ORDER BY b.idx), '[]') FROM buckets AS b),
+            'total', (SELECT x.series FROM series AS x WHERE x.kind = 'total'),
+            'by_severity', (SELECT jsonb_object_agg(x.key, x.series) FROM series AS x WHERE x.kind = 'severity'),
+            'by_type', (SELECT coalesce(jsonb_object_agg(x.key, x.series), '{}') FROM series AS x WHERE x.kind = 'type'),
+            'contamination_records', (SELECT x.series FROM series AS x WHERE x.kind = 'records'),
+            'schema_changes', (SELECT x.series FROM series AS x WHERE x.kind = 'changes')),
+        'delivery', (
+            SELECT jsonb_build_object(
+                       'messages', f.messages, 'delivered', f.delivered, 'retried', f.retried,
+                       'dead_lettered', f.dead, 'undelivered', f.undelivered,
+                       'by_channel', (SELECT coalesce(jsonb_object_agg(r.channel, jsonb_build_object(
+                                                 'delivered', r.delivered, 'retried', r.retried, 'dead_lettered', r.dead)), '{}')
+                                        FROM relay AS r))
+              FROM facts AS f),
+        'success_metrics', (
+            SELECT jsonb_build_array(
+                jsonb_build_object(
+                    'name', 'contamination_events', 'label', 'Contamination events in production',
+                    'target', 'zero', 'value', f.production_events, 'unit', 'alerts',
+                    'status', CASE WHEN p_environment IS NOT NULL AND p_environment <> 'production' THEN 'not_applicable'
+                                   WHEN f.production_events = 0 THEN 'met' ELSE 'missed' END,
+                    'detail', format('%s test-data alert(s) let through in production (not marked false positive or expected); %s write(s) rejected by strict mode',
+                                     f.production_events, f.production_blocked)),
+                jsonb_build_object(
+                    'name', 'critical_response', 'label', 'Critical alerts acknowledged within 5 minutes',
+                    'target', '100%', 'unit', 'percent',
+                    'value', CASE WHEN f.critical_due > 0 THEN round(100.0 * f.critical_in_time / f.critical_due, 1) END,
+                    'status', CASE WHEN f.critical_due = 0 THEN 'met' WHEN f.critical_in_time = f.critical_due THEN 'met' ELSE 'missed' END,
+                    'detail', format('%s of %s critical alert(s) acknowledged or resolved within 5 minutes', f.critical_in_time, f.critical_due)),
+                jsonb_build_object(
+                    'name', 'false_positive_rate', 'label', 'False-positive rate',
+                    'target', '< 5%', 'unit', 'percent',
+                    'value', CASE WHEN f.with_outcome > 0 THEN round(100.0 * f.false_positives / f.with_outcome, 1) END,
+                    'status', CASE WHEN f.with_outcome = 0 THEN 'unknown'
+                                   WHEN 100.0 * f.false_positives / f.with_outcome < 5 THEN 'met' ELSE 'missed' END,
+                    'detail', format('%s false positive(s) among %s alert(s) resolved with an outcome (%s without one)',
+                                     f.false_positives, f.with_outcome, f.total - f.with_outcome)),
+                jsonb_build_object(
+                    'name', 'schema_consistency', 'label', 'Schema consistency across environments',
+                    'target', '100%', 'unit', 'percent',
+                    'value', CASE WHEN f.drift_checked_at IS NULL OR f.measured_seconds <= 0 THEN NULL
+                                  ELSE round((100.0 * (1 - f.drift_seconds / f.measured_seconds))::numeric, 2) END,
+                    'status', CASE WHEN f.drift_checked_at IS NULL THEN 'unknown'
+                                   WHEN f.drift_seconds = 0 AND f.drift_alerts = 0 THEN 'met' ELSE 'missed' END,
+                    'detail', CASE WHEN f.drift_checked_at IS NULL THEN 'the drift_check job has never run here'
+                                   ELSE format('%s environment-drift alert(s); drift open %s of the period', f.drift_alerts,
+                                               justify_interval(make_interval(secs => round(f.drift_seconds)))) END),
+                jsonb_build_object(
+                    'name', 'alert_delivery', 'label', 'Alerts delivered by the relay',
+                    'target', 'no dead letters', 'unit', 'messages', 'value', f.dead,
+                    'status', CASE WHEN f.dead = 0 THEN 'met' ELSE 'missed' END,
+                    'detail', format('%s delivered, %s retried, %s dead-lettered, %s still undelivered',
+                                     f.delivered, f.retried, f.dead, f.undelivered)))
+              FROM facts AS f))
+      INTO v_result;
+    RETURN v_result || jsonb_build_object(
+        'met', NOT jsonb_path_exists(v_result, '$.success_metrics[*] ? (@.status == "missed")'));
+END
+$$;
+COMMENT ON FUNCTION guardian.report(timestamptz, timestamptz, text, text) IS
+    'The alert history of a period as JSON: totals and the severity x type breakdown against the previous period, common patterns behind contamination and activity alerts, times to acknowledge and resolve per severity with the backlog, daily (hourly up to two days) trends in the time zone, the relay''s delivery record and the success metrics with their targets (met is false when one is missed).';
+
+-- Alert counts over time for charts: one row per bucket, severity and type that has alerts,
+-- and one row with zeros (severity and type NULL) for each bucket that has none.
+CREATE FUNCTION guardian.alert_timeseries(
+    p_from timestamptz, p_to timestamptz, p_bucket text DEFAULT 'day', p_environment text DEFAULT NULL,
+    p_type text DEFAULT NULL, p_severity text DEFAULT NULL, p_time_zone text DEFAULT NULL)
+RETURNS TABLE (bucket_start timestamptz, bucket_label text, severity text, type text, alerts bigint, occurrences bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_zone   text;
+    v_bucket text := lower(btrim(coalesce(p_bucket, 'day')));
+BEGIN
+    PERFORM guardian._report_check(p_from, p_to, p_environment);
+    v_zone := guardian._report_zone(p_time_zone);
+    IF v_bucket NOT IN ('hour', 'day', 'week', 'month') THEN
+        RAISE EXCEPTION 'unknown bucket %', quote_literal(p_bucket)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use hour, day, week or month.';
+    END IF;
+    IF v_bucket = 'hour' AND p_to - p_from > interval '93 days' THEN
+        RAISE EXCEPTION 'hourly buckets over % are too many to draw', p_to - p_from
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Use day, week or month for periods over 93 days.';
+    END IF;
+    IF p_severity IS NOT NULL AND upper(p_severity) NOT IN ('CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'INFO') THEN
+        RAISE EXCEPTION 'unknown severity %', quote_literal(p_severity)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use CRITICAL, HIGH, MEDIUM, LOW or INFO.';
+    END IF;
+    RETURN QUERY
+    WITH b AS MATERIALIZED (SELECT * FROM guardian._report_buckets(p_from, p_to, v_bucket, v_zone)),
+         c AS MATERIALIZED (
+             SELECT date_trunc(v_bucket, m.created_at, v_zone) AS starts_at, m.severity, m.type,
+                    count(*) AS alerts, sum(m.occurrences)::bigint AS occurrences
+               FROM guardian.monitoring_alerts AS m
+              WHERE m.created_at >= p_from AND m.created_at < p_to
+                AND (p_environment IS NULL OR m.environment = p_environment)
+                AND (p_type IS NULL OR m.type = upper(btrim(p_type)))
+                AND (p_severity IS NULL OR m.severity = upper(p_severity))
+              GROUP BY 1, 2, 3)
+    SELECT b.starts_at, b.label, c.severity, c.type, coalesce(c.alerts, 0), coalesce(c.occurrences, 0)
+      FROM b LEFT JOIN c ON c.starts_at = b.starts_at
+     ORDER BY b.idx, array_position(ARRAY['CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'INFO'], c.severity), c.type;
+END
+$$;
+COMMENT ON FUNCTION guardian.alert_timeseries(timestamptz, timestamptz, text, text, text, text, text) IS
+    'Alerts per bucket (hour, day, week or month in the time zone) and severity and type, for charts; a bucket without alerts is one row of zeros with severity and type NULL.';
+
+-- The digest: the report of the last week (report.digest_days), raised as one REPORT_DIGEST
+-- alert that carries the whole report, so that the relay sends it like any alert: the HTML
+-- report by email, a short summary to Slack, the JSON to webhooks (route the type where it
+-- should go). Off until enabled: SELECT guardian.set_job('report_digest', p_enabled => true);
+CREATE FUNCTION guardian.report_digest(p_to timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_to     timestamptz := coalesce(p_to, now());
+    v_days   numeric := guardian.param('report.digest_days');
+    v_zone   text := coalesce(guardian.setting('report.time_zone') #>> '{}', 'UTC');
+    v_from   timestamptz := v_to - make_interval(days => v_days::integer);
+    v_report jsonb;
+    v_missed text[];
+    v_alert  uuid;
+BEGIN
+    v_report := guardian.report(v_from, v_to, NULL, v_zone);
+    v_missed := ARRAY(SELECT m ->> 'label' FROM jsonb_array_elements(v_report -> 'success_metrics') AS m
+                       WHERE m ->> 'status' = 'missed');
+    -- The previous digest has done its job.
+    PERFORM guardian.resolve_alert(a.id, 'superseded by the next digest', 'expected')
+       FROM guardian.monitoring_alerts AS a
+      WHERE a.type = 'REPORT_DIGEST' AND a.resolved_at IS NULL;
+    v_alert := guardian.raise_alert(
+        'REPORT_DIGEST', CASE WHEN cardinality(v_missed) > 0 THEN 'MEDIUM' ELSE 'INFO' END,
+        format('%s report, %s to %s: %s alert(s) (%s before); %s',
+               guardian.current_environment(),
+               to_char(v_from AT TIME ZONE v_zone, 'YYYY-MM-DD'), to_char(v_to AT TIME ZONE v_zone, 'YYYY-MM-DD'),
+               v_report #>> '{totals,alerts}', v_report #>> '{totals,previous}',
+               CASE WHEN cardinality(v_missed) = 0 THEN 'every success metric met'
+                    ELSE format('missed: %s', array_to_string(v_missed, ', ')) END),
+        NULL, NULL,
+        jsonb_build_object('report', v_report, 'from', v_from, 'to', v_to, 'time_zone', v_zone,
+                           'missed', to_jsonb(v_missed)),
+        md5(concat_ws('|', 'REPORT_DIGEST', guardian.current_environment(), v_from::text, v_to::text)));
+    RETURN format('digest %s: %s alert(s), %s missed metric(s)', v_alert, v_report #>> '{totals,alerts}', cardinality(v_missed));
+END
+$$;
+COMMENT ON FUNCTION guardian.report_digest(timestamptz) IS
+    'Raise the REPORT_DIGEST alert carrying guardian.report() of the last report.digest_days days (in the report.time_zone setting, default UTC) for the relay to send; closes the previous digest. Run weekly by the report_digest job once enabled.';
+
+INSERT INTO guardian.parameters (name, default_value, min_value, max_value, unit, description, not_above) VALUES
+    ('report.digest_days', 7, 1, 366, 'days', 'Days the report digest covers, up to the moment it runs', NULL);
+
+INSERT INTO guardian.jobs (name, schedule, command, description, max_lag, builtin, enabled)
+VALUES ('report_digest', '0 8 * * 1', 'SELECT guardian.report_digest()',
+        'Raise the weekly REPORT_DIGEST alert (the report of the last week) for the relay; off until enabled',
+        '8 days', true, false);
+
+-- >>> sql/99_finish: owners and grants of the new objects, as a fresh install makes them
+ALTER FUNCTION guardian.resolve_alert(uuid, text, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.report(timestamptz, timestamptz, text, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.alert_timeseries(timestamptz, timestamptz, text, text, text, text, text) OWNER TO guardian_owner;
+REVOKE EXECUTE ON FUNCTION guardian._check_outcome(text), guardian.resolve_alert(uuid, text, text),
+    guardian._report_zone(text), guardian._report_check(timestamptz, timestamptz, text),
+    guardian._report_buckets(timestamptz, timestamptz, text, text), guardian._report_types(text),
+    guardian.report(timestamptz, timestamptz, text, text),
+    guardian.alert_timeseries(timestamptz, timestamptz, text, text, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian._check_outcome(text), guardian.resolve_alert(uuid, text, text),
+    guardian._report_zone(text), guardian._report_check(timestamptz, timestamptz, text),
+    guardian._report_buckets(timestamptz, timestamptz, text, text), guardian._report_types(text),
+    guardian.report(timestamptz, timestamptz, text, text),
+    guardian.alert_timeseries(timestamptz, timestamptz, text, text, text, text, text) TO guardian_owner;
+ALTER FUNCTION guardian.report_digest(timestamptz) OWNER TO guardian_owner;
+REVOKE EXECUTE ON FUNCTION guardian.report_digest(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian.report_digest(timestamptz) TO guardian_owner, guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian.resolve_alert(uuid, text, text) TO guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian.report(timestamptz, timestamptz, text, text),
+    guardian.alert_timeseries(timestamptz, timestamptz, text, text, text, text, text)
+    TO guardian_reader;
+
 -- >>> sql/99_finish/80_no_create.sql and 90_security_baseline.sql: guardian_owner may create
 -- nothing again, and the new objects' privileges are the ones the security checks expect.
 REVOKE CREATE ON SCHEMA guardian FROM guardian_owner;

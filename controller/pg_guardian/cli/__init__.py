@@ -6,8 +6,9 @@ found), 2 an error.
 One module per command group, each calling the capability of the same name: :mod:`.install`
 (install, upgrade, uninstall, status, demo), :mod:`.contamination` (watch, unwatch, scan,
 check-payload), :mod:`.relay` (relay, silence, config), :mod:`.drift` (drift, fingerprint),
-:mod:`.jobs` (jobs, checks, metrics), :mod:`.response` (cleanup, quarantine, lockdown) and
-:mod:`.policy`, :mod:`.dashboard`; :data:`COMMAND_MODULES` says which defines each command. What they share:
+:mod:`.jobs` (jobs, checks, metrics), :mod:`.response` (cleanup, quarantine, lockdown),
+:mod:`.policy`, :mod:`.dashboard` and :mod:`.report`; :data:`COMMAND_MODULES` says which defines
+each command. What they share:
 :mod:`.options` (the common options and the one way to connect) and :mod:`.output` (the one
 printer, and exiting with a finding). No SQL here: each command calls its capability.
 """
@@ -51,6 +52,7 @@ COMMAND_MODULES = {
     "lockdown": "response",
     "policy": "policy",
     "dashboard": "dashboard",
+    "report": "report",
 }
 
 

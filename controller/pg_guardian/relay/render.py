@@ -140,7 +140,15 @@ def slack_payload(
     username: str = "Database Guardian",
     icon_emoji: str = ":warning:",
 ) -> dict[str, Any]:
-    """The design's Slack message: one attachment coloured by severity, with fields and a button."""
+    """The design's Slack message: one attachment coloured by severity, with fields and a button
+    (the weekly digest: its summary, see :mod:`.digest`)."""
+    from pg_guardian.relay import digest
+
+    report = digest.report_of(msg)
+    if report is not None:
+        return digest.slack_payload(
+            msg, report, app_url=app_url, channel=channel, username=username, icon_emoji=icon_emoji
+        )
     lead = msg.lead
     fields = [
         {
@@ -429,7 +437,13 @@ def email_context(msg: Message, app_url: str | None) -> dict[str, Any]:
 def email_message(
     msg: Message, *, env: jinja2.Environment, sender: str, to: tuple[str, ...], app_url: str | None
 ) -> EmailMessage:
-    """A multipart (text + HTML) email; raises RenderError naming the template that failed."""
+    """A multipart (text + HTML) email; raises RenderError naming the template that failed. The
+    weekly digest is the report itself (:mod:`.digest`), whatever the templates say."""
+    from pg_guardian.relay import digest
+
+    report = digest.report_of(msg)
+    if report is not None:
+        return digest.email_message(msg, report, sender=sender, to=to)
     context = email_context(msg, app_url)
     rendered: dict[str, str] = {}
     for name in EMAIL_TEMPLATES:

@@ -20,11 +20,14 @@ CREATE TABLE guardian.monitoring_alerts (
     acknowledged_by text,
     resolved_by     text,
     resolution_note text,
+    outcome         text,
     CONSTRAINT monitoring_alerts_severity_chk
         CHECK (severity IN ('CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'INFO')),
     CONSTRAINT monitoring_alerts_type_chk CHECK (type ~ '^[A-Z][A-Z0-9_]{0,62}$'),
     CONSTRAINT monitoring_alerts_occurrences_chk CHECK (occurrences >= 1),
-    CONSTRAINT monitoring_alerts_resolved_chk CHECK (resolved_by IS NULL OR resolved_at IS NOT NULL)
+    CONSTRAINT monitoring_alerts_resolved_chk CHECK (resolved_by IS NULL OR resolved_at IS NOT NULL),
+    CONSTRAINT monitoring_alerts_outcome_chk
+        CHECK (outcome IN ('cleaned', 'confirmed', 'false_positive', 'expected'))
 );
 COMMENT ON TABLE guardian.monitoring_alerts IS
     'Every alert the guardian raises, one row per open condition (occurrences counts repeats). Raise with guardian.raise_alert(); triage with guardian.acknowledge_alert() and guardian.resolve_alert().';
@@ -32,11 +35,19 @@ COMMENT ON COLUMN guardian.monitoring_alerts.fingerprint IS
     'Identity of the condition: repeats of an open alert with the same fingerprint add to occurrences instead of a new row.';
 COMMENT ON COLUMN guardian.monitoring_alerts.context IS
     'Session that raised the alert: roles, application_name, client address, backend pid, transaction id.';
+COMMENT ON COLUMN guardian.monitoring_alerts.outcome IS
+    'Why it was closed: cleaned (test data, removed), confirmed (true, kept), false_positive (wrong, or allowlisted), expected (e.g. a planned bulk load); NULL while unknown. Set by guardian.resolve_alert(), a cleanup (cleaned) and allowlisting (false_positive).';
 SELECT pg_catalog.pg_extension_config_dump('guardian.monitoring_alerts', '');
 
 CREATE INDEX idx_alerts_severity ON guardian.monitoring_alerts (severity);
-CREATE INDEX idx_alerts_type ON guardian.monitoring_alerts (type);
-CREATE INDEX idx_alerts_created_at ON guardian.monitoring_alerts (created_at);
+-- The design's two indexes, by type and by time, shaped for reports: by type over a period,
+-- and by time carrying what reports count (so they read the index, not the rows).
+CREATE INDEX idx_alerts_type ON guardian.monitoring_alerts (type, created_at);
+CREATE INDEX idx_alerts_created_at ON guardian.monitoring_alerts (created_at)
+    INCLUDE (severity, type, environment, table_name, occurrences, outcome, acknowledged_at, resolved_at);
+-- The backlog at any point in time: alerts still open then (resolved later, or never).
+CREATE INDEX monitoring_alerts_resolved_at_idx
+    ON guardian.monitoring_alerts ((COALESCE(resolved_at, 'infinity'::timestamptz)));
 CREATE INDEX monitoring_alerts_open_fingerprint_idx
     ON guardian.monitoring_alerts (fingerprint) WHERE resolved_at IS NULL;
 

@@ -103,7 +103,25 @@ $$;
 COMMENT ON FUNCTION guardian.acknowledge_alert(uuid) IS
     'Mark an alert as seen (who and when); acknowledging twice keeps the first acknowledgement.';
 
-CREATE FUNCTION guardian.resolve_alert(p_id uuid, p_note text DEFAULT NULL)
+CREATE FUNCTION guardian._check_outcome(p_outcome text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_outcome IS NOT NULL AND p_outcome NOT IN ('cleaned', 'confirmed', 'false_positive', 'expected') THEN
+        RAISE EXCEPTION 'unknown alert outcome %', quote_literal(p_outcome)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use cleaned (test data, removed), confirmed (true, kept), false_positive (wrong) or expected (e.g. a planned load).';
+    END IF;
+    RETURN p_outcome;
+END
+$$;
+COMMENT ON FUNCTION guardian._check_outcome(text) IS
+    'Internal: an alert outcome, or an error naming the four there are.';
+
+CREATE FUNCTION guardian.resolve_alert(p_id uuid, p_note text DEFAULT NULL, p_outcome text DEFAULT NULL)
 RETURNS guardian.monitoring_alerts
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -111,11 +129,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_alert guardian.monitoring_alerts;
+    v_outcome text := guardian._check_outcome(p_outcome);
 BEGIN
+    -- Resolving twice keeps the first resolution; a later outcome corrects the earlier one.
     UPDATE guardian.monitoring_alerts AS a
        SET resolved_at     = coalesce(a.resolved_at, now()),
            resolved_by     = coalesce(a.resolved_by, guardian._actor()),
            resolution_note = coalesce(p_note, a.resolution_note),
+           outcome         = coalesce(v_outcome, a.outcome),
            acknowledged_at = coalesce(a.acknowledged_at, now()),
            acknowledged_by = coalesce(a.acknowledged_by, guardian._actor())
      WHERE a.id = p_id
@@ -128,8 +149,8 @@ BEGIN
     RETURN v_alert;
 END
 $$;
-COMMENT ON FUNCTION guardian.resolve_alert(uuid, text) IS
-    'Close an alert (who, when, an optional note). A later repeat of the condition opens a new alert.';
+COMMENT ON FUNCTION guardian.resolve_alert(uuid, text, text) IS
+    'Close an alert (who, when, an optional note) and say why: p_outcome cleaned, confirmed, false_positive or expected. A later repeat of the condition opens a new alert.';
 
 CREATE VIEW guardian.open_alerts AS
 SELECT a.id, a.severity, a.type, a.message, a.table_name, a.record_id, a.environment,

@@ -586,8 +586,20 @@ BEGIN
     INSERT INTO guardian.allowlist (rule, relid, column_name, value, reason, expires_at)
     VALUES (p_rule, p_table, p_column, guardian._normalize(p_value), p_reason, p_expires_at)
     RETURNING id INTO v_id;
+    -- Open contamination alerts this entry covers whole were false positives. (An entry for one
+    -- value cannot be checked against an alert's redacted samples: the caller says so.)
+    IF p_value IS NULL THEN
+        PERFORM guardian.resolve_alert(a.id, format('allowlisted (entry %s): %s', v_id, p_reason), 'false_positive')
+           FROM guardian.monitoring_alerts AS a
+          WHERE a.resolved_at IS NULL
+            AND a.type IN ('TEST_DATA_CONTAMINATION', 'STRICT_MODE_REJECTION')
+            AND (p_rule IS NULL OR a.metadata ->> 'rule' = p_rule)
+            AND (p_table IS NULL OR a.table_name = p_table::text)
+            AND (p_column IS NULL OR coalesce(a.metadata -> 'columns', jsonb_build_array(a.metadata -> 'column'))
+                                     = jsonb_build_array(p_column));
+    END IF;
     RETURN v_id;
 END
 $$;
 COMMENT ON FUNCTION guardian.allow(text, regclass, text, text, text, timestamptz) IS
-    'Allowlist a known false positive: by rule, table, column and/or value (any combination), with a reason and an optional expiry.';
+    'Allowlist a known false positive: by rule, table, column and/or value (any combination), with a reason and an optional expiry. Open contamination alerts an entry without a value covers are resolved as false_positive.';

@@ -416,7 +416,8 @@ BEGIN
         ELSIF v_alert.removed = v_alert.records THEN
             PERFORM guardian.resolve_alert(v_alert.alert_id,
                 format('%s: %s record(s) and their dependent rows quarantined in batch %s; undo with SELECT guardian.restore(%L);',
-                       CASE WHEN v_batch.automatic THEN 'auto-cleanup' ELSE 'cleanup' END, v_alert.removed, p_batch, p_batch));
+                       CASE WHEN v_batch.automatic THEN 'auto-cleanup' ELSE 'cleanup' END, v_alert.removed, p_batch, p_batch),
+                'cleaned');
         END IF;
     END LOOP;
 

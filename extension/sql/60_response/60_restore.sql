@@ -281,6 +281,10 @@ BEGIN
                          THEN format('; as asked (p_run_app_code), application code ran as superuser %s: %s', CURRENT_USER, v_app_code)
                          ELSE '' END;
     PERFORM guardian._quarantine_restored(p_batch, v_summary);
+    -- Put back and allowlisted: the rows were real, so the alert was a false positive.
+    IF p_allowlist AND v_batch.alert_id IS NOT NULL THEN
+        PERFORM guardian.resolve_alert(v_batch.alert_id, NULL, 'false_positive');
+    END IF;
     RETURN v_summary;
 END
 $$;

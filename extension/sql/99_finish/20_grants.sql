@@ -20,6 +20,6 @@ GRANT EXECUTE ON FUNCTION guardian.setting(text, jsonb), guardian._mode_rank(tex
 
 GRANT EXECUTE ON FUNCTION guardian.set_environment(text), guardian.set_mode(text),
     guardian.set_table_mode(regclass, text), guardian.raise_alert(text, text, text, text, text, jsonb, text),
-    guardian.acknowledge_alert(uuid), guardian.resolve_alert(uuid, text)
+    guardian.acknowledge_alert(uuid), guardian.resolve_alert(uuid, text, text)
     TO guardian_admin;
 GRANT INSERT, UPDATE, DELETE ON guardian.settings TO guardian_admin;
