@@ -46,6 +46,10 @@ def test_guard_modes_are_the_ones_environments_and_tables_allow(
     assert listed(module_db, table, constraint) == vocabulary.MODES
 
 
+def test_outcomes_are_the_ones_alerts_allow(module_db: psycopg.Connection) -> None:
+    assert listed(module_db, "guardian.monitoring_alerts", "monitoring_alerts_outcome_chk") == vocabulary.OUTCOMES
+
+
 def test_column_kinds_are_the_rows_of_guardian_kinds(module_db: psycopg.Connection) -> None:
     rows = module_db.execute("SELECT kind FROM guardian.kinds ORDER BY kind").fetchall()
     assert sorted(vocabulary.KINDS) == [r[0] for r in rows]

@@ -14,6 +14,9 @@ SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 # Guard modes: guardian.environment.mode (environment_mode_chk) and per-table modes.
 MODES = ("off", "warn", "strict")
 
+# Why an alert was closed: guardian.monitoring_alerts.outcome (monitoring_alerts_outcome_chk).
+OUTCOMES = ("cleaned", "confirmed", "false_positive", "expected")
+
 # Column kinds that rules apply to: the rows of guardian.kinds.
 KINDS = ("email", "person_name", "organization", "phone", "identifier", "free_text")
 

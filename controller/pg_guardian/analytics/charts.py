@@ -40,6 +40,7 @@ def stacked_bars(
     n = max(len(labels), 1)
     totals = [sum(s[i] for s in series.values()) for i in range(len(labels))]
     peak = max(totals, default=0) or 1
+    top = 14  # room for the peak label above the bars
     plot = height - 22
     step = width / n
     bar = max(step * 0.8, 1.0)
@@ -57,7 +58,7 @@ def stacked_bars(
         for i, value in enumerate(values):
             if not value:
                 continue
-            h = plot * value / peak
+            h = (plot - top) * value / peak
             y = plot - base[i] - h
             base[i] += h
             parts.append(

@@ -15,7 +15,8 @@ from pg_guardian.analytics.report import Combined, duration
 from pg_guardian.vocabulary import SEVERITIES
 
 
-def _environment(name: str, report: dict[str, Any]) -> dict[str, Any]:
+def environment_charts(name: str, report: dict[str, Any]) -> dict[str, Any]:
+    """One environment's report with its charts (the HTML file's and the dashboard's)."""
     trends = report["trends"]
     response = report["response"]["by_severity"]
     return {
@@ -59,7 +60,7 @@ def html(combined: Combined) -> str:
         title=render.title(combined),
         combined=combined,
         metrics=combined.metrics(),
-        environments=[_environment(n, r) for n, r in combined.reports.items()],
+        environments=[environment_charts(n, r) for n, r in combined.reports.items()],
         facets=render.TOP_FACETS,
         severities=SEVERITIES,
         colours=charts.SEVERITY_COLOURS,

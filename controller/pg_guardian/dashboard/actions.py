@@ -2,7 +2,8 @@
 
 Each runs on a connection of its own named ``pg-guardian dashboard: <user>`` (the environment's
 ``admin_dsn`` when configured) and goes through the same functions as the CLI: acknowledge and
-resolve through guardian.acknowledge_alert / resolve_alert, cleanups as ``pg-guardian cleanup
+resolve through guardian.acknowledge_alert / resolve_alert (with the outcome the admin says, if
+any), cleanups as ``pg-guardian cleanup
 run`` does (plan, script, run in one transaction), restores through guardian.restore, silences
 through guardian.create_silence / expire_silence. The connection sets ``pg_guardian.actor``
 to ``<user>@dashboard``, so the database records the person with the role the dashboard connects
@@ -77,6 +78,14 @@ def _env(dash: Dashboard, form: FormData) -> Environment:
     return env
 
 
+def _outcome(form: FormData) -> str | None:
+    """The optional outcome of a resolution (one of queries.OUTCOMES); 400 for another."""
+    outcome = _text(form, "outcome", limit=40)
+    if outcome is not None and outcome not in queries.OUTCOMES:
+        raise HTTPException(400, f"unknown outcome {outcome!r} (one of {', '.join(queries.OUTCOMES)}, or none)")
+    return outcome
+
+
 def _uuid(value: str | None, what: str) -> UUID:
     try:
         return UUID(value or "")
@@ -141,13 +150,15 @@ def act(
 
 @page("admin")
 async def bulk_alerts(request: Request, user: User) -> Response:
-    """Acknowledge or resolve the checked alerts (``alert`` = ``env:id``, repeated), with a note."""
+    """Acknowledge or resolve the checked alerts (``alert`` = ``env:id``, repeated), with a note
+    and, for a resolution, an optional ``outcome`` (cleaned, confirmed, false_positive, expected)."""
     dash = dashboard(request)
     form = await request.form()
     action = _text(form, "action", required=True, limit=20)
     if action not in ("acknowledge", "resolve"):
         raise HTTPException(400, f"unknown action {action!r} (acknowledge or resolve)")
     note = _text(form, "note")
+    outcome = _outcome(form) if action == "resolve" else None
     picked: dict[str, list[UUID]] = {}
     values = [v for v in form.getlist("alert") if isinstance(v, str)]
     if not values:
@@ -167,8 +178,9 @@ async def bulk_alerts(request: Request, user: User) -> Response:
                     if action == "acknowledge":
                         conn.execute("SELECT guardian.acknowledge_alert(%s)", (ident,))
                     else:
-                        conn.execute("SELECT guardian.resolve_alert(%s, %s)", (ident, by(user, note)))
-            return f"{len(ids)} alert(s)" + (f"; note: {note}" if note else "")
+                        conn.execute("SELECT guardian.resolve_alert(%s, %s, %s)", (ident, by(user, note), outcome))
+            said = (f"; outcome: {outcome}" if outcome else "") + (f"; note: {note}" if note else "")
+            return f"{len(ids)} alert(s)" + said
 
         return run
 
@@ -180,7 +192,8 @@ async def bulk_alerts(request: Request, user: User) -> Response:
         await run_in_threadpool(act, dash, env, user, action, target, work(ids))
         total += len(ids)
     verb = "acknowledged" if action == "acknowledge" else "resolved"
-    return done(request, f"{verb} {total} alert(s)", _back(form, "/alerts"), {"count": total})
+    said = f" as {outcome.replace('_', ' ')}" if outcome else ""
+    return done(request, f"{verb} {total} alert(s){said}", _back(form, "/alerts"), {"count": total})
 
 
 # -- silences -----------------------------------------------------------------------------------
@@ -349,7 +362,9 @@ async def restore_batch(request: Request, user: User) -> Response:
     return done(request, summary, _page_of(env, ident) + "#quarantine", {"summary": summary})
 
 
-def _allow(dash: Dashboard, env: Environment, user: User, form: FormData) -> int:
+def _allow(dash: Dashboard, env: Environment, user: User, form: FormData, alert: UUID | None = None) -> int:
+    """Allowlist an entry; from an alert's page also resolve that alert as a false positive
+    (in the same transaction: 404 when there is no such alert, and nothing is allowlisted)."""
     rule = _text(form, "rule", limit=63)
     table = _text(form, "table", limit=200)
     column = _text(form, "column", limit=63)
@@ -360,19 +375,36 @@ def _allow(dash: Dashboard, env: Environment, user: User, form: FormData) -> int
     target = " ".join(f"{k}={v}" for k, v in (("rule", rule), ("table", table), ("column", column)) if v)
 
     def work(conn: psycopg.Connection) -> int:
-        return queries.allow(conn, rule=rule, table=table, column=column, value=value, reason=by(user, reason))
+        with conn.transaction():
+            found = queries.alert(conn, alert) if alert is not None else None
+            if alert is not None and found is None:
+                raise HTTPException(404, f"no alert {alert} in {env.name}")
+            entry = queries.allow(conn, rule=rule, table=table, column=column, value=value, reason=by(user, reason))
+            if found is not None:
+                # Allowlisting says the alert was a false positive. guardian.allow() resolves the
+                # alerts an entry covers whole; one for a value is this alert's only by our say.
+                # An alert resolved before keeps its note; its outcome is corrected.
+                note = None if found["resolved_at"] else by(user, f"allowlisted (entry {entry}): {reason}")
+                conn.execute("SELECT guardian.resolve_alert(%s, %s, 'false_positive')", (alert, note))
+            return entry
 
-    result: int = act(dash, env, user, "allowlist", target, work)
+    result: int = act(dash, env, user, "allowlist", target if alert is None else f"{target} alert={alert}", work)
     return result
 
 
 @page("admin")
 async def allow_from_alert(request: Request, user: User) -> Response:
+    """Allowlist from an alert's page: the alert is resolved with outcome false_positive."""
     dash = dashboard(request)
     form = await request.form()
     env, ident = _alert_env(dash, request, form)
-    entry = await run_in_threadpool(_allow, dash, env, user, form)
-    return done(request, f"allowlisted (entry {entry})", _page_of(env, ident), {"id": entry})
+    entry = await run_in_threadpool(_allow, dash, env, user, form, ident)
+    return done(
+        request,
+        f"allowlisted (entry {entry}); the alert is resolved as a false positive",
+        _page_of(env, ident),
+        {"id": entry},
+    )
 
 
 # -- contamination ------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The dashboard's ASGI app: environments, sessions, errors, security headers, metrics.
 
 :func:`create_app` builds it from the configuration; :func:`serve` runs it with uvicorn. The
-pages are in :mod:`pages`, the actions (every one admin-only, CSRF-checked and audited as the
-dashboard user) in :mod:`actions`.
+pages are in :mod:`pages` (the analytics page in :mod:`analytics`), the actions (every one
+admin-only, CSRF-checked and audited as the dashboard user) in :mod:`actions`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pg_guardian.dashboard import auth, metrics, render
+from pg_guardian.dashboard import auth, metrics, queries, render
 from pg_guardian.dashboard.envs import Environments
 from pg_guardian.dashboard.live import Hub
 from pg_guardian.dashboard.scans import Scans
@@ -76,6 +76,7 @@ class Dashboard:
         env.filters["sql"] = render.highlight_sql
         env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=_default)
         env.globals["activity_svg"] = render.activity_svg
+        env.globals["outcomes"] = queries.OUTCOMES
         self.templates = Jinja2Templates(env=env)
 
     def audit(
@@ -283,7 +284,7 @@ def create_app(
     Raises ConfigError (every problem listed) for a bad configuration. ``live=False`` leaves
     out the LISTEN tasks (the live feed), e.g. for API tests.
     """
-    from pg_guardian.dashboard import actions, pages
+    from pg_guardian.dashboard import actions, analytics, pages
 
     settings = settings or load(config_path, databases)
     for warning in settings.warnings:
@@ -303,6 +304,7 @@ def create_app(
     routes = [
         *pages.routes(),
         *actions.routes(),
+        *analytics.routes(),
         Mount("/static", StaticFiles(packages=[("pg_guardian.dashboard", "static")]), name="static"),
     ]
     app = Starlette(

@@ -187,6 +187,9 @@ def parse_filter(request: Request, dash: Dashboard) -> tuple[queries.AlertFilter
     state = request.query_params.get("state", "open") or "open"
     if state not in queries.STATES:
         raise HTTPException(400, f"unknown state {state!r} (one of {', '.join(queries.STATES)})")
+    outcomes = _choices(request, "outcome", {*queries.OUTCOMES, queries.NO_OUTCOME})
+    if outcomes:  # an outcome is said when an alert is resolved: the filter shows resolved alerts
+        state = "resolved"
     raw_limit = request.query_params.get("limit", "200") or "200"
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
         raise HTTPException(400, f"limit {raw_limit!r} must be a whole number from 1 to 1000")
@@ -195,7 +198,7 @@ def parse_filter(request: Request, dash: Dashboard) -> tuple[queries.AlertFilter
     if (table and len(table) > 200) or (text and len(text) > 200):
         raise HTTPException(400, "table and q are at most 200 characters")
     group = request.query_params.get("group", "") in ("1", "fingerprint", "on")
-    flt = queries.AlertFilter(envs, severities, types, table, state, text, int(raw_limit))
+    flt = queries.AlertFilter(envs, severities, types, table, state, text, int(raw_limit), outcomes)
     return flt, group
 
 
@@ -233,6 +236,7 @@ def _alerts(dash: Dashboard, flt: queries.AlertFilter, group: bool) -> dict[str,
             "state": flt.state,
             "q": flt.text or "",
             "limit": flt.limit,
+            "outcome": flt.outcomes,
         },
     }
 

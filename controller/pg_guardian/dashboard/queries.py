@@ -17,17 +17,21 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from pg_guardian import vocabulary
 from pg_guardian.dashboard.envs import NotInstalled
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
 STATES = ("open", "unacknowledged", "acknowledged", "resolved", "all")
+# guardian.monitoring_alerts.outcome (monitoring_alerts_outcome_chk): why an alert was closed.
+OUTCOMES = vocabulary.OUTCOMES
+NO_OUTCOME = "none"  # the alerts filter's "resolved without an outcome"
 ALERT_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
 ACTIVITY_ALERTS = ("BULK_OPERATION", "OFF_HOURS_ACTIVITY", "RAPID_CREATION", "UNFILTERED_WRITE")
 SECURITY_ALERT_PATTERN = r"^(ROLE_|PRIVILEGE_|LOGIN_|BRUTE_FORCE|SECURITY_DEFINER|RLS_|SCHEMA_WRITABLE)"
 GUARD_STATUS = "SELECT guarded, scheduler, scheduled_in, overdue_jobs, problem, fix FROM guardian.guard_status()"
 ALERT_COLUMNS = """a.id, a.severity, a.type, a.message, a.table_name, a.record_id, a.environment,
        a.occurrences, a.created_at, a.last_seen_at, a.acknowledged_at, a.acknowledged_by,
-       a.resolved_at, a.resolved_by, a.resolution_note, a.fingerprint"""
+       a.resolved_at, a.resolved_by, a.resolution_note, a.outcome, a.fingerprint"""
 
 
 def _rows(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict[str, Any]]:
@@ -203,7 +207,10 @@ def _busiest(entry: dict[str, Any]) -> tuple[int, str]:
 
 @dataclass
 class AlertFilter:
-    """Checked filters of the alerts page (every field optional)."""
+    """Checked filters of the alerts page (every field optional).
+
+    ``outcomes`` are values of :data:`OUTCOMES` and :data:`NO_OUTCOME` (no outcome said).
+    """
 
     environments: list[str] = field(default_factory=list)
     severities: list[str] = field(default_factory=list)
@@ -212,6 +219,7 @@ class AlertFilter:
     state: str = "open"
     text: str | None = None
     limit: int = 200
+    outcomes: list[str] = field(default_factory=list)
 
     def where(self) -> tuple[str, dict[str, Any]]:
         clauses: list[str] = []
@@ -228,6 +236,10 @@ class AlertFilter:
         if self.text:
             clauses.append("strpos(lower(a.message), lower(%(text)s)) > 0")
             params["text"] = self.text
+        if self.outcomes:
+            clauses.append("(a.outcome = ANY(%(outcomes)s) OR (%(no_outcome)s AND a.outcome IS NULL))")
+            params["outcomes"] = [o for o in self.outcomes if o != NO_OUTCOME]
+            params["no_outcome"] = NO_OUTCOME in self.outcomes
         clauses.append(
             {
                 "open": "a.resolved_at IS NULL",
