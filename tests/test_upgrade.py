@@ -24,7 +24,7 @@ CURRENT = scripts.default_version()
 # The privilege snapshot is renewed by an upgrade (the guardian's own functions come and go):
 # it is checked by the privilege_changes check finding nothing afterwards.
 # Configuration 0.2.0 brings: its new job and parameter (rows start with their name).
-ADDED = {"jobs": ("(report_digest,",), "parameters": ("(report.digest_days,",)}
+ADDED = {"jobs": ("(report_digest,", "(metrics_collect,"), "parameters": ("(report.digest_days,",)}
 RENEWED = {"acl_snapshot", "acl_baseline"}
 
 

@@ -200,6 +200,36 @@ $$;
 COMMENT ON FUNCTION guardian._check_table_growth() IS
     'Check table_growth: tables that grew by more than min_bytes and warn_pct within the window (TABLE_GROWTH).';
 
+-- Each sequence's position against its limit: its own bound or, when it feeds a narrower
+-- column (a bigint sequence behind an integer id), that column type's. Only sequences the
+-- caller may read have a position.
+CREATE FUNCTION guardian._sequence_usage()
+RETURNS TABLE (seq text, last_value bigint, seq_max bigint, start_from bigint, limit_value bigint, col text, pct numeric)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.*, round(100.0 * abs(r.last_value - r.start_from) / nullif(abs(r.limit_value - r.start_from), 0), 2) AS pct
+    FROM (SELECT c.oid::regclass::text AS seq, s.last_value, s.max_value AS seq_max,
+                 CASE WHEN s.increment_by > 0 THEN s.min_value ELSE s.max_value END AS start_from,
+                 CASE WHEN s.increment_by > 0
+                      THEN least(s.max_value, CASE a.atttypid WHEN 'int4'::regtype THEN 2147483647
+                                                               WHEN 'int2'::regtype THEN 32767 END)
+                      ELSE greatest(s.min_value, CASE a.atttypid WHEN 'int4'::regtype THEN -2147483648
+                                                                  WHEN 'int2'::regtype THEN -32768 END) END AS limit_value,
+                 CASE WHEN a.attname IS NOT NULL THEN format('%s.%I', d.refobjid::regclass, a.attname) END AS col
+            FROM pg_catalog.pg_sequences AS s
+            JOIN pg_catalog.pg_class AS c
+              ON c.relname = s.sequencename AND c.relnamespace = s.schemaname::regnamespace
+            LEFT JOIN pg_catalog.pg_depend AS d
+              ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+             AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')
+            LEFT JOIN pg_catalog.pg_attribute AS a
+              ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+           WHERE s.last_value IS NOT NULL AND NOT s.cycle) AS r
+$$;
+COMMENT ON FUNCTION guardian._sequence_usage() IS
+    'Internal: each readable sequence''s last value, limit (the narrower of its own and its column type''s) and the share of its range used.';
+
 CREATE FUNCTION guardian._check_sequences()
 RETURNS SETOF guardian.finding
 LANGUAGE plpgsql STABLE
@@ -238,24 +268,7 @@ BEGIN
                jsonb_build_object('sequence', q.seq, 'last_value', q.last_value, 'limit', q.limit_value,
                                   'column', q.col, 'used_pct', q.pct, 'warn_pct', v_warn, 'crit_pct', v_crit),
                q.seq)::guardian.finding).*
-      FROM (SELECT r.*, round(100.0 * abs(r.last_value - r.start_from) / nullif(abs(r.limit_value - r.start_from), 0), 2) AS pct
-              FROM (SELECT c.oid::regclass::text AS seq, s.last_value, s.max_value AS seq_max,
-                           CASE WHEN s.increment_by > 0 THEN s.min_value ELSE s.max_value END AS start_from,
-                           CASE WHEN s.increment_by > 0
-                                THEN least(s.max_value, CASE a.atttypid WHEN 'int4'::regtype THEN 2147483647
-                                                                         WHEN 'int2'::regtype THEN 32767 END)
-                                ELSE greatest(s.min_value, CASE a.atttypid WHEN 'int4'::regtype THEN -2147483648
-                                                                            WHEN 'int2'::regtype THEN -32768 END) END AS limit_value,
-                           CASE WHEN a.attname IS NOT NULL THEN format('%s.%I', d.refobjid::regclass, a.attname) END AS col
-                      FROM pg_catalog.pg_sequences AS s
-                      JOIN pg_catalog.pg_class AS c
-                        ON c.relname = s.sequencename AND c.relnamespace = s.schemaname::regnamespace
-                      LEFT JOIN pg_catalog.pg_depend AS d
-                        ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
-                       AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')
-                      LEFT JOIN pg_catalog.pg_attribute AS a
-                        ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-                     WHERE s.last_value IS NOT NULL AND NOT s.cycle) AS r) AS q
+      FROM guardian._sequence_usage() AS q
      WHERE q.pct >= v_warn;
 END
 $$;
