@@ -40,6 +40,8 @@ def test_cli_install_reads_database_url(cluster: LocalCluster, blank_dbname: str
 def test_plain_sql_install_creates_the_same_objects_as_the_extension(
     cluster: LocalCluster, blank_dbname: str, dbname: str
 ) -> None:
+    with psycopg.connect(cluster.dsn(blank_dbname), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION plpython3u")  # as the template has: the same detector and disk probe
     code, out = run_cli("install", "--method", "sql", "--dsn", cluster.dsn(blank_dbname))
     assert code == 0, out
     assert "(sql)" in out
@@ -132,6 +134,8 @@ def test_upgrade_from_previous_version_keeps_data_and_matches_fresh_install(
     cluster: LocalCluster, blank_dbname: str, dbname: str, method: str
 ) -> None:
     dsn = cluster.dsn(blank_dbname)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION plpython3u")  # as the fresh template has
     code, out = run_cli("install", "--dsn", dsn, "--method", method, "--version", "0.0.1")
     assert code == 0, out
     with psycopg.connect(dsn, autocommit=True) as conn:

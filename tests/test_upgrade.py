@@ -23,8 +23,45 @@ CURRENT = scripts.default_version()
 
 # The privilege snapshot is renewed by an upgrade (the guardian's own functions come and go):
 # it is checked by the privilege_changes check finding nothing afterwards.
-# Configuration 0.2.0 brings: its new job and parameter (rows start with their name).
-ADDED = {"jobs": ("(report_digest,", "(metrics_collect,"), "parameters": ("(report.digest_days,",)}
+# What 0.2.0 adds to the configuration tables (the digest, the metric history, anomaly detection
+# and the forecasts), row by row.
+ADDED = {
+    "jobs": ("(report_digest,", "(metrics_collect,", "(anomaly_detection,"),
+    "parameters": (
+        "(report.digest_days,",
+        "(forecast.hysteresis_pct,",
+        "(forecast.max_horizon_days,",
+        "(forecast.min_history_hours,",
+        "(forecast.min_samples,",
+        "(forecast.min_trend_to_noise,",
+        "(forecast.recent_hours,",
+        "(forecast.window_hours,",
+        "(health.connections_forecast.crit_days,",
+        "(health.connections_forecast.limit_pct,",
+        "(health.connections_forecast.warn_days,",
+        "(health.disk_space_forecast.crit_days,",
+        "(health.disk_space_forecast.reserve_pct,",
+        "(health.disk_space_forecast.warn_days,",
+        "(health.sequences_forecast.crit_days,",
+        "(health.sequences_forecast.limit_pct,",
+        "(health.sequences_forecast.warn_days,",
+        "(health.table_growth_forecast.crit_days,",
+        "(health.table_growth_forecast.factor,",
+        "(health.table_growth_forecast.limit_bytes,",
+        "(health.table_growth_forecast.min_bytes,",
+        "(health.table_growth_forecast.warn_days,",
+        "(health.xid_wraparound_forecast.crit_days,",
+        "(health.xid_wraparound_forecast.limit_age,",
+        "(health.xid_wraparound_forecast.warn_days,",
+    ),
+    "checks": (
+        "(connections_forecast,",
+        "(disk_space_forecast,",
+        "(sequences_forecast,",
+        "(table_growth_forecast,",
+        "(xid_wraparound_forecast,",
+    ),
+}
 RENEWED = {"acl_snapshot", "acl_baseline"}
 
 
@@ -119,6 +156,10 @@ def test_upgrade_from_the_released_0_1_0_keeps_data_and_matches_a_fresh_install(
             su.execute("CREATE DATABASE upgrade_fresh")
         fresh_db = "upgrade_fresh"
         user = _managed_owner(cluster, make_role, blank_dbname, fresh_db)
+    else:
+        # Like the fresh template: with PL/Python, so both get the anomaly detector itself.
+        with psycopg.connect(cluster.dsn(blank_dbname), autocommit=True) as su:
+            su.execute("CREATE EXTENSION plpython3u")
     method = "extension" if path == "extension" else "sql"
     try:
         with psycopg.connect(cluster.dsn(blank_dbname, user=user), autocommit=True) as conn:

@@ -2575,7 +2575,8 @@ AS $$
     SELECT CASE p_group
                WHEN 'contamination' THEN ARRAY['TEST_DATA_CONTAMINATION', 'STRICT_MODE_REJECTION']
                WHEN 'activity' THEN ARRAY['BULK_OPERATION', 'RAPID_CREATION', 'OFF_HOURS_ACTIVITY',
-                                          'SUSPICIOUS_PATTERN_RATE', 'UNFILTERED_WRITE', 'TABLE_TRUNCATED']
+                                          'SUSPICIOUS_PATTERN_RATE', 'UNFILTERED_WRITE', 'TABLE_TRUNCATED',
+                                          'ACTIVITY_ANOMALY']
            END
 $$;
 COMMENT ON FUNCTION guardian._report_types(text) IS
@@ -2934,11 +2935,12 @@ BEGIN
               FROM facts AS f))
       INTO v_result;
     RETURN v_result || jsonb_build_object(
-        'met', NOT jsonb_path_exists(v_result, '$.success_metrics[*] ? (@.status == "missed")'));
+        'met', NOT jsonb_path_exists(v_result, '$.success_metrics[*] ? (@.status == "missed")'),
+        'anomalies', guardian._report_anomalies(p_from, p_to, v_here));
 END
 $$;
 COMMENT ON FUNCTION guardian.report(timestamptz, timestamptz, text, text) IS
-    'The alert history of a period as JSON: totals and the severity x type breakdown against the previous period, common patterns behind contamination and activity alerts, times to acknowledge and resolve per severity with the backlog, daily (hourly up to two days) trends in the time zone, the relay''s delivery record and the success metrics with their targets (met is false when one is missed).';
+    'The alert history of a period as JSON: totals and the severity x type breakdown against the previous period, common patterns behind contamination and activity alerts, times to acknowledge and resolve per severity with the backlog, daily (hourly up to two days) trends in the time zone, the relay''s delivery record, the success metrics with their targets (met is false when one is missed) and the anomalies the detector found.';
 
 -- Alert counts over time for charts: one row per bucket, severity and type that has alerts,
 -- and one row with zeros (severity and type NULL) for each bucket that has none.
@@ -3285,11 +3287,17 @@ BEGIN
        AND x.sampled_at >= date_bin('1 hour', v_at - k.rollup_after, 'epoch') - interval '2 days'
        AND x.sampled_at <> date_bin('1 hour', x.sampled_at, 'epoch');
     GET DIAGNOSTICS v_rolled = ROW_COUNT;
+    -- Verdicts were given to the whole-resolution samples: they go with them.
+    DELETE FROM guardian.anomaly_scores AS s
+     USING guardian._metric_keep() AS k
+     WHERE s.metric = k.metric
+       AND s.sampled_at < date_bin('1 hour', v_at - k.rollup_after, 'epoch')
+       AND s.sampled_at >= date_bin('1 hour', v_at - k.rollup_after, 'epoch') - interval '2 days';
     RETURN QUERY SELECT v_rolled, v_dropped;
 END
 $$;
 COMMENT ON FUNCTION guardian._metric_retention(timestamptz) IS
-    'Internal (metrics_collect, hourly): drop samples past their metric''s retention; roll up those past rollup_after to one an hour (counts summed, gauges averaged).';
+    'Internal (metrics_collect, hourly): drop samples past their metric''s retention; roll up those past rollup_after to one an hour (counts summed, gauges averaged), dropping the anomaly verdicts of the samples rolled up.';
 
 -- The built-in metrics, sampled for the 10-minute buckets that ended since the last run (the
 -- writes and alerts of a bucket are complete two minutes after it ends, once the activity
@@ -3378,7 +3386,9 @@ BEGIN
               LEFT JOIN pg_catalog.pg_stat_all_tables AS s ON s.relid = t.relid
             UNION ALL
             SELECT 'sequence.used', q.seq, q.pct::double precision
-              FROM guardian._sequence_usage() AS q) AS g
+              FROM guardian._sequence_usage() AS q
+            UNION ALL
+            SELECT d.metric, d.subject, d.value FROM guardian._disk_samples() AS d) AS g
      WHERE g.value IS NOT NULL
     ON CONFLICT (metric, subject, sampled_at) DO UPDATE SET value = EXCLUDED.value;
     GET DIAGNOSTICS v_gauges = ROW_COUNT;
@@ -3401,23 +3411,1725 @@ VALUES ('metrics_collect', '*/10 * * * *', 'SELECT guardian.collect_metrics()',
         'Sample the built-in metrics into guardian.metric_samples; hourly, roll up and prune them',
         '30 minutes', true);
 
+-- Anomaly detection: each series' samples get a verdict from the seasonal-analog detector
+-- (extension/python/anomaly_detector.py, embedded below). Verdicts are causal (a sample is
+-- judged by what came before it) and kept in guardian.anomaly_scores with the detector's state,
+-- so the anomaly_detection job only scores what is new: one step per series, not its history.
+-- The detector runs in PL/Python with numpy; without plpython3u the functions say so.
+
+-- Where a series' verdicts stand. A cache of derived state: not dumped (a restored database
+-- scores its history again on first use).
+CREATE TABLE guardian.anomaly_series (
+    metric        text NOT NULL,
+    subject       text NOT NULL,
+    settings_hash text NOT NULL,
+    first_sample  timestamptz NOT NULL,
+    scored_to     timestamptz NOT NULL,
+    history       interval NOT NULL,
+    state_from    timestamptz NOT NULL,
+    dirty_from    timestamptz,
+    scalars       jsonb NOT NULL,
+    scored_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT anomaly_series_pkey PRIMARY KEY (metric, subject)
+);
+COMMENT ON TABLE guardian.anomaly_series IS
+    'Per series: how far its samples have verdicts (scored_to), the detector''s small state (scalars), a fingerprint of the settings, declared windows and detector they were scored with (settings_hash), and from when an edited history must be scored again (dirty_from). Derived; not dumped.';
+
+CREATE TABLE guardian.anomaly_scores (
+    metric      text NOT NULL,
+    subject     text NOT NULL,
+    sampled_at  timestamptz NOT NULL,
+    expected    double precision,
+    lower_bound double precision,
+    upper_bound double precision,
+    score       double precision,
+    is_anomaly  boolean,
+    rule        text NOT NULL DEFAULT '',
+    predictor   text NOT NULL DEFAULT '',
+    note        text NOT NULL DEFAULT '',
+    state       bytea,
+    CONSTRAINT anomaly_scores_pkey PRIMARY KEY (metric, subject, sampled_at)
+);
+COMMENT ON TABLE guardian.anomaly_scores IS
+    'The verdict on each sample: expected value and band, score (robust z), is_anomaly (NULL while the series is too young to judge), the rule that fired, the baseline used (week, day, recent) and why a would-be anomaly was let pass (note: expected, recurring, seen, cold, policy). state is the detector''s, kept for the trailing history it needs. Derived; not dumped.';
+CREATE INDEX anomaly_scores_anomalies_idx ON guardian.anomaly_scores (sampled_at) WHERE is_anomaly;
+
+-- Declared windows: 'expected' (maintenance, a planned load: no anomaly inside, not learnt as
+-- one) and 'incident' (a known incident: never learnt from). metric/subject '*' = every series.
+CREATE TABLE guardian.anomaly_windows (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       text NOT NULL DEFAULT 'expected',
+    metric     text NOT NULL DEFAULT '*',
+    subject    text NOT NULL DEFAULT '*',
+    starts_at  timestamptz NOT NULL,
+    ends_at    timestamptz NOT NULL,
+    note       text,
+    created_by text NOT NULL DEFAULT CURRENT_USER,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT anomaly_windows_kind_chk CHECK (kind IN ('expected', 'incident')),
+    CONSTRAINT anomaly_windows_range_chk CHECK (ends_at > starts_at AND isfinite(starts_at) AND isfinite(ends_at))
+);
+COMMENT ON TABLE guardian.anomaly_windows IS
+    'Declared windows of a series (metric/subject, ''*'' for all): expected (maintenance or a planned load: no anomaly is raised inside, and it is not learnt as one; guardian.expect) or incident (never learnt from; guardian.mark_incident).';
+SELECT pg_catalog.pg_extension_config_dump('guardian.anomaly_windows', '');
+SELECT pg_catalog.pg_extension_config_dump('guardian.anomaly_windows_id_seq', '');
+
+-- Per environment ('*' = all), metric and subject ('*' = all): on or off, sensitivity (alarm
+-- thresholds are divided by it: 2 alerts on smaller departures, 0.5 only on larger ones) and
+-- the time zone whose hours and weekdays are the seasons. The most specific row wins per field.
+CREATE TABLE guardian.anomaly_settings (
+    environment text NOT NULL DEFAULT '*',
+    metric      text NOT NULL DEFAULT '*',
+    subject     text NOT NULL DEFAULT '*',
+    enabled     boolean,
+    sensitivity double precision,
+    time_zone   text,
+    changed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    changed_by  text NOT NULL DEFAULT CURRENT_USER,
+    CONSTRAINT anomaly_settings_pkey PRIMARY KEY (environment, metric, subject),
+    CONSTRAINT anomaly_settings_sensitivity_chk CHECK (sensitivity BETWEEN 0.25 AND 4)
+);
+COMMENT ON TABLE guardian.anomaly_settings IS
+    'Anomaly detection per environment, metric and subject (''*'' = all; the most specific row wins per field): enabled, sensitivity (0.25-4, default 1: thresholds are divided by it) and time_zone (default UTC). Set with guardian.set_anomaly_settings().';
+SELECT pg_catalog.pg_extension_config_dump('guardian.anomaly_settings', '');
+
+-- The detector's output for one call; arrays hold the new samples only, except state (all).
+CREATE TYPE guardian._anomaly_step AS (
+    expected    double precision[],
+    lower_bound double precision[],
+    upper_bound double precision[],
+    score       double precision[],
+    alarm       boolean[],
+    rule        text[],
+    predictor   text[],
+    note        text[],
+    state       bytea[],
+    changed     integer[],
+    scalars     jsonb,
+    history     integer
+);
+COMMENT ON TYPE guardian._anomaly_step IS
+    'Internal: one call of the detector (verdicts for the new samples, the state of every sample given, which earlier states changed, the small state to pass on).';
+
+-- The detector itself. With plpython3u: the embedded module, compiled once per session.
+-- Without: a function that says what is missing. Either way it is the installer's (an
+-- untrusted language), runs as its caller, and touches no table.
+DO $do$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_language WHERE lanname = 'plpython3u') THEN
+        EXECUTE $fn$
+CREATE FUNCTION guardian._anomaly_resume(
+    p_times double precision[], p_values double precision[], p_time_zone text, p_kind text, p_params jsonb,
+    p_scalars jsonb, p_state bytea[], p_expected double precision[], p_incidents double precision[])
+RETURNS guardian._anomaly_step
+LANGUAGE plpython3u
+SET search_path = pg_catalog, pg_temp
+AS $py$
+-- @@ python anomaly_detector.py @@
+import json
+import math
+import sys
+import types
+
+det = SD.get("det")
+if det is None:
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        plpy.error("anomaly detection needs numpy in the server's Python",
+                   hint="Install it on the database server (Debian: apt-get install python3-numpy), then reconnect.")
+    det = types.ModuleType("pg_guardian_anomaly_detector")
+    sys.modules[det.__name__] = det
+    exec(compile(SOURCE, "anomaly_detector.py", "exec"), det.__dict__)
+    SD["det"] = det
+np = det.np
+
+def pairs(a):
+    a = [v for v in (a or []) if v is not None]
+    return [(a[i], a[i + 1]) for i in range(0, len(a) - 1, 2)]
+
+ts = np.floor(np.asarray(p_times, dtype=float)).astype(np.int64)
+if len(ts) > 1 and not np.all(np.diff(ts) > 0):
+    plpy.error("samples must be at least a second apart and in time order",
+               hint="Two samples of a series fall in the same second; keep one of them.")
+x = np.asarray([math.nan if v is None else v for v in p_values], dtype=float)
+state = None
+if p_state:
+    state = np.frombuffer(b"".join(p_state), dtype=np.float64).reshape(len(p_state), -1)
+try:
+    params = det.check_params(json.loads(p_params) if p_params else None)
+    res = det.resume(ts, x, tz=p_time_zone or "UTC", kind=p_kind, params=params,
+                     scalars=json.loads(p_scalars) if p_scalars else None, state=state,
+                     expected_windows=pairs(p_expected), incident_windows=pairs(p_incidents))
+except ValueError as exc:
+    plpy.error(str(exc), hint="Check guardian.anomaly_settings and the arguments.")
+
+def floats(a):
+    return [None if not math.isfinite(v) else float(v) for v in a.tolist()]
+
+return {
+    "expected": floats(res.expected), "lower_bound": floats(res.lower), "upper_bound": floats(res.upper),
+    "score": floats(res.score),
+    "alarm": [None if not math.isfinite(v) else bool(v) for v in res.alarm.tolist()],
+    "rule": list(res.rule), "predictor": list(res.predictor), "note": list(res.note),
+    "state": [row.tobytes() for row in np.ascontiguousarray(res.state, dtype=np.float64)],
+    "changed": [int(i) for i in res.changed],
+    "scalars": json.dumps(res.scalars),
+    "history": int(det.HISTORY_SECONDS),
+}
+$py$
+$fn$;
+    ELSE
+        EXECUTE $fn$
+CREATE FUNCTION guardian._anomaly_resume(
+    p_times double precision[], p_values double precision[], p_time_zone text, p_kind text, p_params jsonb,
+    p_scalars jsonb, p_state bytea[], p_expected double precision[], p_incidents double precision[])
+RETURNS guardian._anomaly_step
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $body$
+BEGIN
+    RAISE EXCEPTION 'anomaly detection needs PL/Python (plpython3u), which this database did not have when pg_guardian was installed'
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'As a superuser: apt-get install postgresql-plpython3-15 python3-numpy; CREATE EXTENSION plpython3u; then reinstall pg_guardian (pg-guardian install --reinstall keeps its configuration). Managed services without plpython3u cannot run it.';
+END
+$body$
+$fn$;
+    END IF;
+END
+$do$;
+COMMENT ON FUNCTION guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[]) IS
+    'Internal: one step of the seasonal-analog detector over a series (epoch seconds, values, time zone, count or gauge, parameters, the state of earlier samples). Pure: reads and writes no table.';
+
+CREATE FUNCTION guardian.anomaly_detection_available()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.lanname = 'plpython3u'
+      FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang
+     WHERE p.oid = 'guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[])'::regprocedure
+$$;
+COMMENT ON FUNCTION guardian.anomaly_detection_available() IS
+    'Whether anomaly detection can run here (pg_guardian was installed where plpython3u exists).';
+
+CREATE FUNCTION guardian._anomaly_detector_version()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT md5(p.prosrc)
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.oid = 'guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[])'::regprocedure
+$$;
+COMMENT ON FUNCTION guardian._anomaly_detector_version() IS
+    'Internal: a fingerprint of the installed detector; verdicts of another detector are scored again.';
+
+-- A series' settings: the most specific row per field (subject beats metric beats '*'; the
+-- current environment beats '*').
+CREATE FUNCTION guardian._anomaly_config(p_metric text, p_subject text)
+RETURNS TABLE (enabled boolean, sensitivity double precision, time_zone text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH rows AS (
+        SELECT s.*, (s.subject <> '*')::int * 4 + (s.metric <> '*')::int * 2 + (s.environment <> '*')::int AS rank
+          FROM guardian.anomaly_settings AS s
+         WHERE s.environment IN (guardian.current_environment(), '*')
+           AND s.metric IN (p_metric, '*') AND s.subject IN (p_subject, '*')
+    )
+    SELECT coalesce((SELECT r.enabled FROM rows AS r WHERE r.enabled IS NOT NULL ORDER BY r.rank DESC LIMIT 1), true),
+           coalesce((SELECT r.sensitivity FROM rows AS r WHERE r.sensitivity IS NOT NULL ORDER BY r.rank DESC LIMIT 1), 1.0),
+           coalesce((SELECT r.time_zone FROM rows AS r WHERE r.time_zone IS NOT NULL ORDER BY r.rank DESC LIMIT 1), 'UTC')
+$$;
+COMMENT ON FUNCTION guardian._anomaly_config(text, text) IS
+    'Internal: enabled, sensitivity and time zone of a series in this environment.';
+
+CREATE FUNCTION guardian.set_anomaly_settings(
+    p_metric text DEFAULT '*', p_subject text DEFAULT '*', p_enabled boolean DEFAULT NULL,
+    p_sensitivity double precision DEFAULT NULL, p_time_zone text DEFAULT NULL, p_environment text DEFAULT '*')
+RETURNS guardian.anomaly_settings
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row guardian.anomaly_settings;
+BEGIN
+    IF coalesce(btrim(p_metric), '') = '' OR coalesce(btrim(p_subject), '') = '' OR coalesce(btrim(p_environment), '') = '' THEN
+        RAISE EXCEPTION 'metric, subject and environment must be named (''*'' for all)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_sensitivity IS NOT NULL AND (p_sensitivity = 'NaN'::double precision OR p_sensitivity NOT BETWEEN 0.25 AND 4) THEN
+        RAISE EXCEPTION 'sensitivity % is out of range', p_sensitivity
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 0.25 to 4: 1 is the default, 2 alerts on smaller departures, 0.5 only on larger ones.';
+    END IF;
+    IF p_time_zone IS NOT NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names AS z WHERE z.name = p_time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone %', quote_literal(p_time_zone)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a name from pg_timezone_names, e.g. Europe/Berlin or America/New_York (not an abbreviation: seasons must follow daylight-saving changes).';
+    END IF;
+    INSERT INTO guardian.anomaly_settings AS s (environment, metric, subject, enabled, sensitivity, time_zone)
+    VALUES (p_environment, p_metric, p_subject, p_enabled, p_sensitivity, p_time_zone)
+    ON CONFLICT (environment, metric, subject) DO UPDATE
+       SET enabled = coalesce(EXCLUDED.enabled, s.enabled),
+           sensitivity = coalesce(EXCLUDED.sensitivity, s.sensitivity),
+           time_zone = coalesce(EXCLUDED.time_zone, s.time_zone),
+           changed_at = now(), changed_by = CURRENT_USER
+    RETURNING * INTO v_row;
+    RETURN v_row;
+END
+$$;
+COMMENT ON FUNCTION guardian.set_anomaly_settings(text, text, boolean, double precision, text, text) IS
+    'Switch anomaly detection on or off, or set its sensitivity (0.25-4) or time zone, for a metric and subject (''*'' = all) in an environment (''*'' = all); NULL leaves a field as it is. Series whose settings change are scored again.';
+
+-- The window arguments of a series: flat [from, to, from, to ...] in epoch seconds.
+CREATE FUNCTION guardian._anomaly_windows(p_metric text, p_subject text, p_kind text)
+RETURNS double precision[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(v ORDER BY w.starts_at, w.id, o), '{}')
+      FROM guardian.anomaly_windows AS w
+     CROSS JOIN LATERAL (VALUES (1, date_part('epoch', w.starts_at)), (2, date_part('epoch', w.ends_at))) AS e(o, v)
+     WHERE w.kind = p_kind AND w.metric IN (p_metric, '*') AND w.subject IN (p_subject, '*')
+$$;
+COMMENT ON FUNCTION guardian._anomaly_windows(text, text, text) IS
+    'Internal: a series'' declared windows of one kind as [from, to, ...] epoch seconds.';
+
+-- Bring a series' verdicts up to date: score the samples after scored_to from the stored state
+-- of the trailing history the detector needs; the whole series again when its settings or
+-- declared windows changed, or when a sample it had judged was edited (dirty_from).
+CREATE FUNCTION guardian._anomaly_score(p_metric text, p_subject text)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_cfg    record;
+    v_kind   text := (SELECT m.kind FROM guardian.metrics AS m WHERE m.name = p_metric);
+    v_exp    double precision[] := guardian._anomaly_windows(p_metric, p_subject, 'expected');
+    v_inc    double precision[] := guardian._anomaly_windows(p_metric, p_subject, 'incident');
+    v_series guardian.anomaly_series;
+    v_hash   text;
+    v_full   boolean;
+    v_at     timestamptz[];
+    v_times  double precision[];
+    v_values double precision[];
+    v_state  bytea[];
+    v_m      integer;
+    v_step   guardian._anomaly_step;
+    v_n      integer;
+    v_scalars jsonb;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('guardian.anomaly:' || p_metric || '|' || p_subject, 0));
+    SELECT * INTO v_cfg FROM guardian._anomaly_config(p_metric, p_subject);
+    SELECT * INTO v_series FROM guardian.anomaly_series AS s
+     WHERE s.metric = p_metric AND s.subject = p_subject FOR UPDATE;
+    -- Scored again from the start when the settings, the windows or the detector changed.
+    v_hash := md5(concat_ws('|', v_cfg.time_zone, v_cfg.sensitivity, v_kind, v_exp::text, v_inc::text,
+                            guardian._anomaly_detector_version()));
+    v_full := v_series.metric IS NULL OR v_series.settings_hash <> v_hash OR v_series.dirty_from IS NOT NULL;
+    IF v_full THEN
+        SELECT array_agg(x.sampled_at ORDER BY x.sampled_at), array_agg(date_part('epoch', x.sampled_at) ORDER BY x.sampled_at),
+               array_agg(x.value ORDER BY x.sampled_at)
+          INTO v_at, v_times, v_values
+          FROM guardian.metric_samples AS x WHERE x.metric = p_metric AND x.subject = p_subject;
+        v_m := 0;
+    ELSE
+        v_scalars := v_series.scalars;
+        SELECT array_agg(x.sampled_at ORDER BY x.sampled_at), array_agg(date_part('epoch', x.sampled_at) ORDER BY x.sampled_at),
+               array_agg(x.value ORDER BY x.sampled_at),
+               array_agg(s.state ORDER BY x.sampled_at) FILTER (WHERE x.sampled_at <= v_series.scored_to)
+          INTO v_at, v_times, v_values, v_state
+          FROM guardian.metric_samples AS x
+          LEFT JOIN guardian.anomaly_scores AS s
+            ON s.metric = x.metric AND s.subject = x.subject AND s.sampled_at = x.sampled_at
+         WHERE x.metric = p_metric AND x.subject = p_subject
+           AND x.sampled_at >= v_series.scored_to - v_series.history;
+        v_m := coalesce(cardinality(v_state), 0);
+        IF coalesce(cardinality(v_at), 0) = v_m THEN
+            RETURN 0;
+        END IF;
+        IF array_position(v_state, NULL) IS NOT NULL THEN
+            -- A judged sample without its state (pruned or lost): start again.
+            UPDATE guardian.anomaly_series AS s SET dirty_from = s.scored_to
+             WHERE s.metric = p_metric AND s.subject = p_subject;
+            RETURN guardian._anomaly_score(p_metric, p_subject);
+        END IF;
+    END IF;
+    IF v_at IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    v_step := guardian._anomaly_resume(v_times, v_values, v_cfg.time_zone, v_kind,
+                                       jsonb_build_object('sensitivity', v_cfg.sensitivity),
+                                       v_scalars, v_state, v_exp, v_inc);
+    v_n := cardinality(v_at) - v_m;
+
+    IF v_full THEN
+        DELETE FROM guardian.anomaly_scores AS s WHERE s.metric = p_metric AND s.subject = p_subject;
+    ELSIF cardinality(v_step.changed) > 0 THEN
+        UPDATE guardian.anomaly_scores AS s SET state = v_step.state[c.i + 1]
+          FROM unnest(v_step.changed) AS c(i)
+         WHERE s.metric = p_metric AND s.subject = p_subject AND s.sampled_at = v_at[c.i + 1];
+    END IF;
+    INSERT INTO guardian.anomaly_scores
+        (metric, subject, sampled_at, expected, lower_bound, upper_bound, score, is_anomaly, rule, predictor, note, state)
+    SELECT p_metric, p_subject, v_at[v_m + k], v_step.expected[k], v_step.lower_bound[k], v_step.upper_bound[k],
+           v_step.score[k], v_step.alarm[k], v_step.rule[k], v_step.predictor[k], v_step.note[k], v_step.state[v_m + k]
+      FROM generate_series(1, v_n) AS k;
+
+    -- States older than the trailing history are no longer needed.
+    UPDATE guardian.anomaly_scores AS s SET state = NULL
+     WHERE s.metric = p_metric AND s.subject = p_subject
+       AND s.sampled_at >= CASE WHEN v_full THEN '-infinity' ELSE v_series.state_from END
+       AND s.sampled_at < v_at[cardinality(v_at)] - make_interval(secs => v_step.history) - interval '1 day'
+       AND s.state IS NOT NULL;
+
+    INSERT INTO guardian.anomaly_series AS s
+        (metric, subject, settings_hash, first_sample, scored_to, history, state_from, dirty_from, scalars, scored_at)
+    VALUES (p_metric, p_subject, v_hash, v_at[1], v_at[cardinality(v_at)], make_interval(secs => v_step.history),
+            v_at[cardinality(v_at)] - make_interval(secs => v_step.history) - interval '1 day', NULL,
+            v_step.scalars, now())
+    ON CONFLICT (metric, subject) DO UPDATE
+       SET settings_hash = EXCLUDED.settings_hash,
+           first_sample = CASE WHEN v_full THEN EXCLUDED.first_sample ELSE s.first_sample END,
+           scored_to = EXCLUDED.scored_to, history = EXCLUDED.history, state_from = EXCLUDED.state_from,
+           dirty_from = NULL, scalars = EXCLUDED.scalars, scored_at = EXCLUDED.scored_at;
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_score(text, text) IS
+    'Internal: give verdicts to a series'' samples that have none (one detector step from the stored state); score it all again when its settings, declared windows or judged samples changed. Returns how many samples were judged.';
+
+-- Edits of judged samples (a late or corrected sample, a deletion) mark the series to be scored
+-- again from there. Samples older than the state the detector keeps do not matter to it (the
+-- hourly roll-up of old samples, retention).
+CREATE FUNCTION guardian._metric_samples_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        UPDATE guardian.anomaly_series AS s SET dirty_from = least(s.dirty_from, c.first)
+          FROM (SELECT n.metric, n.subject, min(n.sampled_at) AS first FROM new_rows AS n GROUP BY 1, 2) AS c
+         WHERE s.metric = c.metric AND s.subject = c.subject
+           AND c.first <= s.scored_to AND c.first >= s.scored_to - s.history;
+    END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        UPDATE guardian.anomaly_series AS s SET dirty_from = least(s.dirty_from, c.first)
+          FROM (SELECT o.metric, o.subject, min(o.sampled_at) AS first FROM old_rows AS o GROUP BY 1, 2) AS c
+         WHERE s.metric = c.metric AND s.subject = c.subject
+           AND c.first <= s.scored_to AND c.first >= s.scored_to - s.history;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION guardian._metric_samples_changed() IS
+    'Internal (statement trigger on guardian.metric_samples): a judged sample that is added, changed or removed marks its series to be scored again.';
+CREATE TRIGGER metric_samples_inserted AFTER INSERT ON guardian.metric_samples
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION guardian._metric_samples_changed();
+CREATE TRIGGER metric_samples_updated AFTER UPDATE ON guardian.metric_samples
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION guardian._metric_samples_changed();
+CREATE TRIGGER metric_samples_deleted AFTER DELETE ON guardian.metric_samples
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION guardian._metric_samples_changed();
+
+-- Arguments every reader of a series checks the same way.
+CREATE FUNCTION guardian._anomaly_check_series(p_metric text, p_subject text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_metric IS NULL OR NOT EXISTS (SELECT FROM guardian.metric_samples AS x WHERE x.metric = p_metric) THEN
+        RAISE EXCEPTION 'unknown metric %: it has no samples', quote_nullable(p_metric)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List the series with: SELECT DISTINCT metric, subject FROM guardian.metric_samples;';
+    END IF;
+    IF p_subject IS NULL OR NOT EXISTS (SELECT FROM guardian.metric_samples AS x
+                                          WHERE x.metric = p_metric AND x.subject = p_subject) THEN
+        RAISE EXCEPTION 'metric % has no samples for subject %', p_metric, quote_nullable(p_subject)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Its subjects: SELECT DISTINCT subject FROM guardian.metric_samples WHERE metric = %L;', p_metric);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_check_series(text, text) IS
+    'Internal: an error naming an unknown metric or subject, with the query that lists the known ones.';
+
+CREATE FUNCTION guardian._anomaly_check_range(p_from timestamptz, p_to timestamptz)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_from IS NULL OR p_to IS NULL OR NOT isfinite(p_from) OR NOT isfinite(p_to) THEN
+        RAISE EXCEPTION 'range % to % must have finite bounds', coalesce(p_from::text, 'NULL'), coalesce(p_to::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example: now() - interval ''7 days'', now()';
+    END IF;
+    IF p_from > p_to THEN
+        RAISE EXCEPTION 'range starts (%) after it ends (%)', p_from, p_to
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Swap the two bounds: p_from is the earlier one.';
+    END IF;
+    IF p_from = p_to THEN
+        RAISE EXCEPTION 'range % to % is empty', p_from, p_to
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give p_to later than p_from; both bounds are included.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_check_range(timestamptz, timestamptz) IS
+    'Internal: an error for a range with a missing or infinite bound, backwards, or empty.';
+
+CREATE FUNCTION guardian.detect_anomalies(p_metric text, p_subject text, p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (sampled_at timestamptz, value double precision, expected double precision,
+               lower_bound double precision, upper_bound double precision, score double precision,
+               is_anomaly boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_cold timestamptz;
+BEGIN
+    PERFORM guardian._anomaly_check_range(p_from, p_to);
+    PERFORM guardian._anomaly_check_series(p_metric, p_subject);
+    IF current_setting('transaction_read_only')::boolean THEN
+        -- A read-only transaction (a standby, a read-only session): judge without keeping.
+        RETURN QUERY
+        SELECT b.sampled_at, b.value, b.expected, b.lower_bound, b.upper_bound, b.score, b.is_anomaly
+          FROM guardian._anomaly_backtest_series(p_metric, p_subject, p_to) AS b
+         WHERE b.sampled_at >= p_from;
+        RETURN;
+    END IF;
+    PERFORM guardian._anomaly_score(p_metric, p_subject);
+    SELECT max(x.sampled_at) INTO v_cold
+      FROM guardian.metric_samples AS x
+      JOIN guardian.anomaly_scores AS s USING (metric, subject, sampled_at)
+     WHERE x.metric = p_metric AND x.subject = p_subject AND x.sampled_at BETWEEN p_from AND p_to
+       AND s.is_anomaly IS NULL;
+    IF v_cold IS NOT NULL THEN
+        RAISE NOTICE 'no verdicts for % of % up to %: the detector judges a series once it has a day of history and 24 samples',
+                     p_metric, p_subject, v_cold;
+    END IF;
+    RETURN QUERY
+    SELECT x.sampled_at, x.value, s.expected, s.lower_bound, s.upper_bound, s.score, s.is_anomaly
+      FROM guardian.metric_samples AS x
+      LEFT JOIN guardian.anomaly_scores AS s
+        ON s.metric = x.metric AND s.subject = x.subject AND s.sampled_at = x.sampled_at
+     WHERE x.metric = p_metric AND x.subject = p_subject AND x.sampled_at BETWEEN p_from AND p_to
+     ORDER BY x.sampled_at;
+END
+$$;
+COMMENT ON FUNCTION guardian.detect_anomalies(text, text, timestamptz, timestamptz) IS
+    'Every sample of a series from p_from to p_to (both included) with its verdict: expected value, band, score (robust z) and is_anomaly (NULL while the series is too young). Causal: each verdict uses only earlier samples, so it is what the anomaly_detection job said or would have said.';
+
+-- The detector over any samples, keeping nothing: backtests, tuning, read-only transactions.
+CREATE FUNCTION guardian.backtest_anomalies(
+    p_times timestamptz[], p_values double precision[], p_kind text DEFAULT NULL, p_time_zone text DEFAULT 'UTC',
+    p_sensitivity double precision DEFAULT 1)
+RETURNS TABLE (sampled_at timestamptz, value double precision, expected double precision,
+               lower_bound double precision, upper_bound double precision, score double precision,
+               is_anomaly boolean, rule text, predictor text, note text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_bad  integer;
+    v_at   timestamptz[];
+    v_vals double precision[];
+    v_step guardian._anomaly_step;
+BEGIN
+    IF p_times IS NULL OR p_values IS NULL OR cardinality(p_times) <> cardinality(p_values) THEN
+        RAISE EXCEPTION 'backtest needs as many values as times (% times, % values)',
+                        coalesce(cardinality(p_times), 0), coalesce(cardinality(p_values), 0)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(p_times) = 0 THEN
+        RAISE EXCEPTION 'backtest needs samples; none were given' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_kind IS NOT NULL AND p_kind NOT IN ('count', 'gauge') THEN
+        RAISE EXCEPTION 'unknown kind %', quote_literal(p_kind)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use count (events per sample), gauge (a level) or NULL (decide from the data).';
+    END IF;
+    IF p_sensitivity IS NULL OR p_sensitivity = 'NaN'::double precision OR p_sensitivity NOT BETWEEN 0.25 AND 4 THEN
+        RAISE EXCEPTION 'sensitivity % is out of range', coalesce(p_sensitivity::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 0.25 to 4 (1 is the default).';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names AS z WHERE z.name = p_time_zone) THEN
+        RAISE EXCEPTION 'unknown time zone %', quote_nullable(p_time_zone)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use a name from pg_timezone_names, e.g. Europe/Berlin.';
+    END IF;
+    SELECT k INTO v_bad FROM unnest(p_times, p_values) WITH ORDINALITY AS u(t, v, k)
+     WHERE t IS NULL OR NOT isfinite(t) OR v IS NULL OR v = 'NaN'::double precision OR v IN ('Infinity', '-Infinity')
+     LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'sample % (% = %) is not a finite time and value', v_bad,
+                        coalesce(p_times[v_bad]::text, 'NULL'), coalesce(p_values[v_bad]::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave a missing sample out rather than give NaN, infinity or NULL.';
+    END IF;
+    SELECT array_agg(t ORDER BY t), array_agg(v ORDER BY t) INTO v_at, v_vals FROM unnest(p_times, p_values) AS u(t, v);
+    SELECT t INTO v_bad FROM (SELECT t, lag(t) OVER (ORDER BY t) AS prev FROM unnest(v_at) AS t) AS d
+     WHERE date_trunc('second', d.t) = date_trunc('second', d.prev) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'two samples fall in the same second' USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Keep one sample per moment (the detector works to the second).';
+    END IF;
+    v_step := guardian._anomaly_resume(
+        ARRAY(SELECT date_part('epoch', t) FROM unnest(v_at) WITH ORDINALITY AS u(t, k) ORDER BY k),
+        v_vals, p_time_zone, p_kind, jsonb_build_object('sensitivity', p_sensitivity), NULL, NULL, '{}', '{}');
+    RETURN QUERY
+    SELECT v_at[k], v_vals[k], v_step.expected[k], v_step.lower_bound[k], v_step.upper_bound[k], v_step.score[k],
+           v_step.alarm[k], v_step.rule[k], v_step.predictor[k], v_step.note[k]
+      FROM generate_series(1, cardinality(v_at)) AS k;
+END
+$$;
+COMMENT ON FUNCTION guardian.backtest_anomalies(timestamptz[], double precision[], text, text, double precision) IS
+    'Run the anomaly detector over samples given as arrays (in any order) and return every verdict, keeping nothing: tune on your own data without touching the history. kind: count, gauge or NULL (decided from the data).';
+
+CREATE FUNCTION guardian._anomaly_backtest_series(p_metric text, p_subject text, p_to timestamptz)
+RETURNS TABLE (sampled_at timestamptz, value double precision, expected double precision,
+               lower_bound double precision, upper_bound double precision, score double precision,
+               is_anomaly boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cfg  record;
+    v_at   timestamptz[];
+    v_vals double precision[];
+    v_step guardian._anomaly_step;
+BEGIN
+    SELECT * INTO v_cfg FROM guardian._anomaly_config(p_metric, p_subject);
+    SELECT array_agg(x.sampled_at ORDER BY x.sampled_at), array_agg(x.value ORDER BY x.sampled_at) INTO v_at, v_vals
+      FROM guardian.metric_samples AS x WHERE x.metric = p_metric AND x.subject = p_subject AND x.sampled_at <= p_to;
+    IF v_at IS NULL THEN
+        RETURN;
+    END IF;
+    v_step := guardian._anomaly_resume(
+        ARRAY(SELECT date_part('epoch', t) FROM unnest(v_at) WITH ORDINALITY AS u(t, k) ORDER BY k), v_vals,
+        v_cfg.time_zone, (SELECT m.kind FROM guardian.metrics AS m WHERE m.name = p_metric),
+        jsonb_build_object('sensitivity', v_cfg.sensitivity), NULL, NULL,
+        guardian._anomaly_windows(p_metric, p_subject, 'expected'), guardian._anomaly_windows(p_metric, p_subject, 'incident'));
+    RETURN QUERY
+    SELECT v_at[k], v_vals[k], v_step.expected[k], v_step.lower_bound[k], v_step.upper_bound[k], v_step.score[k], v_step.alarm[k]
+      FROM generate_series(1, cardinality(v_at)) AS k;
+END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_backtest_series(text, text, timestamptz) IS
+    'Internal: a series'' verdicts computed afresh up to p_to, without keeping them (detect_anomalies in a read-only transaction).';
+
+-- Declared windows.
+CREATE FUNCTION guardian._anomaly_window(
+    p_kind text, p_metric text, p_subject text, p_from timestamptz, p_to timestamptz, p_note text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    PERFORM guardian._anomaly_check_range(p_from, p_to);
+    IF coalesce(btrim(p_metric), '') = '' OR coalesce(btrim(p_subject), '') = '' THEN
+        RAISE EXCEPTION 'name the metric and subject of the window (''*'' for all)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_metric <> '*' AND NOT EXISTS (SELECT FROM guardian.metrics AS m WHERE m.name = p_metric)
+       AND NOT EXISTS (SELECT FROM guardian.metric_samples AS x WHERE x.metric = p_metric) THEN
+        RAISE EXCEPTION 'unknown metric %', quote_literal(p_metric)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a metric of guardian.metrics or one with samples, or ''*'' for every metric.';
+    END IF;
+    INSERT INTO guardian.anomaly_windows (kind, metric, subject, starts_at, ends_at, note, created_by)
+    VALUES (p_kind, p_metric, p_subject, p_from, p_to, p_note, guardian._actor())
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_window(text, text, text, timestamptz, timestamptz, text) IS
+    'Internal: record a declared window (expect, mark_incident); series it touches are scored again with it.';
+
+CREATE FUNCTION guardian.expect(p_metric text, p_subject text, p_from timestamptz, p_to timestamptz, p_note text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT guardian._anomaly_window('expected', p_metric, p_subject, p_from, p_to, p_note)
+$$;
+COMMENT ON FUNCTION guardian.expect(text, text, timestamptz, timestamptz, text) IS
+    'Declare a maintenance window or a planned load of a series (metric/subject, ''*'' = all) from p_from to p_to: no anomaly is raised inside it, and what happens there is not learnt as an anomaly. Returns the window''s id (DELETE FROM guardian.anomaly_windows to take it back).';
+
+CREATE FUNCTION guardian.mark_incident(p_metric text, p_subject text, p_from timestamptz, p_to timestamptz, p_note text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT guardian._anomaly_window('incident', p_metric, p_subject, p_from, p_to, p_note)
+$$;
+COMMENT ON FUNCTION guardian.mark_incident(text, text, timestamptz, timestamptz, text) IS
+    'Label an incident of a series (metric/subject, ''*'' = all) from p_from to p_to: its samples are never learnt from, so a long outage does not become the new normal. Returns the window''s id.';
+
+-- The alert for an anomalous sample, in words: "312 updates to dental.patients between 22:00
+-- and 22:10; usually 0-4 at this hour on Sundays".
+CREATE FUNCTION guardian._anomaly_sentence(
+    p_metric text, p_subject text, p_kind text, p_at timestamptz, p_value double precision,
+    p_lower double precision, p_upper double precision, p_predictor text, p_time_zone text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_local timestamp := p_at AT TIME ZONE p_time_zone;
+    v_what  text;
+    v_band  text;
+    v_when  text;
+BEGIN
+    IF p_kind = 'count' THEN
+        v_band := format('%s–%s', greatest(floor(coalesce(p_lower, 0)), 0)::bigint, ceil(coalesce(p_upper, 0))::bigint);
+    ELSE
+        v_band := format('%s–%s', guardian._anomaly_number(p_lower), guardian._anomaly_number(p_upper));
+    END IF;
+    v_when := CASE p_predictor
+                  WHEN 'week' THEN 'at this hour on ' || to_char(v_local, 'FMDay') || 's'
+                  WHEN 'day' THEN 'at this hour'
+                  ELSE 'in the hours before' END;
+    v_what := CASE p_metric
+                  WHEN 'writes.insert' THEN 'rows inserted into'
+                  WHEN 'writes.update' THEN 'updates to'
+                  WHEN 'writes.delete' THEN 'rows deleted from'
+                  WHEN 'alerts.raised' THEN CASE WHEN p_subject = '*' THEN 'alerts' ELSE p_subject || ' alerts' END
+                  END;
+    IF p_kind = 'count' AND v_what IS NOT NULL THEN
+        RETURN format('%s %s%s between %s and %s%s; usually %s %s',
+                      guardian._anomaly_number(p_value), v_what,
+                      CASE WHEN p_metric LIKE 'writes.%' THEN ' ' || p_subject ELSE '' END,
+                      to_char(v_local, 'HH24:MI'), to_char(v_local + interval '10 minutes', 'HH24:MI'),
+                      CASE WHEN p_time_zone <> 'UTC' THEN ' (' || p_time_zone || ')' ELSE '' END, v_band, v_when);
+    ELSIF p_kind = 'count' THEN
+        RETURN format('%s of %s: %s between %s and %s%s; usually %s %s', p_metric, p_subject,
+                      guardian._anomaly_number(p_value), to_char(v_local, 'HH24:MI'),
+                      to_char(v_local + interval '10 minutes', 'HH24:MI'),
+                      CASE WHEN p_time_zone <> 'UTC' THEN ' (' || p_time_zone || ')' ELSE '' END, v_band, v_when);
+    END IF;
+    RETURN format('%s of %s was %s at %s%s; usually %s %s', p_metric, p_subject, guardian._anomaly_number(p_value),
+                  to_char(v_local, 'HH24:MI'), CASE WHEN p_time_zone <> 'UTC' THEN ' (' || p_time_zone || ')' ELSE '' END,
+                  v_band, v_when);
+END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_sentence(text, text, text, timestamptz, double precision, double precision, double precision, text, text) IS
+    'Internal: an anomaly in one sentence: what was seen, when (local time), and the usual band at that time.';
+
+CREATE FUNCTION guardian._anomaly_number(p_value double precision)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_value IS NULL THEN '?'
+                WHEN p_value = round(p_value) AND abs(p_value) < 1e15 THEN round(p_value)::bigint::text
+                WHEN abs(p_value) >= 100 THEN round(p_value::numeric)::text
+                ELSE round(p_value::numeric, 2)::text END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_number(double precision) IS
+    'Internal: a sample value as a person reads it (whole numbers whole, others to two decimals).';
+
+CREATE FUNCTION guardian.run_anomaly_detection(p_at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_at       timestamptz := coalesce(p_at, now());
+    r          record;
+    a          record;
+    v_cfg      record;
+    v_kind     text;
+    v_series   integer := 0;
+    v_verdicts integer := 0;
+    v_alerts   integer := 0;
+    v_failed   text[] := '{}';
+BEGIN
+    IF NOT guardian.anomaly_detection_available() THEN
+        PERFORM guardian.raise_alert('CHECK_DEGRADED', 'LOW',
+            'anomaly detection cannot run: pg_guardian was installed where plpython3u did not exist',
+            NULL, 'anomaly_detection',
+            jsonb_build_object('check', 'anomaly_detection',
+                               'fix', 'As a superuser: apt-get install postgresql-plpython3-15 python3-numpy; CREATE EXTENSION plpython3u; then reinstall pg_guardian. Or switch the job off: SELECT guardian.set_job(''anomaly_detection'', enabled => false);'));
+        RETURN 'anomaly detection is unavailable here (no plpython3u)';
+    END IF;
+    FOR r IN
+        SELECT c.metric, c.subject, s.scored_to
+          FROM (SELECT x.metric, x.subject, max(x.sampled_at) AS last
+                  FROM guardian.metric_samples AS x
+                 WHERE x.sampled_at > v_at - interval '1 day' AND x.sampled_at <= v_at
+                 GROUP BY 1, 2) AS c
+          LEFT JOIN guardian.anomaly_series AS s ON s.metric = c.metric AND s.subject = c.subject
+         WHERE s.metric IS NULL OR c.last > s.scored_to OR s.dirty_from IS NOT NULL
+         ORDER BY 1, 2
+    LOOP
+        SELECT * INTO v_cfg FROM guardian._anomaly_config(r.metric, r.subject);
+        CONTINUE WHEN NOT v_cfg.enabled;
+        BEGIN
+            v_verdicts := v_verdicts + guardian._anomaly_score(r.metric, r.subject);
+        EXCEPTION WHEN OTHERS THEN
+            v_failed := v_failed || format('%s of %s: %s', r.metric, r.subject, SQLERRM);
+            CONTINUE;
+        END;
+        v_series := v_series + 1;
+        v_kind := coalesce((SELECT m.kind FROM guardian.metrics AS m WHERE m.name = r.metric), 'gauge');
+        -- Anomalies among the new verdicts, and recent ones only: a first scoring of a long
+        -- history does not alert on its past.
+        FOR a IN
+            SELECT s.sampled_at, x.value, s.expected, s.lower_bound, s.upper_bound, s.score, s.rule, s.predictor
+              FROM guardian.anomaly_scores AS s
+              JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+             WHERE s.metric = r.metric AND s.subject = r.subject AND s.is_anomaly
+               AND s.sampled_at > coalesce(r.scored_to, '-infinity') AND s.sampled_at >= v_at - interval '2 hours'
+             ORDER BY s.sampled_at
+        LOOP
+            PERFORM guardian.raise_alert(
+                CASE WHEN r.metric LIKE 'writes.%' THEN 'ACTIVITY_ANOMALY' ELSE 'METRIC_ANOMALY' END,
+                CASE WHEN abs(a.score) >= 12 THEN 'HIGH' ELSE 'MEDIUM' END,
+                guardian._anomaly_sentence(r.metric, r.subject, v_kind, a.sampled_at, a.value, a.lower_bound,
+                                           a.upper_bound, a.predictor, v_cfg.time_zone),
+                CASE WHEN r.metric LIKE 'writes.%' OR r.metric LIKE 'table.%' THEN r.subject END,
+                NULL,
+                jsonb_build_object('metric', r.metric, 'subject', r.subject, 'sampled_at', a.sampled_at,
+                                   'value', a.value, 'expected', a.expected, 'lower_bound', a.lower_bound,
+                                   'upper_bound', a.upper_bound, 'score', round(a.score::numeric, 2),
+                                   'direction', CASE WHEN a.score > 0 THEN 'up' ELSE 'down' END,
+                                   'rule', a.rule, 'baseline', a.predictor, 'time_zone', v_cfg.time_zone,
+                                   'fix', format('If this was planned, declare it so it is not flagged again: SELECT guardian.expect(%L, %L, %L, %L, ''why'');',
+                                                 r.metric, r.subject, a.sampled_at, a.sampled_at + interval '10 minutes'),
+                                   'action_required', format('Check what happened at %s; if it was planned, declare it: SELECT guardian.expect(%L, %L, %L, %L, ''why'');',
+                                                 a.sampled_at, r.metric, r.subject, a.sampled_at, a.sampled_at + interval '10 minutes')),
+                md5('anomaly|' || r.metric || '|' || r.subject));
+            v_alerts := v_alerts + 1;
+        END LOOP;
+    END LOOP;
+    IF cardinality(v_failed) > 0 THEN
+        PERFORM guardian.raise_alert('CHECK_DEGRADED', 'LOW',
+            format('anomaly detection failed for %s series: %s', cardinality(v_failed), array_to_string(v_failed[1:5], '; ')),
+            NULL, 'anomaly_detection',
+            jsonb_build_object('check', 'anomaly_detection', 'failed', to_jsonb(v_failed[1:50]),
+                               'fix', 'Read the errors; SELECT * FROM guardian.detect_anomalies(metric, subject, now() - interval ''1 day'', now()) shows one series'' error in full.'));
+    END IF;
+    RETURN format('%s series scored, %s new verdicts, %s anomalies%s', v_series, v_verdicts, v_alerts,
+                  CASE WHEN cardinality(v_failed) > 0 THEN format(', %s failed', cardinality(v_failed)) ELSE '' END);
+END
+$$;
+COMMENT ON FUNCTION guardian.run_anomaly_detection(timestamptz) IS
+    'Job (anomaly_detection, every 10 minutes, after metrics_collect): score the new samples of every enabled series and raise ACTIVITY_ANOMALY (writes) or METRIC_ANOMALY (other metrics) for each recent anomalous sample, with its band and a sentence; one open alert per series.';
+
+-- The anomalies of a period, newest first, each in a sentence; series that matter are brought up
+-- to date first (as the job would).
+CREATE FUNCTION guardian.anomalies(p_since timestamptz, p_metric text DEFAULT NULL, p_subject text DEFAULT NULL,
+                                   p_until timestamptz DEFAULT NULL)
+RETURNS TABLE (metric text, subject text, sampled_at timestamptz, value double precision, expected double precision,
+               lower_bound double precision, upper_bound double precision, score double precision, rule text,
+               baseline text, alert_type text, sentence text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_until timestamptz := coalesce(p_until, now());
+    r       record;
+BEGIN
+    PERFORM guardian._anomaly_check_range(p_since, v_until);
+    IF p_metric IS NOT NULL THEN
+        PERFORM guardian._anomaly_check_series(p_metric, coalesce(p_subject,
+            (SELECT x.subject FROM guardian.metric_samples AS x WHERE x.metric = p_metric LIMIT 1)));
+    END IF;
+    IF p_subject IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.metric_samples AS x WHERE x.subject = p_subject) THEN
+        RAISE EXCEPTION 'no series has the subject %', quote_literal(p_subject)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List the series with: SELECT DISTINCT metric, subject FROM guardian.metric_samples;';
+    END IF;
+    IF guardian.anomaly_detection_available() AND NOT current_setting('transaction_read_only')::boolean THEN
+        FOR r IN
+            SELECT c.metric, c.subject
+              FROM (SELECT x.metric, x.subject, max(x.sampled_at) AS last FROM guardian.metric_samples AS x
+                     WHERE x.sampled_at >= p_since
+                       AND (p_metric IS NULL OR x.metric = p_metric) AND (p_subject IS NULL OR x.subject = p_subject)
+                     GROUP BY 1, 2) AS c
+              LEFT JOIN guardian.anomaly_series AS s ON s.metric = c.metric AND s.subject = c.subject
+             WHERE s.metric IS NULL OR c.last > s.scored_to OR s.dirty_from IS NOT NULL
+             ORDER BY 1, 2
+        LOOP
+            PERFORM guardian._anomaly_score(r.metric, r.subject);
+        END LOOP;
+    END IF;
+    RETURN QUERY
+    SELECT s.metric, s.subject, s.sampled_at, x.value, s.expected, s.lower_bound, s.upper_bound, s.score, s.rule,
+           s.predictor, CASE WHEN s.metric LIKE 'writes.%' THEN 'ACTIVITY_ANOMALY' ELSE 'METRIC_ANOMALY' END,
+           guardian._anomaly_sentence(s.metric, s.subject, coalesce(m.kind, 'gauge'), s.sampled_at, x.value,
+                                      s.lower_bound, s.upper_bound, s.predictor, c.time_zone)
+      FROM guardian.anomaly_scores AS s
+      JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+      LEFT JOIN guardian.metrics AS m ON m.name = s.metric
+     CROSS JOIN LATERAL guardian._anomaly_config(s.metric, s.subject) AS c
+     WHERE s.is_anomaly AND s.sampled_at BETWEEN p_since AND v_until
+       AND (p_metric IS NULL OR s.metric = p_metric) AND (p_subject IS NULL OR s.subject = p_subject)
+     ORDER BY s.sampled_at DESC, s.metric, s.subject;
+END
+$$;
+COMMENT ON FUNCTION guardian.anomalies(timestamptz, text, text, timestamptz) IS
+    'The anomalous samples from p_since to p_until (default now), newest first, optionally of one metric and/or subject, each with its band, the baseline it was judged against and a sentence. Series with unjudged samples are judged first.';
+
+INSERT INTO guardian.jobs (name, schedule, command, description, max_lag, builtin)
+VALUES ('anomaly_detection', '3-59/10 * * * *', 'SELECT guardian.run_anomaly_detection()',
+        'Score the newest metric samples of every series; raise ACTIVITY_ANOMALY / METRIC_ANOMALY',
+        '30 minutes', true);
+
+-- The report's view of anomalies (guardian.report): how many samples were anomalous in the
+-- period, by alert type and by series, and the latest ones. Verdicts are this database's, so
+-- a report on another environment's alerts has none.
+CREATE FUNCTION guardian._report_anomalies(p_from timestamptz, p_to timestamptz, p_here boolean)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH found AS (
+        SELECT s.metric, s.subject, s.sampled_at, x.value, s.lower_bound, s.upper_bound, s.score,
+               CASE WHEN s.metric LIKE 'writes.%' THEN 'ACTIVITY_ANOMALY' ELSE 'METRIC_ANOMALY' END AS type
+          FROM guardian.anomaly_scores AS s
+          JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+         WHERE p_here AND s.is_anomaly AND s.sampled_at >= p_from AND s.sampled_at < p_to
+    )
+    SELECT jsonb_build_object(
+        'samples', (SELECT count(*) FROM found),
+        'by_type', jsonb_build_object(
+            'ACTIVITY_ANOMALY', (SELECT count(*) FROM found WHERE type = 'ACTIVITY_ANOMALY'),
+            'METRIC_ANOMALY', (SELECT count(*) FROM found WHERE type = 'METRIC_ANOMALY')),
+        'top_series', (SELECT coalesce(jsonb_agg(jsonb_build_object('value', t.series, 'alerts', t.n) ORDER BY t.n DESC, t.series), '[]')
+                         FROM (SELECT f.metric || ' ' || f.subject AS series, count(*) AS n FROM found AS f
+                                GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5) AS t),
+        'latest', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                              'sampled_at', l.sampled_at, 'metric', l.metric, 'subject', l.subject, 'value', l.value,
+                              'lower_bound', l.lower_bound, 'upper_bound', l.upper_bound,
+                              'score', round(l.score::numeric, 2), 'type', l.type) ORDER BY l.sampled_at DESC), '[]')
+                     FROM (SELECT * FROM found ORDER BY sampled_at DESC LIMIT 10) AS l))
+$$;
+COMMENT ON FUNCTION guardian._report_anomalies(timestamptz, timestamptz, boolean) IS
+    'Internal (guardian.report): anomalous samples of the period by alert type and series, and the latest ten.';
+
+-- Forecasts and predictive alerts: a robust linear trend over the recent history of a series
+-- (guardian.metric_samples), its expected value with a band, and the health checks that say
+-- when a sequence, the transaction-ID age, a table, the connections or the disk will reach
+-- their limit, before they do.
+--
+-- Why the fit looks the way it does (forecast flapping: kubernetes-mixin#98, netdata#859):
+--   * a long window (7 days by default), so a cleanup sawtooth or a daily cycle averages out;
+--   * the window is cut into at most 100 equal time buckets and each bucket is its median, so
+--     a cron burst moves one point at most;
+--   * Theil-Sen: the slope is the median of the slopes between every two points, the level the
+--     median of what is left; half the points can be wrong without moving it much;
+--   * a prediction is only made when the rise over the window stands clear of the scatter
+--     around the line (forecast.min_trend_to_noise), and when the last day alone (a second fit
+--     over forecast.recent_hours) also arrives within the horizon: a trend that stopped
+--     resolves its alert within a day, a burst of the last day alone raises none;
+--   * an open prediction is kept until its arrival moves past the horizon by a margin
+--     (forecast.hysteresis_pct), so it does not come and go at the edge.
+
+INSERT INTO guardian.metrics (name, kind, unit, description, builtin) VALUES
+    ('disk.free', 'gauge', 'bytes', 'Free space of the file system holding the data directory, as the server may use it (subject: this database''s name; needs PL/Python)', true),
+    ('disk.size', 'gauge', 'bytes', 'Size of the file system holding the data directory (subject: this database''s name; needs PL/Python)', true);
+
+INSERT INTO guardian.parameters (name, default_value, min_value, max_value, unit, description, not_above) VALUES
+    ('forecast.window_hours', 168, 2, 8760, 'hours', 'Forecasts fit the trend of this much recent history', NULL),
+    ('forecast.recent_hours', 24, 1, 8760, 'hours', 'A prediction also needs the trend of this much recent history alone to arrive within the horizon', 'forecast.window_hours'),
+    ('forecast.min_history_hours', 6, 1, 8760, 'hours', 'A forecast needs samples spanning at least this long', 'forecast.window_hours'),
+    ('forecast.min_samples', 12, 3, 1000000, 'samples', 'A forecast needs at least this many samples in its window', NULL),
+    ('forecast.min_trend_to_noise', 3, 0, 1000, 'ratio', 'Predict only when the rise over the window is at least this many times the scatter around the trend', NULL),
+    ('forecast.hysteresis_pct', 25, 0, 1000, 'percent', 'An open prediction stays open until its arrival is this much beyond the warning horizon', NULL),
+    ('forecast.max_horizon_days', 730, 1, 36500, 'days', 'guardian.forecast() looks at most this far ahead', NULL),
+    ('health.sequences_forecast.warn_days', 30, 1, 3650, 'days', 'Sequence predicted to reach its limit within this many days: warning', NULL),
+    ('health.sequences_forecast.crit_days', 7, 0, 3650, 'days', 'Sequence predicted to reach its limit within this many days: high', 'health.sequences_forecast.warn_days'),
+    ('health.sequences_forecast.limit_pct', 100, 1, 100, 'percent', 'Share of a sequence''s range whose arrival is predicted', NULL),
+    ('health.xid_wraparound_forecast.warn_days', 30, 1, 3650, 'days', 'Transaction-ID age predicted to reach the limit within this many days: warning', NULL),
+    ('health.xid_wraparound_forecast.crit_days', 7, 0, 3650, 'days', 'Transaction-ID age predicted to reach the limit within this many days: high', 'health.xid_wraparound_forecast.warn_days'),
+    ('health.xid_wraparound_forecast.limit_age', 2144483647, 1000000, 2147483647, 'transactions', 'Transaction-ID age whose arrival is predicted (default: where PostgreSQL stops assigning transaction IDs, 2^31 - 1 less 3 million)', NULL),
+    ('health.table_growth_forecast.warn_days', 30, 1, 3650, 'days', 'Table predicted to reach its growth limit within this many days: warning', NULL),
+    ('health.table_growth_forecast.crit_days', 7, 0, 3650, 'days', 'Table predicted to reach its growth limit within this many days: high', 'health.table_growth_forecast.warn_days'),
+    ('health.table_growth_forecast.factor', 2, 1.01, 1000, 'times', 'Predict when a table reaches this multiple of its size now (2: it doubles)', NULL),
+    ('health.table_growth_forecast.limit_bytes', 0, 0, 1e15, 'bytes', 'Also predict when a table reaches this size (0: no absolute limit)', NULL),
+    ('health.table_growth_forecast.min_bytes', 1073741824, 0, 1e15, 'bytes', 'Ignore tables smaller than this', NULL),
+    ('health.connections_forecast.warn_days', 30, 1, 3650, 'days', 'Connections predicted to reach the available ones within this many days: warning', NULL),
+    ('health.connections_forecast.crit_days', 7, 0, 3650, 'days', 'Connections predicted to reach the available ones within this many days: high', 'health.connections_forecast.warn_days'),
+    ('health.connections_forecast.limit_pct', 100, 1, 100, 'percent', 'Share of the available connections (max_connections less the superuser reserve) whose arrival is predicted', NULL),
+    ('health.disk_space_forecast.warn_days', 30, 1, 3650, 'days', 'Data directory file system predicted to fill within this many days: warning', NULL),
+    ('health.disk_space_forecast.crit_days', 7, 0, 3650, 'days', 'Data directory file system predicted to fill within this many days: high', 'health.disk_space_forecast.warn_days'),
+    ('health.disk_space_forecast.reserve_pct', 0, 0, 50, 'percent', 'Count the file system as full when this share of it is left (0: when nothing is left)', NULL);
+
+-- The trend of one series between two moments. Times are seconds from the first sample
+-- (origin), so the fit is the value at the origin (intercept) and a slope per second.
+CREATE FUNCTION guardian._forecast_fit(p_metric text, p_subject text, p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (
+    samples    integer,
+    points     integer,
+    fit_from   timestamptz,
+    fit_to     timestamptz,
+    origin     double precision,
+    slope      double precision,
+    intercept  double precision,
+    spread     double precision,
+    r2         double precision,
+    x_mean     double precision,
+    x_sxx      double precision,
+    last_value double precision)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH raw AS (
+        SELECT extract(epoch FROM s.sampled_at)::double precision AS t, s.value AS v
+          FROM guardian.metric_samples AS s
+         WHERE s.metric = p_metric AND s.subject = p_subject
+           AND s.sampled_at > p_from AND s.sampled_at <= p_to
+    ), span AS (
+        SELECT min(r.t) AS t0, max(r.t) AS t1, count(*)::integer AS n FROM raw AS r
+    ), pts AS (
+        -- At most 100 points: the median of each equal time bucket (a burst moves one point).
+        SELECT avg(r.t) - sp.t0 AS x, percentile_cont(0.5) WITHIN GROUP (ORDER BY r.v) AS y
+          FROM raw AS r CROSS JOIN span AS sp
+         GROUP BY sp.t0, least(floor(100 * (r.t - sp.t0) / nullif(sp.t1 - sp.t0, 0)), 99)
+    ), theil_sen AS (
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY (b.y - a.y) / (b.x - a.x)) AS b
+          FROM pts AS a JOIN pts AS b ON b.x > a.x
+    ), fit AS (
+        SELECT ts.b, percentile_cont(0.5) WITHIN GROUP (ORDER BY p.y - ts.b * p.x) AS a
+          FROM pts AS p CROSS JOIN theil_sen AS ts
+         GROUP BY ts.b
+    ), res AS (
+        SELECT r.v, r.v - (f.a + f.b * (r.t - sp.t0)) AS e
+          FROM raw AS r CROSS JOIN span AS sp CROSS JOIN fit AS f
+    )
+    SELECT sp.n, (SELECT count(*)::integer FROM pts), to_timestamp(sp.t0), to_timestamp(sp.t1), sp.t0,
+           f.b, f.a,
+           -- the scatter around the line, robustly: 1.4826 times the median absolute residual
+           (SELECT 1.4826 * percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(x.e)) FROM res AS x),
+           (SELECT CASE WHEN var_pop(x.v) > 0 THEN greatest(0, 1 - avg(x.e * x.e) / var_pop(x.v)) END FROM res AS x),
+           (SELECT avg(p.x) FROM pts AS p),
+           (SELECT var_pop(p.x) * count(*) FROM pts AS p),
+           (SELECT r.v FROM raw AS r ORDER BY r.t DESC LIMIT 1)
+      FROM span AS sp LEFT JOIN fit AS f ON true
+$$;
+COMMENT ON FUNCTION guardian._forecast_fit(text, text, timestamptz, timestamptz) IS
+    'Internal: the Theil-Sen trend of a series between two moments, over at most 100 bucket medians: slope per second from the first sample, level there, robust scatter of the samples around it, r2, and what the band needs.';
+
+CREATE FUNCTION guardian.forecast(p_metric text, p_subject text, p_horizon interval)
+RETURNS TABLE (
+    forecast_at   timestamptz,
+    expected      double precision,
+    lower_bound   double precision,
+    upper_bound   double precision,
+    slope_per_day double precision,
+    r2            double precision,
+    spread        double precision,
+    samples       integer,
+    fit_from      timestamptz,
+    fit_to        timestamptz,
+    method        text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_window      interval := guardian.param('forecast.window_hours')::double precision * interval '1 hour';
+    v_min_history interval := guardian.param('forecast.min_history_hours')::double precision * interval '1 hour';
+    v_min_samples integer := guardian.param('forecast.min_samples');
+    v_max_days    numeric := guardian.param('forecast.max_horizon_days');
+    v_last        timestamptz;
+    v_subjects    text;
+    v_fit         record;
+    v_start       timestamptz;
+    v_x           double precision;
+    v_half        double precision;
+BEGIN
+    IF p_metric IS NULL OR p_subject IS NULL THEN
+        RAISE EXCEPTION 'a forecast needs a metric and a subject, not %/%', coalesce(p_metric, 'NULL'), coalesce(p_subject, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example: SELECT * FROM guardian.forecast(''database.size'', current_database(), ''30 days'');';
+    END IF;
+    IF p_horizon IS NULL OR p_horizon <= interval '0' THEN
+        RAISE EXCEPTION 'forecast horizon % is not a positive interval', coalesce(p_horizon::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Look ahead by a positive interval, for example ''7 days''.';
+    END IF;
+    IF p_horizon > v_max_days * interval '1 day' THEN
+        RAISE EXCEPTION 'forecast horizon % is beyond the longest allowed, % days', p_horizon, v_max_days
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A straight line fitted to days of history says little about years ahead.',
+                  HINT = format('Look ahead at most %s days, or raise the limit: SELECT guardian.set_param(''forecast.max_horizon_days'', %s);',
+                                v_max_days, least(ceil(extract(epoch FROM p_horizon) / 86400), 36500));
+    END IF;
+    SELECT max(s.sampled_at) INTO v_last
+      FROM guardian.metric_samples AS s WHERE s.metric = p_metric AND s.subject = p_subject;
+    IF v_last IS NULL THEN
+        SELECT string_agg(x.subject, ', ') INTO v_subjects
+          FROM (SELECT DISTINCT s.subject FROM guardian.metric_samples AS s
+                 WHERE s.metric = p_metric ORDER BY s.subject LIMIT 5) AS x;
+        IF v_subjects IS NULL THEN
+            RAISE EXCEPTION 'no samples of metric % in guardian.metric_samples', quote_literal(p_metric)
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'List the series with: SELECT metric, subject, count(*) FROM guardian.metric_samples GROUP BY 1, 2 ORDER BY 1, 2;';
+        END IF;
+        RAISE EXCEPTION 'no samples of metric % for subject %', quote_literal(p_metric), quote_literal(p_subject)
+            USING ERRCODE = 'no_data_found',
+                  DETAIL = format('Subjects of %s include: %s.', p_metric, v_subjects),
+                  HINT = format('List them with: SELECT DISTINCT subject FROM guardian.metric_samples WHERE metric = %L;', p_metric);
+    END IF;
+
+    -- The history window ends at the newest sample; the forecast starts now (or then, if later).
+    SELECT * INTO v_fit FROM guardian._forecast_fit(p_metric, p_subject, v_last - v_window, v_last) AS f;
+    IF v_fit.samples < v_min_samples OR v_fit.fit_to - v_fit.fit_from < v_min_history OR v_fit.slope IS NULL THEN
+        RAISE EXCEPTION 'series %/% has too little history for a forecast: % samples spanning % (newest %)',
+                        p_metric, p_subject, v_fit.samples, date_trunc('second', v_fit.fit_to - v_fit.fit_from), v_last
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('A forecast needs at least %s samples spanning %s within the %s before the newest sample.',
+                                  v_min_samples, v_min_history, v_window),
+                  HINT = 'Wait for more samples (metrics_collect takes one every 10 minutes), or lower the need: SELECT guardian.set_param(''forecast.min_history_hours'', ...);';
+    END IF;
+
+    v_start := greatest(now(), v_last);
+    FOR i IN 0 .. 12 LOOP
+        forecast_at := v_start + p_horizon * (i / 12.0);
+        v_x := extract(epoch FROM forecast_at)::double precision - v_fit.origin;
+        expected := v_fit.intercept + v_fit.slope * v_x;
+        -- A prediction band (about 95 %) from the scatter around the line, widening with the
+        -- distance from the middle of the history as the slope's uncertainty adds up.
+        v_half := 1.96 * v_fit.spread
+                  * sqrt(1 + 1.0 / v_fit.points + (v_x - v_fit.x_mean) ^ 2 / nullif(v_fit.x_sxx, 0));
+        lower_bound := expected - coalesce(v_half, 0);
+        upper_bound := expected + coalesce(v_half, 0);
+        slope_per_day := v_fit.slope * 86400;
+        r2 := v_fit.r2;
+        spread := v_fit.spread;
+        samples := v_fit.samples;
+        fit_from := v_fit.fit_from;
+        fit_to := v_fit.fit_to;
+        method := 'theil-sen';
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian.forecast(text, text, interval) IS
+    'Forecast of a series (metric, subject) from now to now + horizon in 12 steps: expected value and a ~95% band, from a Theil-Sen trend over the last forecast.window_hours of samples (slope per day, r2, scatter, samples and fit window as evidence). Errors name unknown series, too little history and bad horizons.';
+
+-- Subjects of a metric worth fitting: enough history in the window, a recent sample, and an
+-- ordinary least-squares slope heading the right way (cheap, before the robust fit).
+CREATE FUNCTION guardian._forecast_candidates(p_metric text, p_rising boolean, p_at timestamptz)
+RETURNS TABLE (subject text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.subject
+      FROM guardian.metric_samples AS s
+     WHERE s.metric = p_metric
+       AND s.sampled_at > p_at - guardian.param('forecast.window_hours')::double precision * interval '1 hour'
+       AND s.sampled_at <= p_at
+     GROUP BY s.subject
+    HAVING count(*) >= guardian.param('forecast.min_samples')
+       AND max(s.sampled_at) - min(s.sampled_at) >= guardian.param('forecast.min_history_hours')::double precision * interval '1 hour'
+       AND max(s.sampled_at) > p_at - guardian.param('forecast.recent_hours')::double precision * interval '1 hour'
+       AND regr_slope(s.value, extract(epoch FROM s.sampled_at)) * CASE WHEN p_rising THEN 1 ELSE -1 END > 0
+     ORDER BY s.subject
+$$;
+COMMENT ON FUNCTION guardian._forecast_candidates(text, boolean, timestamptz) IS
+    'Internal: the subjects of a metric with enough recent history whose least-squares trend heads up (or down): the only ones the predictive checks fit.';
+
+-- When a series reaches a limit (p_limit, and/or p_factor times its level now), if both the
+-- whole window and its recent part say it will within p_horizon; no row otherwise.
+CREATE FUNCTION guardian._forecast_arrival(
+    p_metric text, p_subject text, p_limit double precision, p_factor double precision,
+    p_rising boolean, p_horizon interval, p_at timestamptz DEFAULT NULL)
+RETURNS TABLE (arrival_at timestamptz, limit_value double precision, fitted_now double precision, evidence jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_at          timestamptz := coalesce(p_at, now());
+    v_window      interval := guardian.param('forecast.window_hours')::double precision * interval '1 hour';
+    v_recent      interval := guardian.param('forecast.recent_hours')::double precision * interval '1 hour';
+    v_min_history interval := guardian.param('forecast.min_history_hours')::double precision * interval '1 hour';
+    v_min_samples integer := guardian.param('forecast.min_samples');
+    v_min_ttn     double precision := guardian.param('forecast.min_trend_to_noise');
+    v_dir         double precision := CASE WHEN p_rising THEN 1 ELSE -1 END;
+    v_now         double precision := extract(epoch FROM v_at);
+    v_end         double precision := extract(epoch FROM v_at + p_horizon);
+    v_fit         record;
+    v_rec         record;
+    v_limit       double precision := p_limit;
+    v_ttn         double precision;
+    v_long        double precision;
+    v_short       double precision;
+BEGIN
+    SELECT * INTO v_fit FROM guardian._forecast_fit(p_metric, p_subject, v_at - v_window, v_at) AS f;
+    IF NOT FOUND OR v_fit.samples < v_min_samples OR v_fit.fit_to - v_fit.fit_from < v_min_history
+       OR v_fit.slope IS NULL OR v_dir * v_fit.slope <= 0 THEN
+        RETURN;
+    END IF;
+    fitted_now := v_fit.intercept + v_fit.slope * (v_now - v_fit.origin);
+    IF p_factor IS NOT NULL THEN
+        v_limit := CASE WHEN p_rising THEN least(coalesce(v_limit, 'Infinity'), p_factor * fitted_now)
+                        ELSE greatest(coalesce(v_limit, '-Infinity'), p_factor * fitted_now) END;
+    END IF;
+    IF v_limit IS NULL THEN
+        RETURN;
+    END IF;
+    -- The rise over the window must stand clear of the scatter (a sawtooth's does not).
+    v_ttn := abs(v_fit.slope) * extract(epoch FROM v_fit.fit_to - v_fit.fit_from) / nullif(v_fit.spread, 0);
+    IF v_ttn < v_min_ttn THEN
+        RETURN;
+    END IF;
+    v_long := v_fit.origin + (v_limit - v_fit.intercept) / v_fit.slope;
+    IF v_long > v_end THEN
+        RETURN;
+    END IF;
+    -- The recent part alone must agree (a trend that stopped, or a burst of the last day alone).
+    IF v_recent < v_window THEN
+        SELECT * INTO v_rec FROM guardian._forecast_fit(p_metric, p_subject, v_at - v_recent, v_at) AS f;
+    ELSE
+        v_rec := v_fit;
+    END IF;
+    IF v_rec.samples < 3 OR v_rec.slope IS NULL OR v_dir * v_rec.slope <= 0 THEN
+        RETURN;
+    END IF;
+    v_short := v_rec.origin + (v_limit - v_rec.intercept) / v_rec.slope;
+    IF v_short > v_end THEN
+        RETURN;
+    END IF;
+    arrival_at := to_timestamp(greatest(v_long, v_short, v_now));
+    limit_value := v_limit;
+    evidence := jsonb_build_object(
+        'method', 'theil-sen',
+        'eta', arrival_at,
+        'eta_days', round(((extract(epoch FROM arrival_at) - v_now) / 86400)::numeric, 2),
+        'limit', v_limit,
+        'current_value', fitted_now,
+        'last_value', v_fit.last_value,
+        'slope_per_day', v_fit.slope * 86400,
+        'recent_slope_per_day', v_rec.slope * 86400,
+        'window_hours', extract(epoch FROM v_window) / 3600,
+        'recent_hours', extract(epoch FROM v_recent) / 3600,
+        'fit_from', v_fit.fit_from,
+        'fit_to', v_fit.fit_to,
+        'samples', v_fit.samples,
+        'r2', round(v_fit.r2::numeric, 4),
+        'spread', v_fit.spread,
+        'trend_to_noise', CASE WHEN v_ttn IS NOT NULL THEN round(v_ttn::numeric, 1) END);
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION guardian._forecast_arrival(text, text, double precision, double precision, boolean, interval, timestamptz) IS
+    'Internal: when a series reaches a limit (absolute, or a multiple of its level now), if the trend over forecast.window_hours stands clear of the scatter and both it and the trend over forecast.recent_hours arrive within the horizon; the later arrival and the evidence.';
+
+-- The horizon a prediction must arrive within: the warning horizon, stretched by
+-- forecast.hysteresis_pct while its alert is open so it does not come and go at the edge.
+CREATE FUNCTION guardian._forecast_horizon(p_check text, p_key text, p_warn_days numeric)
+RETURNS interval
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_warn_days * interval '1 day'
+           * CASE WHEN EXISTS (SELECT FROM guardian.monitoring_alerts AS a
+                                WHERE a.resolved_at IS NULL
+                                  AND a.fingerprint = guardian._finding_fingerprint(p_check, p_key))
+                  THEN 1 + guardian.param('forecast.hysteresis_pct') / 100 ELSE 1 END
+$$;
+COMMENT ON FUNCTION guardian._forecast_horizon(text, text, numeric) IS
+    'Internal: the horizon of a predictive check for one subject (the warning days, longer by forecast.hysteresis_pct while its alert is open).';
+
+CREATE FUNCTION guardian._forecast_when(p_arrival timestamptz, p_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('around %s UTC (%s)', to_char(p_arrival AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+                  CASE WHEN p_arrival - p_at < interval '1 hour' THEN 'within the hour'
+                       WHEN p_arrival - p_at < interval '2 days'
+                       THEN format('in %s hours', round(extract(epoch FROM p_arrival - p_at) / 3600))
+                       ELSE format('in %s days', round(extract(epoch FROM p_arrival - p_at) / 86400, 1)) END)
+$$;
+COMMENT ON FUNCTION guardian._forecast_when(timestamptz, timestamptz) IS
+    'Internal: an estimated time of arrival as people read it: "around 2026-05-03 14:00 UTC (in 12.3 days)".';
+
+CREATE FUNCTION guardian._check_sequences_forecast()
+RETURNS SETOF guardian.finding
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_warn    numeric := guardian.param('health.sequences_forecast.warn_days');
+    v_crit    numeric := guardian.param('health.sequences_forecast.crit_days');
+    v_limit   numeric := guardian.param('health.sequences_forecast.limit_pct');
+    v_at      timestamptz := now();
+    v_subject text;
+    v_p       record;
+BEGIN
+    FOR v_subject IN SELECT c.subject FROM guardian._forecast_candidates('sequence.used', true, v_at) AS c LOOP
+        SELECT * INTO v_p FROM guardian._forecast_arrival('sequence.used', v_subject, v_limit, NULL, true,
+            guardian._forecast_horizon('sequences_forecast', v_subject, v_warn), v_at) AS p;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY SELECT (ROW('sequences_forecast', 'SEQUENCE_EXHAUSTION_PREDICTED',
+            CASE WHEN v_p.arrival_at <= v_at + v_crit * interval '1 day' THEN 'HIGH' ELSE 'MEDIUM' END,
+            v_subject, NULL,
+            format('sequence %s will have used %s%% of its range %s: %s%% used now, %s%s points a day over the last %s days',
+                   v_subject, v_limit, guardian._forecast_when(v_p.arrival_at, v_at),
+                   round(v_p.fitted_now::numeric, 2), '+', round((v_p.evidence ->> 'slope_per_day')::numeric, 3),
+                   round((v_p.evidence ->> 'window_hours')::numeric / 24, 1)),
+            format('Move it to bigint before then: ALTER SEQUENCE %s AS bigint; and ALTER TABLE ... ALTER COLUMN ... TYPE bigint for the column it feeds; or find what takes values so fast (rolled-back inserts use them up too).', v_subject),
+            v_p.evidence || jsonb_build_object('sequence', v_subject, 'limit_pct', v_limit,
+                                               'warn_days', v_warn, 'crit_days', v_crit),
+            v_subject)::guardian.finding).*;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._check_sequences_forecast() IS
+    'Check sequences_forecast: sequences whose sequence.used trend reaches limit_pct of their range within warn_days (SEQUENCE_EXHAUSTION_PREDICTED).';
+
+CREATE FUNCTION guardian._check_xid_wraparound_forecast()
+RETURNS SETOF guardian.finding
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_warn     numeric := guardian.param('health.xid_wraparound_forecast.warn_days');
+    v_crit     numeric := guardian.param('health.xid_wraparound_forecast.crit_days');
+    v_limit    numeric := guardian.param('health.xid_wraparound_forecast.limit_age');
+    v_warn_age numeric := guardian.param('health.xid_wraparound.warn_age');
+    v_freeze   numeric := current_setting('autovacuum_freeze_max_age')::numeric;
+    v_at       timestamptz := now();
+    v_subject  text;
+    v_p        record;
+    v_slope    double precision;
+BEGIN
+    FOR v_subject IN SELECT c.subject FROM guardian._forecast_candidates('xid.age', true, v_at) AS c LOOP
+        SELECT * INTO v_p FROM guardian._forecast_arrival('xid.age', v_subject, v_limit, NULL, true,
+            guardian._forecast_horizon('xid_wraparound_forecast', v_subject, v_warn), v_at) AS p;
+        CONTINUE WHEN NOT FOUND;
+        -- Below autovacuum_freeze_max_age a rising age is the normal climb before the
+        -- anti-wraparound vacuum brings it down: only an age past it that keeps rising counts.
+        CONTINUE WHEN v_p.fitted_now < v_freeze;
+        v_slope := (v_p.evidence ->> 'slope_per_day')::double precision;
+        RETURN QUERY SELECT (ROW('xid_wraparound_forecast', 'XID_WRAPAROUND_PREDICTED',
+            CASE WHEN v_p.arrival_at <= v_at + v_crit * interval '1 day' THEN 'HIGH' ELSE 'MEDIUM' END,
+            NULL, v_subject,
+            format('transaction-ID age of database %s will reach %s %s%s: %s now (past autovacuum_freeze_max_age, %s) and rising by %s a day, so vacuum is not holding it back',
+                   v_subject, v_limit, guardian._forecast_when(v_p.arrival_at, v_at),
+                   CASE WHEN v_limit >= 2144483647 THEN ', where PostgreSQL stops assigning transaction IDs' END,
+                   round(v_p.fitted_now::numeric), v_freeze, round(v_slope::numeric)),
+            format('Run VACUUM (FREEZE, VERBOSE) in database %s now, and find what holds vacuum back: long transactions (pg_stat_activity.backend_xmin), prepared transactions (pg_prepared_xacts), stale replication slots (pg_replication_slots.xmin); check autovacuum keeps up (autovacuum_max_workers, autovacuum_vacuum_cost_limit).', v_subject),
+            v_p.evidence || jsonb_build_object(
+                'database', v_subject, 'limit_age', v_limit, 'autovacuum_freeze_max_age', v_freeze,
+                'warn_age', v_warn_age,
+                'warn_age_eta', CASE WHEN v_p.fitted_now < v_warn_age
+                                     THEN v_at + (v_warn_age - v_p.fitted_now) / v_slope * interval '1 day' END,
+                'warn_days', v_warn, 'crit_days', v_crit),
+            v_subject)::guardian.finding).*;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._check_xid_wraparound_forecast() IS
+    'Check xid_wraparound_forecast: databases whose xid.age, already past autovacuum_freeze_max_age, trends to limit_age within warn_days (XID_WRAPAROUND_PREDICTED).';
+
+CREATE FUNCTION guardian._check_table_growth_forecast()
+RETURNS SETOF guardian.finding
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_warn    numeric := guardian.param('health.table_growth_forecast.warn_days');
+    v_crit    numeric := guardian.param('health.table_growth_forecast.crit_days');
+    v_factor  numeric := guardian.param('health.table_growth_forecast.factor');
+    v_bytes   numeric := guardian.param('health.table_growth_forecast.limit_bytes');
+    v_min     numeric := guardian.param('health.table_growth_forecast.min_bytes');
+    v_at      timestamptz := now();
+    v_subject text;
+    v_p       record;
+BEGIN
+    FOR v_subject IN SELECT c.subject FROM guardian._forecast_candidates('table.size', true, v_at) AS c LOOP
+        SELECT * INTO v_p FROM guardian._forecast_arrival('table.size', v_subject, nullif(v_bytes, 0), v_factor, true,
+            guardian._forecast_horizon('table_growth_forecast', v_subject, v_warn), v_at) AS p;
+        CONTINUE WHEN NOT FOUND OR v_p.fitted_now < v_min;
+        RETURN QUERY SELECT (ROW('table_growth_forecast', 'TABLE_GROWTH_PREDICTED',
+            CASE WHEN v_p.arrival_at <= v_at + v_crit * interval '1 day' THEN 'HIGH' ELSE 'MEDIUM' END,
+            v_subject, NULL,
+            format('table %s will reach %s (%s) %s: %s now, growing by %s a day',
+                   v_subject, pg_size_pretty(v_p.limit_value::numeric),
+                   CASE WHEN v_bytes > 0 AND v_p.limit_value = v_bytes THEN 'the limit health.table_growth_forecast.limit_bytes'
+                        ELSE format('%s times its size now', v_factor) END,
+                   guardian._forecast_when(v_p.arrival_at, v_at), pg_size_pretty(v_p.fitted_now::numeric),
+                   pg_size_pretty(round((v_p.evidence ->> 'slope_per_day')::numeric))),
+            format('Check what writes to %s and whether that growth is planned: add retention (delete or archive old rows, drop old partitions), and make sure the disk has room for it before then.', v_subject),
+            v_p.evidence || jsonb_build_object('table', v_subject, 'factor', v_factor,
+                                               'limit_bytes', nullif(v_bytes, 0), 'min_bytes', v_min,
+                                               'warn_days', v_warn, 'crit_days', v_crit),
+            v_subject)::guardian.finding).*;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._check_table_growth_forecast() IS
+    'Check table_growth_forecast: tables of at least min_bytes whose table.size trend reaches factor times their size now (or limit_bytes) within warn_days (TABLE_GROWTH_PREDICTED).';
+
+CREATE FUNCTION guardian._check_connections_forecast()
+RETURNS SETOF guardian.finding
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_warn      numeric := guardian.param('health.connections_forecast.warn_days');
+    v_crit      numeric := guardian.param('health.connections_forecast.crit_days');
+    v_pct       numeric := guardian.param('health.connections_forecast.limit_pct');
+    v_at        timestamptz := now();
+    v_subject   text;
+    v_available double precision;
+    v_p         record;
+BEGIN
+    FOR v_subject IN SELECT c.subject FROM guardian._forecast_candidates('connections', true, v_at) AS c LOOP
+        -- The newest connections.available of the series, else this server's.
+        SELECT s.value INTO v_available FROM guardian.metric_samples AS s
+         WHERE s.metric = 'connections.available' AND s.subject = v_subject
+         ORDER BY s.sampled_at DESC LIMIT 1;
+        v_available := coalesce(v_available, current_setting('max_connections')::double precision
+                                             - current_setting('superuser_reserved_connections')::double precision);
+        SELECT * INTO v_p FROM guardian._forecast_arrival('connections', v_subject, v_available * v_pct / 100, NULL, true,
+            guardian._forecast_horizon('connections_forecast', v_subject, v_warn), v_at) AS p;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY SELECT (ROW('connections_forecast', 'CONNECTIONS_SATURATION_PREDICTED',
+            CASE WHEN v_p.arrival_at <= v_at + v_crit * interval '1 day' THEN 'HIGH' ELSE 'MEDIUM' END,
+            NULL, v_subject,
+            format('client connections (seen from database %s) will reach %s, %s%% of the %s available, %s: %s now, rising by %s a day',
+                   v_subject, round(v_p.limit_value::numeric), v_pct, v_available,
+                   guardian._forecast_when(v_p.arrival_at, v_at), round(v_p.fitted_now::numeric, 1),
+                   round((v_p.evidence ->> 'slope_per_day')::numeric, 1)),
+            'Find sessions that pile up (SELECT usename, application_name, state, count(*) FROM pg_stat_activity GROUP BY 1, 2, 3 ORDER BY 4 DESC;): leaked or idle connections, a pool sized too large; put a pooler (PgBouncer) in front, set idle_session_timeout, or raise max_connections before then.',
+            v_p.evidence || jsonb_build_object('available', v_available, 'limit_pct', v_pct,
+                                               'warn_days', v_warn, 'crit_days', v_crit),
+            v_subject)::guardian.finding).*;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._check_connections_forecast() IS
+    'Check connections_forecast: client connections whose trend reaches limit_pct of connections.available within warn_days (CONNECTIONS_SATURATION_PREDICTED).';
+
+-- Free space of the data directory's file system. Only PL/Python can ask the operating
+-- system; install_disk_probe() creates the function with it where plpython3u exists (and a
+-- superuser installs), else a PL/pgSQL stand-in that knows nothing. It takes no argument:
+-- the only path it reads is the server's own data_directory setting.
+CREATE FUNCTION guardian.install_disk_probe()
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_python  boolean := EXISTS (SELECT FROM pg_catalog.pg_language AS l WHERE l.lanname = 'plpython3u');
+    v_super   boolean := coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = CURRENT_USER), false);
+    v_exists  boolean := EXISTS (SELECT FROM pg_catalog.pg_proc AS p
+                                  WHERE p.pronamespace = 'guardian'::regnamespace AND p.proname = '_data_directory_space');
+BEGIN
+    IF v_python AND v_super THEN
+        EXECUTE $fn$
+CREATE OR REPLACE FUNCTION guardian._data_directory_space()
+RETURNS TABLE (free_bytes bigint, size_bytes bigint)
+LANGUAGE plpython3u
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $py$
+import os
+path = plpy.execute("SELECT pg_catalog.current_setting('data_directory') AS d")[0]["d"]
+st = os.statvfs(path)
+# f_bavail: what an unprivileged process (the server) may still use, not root's reserve.
+return [(st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)]
+$py$
+$fn$;
+    ELSIF v_exists THEN
+        RAISE EXCEPTION '%', CASE WHEN NOT v_python
+                                  THEN format('PL/Python (plpython3u) is not installed in database %s', current_database())
+                                  ELSE format('role %s may not create PL/Python functions', CURRENT_USER) END
+            USING ERRCODE = CASE WHEN NOT v_python THEN 'feature_not_supported' ELSE 'insufficient_privilege' END,
+                  HINT = 'As a superuser: install PL/Python on the server (Debian/Ubuntu: apt-get install postgresql-plpython3-15), then in this database: CREATE EXTENSION plpython3u; SELECT guardian.install_disk_probe();';
+    ELSE
+        EXECUTE $fn$
+CREATE FUNCTION guardian._data_directory_space()
+RETURNS TABLE (free_bytes bigint, size_bytes bigint)
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $body$
+BEGIN
+    -- No PL/Python here when pg_guardian was installed: the disk cannot be measured.
+    RETURN QUERY SELECT NULL::bigint, NULL::bigint;
+END
+$body$
+$fn$;
+        RAISE NOTICE 'pg_guardian: no PL/Python (plpython3u) here: free disk space is not measured (disk_space_forecast reports CHECK_DEGRADED until a superuser runs CREATE EXTENSION plpython3u; SELECT guardian.install_disk_probe();)';
+    END IF;
+    EXECUTE $c$COMMENT ON FUNCTION guardian._data_directory_space() IS
+        'Internal: free and total bytes of the file system holding the data directory (PL/Python os.statvfs; NULLs where pg_guardian was installed without plpython3u). Takes no input; runs as its caller (guardian_owner, which may read data_directory through pg_monitor).'$c$;
+    RETURN CASE WHEN v_python AND v_super THEN 'disk probe: PL/Python' ELSE 'disk probe: unavailable (no plpython3u)' END;
+END
+$$;
+COMMENT ON FUNCTION guardian.install_disk_probe() IS
+    'Create the disk-space probe behind disk.free and DISK_FULL_PREDICTED: with PL/Python where plpython3u exists and a superuser runs it (run it again after CREATE EXTENSION plpython3u), else a stand-in that measures nothing.';
+SELECT guardian.install_disk_probe();
+
+CREATE FUNCTION guardian.disk_probe_available()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((SELECT l.lanname = 'plpython3u'
+                       FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang
+                      WHERE p.pronamespace = 'guardian'::regnamespace AND p.proname = '_data_directory_space'), false)
+$$;
+COMMENT ON FUNCTION guardian.disk_probe_available() IS
+    'Whether free disk space can be measured here (the probe was created with PL/Python).';
+
+-- For guardian.collect_metrics(): the disk gauges now, or nothing (never an error: a probe
+-- that cannot look must not cost the other samples).
+CREATE FUNCTION guardian._disk_samples()
+RETURNS TABLE (metric text, subject text, value double precision)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_free bigint;
+    v_size bigint;
+BEGIN
+    IF NOT guardian.disk_probe_available() THEN
+        RETURN;
+    END IF;
+    BEGIN
+        SELECT d.free_bytes, d.size_bytes INTO v_free, v_size FROM guardian._data_directory_space() AS d;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_guardian: free disk space not sampled: %', SQLERRM;
+        RETURN;
+    END;
+    RETURN QUERY
+    SELECT x.metric, current_database()::text, x.value
+      FROM (VALUES ('disk.free', v_free::double precision), ('disk.size', v_size::double precision)) AS x(metric, value)
+     WHERE x.value IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION guardian._disk_samples() IS
+    'Internal (metrics_collect): the disk.free and disk.size gauges of the data directory''s file system now; none without PL/Python or when the probe fails (with a warning).';
+
+CREATE FUNCTION guardian._check_disk_space_forecast()
+RETURNS SETOF guardian.finding
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_warn    numeric := guardian.param('health.disk_space_forecast.warn_days');
+    v_crit    numeric := guardian.param('health.disk_space_forecast.crit_days');
+    v_reserve numeric := guardian.param('health.disk_space_forecast.reserve_pct');
+    v_window  interval := guardian.param('forecast.window_hours')::double precision * interval '1 hour';
+    v_at      timestamptz := now();
+    v_subject text;
+    v_size    double precision;
+    v_p       record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM guardian.metric_samples AS s
+                    WHERE s.metric = 'disk.free' AND s.sampled_at > v_at - v_window) THEN
+        IF NOT guardian.disk_probe_available() THEN
+            -- Samples recorded from outside (guardian.record_metric) are forecast all the same.
+            RETURN QUERY SELECT (ROW('disk_space_forecast', 'CHECK_DEGRADED', 'LOW', NULL, NULL,
+                'free disk space is not measured here: pg_guardian was installed where PL/Python (plpython3u) did not exist, so there are no disk.free samples to forecast',
+                'As a superuser: install PL/Python on the server (Debian/Ubuntu: apt-get install postgresql-plpython3-15), then in this database: CREATE EXTENSION plpython3u; SELECT guardian.install_disk_probe(); Where PL/Python is not offered (managed services), record the free bytes from outside every 10 minutes (SELECT guardian.record_metric(''disk.free'', current_database(), <bytes>);) or switch the check off: SELECT guardian.set_check_enabled(''disk_space_forecast'', false);',
+                jsonb_build_object('plpython3u', EXISTS (SELECT FROM pg_catalog.pg_language AS l WHERE l.lanname = 'plpython3u')),
+                NULL)::guardian.finding).*;
+        ELSE
+            -- No history yet: at least show that the probe can look (an error here is reported).
+            PERFORM guardian._data_directory_space();
+        END IF;
+        RETURN;
+    END IF;
+    FOR v_subject IN SELECT c.subject FROM guardian._forecast_candidates('disk.free', false, v_at) AS c LOOP
+        SELECT s.value INTO v_size FROM guardian.metric_samples AS s
+         WHERE s.metric = 'disk.size' AND s.subject = v_subject
+         ORDER BY s.sampled_at DESC LIMIT 1;
+        SELECT * INTO v_p FROM guardian._forecast_arrival('disk.free', v_subject, coalesce(v_size, 0) * v_reserve / 100, NULL, false,
+            guardian._forecast_horizon('disk_space_forecast', v_subject, v_warn), v_at) AS p;
+        CONTINUE WHEN NOT FOUND;
+        RETURN QUERY SELECT (ROW('disk_space_forecast', 'DISK_FULL_PREDICTED',
+            CASE WHEN v_p.arrival_at <= v_at + v_crit * interval '1 day' THEN 'HIGH' ELSE 'MEDIUM' END,
+            NULL, v_subject,
+            format('the file system of the data directory (seen from database %s) will be %s %s: %s free now, shrinking by %s a day',
+                   v_subject, CASE WHEN v_p.limit_value > 0 THEN format('down to its %s%% reserve (%s)', v_reserve, pg_size_pretty(v_p.limit_value::numeric)) ELSE 'full' END,
+                   guardian._forecast_when(v_p.arrival_at, v_at), pg_size_pretty(v_p.fitted_now::numeric),
+                   pg_size_pretty(round(-(v_p.evidence ->> 'slope_per_day')::numeric))),
+            'Make room before then: find what grows (TABLE_GROWTH_PREDICTED, pg_database_size(), WAL kept by replication slots in pg_replication_slots, pg_ls_waldir()), delete or archive old data, drop unused indexes, or grow the volume. PostgreSQL stops (PANIC on WAL writes) when the disk is full.',
+            v_p.evidence || jsonb_build_object('size_bytes', v_size, 'reserve_pct', v_reserve,
+                                               'warn_days', v_warn, 'crit_days', v_crit),
+            v_subject)::guardian.finding).*;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian._check_disk_space_forecast() IS
+    'Check disk_space_forecast: the data directory''s file system whose disk.free trend reaches reserve_pct of its size (default: empty) within warn_days (DISK_FULL_PREDICTED); CHECK_DEGRADED without PL/Python and without samples.';
+
+INSERT INTO guardian.checks (name, category, function, description, is_condition, builtin, scope) VALUES
+    ('sequences_forecast', 'health', 'guardian._check_sequences_forecast', 'Sequences predicted to run out, from their sequence.used trend (SEQUENCE_EXHAUSTION_PREDICTED)', true, true, 'database'),
+    ('xid_wraparound_forecast', 'health', 'guardian._check_xid_wraparound_forecast', 'Transaction-ID age predicted to reach the wraparound limit, from its xid.age trend (XID_WRAPAROUND_PREDICTED)', true, true, 'database'),
+    ('table_growth_forecast', 'health', 'guardian._check_table_growth_forecast', 'Tables predicted to double (or reach a size limit), from their table.size trend (TABLE_GROWTH_PREDICTED)', true, true, 'database'),
+    ('connections_forecast', 'health', 'guardian._check_connections_forecast', 'Client connections predicted to reach the available ones, from their trend (CONNECTIONS_SATURATION_PREDICTED)', true, true, 'cluster'),
+    ('disk_space_forecast', 'health', 'guardian._check_disk_space_forecast', 'Data directory file system predicted to fill, from its disk.free trend (DISK_FULL_PREDICTED; needs PL/Python)', true, true, 'cluster');
+
 -- >>> sql/99_finish: owners and grants of the metric history
+-- As a fresh install hands them over (99_finish/10_ownership.sql): tables, types and
+-- SECURITY DEFINER functions to guardian_owner.
 ALTER TABLE guardian.metrics OWNER TO guardian_owner;
 ALTER TABLE guardian.metric_samples OWNER TO guardian_owner;
+ALTER TABLE guardian.anomaly_series OWNER TO guardian_owner;
+ALTER TABLE guardian.anomaly_scores OWNER TO guardian_owner;
+ALTER TABLE guardian.anomaly_windows OWNER TO guardian_owner;
+ALTER TABLE guardian.anomaly_settings OWNER TO guardian_owner;
+ALTER TYPE guardian._anomaly_step OWNER TO guardian_owner;
 ALTER FUNCTION guardian.record_metric(text, text, double precision, timestamptz) OWNER TO guardian_owner;
-ALTER FUNCTION guardian.collect_metrics(timestamptz) OWNER TO guardian_owner;
 ALTER FUNCTION guardian._metric_retention(timestamptz) OWNER TO guardian_owner;
-REVOKE EXECUTE ON FUNCTION guardian._sequence_usage(), guardian._metric_value_check(double precision),
-    guardian.record_metric(text, text, double precision, timestamptz), guardian._metric_keep(),
-    guardian._metric_retention(timestamptz), guardian.collect_metrics(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION guardian._sequence_usage(), guardian._metric_value_check(double precision),
-    guardian.record_metric(text, text, double precision, timestamptz), guardian._metric_keep(),
-    guardian._metric_retention(timestamptz), guardian.collect_metrics(timestamptz) TO guardian_owner;
+ALTER FUNCTION guardian.collect_metrics(timestamptz) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.set_anomaly_settings(text, text, boolean, double precision, text, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian._anomaly_score(text, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian._metric_samples_changed() OWNER TO guardian_owner;
+ALTER FUNCTION guardian.detect_anomalies(text, text, timestamptz, timestamptz) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.backtest_anomalies(timestamptz[], double precision[], text, text, double precision) OWNER TO guardian_owner;
+ALTER FUNCTION guardian._anomaly_window(text, text, text, timestamptz, timestamptz, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.expect(text, text, timestamptz, timestamptz, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.mark_incident(text, text, timestamptz, timestamptz, text) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.run_anomaly_detection(timestamptz) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.anomalies(timestamptz, text, text, timestamptz) OWNER TO guardian_owner;
+ALTER FUNCTION guardian.forecast(text, text, interval) OWNER TO guardian_owner;
+REVOKE EXECUTE ON FUNCTION
+    guardian._sequence_usage(),
+    guardian._metric_value_check(double precision),
+    guardian.record_metric(text, text, double precision, timestamptz),
+    guardian._metric_keep(),
+    guardian._metric_retention(timestamptz),
+    guardian.collect_metrics(timestamptz),
+    guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[]),
+    guardian.anomaly_detection_available(),
+    guardian._anomaly_detector_version(),
+    guardian._anomaly_config(text, text),
+    guardian.set_anomaly_settings(text, text, boolean, double precision, text, text),
+    guardian._anomaly_windows(text, text, text),
+    guardian._anomaly_score(text, text),
+    guardian._metric_samples_changed(),
+    guardian._anomaly_check_series(text, text),
+    guardian._anomaly_check_range(timestamptz, timestamptz),
+    guardian.detect_anomalies(text, text, timestamptz, timestamptz),
+    guardian.backtest_anomalies(timestamptz[], double precision[], text, text, double precision),
+    guardian._anomaly_backtest_series(text, text, timestamptz),
+    guardian._anomaly_window(text, text, text, timestamptz, timestamptz, text),
+    guardian.expect(text, text, timestamptz, timestamptz, text),
+    guardian.mark_incident(text, text, timestamptz, timestamptz, text),
+    guardian._anomaly_sentence(text, text, text, timestamptz, double precision, double precision, double precision, text, text),
+    guardian._anomaly_number(double precision),
+    guardian.run_anomaly_detection(timestamptz),
+    guardian.anomalies(timestamptz, text, text, timestamptz),
+    guardian._report_anomalies(timestamptz, timestamptz, boolean),
+    guardian._forecast_fit(text, text, timestamptz, timestamptz),
+    guardian.forecast(text, text, interval),
+    guardian._forecast_candidates(text, boolean, timestamptz),
+    guardian._forecast_arrival(text, text, double precision, double precision, boolean, interval, timestamptz),
+    guardian._forecast_horizon(text, text, numeric),
+    guardian._forecast_when(timestamptz, timestamptz),
+    guardian._check_sequences_forecast(),
+    guardian._check_xid_wraparound_forecast(),
+    guardian._check_table_growth_forecast(),
+    guardian._check_connections_forecast(),
+    guardian.install_disk_probe(),
+    guardian._data_directory_space(),
+    guardian.disk_probe_available(),
+    guardian._disk_samples(),
+    guardian._check_disk_space_forecast()
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    guardian._sequence_usage(),
+    guardian._metric_value_check(double precision),
+    guardian.record_metric(text, text, double precision, timestamptz),
+    guardian._metric_keep(),
+    guardian._metric_retention(timestamptz),
+    guardian.collect_metrics(timestamptz),
+    guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[]),
+    guardian.anomaly_detection_available(),
+    guardian._anomaly_detector_version(),
+    guardian._anomaly_config(text, text),
+    guardian.set_anomaly_settings(text, text, boolean, double precision, text, text),
+    guardian._anomaly_windows(text, text, text),
+    guardian._anomaly_score(text, text),
+    guardian._metric_samples_changed(),
+    guardian._anomaly_check_series(text, text),
+    guardian._anomaly_check_range(timestamptz, timestamptz),
+    guardian.detect_anomalies(text, text, timestamptz, timestamptz),
+    guardian.backtest_anomalies(timestamptz[], double precision[], text, text, double precision),
+    guardian._anomaly_backtest_series(text, text, timestamptz),
+    guardian._anomaly_window(text, text, text, timestamptz, timestamptz, text),
+    guardian.expect(text, text, timestamptz, timestamptz, text),
+    guardian.mark_incident(text, text, timestamptz, timestamptz, text),
+    guardian._anomaly_sentence(text, text, text, timestamptz, double precision, double precision, double precision, text, text),
+    guardian._anomaly_number(double precision),
+    guardian.run_anomaly_detection(timestamptz),
+    guardian.anomalies(timestamptz, text, text, timestamptz),
+    guardian._report_anomalies(timestamptz, timestamptz, boolean),
+    guardian._forecast_fit(text, text, timestamptz, timestamptz),
+    guardian.forecast(text, text, interval),
+    guardian._forecast_candidates(text, boolean, timestamptz),
+    guardian._forecast_arrival(text, text, double precision, double precision, boolean, interval, timestamptz),
+    guardian._forecast_horizon(text, text, numeric),
+    guardian._forecast_when(timestamptz, timestamptz),
+    guardian._check_sequences_forecast(),
+    guardian._check_xid_wraparound_forecast(),
+    guardian._check_table_growth_forecast(),
+    guardian._check_connections_forecast(),
+    guardian.install_disk_probe(),
+    guardian._data_directory_space(),
+    guardian.disk_probe_available(),
+    guardian._disk_samples(),
+    guardian._check_disk_space_forecast()
+    TO guardian_owner;
 -- Metric history: readers see it, admins add their own samples and describe their metrics.
 GRANT SELECT ON guardian.metrics, guardian.metric_samples TO guardian_reader;
 GRANT INSERT, UPDATE, DELETE ON guardian.metric_samples TO guardian_admin;
 GRANT INSERT, UPDATE, DELETE ON guardian.metrics TO guardian_admin;
 GRANT EXECUTE ON FUNCTION guardian.record_metric(text, text, double precision, timestamptz) TO guardian_admin;
+
+-- Anomaly detection: readers see verdicts and may backtest; admins declare windows and set
+-- sensitivity. The detector itself (_anomaly_resume, PL/Python) is called only by the
+-- guardian's own functions, as guardian_owner.
+GRANT SELECT ON guardian.anomaly_series, guardian.anomaly_scores, guardian.anomaly_windows, guardian.anomaly_settings
+    TO guardian_reader;
+GRANT DELETE ON guardian.anomaly_windows TO guardian_admin;
+GRANT UPDATE (enabled, sensitivity, time_zone), DELETE ON guardian.anomaly_settings TO guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian.detect_anomalies(text, text, timestamptz, timestamptz),
+    guardian.backtest_anomalies(timestamptz[], double precision[], text, text, double precision),
+    guardian.anomaly_detection_available()
+    TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.expect(text, text, timestamptz, timestamptz, text),
+    guardian.mark_incident(text, text, timestamptz, timestamptz, text),
+    guardian.set_anomaly_settings(text, text, boolean, double precision, text, text)
+    TO guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian.anomalies(timestamptz, text, text, timestamptz) TO guardian_reader;
+-- Forecasts: readers may forecast any series and see whether disk space can be measured.
+-- guardian.forecast() is SECURITY DEFINER (guardian_owner, 10_ownership.sql) and reads only
+-- guardian.metric_samples. The disk probe (guardian._data_directory_space(), PL/Python where
+-- available) runs as its caller and only guardian_owner may call it (20_grants.sql), through
+-- the metrics_collect job and the disk_space_forecast check; guardian.install_disk_probe()
+-- creates PL/Python code, so it only works for a superuser.
+GRANT EXECUTE ON FUNCTION guardian.forecast(text, text, interval), guardian.disk_probe_available()
+    TO guardian_reader;
 
 -- >>> sql/99_finish/80_no_create.sql and 90_security_baseline.sql: guardian_owner may create
 -- nothing again, and the new objects' privileges are the ones the security checks expect.

@@ -476,3 +476,25 @@ def test_a_silence_everywhere_skips_an_environment_that_is_down(admin: TestClien
     assert body["skipped"] == ["staging"]
     assert body["message"].startswith("silence created in production; not in staging (down)")
     assert db.execute("SELECT count(*) FROM guardian.active_silences").fetchone() == (1,)
+
+
+def test_overview_chart_draws_the_expected_band_and_marks_anomalies(admin: TestClient, db: psycopg.Connection) -> None:
+    db.execute("CREATE TABLE public.visits (id serial PRIMARY KEY)")
+    db.execute("SELECT guardian.watch('public.visits')")
+    db.execute("INSERT INTO public.visits DEFAULT VALUES")
+    db.execute("SELECT guardian.rollup_activity()")
+    # Nine days of ten-minute samples ending now (upward anomalies of counts need a week of history),
+    # the last one far above the usual 5-ish.
+    db.execute(
+        """INSERT INTO guardian.metric_samples (metric, subject, sampled_at, value)
+           SELECT 'writes.insert', 'public.visits', t,
+                  CASE WHEN t = b THEN 400 ELSE 4 + (extract(minute FROM t)::int / 10) % 3 END
+             FROM (SELECT date_bin('10 minutes', now(), 'epoch') - interval '10 minutes' AS b) AS n,
+                  generate_series(b - interval '9 days', b, interval '10 minutes') AS t"""
+    )
+    assert db.execute("SELECT count(*) FROM guardian.anomalies(now() - interval '1 hour')").fetchone()[0] == 1
+    page = admin.get("/").text
+    chart = re.search(r'<svg class="activity"[^>]*to visits".*?</svg>', page, re.S)
+    assert chart is not None
+    assert chart.group(0).count('class="band"') >= 6  # the last hour at least, per 10 minutes
+    assert re.search(r'class="anomaly"[^>]*><title>anomaly \d\d:\d\d: 400 insert \(usually \d+-\d+\)', chart.group(0))

@@ -104,12 +104,32 @@ def rows(combined: Combined) -> Iterator[tuple[str, str, list[str]]]:
         yield "Contamination", f"top {label.lower()}", per_key(facet, lambda r, f: _top(r["patterns"][f]))
     yield "Activity", "top tables", each(lambda r: _top(r["patterns"]["activity_tables"]))
     yield (
+        "Anomalies",
+        "anomalous samples: activity / metric",
+        each(lambda r: "{ACTIVITY_ANOMALY} / {METRIC_ANOMALY}".format(**_anomalies(r)["by_type"])),
+    )
+    yield "Anomalies", "top series", each(lambda r: _top(_anomalies(r)["top_series"]))
+    yield "Anomalies", "latest", each(lambda r: _latest(_anomalies(r)["latest"]))
+    yield (
         "Relay",
         "delivered / retried / dead-lettered",
         each(lambda r: "{delivered} / {retried} / {dead_lettered}".format(**r["delivery"])),
     )
     for _name, label, per_env in combined.metrics():
         yield "Success metrics", label, [_metric_value(per_env[e]) if e in per_env else "-" for e in combined.names]
+
+
+def _anomalies(report: dict[str, Any]) -> dict[str, Any]:
+    empty = {"by_type": {"ACTIVITY_ANOMALY": 0, "METRIC_ANOMALY": 0}, "top_series": [], "latest": []}
+    found: dict[str, Any] = report.get("anomalies") or empty
+    return found
+
+
+def _latest(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "-"
+    top = items[0]
+    return f"{str(top['sampled_at'])[:16]} {top['metric']} {top['subject']}: {top['value']:g}"
 
 
 def _pair(stats: dict[str, Any], key: str) -> str:

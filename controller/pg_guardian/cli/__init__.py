@@ -53,6 +53,7 @@ COMMAND_MODULES = {
     "policy": "policy",
     "dashboard": "dashboard",
     "report": "report",
+    "anomalies": "anomalies",
 }
 
 

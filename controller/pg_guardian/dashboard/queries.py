@@ -26,7 +26,7 @@ STATES = ("open", "unacknowledged", "acknowledged", "resolved", "all")
 OUTCOMES = vocabulary.OUTCOMES
 NO_OUTCOME = "none"  # the alerts filter's "resolved without an outcome"
 ALERT_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
-ACTIVITY_ALERTS = ("BULK_OPERATION", "OFF_HOURS_ACTIVITY", "RAPID_CREATION", "UNFILTERED_WRITE")
+ACTIVITY_ALERTS = ("BULK_OPERATION", "OFF_HOURS_ACTIVITY", "RAPID_CREATION", "UNFILTERED_WRITE", "ACTIVITY_ANOMALY")
 SECURITY_ALERT_PATTERN = r"^(ROLE_|PRIVILEGE_|LOGIN_|BRUTE_FORCE|SECURITY_DEFINER|RLS_|SCHEMA_WRITABLE)"
 GUARD_STATUS = "SELECT guarded, scheduler, scheduled_in, overdue_jobs, problem, fix FROM guardian.guard_status()"
 ALERT_COLUMNS = """a.id, a.severity, a.type, a.message, a.table_name, a.record_id, a.environment,
@@ -157,7 +157,8 @@ def new_alerts(conn: psycopg.Connection, since: datetime, limit: int = 200) -> l
 
 
 def activity(conn: psycopg.Connection, hours: int) -> dict[str, Any]:
-    """Rows written per table and minute over the last hours, with bulk and off-hours alerts."""
+    """Rows written per table and minute over the last hours, with bulk and off-hours alerts, and
+    the anomaly detector's expected band per 10 minutes (all three operations together)."""
     series = _rows(
         conn,
         """SELECT w.relid::text AS table_name, w.minute, w.inserts, w.updates, w.deletes
@@ -176,6 +177,27 @@ def activity(conn: psycopg.Connection, hours: int) -> dict[str, Any]:
         (hours, list(ACTIVITY_ALERTS), hours),
     )
     now = _row(conn, "SELECT date_trunc('minute', now()) AS now")
+    bands = (
+        _rows(
+            conn,
+            """SELECT to_regclass(s.subject)::text AS table_name, s.sampled_at, sum(x.value) AS value,
+                  sum(s.expected) AS expected,
+                  sum(greatest(s.lower_bound, 0)) AS lower, sum(s.upper_bound) AS upper,
+                  bool_or(s.is_anomaly) AS anomaly,
+                  string_agg(CASE WHEN s.is_anomaly THEN format('%%s %%s (usually %%s-%%s)', x.value::bigint,
+                             substr(s.metric, 8), greatest(floor(s.lower_bound), 0)::bigint,
+                             ceil(s.upper_bound)::bigint) END, ', ') AS what
+             FROM guardian.anomaly_scores AS s
+             JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+            WHERE s.metric IN ('writes.insert', 'writes.update', 'writes.delete')
+              AND s.sampled_at >= date_trunc('minute', now()) - make_interval(hours => %s) - interval '10 minutes'
+              AND s.is_anomaly IS NOT NULL
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+            (hours,),
+        )
+        if _has_anomaly_scores(conn)
+        else []
+    )
     tables: dict[str, dict[str, Any]] = {}
     for row in series:
         entry = tables.setdefault(
@@ -195,7 +217,16 @@ def activity(conn: psycopg.Connection, hours: int) -> dict[str, Any]:
             {"table": marker["table_name"] or "?", "points": [], "markers": [], "totals": [0, 0, 0]},
         )
         entry["markers"].append(marker)
+    for band in bands:
+        if band["table_name"] in tables:
+            tables[band["table_name"]].setdefault("bands", []).append(band)
     return {"hours": hours, "now": now["now"] if now else None, "tables": sorted(tables.values(), key=_busiest)}
+
+
+def _has_anomaly_scores(conn: psycopg.Connection) -> bool:
+    """Anomaly verdicts exist from pg_guardian 0.2.0 on (an older environment has none)."""
+    row = conn.execute("SELECT to_regclass('guardian.anomaly_scores') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def _busiest(entry: dict[str, Any]) -> tuple[int, str]:

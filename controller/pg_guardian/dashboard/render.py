@@ -10,11 +10,17 @@ from typing import Any
 from markupsafe import Markup
 
 SERIES = (("inserts", "#2f6fdf"), ("updates", "#d89614"), ("deletes", "#d0342c"))
-MARKER_COLOURS = {"BULK_OPERATION": "#7b2cbf", "OFF_HOURS_ACTIVITY": "#0b7285", "RAPID_CREATION": "#c2255c"}
+MARKER_COLOURS = {
+    "BULK_OPERATION": "#7b2cbf",
+    "OFF_HOURS_ACTIVITY": "#0b7285",
+    "RAPID_CREATION": "#c2255c",
+    "ACTIVITY_ANOMALY": "#e03131",
+}
 
 
 def activity_svg(entry: dict[str, Any], now: datetime | None, hours: int, width: int = 720, height: int = 90) -> Markup:
-    """Stacked bars of rows written per minute; alert markers (bulk, off hours) on top."""
+    """Stacked bars of rows written per minute; alert markers (bulk, off hours) on top; the
+    anomaly detector's expected band behind the bars and a red dot over each anomaly."""
     minutes = hours * 60
     end = now or datetime.now().astimezone()
     start = end - timedelta(minutes=minutes - 1)
@@ -22,11 +28,27 @@ def activity_svg(entry: dict[str, Any], now: datetime | None, hours: int, width:
     plot = bottom - top
     step = width / minutes
     peak = max((p["inserts"] + p["updates"] + p["deletes"] for p in entry["points"]), default=0) or 1
+    bands = [b for b in entry.get("bands", []) if b["upper"] is not None]
+    peak = max(peak, *(b["upper"] / 10 for b in bands)) if bands else peak
     parts = [
         f'<svg class="activity" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="rows written per minute to {escape(entry["table"])}">',
         f'<line x1="0" y1="{bottom}" x2="{width}" y2="{bottom}" class="axis"/>',
     ]
+    # The detector's band, per 10 minutes, drawn per minute (a tenth of it) behind the bars.
+    for band in bands:
+        index = (band["sampled_at"] - start).total_seconds() / 60
+        if index <= -10 or index >= minutes:
+            continue
+        x0, x1 = max(index, 0) * step, min(index + 10, minutes) * step
+        y_hi = bottom - plot * min(band["upper"] / 10 / peak, 1)
+        y_lo = bottom - plot * min((band["lower"] or 0) / 10 / peak, 1)
+        parts.append(
+            f'<rect class="band" x="{x0:.1f}" y="{y_hi:.1f}" width="{x1 - x0:.1f}" '
+            f'height="{max(y_lo - y_hi, 0.5):.1f}">'
+            f"<title>{band['sampled_at']:%H:%M} expected {band['lower']:.0f}-{band['upper']:.0f} rows per 10 min, "
+            f"saw {band['value']:.0f}</title></rect>"
+        )
     for point in entry["points"]:
         index = (point["minute"] - start).total_seconds() / 60
         if index < 0 or index >= minutes:
@@ -53,6 +75,15 @@ def activity_svg(entry: dict[str, Any], now: datetime | None, hours: int, width:
             f'stroke-dasharray="2,2"/><path d="M{x - 4:.1f},{top - 10} L{x + 4:.1f},{top - 10} L{x:.1f},{top - 3} Z" '
             f'fill="{colour}"><title>{escape(marker["type"])} {seen:%H:%M}: {escape(marker["message"])}</title>'
             "</path></g>"
+        )
+    for band in bands:
+        index = (band["sampled_at"] - start).total_seconds() / 60
+        if not band["anomaly"] or index <= -10 or index >= minutes:
+            continue
+        x = (max(index, 0) + 5) * step
+        parts.append(
+            f'<circle class="anomaly" cx="{x:.1f}" cy="{top - 6}" r="4"><title>anomaly {band["sampled_at"]:%H:%M}: '
+            f"{escape(band['what'] or '')}</title></circle>"
         )
     parts.append(f'<text x="0" y="{height - 2}" class="tick">{start:%H:%M}</text>')
     parts.append(f'<text x="{width}" y="{height - 2}" class="tick" text-anchor="end">{end:%H:%M}</text>')

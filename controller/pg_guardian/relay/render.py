@@ -50,6 +50,9 @@ ACTIONS = {
     "TEST_DATA_PATTERN": "Test data reached this database. Find how it got in, stop the source, "
     "then review and run the cleanup script.",
     "BULK_OPERATION": "Check that this bulk change was intended and who made it.",
+    "ACTIVITY_ANOMALY": "Check who wrote this and why; if it was planned, declare such windows with "
+    "guardian.expect so they are not flagged again.",
+    "METRIC_ANOMALY": "Find what changed at that time; if it was planned, declare it with guardian.expect.",
     "ENVIRONMENT_DRIFT": "Compare the schemas and bring the environments back in line.",
     "ENVIRONMENT_CHANGED": "Confirm that the environment change was intended.",
     "GUARD_MODE_CHANGED": "Confirm that the guard mode change was intended.",

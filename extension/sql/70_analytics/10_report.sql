@@ -89,7 +89,8 @@ AS $$
     SELECT CASE p_group
                WHEN 'contamination' THEN ARRAY['TEST_DATA_CONTAMINATION', 'STRICT_MODE_REJECTION']
                WHEN 'activity' THEN ARRAY['BULK_OPERATION', 'RAPID_CREATION', 'OFF_HOURS_ACTIVITY',
-                                          'SUSPICIOUS_PATTERN_RATE', 'UNFILTERED_WRITE', 'TABLE_TRUNCATED']
+                                          'SUSPICIOUS_PATTERN_RATE', 'UNFILTERED_WRITE', 'TABLE_TRUNCATED',
+                                          'ACTIVITY_ANOMALY']
            END
 $$;
 COMMENT ON FUNCTION guardian._report_types(text) IS
@@ -448,8 +449,9 @@ BEGIN
               FROM facts AS f))
       INTO v_result;
     RETURN v_result || jsonb_build_object(
-        'met', NOT jsonb_path_exists(v_result, '$.success_metrics[*] ? (@.status == "missed")'));
+        'met', NOT jsonb_path_exists(v_result, '$.success_metrics[*] ? (@.status == "missed")'),
+        'anomalies', guardian._report_anomalies(p_from, p_to, v_here));
 END
 $$;
 COMMENT ON FUNCTION guardian.report(timestamptz, timestamptz, text, text) IS
-    'The alert history of a period as JSON: totals and the severity x type breakdown against the previous period, common patterns behind contamination and activity alerts, times to acknowledge and resolve per severity with the backlog, daily (hourly up to two days) trends in the time zone, the relay''s delivery record and the success metrics with their targets (met is false when one is missed).';
+    'The alert history of a period as JSON: totals and the severity x type breakdown against the previous period, common patterns behind contamination and activity alerts, times to acknowledge and resolve per severity with the backlog, daily (hourly up to two days) trends in the time zone, the relay''s delivery record, the success metrics with their targets (met is false when one is missed) and the anomalies the detector found.';

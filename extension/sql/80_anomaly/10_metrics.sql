@@ -143,11 +143,17 @@ BEGIN
        AND x.sampled_at >= date_bin('1 hour', v_at - k.rollup_after, 'epoch') - interval '2 days'
        AND x.sampled_at <> date_bin('1 hour', x.sampled_at, 'epoch');
     GET DIAGNOSTICS v_rolled = ROW_COUNT;
+    -- Verdicts were given to the whole-resolution samples: they go with them.
+    DELETE FROM guardian.anomaly_scores AS s
+     USING guardian._metric_keep() AS k
+     WHERE s.metric = k.metric
+       AND s.sampled_at < date_bin('1 hour', v_at - k.rollup_after, 'epoch')
+       AND s.sampled_at >= date_bin('1 hour', v_at - k.rollup_after, 'epoch') - interval '2 days';
     RETURN QUERY SELECT v_rolled, v_dropped;
 END
 $$;
 COMMENT ON FUNCTION guardian._metric_retention(timestamptz) IS
-    'Internal (metrics_collect, hourly): drop samples past their metric''s retention; roll up those past rollup_after to one an hour (counts summed, gauges averaged).';
+    'Internal (metrics_collect, hourly): drop samples past their metric''s retention; roll up those past rollup_after to one an hour (counts summed, gauges averaged), dropping the anomaly verdicts of the samples rolled up.';
 
 -- The built-in metrics, sampled for the 10-minute buckets that ended since the last run (the
 -- writes and alerts of a bucket are complete two minutes after it ends, once the activity
@@ -236,7 +242,9 @@ BEGIN
               LEFT JOIN pg_catalog.pg_stat_all_tables AS s ON s.relid = t.relid
             UNION ALL
             SELECT 'sequence.used', q.seq, q.pct::double precision
-              FROM guardian._sequence_usage() AS q) AS g
+              FROM guardian._sequence_usage() AS q
+            UNION ALL
+            SELECT d.metric, d.subject, d.value FROM guardian._disk_samples() AS d) AS g
      WHERE g.value IS NOT NULL
     ON CONFLICT (metric, subject, sampled_at) DO UPDATE SET value = EXCLUDED.value;
     GET DIAGNOSTICS v_gauges = ROW_COUNT;
