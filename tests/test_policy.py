@@ -32,6 +32,8 @@ SELECT (SELECT jsonb_agg(to_jsonb(e) ORDER BY true) FROM guardian.environment AS
           FROM guardian.table_activity_rules AS t),
        (SELECT jsonb_agg(to_jsonb(s) ORDER BY s.environment, s.key) FROM guardian.settings AS s),
        (SELECT jsonb_agg(to_jsonb(p) ORDER BY p.environment) FROM guardian.policies AS p),
+       (SELECT jsonb_agg(to_jsonb(s) ORDER BY s.environment, s.metric, s.subject)
+          FROM guardian.anomaly_settings AS s),
        (SELECT count(*) FROM guardian.monitoring_alerts),
        (SELECT jsonb_agg(t.tgname ORDER BY t.tgrelid, t.tgname)
           FROM pg_trigger AS t WHERE t.tgname LIKE 'guardian\\_%')
@@ -128,7 +130,7 @@ def test_a_broken_policy_file_lists_every_error_with_its_line() -> None:
     assert problems == [
         "broken.toml:4: defaults.mode: 'paranoid' is not one of off, warn, strict",
         "broken.toml:9: environments.production.colour: unknown setting (known: activity, "
-        "auto_cleanup, lockdown, mode, packs, quarantine, routes, rules, tables)",
+        "anomalies, auto_cleanup, lockdown, mode, packs, quarantine, routes, rules, tables)",
         "broken.toml:12: environments.production.rules.test_marker.enabled: must be true or false, not 'yes'",
         "broken.toml:12: environments.production.rules.test_marker.severity: 'URGENT' is not one "
         "of CRITICAL, HIGH, MEDIUM, LOW, INFO",
@@ -356,12 +358,19 @@ def _policy_naming(name: Any) -> policy.Policy:
                 "mode": "warn",
                 "columns": {name("email"): "email", name("notes"): False},
                 "activity": {name("bulk_statement"): {"threshold": 5}},
+                "anomalies": {"enabled": False, "time_zone": name("tz")},
             },
             f"public.{name('gone')}": {"watch": False},
         },
         "activity": {name("off_hours"): {"start": "22:00", "end": "06:00", "timezone": name("tz")}},
         "lockdown": {"roles": [name("role")], "threshold": 5},
         "routes": [{"channels": [name("slack")], "type": [name("TYPE")], "table_name": [table]}],
+        "anomalies": {
+            "enabled": True,
+            "sensitivity": 0.5,
+            "time_zone": name("tz"),
+            "metrics": {name("connections"): {"sensitivity": 2, "time_zone": name("tz")}},
+        },
     }
     env = name("production")
     pol = policy.Policy(path=Path(f"{name('policy')}.toml"), environments={env: section})
@@ -417,3 +426,180 @@ def test_the_reproduction_changes_nothing_through_the_cli(dental: psycopg.Connec
     assert "holds a control character (\\n)" in result.output
     assert state(dental) == before
     assert scalar(dental, "SELECT count(*) FROM public.sec_proof") == 0
+
+
+# ---- anomaly detection -----------------------------------------------------------------------
+
+ANOMALIES = """\
+[defaults.anomalies]
+enabled = true
+sensitivity = 1.0
+time_zone = "Europe/Berlin"
+
+[environments.staging.anomalies]
+sensitivity = 2
+
+[environments.staging.anomalies.metrics."connections"]
+sensitivity = 0.5
+time_zone = "America/New_York"
+
+[environments.staging.tables."dental.patients".anomalies]
+enabled = false
+
+[environments.production]
+mode = "strict"
+"""
+
+
+def _anomaly_policy(tmp_path: Path, text: str = ANOMALIES) -> policy.Policy:
+    path = tmp_path / "anomalies.toml"
+    path.write_text(text)
+    return policy.load(path, env={})
+
+
+def _config(conn: psycopg.Connection, metric: str, subject: str) -> tuple[Any, ...]:
+    row = conn.execute("SELECT * FROM guardian._anomaly_config(%s, %s)", (metric, subject)).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_anomaly_settings_are_checked_with_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "anomalies.toml"
+    path.write_text(
+        "[defaults.anomalies]\n"
+        'enabled = "yes"\n'
+        "sensitivity = 5\n"
+        "time_zone = 3\n"
+        'timezone = "UTC"\n'
+        '[environments.staging.anomalies.metrics."Connections!"]\n'
+        "sensitivity = true\n"
+        '[environments.staging.tables."dental.patients".anomalies]\n'
+        "metrics = {}\n"
+        "sensitivity = 0.1\n"
+    )
+    with pytest.raises(policy.PolicyError) as caught:
+        policy.load(path, env={})
+    assert [p.replace(f"{tmp_path}/", "") for p in caught.value.problems] == [
+        "anomalies.toml:5: defaults.anomalies.timezone: unknown setting (known: enabled, metrics, "
+        "sensitivity, time_zone)",
+        "anomalies.toml:2: defaults.anomalies.enabled: must be true or false, not 'yes'",
+        "anomalies.toml:3: defaults.anomalies.sensitivity: must be a number from 0.25 to 4 (1 is the "
+        "default, 2 alerts on smaller departures, 0.5 only on larger ones), not 5",
+        "anomalies.toml:4: defaults.anomalies.time_zone: must be a time zone name such as Europe/Berlin, not 3",
+        'anomalies.toml:9: environments.staging.tables."dental.patients".anomalies.metrics: unknown '
+        "setting (known: enabled, sensitivity, time_zone)",
+        'anomalies.toml:10: environments.staging.tables."dental.patients".anomalies.sensitivity: must '
+        "be a number from 0.25 to 4 (1 is the default, 2 alerts on smaller departures, 0.5 only on "
+        "larger ones), not 0.1",
+        "anomalies.toml:6: environments.staging.anomalies.metrics.Connections!: metrics are named like "
+        "connections or writes.update (see SELECT name FROM guardian.metrics)",
+        "anomalies.toml:7: environments.staging.anomalies.metrics.Connections!.sensitivity: must be a "
+        "number from 0.25 to 4 (1 is the default, 2 alerts on smaller departures, 0.5 only on larger "
+        "ones), not true",
+    ]
+
+
+def test_apply_sets_anomaly_detection_per_environment_metric_and_table(
+    dental: psycopg.Connection, tmp_path: Path
+) -> None:
+    dental.execute("SELECT guardian.set_environment('staging')")
+    database = scalar(dental, "SELECT current_database()")
+    pol = _anomaly_policy(tmp_path)
+    assert {d.describe() for d in policy.diff(dental, pol, "staging")} >= {
+        "environments.staging.anomalies.sensitivity: database not set, policy 2",
+        "environments.staging.anomalies.metrics.connections.sensitivity: database not set, policy 0.5",
+        'environments.staging.tables."dental.patients".anomalies.enabled: database not set, policy false',
+    }
+    result = policy.apply(dental, pol, "staging")
+    assert {c.path for c in result.changes} >= {
+        "environments.staging.anomalies.enabled",
+        "environments.staging.anomalies.time_zone",
+        "environments.staging.anomalies.metrics.connections.time_zone",
+    }
+    # The table's writes are off; every other series follows the environment and the metric.
+    for metric in ("writes.insert", "writes.update", "writes.delete"):
+        assert _config(dental, metric, "dental.patients") == (False, 2.0, "Europe/Berlin")
+    assert _config(dental, "writes.update", "dental.clinics") == (True, 2.0, "Europe/Berlin")
+    assert _config(dental, "connections", database) == (True, 0.5, "America/New_York")
+    # Scoped to this environment: production is untouched.
+    assert scalar(dental, "SELECT count(*) FROM guardian.anomaly_settings WHERE environment <> 'staging'") == 0
+    assert policy.diff(dental, pol, "staging") == []
+
+
+def test_a_second_anomaly_apply_changes_nothing(dental: psycopg.Connection, tmp_path: Path) -> None:
+    dental.execute("SELECT guardian.set_environment('staging')")
+    pol = _anomaly_policy(tmp_path)
+    policy.apply(dental, pol, "staging")
+    before = state(dental)
+    assert policy.apply(dental, pol, "staging").changes == []
+    dental.execute(policy.render(pol, "staging"))  # the SQL itself, run as it is
+    assert state(dental) == before
+
+
+def test_diff_reports_anomaly_settings_changed_in_the_database(dental: psycopg.Connection, tmp_path: Path) -> None:
+    dental.execute("SELECT guardian.set_environment('staging')")
+    pol = _anomaly_policy(tmp_path)
+    policy.apply(dental, pol, "staging")
+    dental.execute(
+        """SELECT guardian.set_anomaly_settings('*', 'dental.patients', p_enabled => true, p_environment => 'staging'),
+                  guardian.set_anomaly_settings(p_time_zone => 'UTC', p_environment => 'staging')"""
+    )
+    assert [d.describe() for d in policy.diff(dental, pol, "staging")] == [
+        "environments.staging.anomalies.time_zone: database 'UTC', policy 'Europe/Berlin'",
+        'environments.staging.tables."dental.patients".anomalies.enabled: database true, policy false',
+    ]
+    assert len(policy.apply(dental, pol, "staging").changes) == 2
+    assert _config(dental, "writes.insert", "dental.patients") == (False, 2.0, "Europe/Berlin")
+
+
+def test_unknown_time_zones_and_metrics_are_refused_with_their_lines(
+    dental: psycopg.Connection, tmp_path: Path
+) -> None:
+    pol = _anomaly_policy(
+        tmp_path,
+        '[environments.local.anomalies]\ntime_zone = "CEST"\n'
+        '[environments.local.anomalies.metrics."conections"]\nenabled = false\n',
+    )
+    before = state(dental)
+    with pytest.raises(policy.PolicyError) as caught:
+        policy.apply(dental, pol, "local")
+    problems = [p.replace(f"{tmp_path}/", "") for p in caught.value.problems]
+    assert problems[0] == (
+        "anomalies.toml:2: environments.local.anomalies.time_zone: unknown time zone 'CEST': use a name "
+        "from pg_timezone_names, e.g. Europe/Berlin (not an abbreviation: seasons must follow "
+        "daylight-saving changes)"
+    )
+    assert problems[1].startswith(
+        "anomalies.toml:3: environments.local.anomalies.metrics.conections: no metric named conections "
+        "(metrics: alerts.raised, connections, "
+    )
+    assert len(problems) == 2
+    assert state(dental) == before
+
+
+def test_a_database_before_0_2_0_refuses_only_a_policy_with_anomalies(
+    cluster: Any, blank_dbname: str, tmp_path: Path
+) -> None:
+    from pg_guardian import install as install_mod
+
+    with psycopg.connect(cluster.dsn(blank_dbname), autocommit=True) as conn:
+        install_mod.install(conn, method="sql", version="0.1.0")
+        pol = _anomaly_policy(
+            tmp_path, '[defaults]\nmode = "strict"\n[environments.local.anomalies]\nenabled = false\n'
+        )
+        problem = (
+            f"{tmp_path}/anomalies.toml:3: environments.local.anomalies: anomaly detection needs pg_guardian "
+            "0.2.0 or later, and this database has 0.1.0: upgrade it first (pg-guardian upgrade), or leave "
+            "anomalies out of the policy"
+        )
+        assert policy.problems(conn, pol, "local") == [problem]
+        assert [d.path for d in policy.diff(conn, pol, "local")] == ["environments.local.mode"]
+        mode = scalar(conn, "SELECT guardian.current_mode()")
+        with pytest.raises(policy.PolicyError) as caught:
+            policy.apply(conn, pol, "local")
+        assert caught.value.problems == [problem]
+        assert scalar(conn, "SELECT guardian.current_mode()") == mode != "strict"
+        # Without the section, the same policy applies as before.
+        plain = _anomaly_policy(tmp_path, '[environments.local]\nmode = "strict"\n')
+        assert policy.problems(conn, plain, "local") == []
+        assert [c.path for c in policy.apply(conn, plain, "local").changes] == ["environments.local.mode"]

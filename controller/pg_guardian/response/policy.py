@@ -4,7 +4,8 @@ A policy file has a ``[defaults]`` table and one ``[environments.<name>]`` table
 environment (production, staging, local, ...); an environment is its defaults overridden by
 its own table. Each may set the guard mode, rule packs and rule overrides, per-table modes
 (and which columns are watched), activity thresholds, auto-cleanup, lockdown, quarantine
-retention and alert routes; what it leaves out is left as the database has it.
+retention, alert routes and anomaly detection (per environment, metric and table); what it
+leaves out is left as the database has it.
 
 :func:`load` checks a file and raises one :class:`PolicyError` listing every problem with its
 line; :func:`render` turns an environment into SQL (Jinja2 templates in
@@ -51,6 +52,7 @@ TABLE_NAME = re.compile(r'("[^"]+"|[^".\s]+)\.("[^"]+"|[^".\s]+)')
 # than it runs. Patterns are matched whole (fullmatch): ``$`` would let a final newline through.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 ENV_OVERRIDES = {
     "AUTO_CLEANUP_ENABLED": ("auto_cleanup", "enabled"),
     "LOCKDOWN_THRESHOLD": ("lockdown", "threshold"),
@@ -66,9 +68,10 @@ _SECTION_KEYS = {
     "lockdown",
     "quarantine",
     "routes",
+    "anomalies",
 }
 _RULE_KEYS = {"enabled", "severity", "safe_for_automation"}
-_TABLE_KEYS = {"mode", "watch", "columns", "activity"}
+_TABLE_KEYS = {"mode", "watch", "columns", "activity", "anomalies"}
 _ACTIVITY_KEYS = {"threshold", "enabled", "start", "end", "timezone"}
 _AUTO_CLEANUP_KEYS = {"enabled", "max_rows", "scripts_with_alerts", "script_max_records"}
 _LOCKDOWN_KEYS = {
@@ -83,6 +86,10 @@ _LOCKDOWN_KEYS = {
 }
 _QUARANTINE_KEYS = {"retention_days"}
 _ROUTE_KEYS = {"channels", "severity", "type", "table_name", "continue"}
+# Anomaly detection (guardian.anomaly_settings, pg_guardian 0.2.0): these fields at every level,
+# and per metric at the environment's level.
+_ANOMALY_FIELDS = ("enabled", "sensitivity", "time_zone")
+_ANOMALY_VERSION = "0.2.0"
 _INT_RANGES = {
     ("auto_cleanup", "max_rows"): (1, 10_000_000),
     ("auto_cleanup", "script_max_records"): (0, 100_000),
@@ -359,7 +366,11 @@ def _check_section(chk: _Checker, path: tuple[str, ...], raw: Mapping[str, Any])
                     f"{_show(kind)} is not a kind ({', '.join(KINDS)}) or false (not watched)",
                 )
         _check_activity(chk, (*where, "activity"), table.get("activity", {}))
+        if "anomalies" in table:
+            _check_anomalies(chk, (*where, "anomalies"), table["anomalies"], per_metric=False)
     _check_activity(chk, (*path, "activity"), raw.get("activity", {}))
+    if "anomalies" in raw:
+        _check_anomalies(chk, (*path, "anomalies"), raw["anomalies"], per_metric=True)
     for section, keys in (
         ("auto_cleanup", _AUTO_CLEANUP_KEYS),
         ("lockdown", _LOCKDOWN_KEYS),
@@ -414,6 +425,33 @@ def _check_activity(chk: _Checker, path: tuple[str, ...], raw: Any) -> None:
             chk.add(where, "an off-hours window needs both start and end")
         if "timezone" in value and not isinstance(value["timezone"], str):
             chk.add((*where, "timezone"), "must be a time zone name such as Europe/London")
+
+
+def _check_anomalies(chk: _Checker, path: tuple[str, ...], raw: Any, *, per_metric: bool) -> None:
+    values = chk.table(path, raw)
+    chk.keys(path, values, {*_ANOMALY_FIELDS, *(("metrics",) if per_metric else ())})
+    if "enabled" in values:
+        chk.boolean((*path, "enabled"), values["enabled"])
+    if "sensitivity" in values:
+        value = values["sensitivity"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.25 <= value <= 4:
+            chk.add(
+                (*path, "sensitivity"),
+                f"must be a number from 0.25 to 4 (1 is the default, 2 alerts on smaller departures, "
+                f"0.5 only on larger ones), not {_show(value)}",
+            )
+    if "time_zone" in values and not (isinstance(values["time_zone"], str) and values["time_zone"].strip()):
+        chk.add(
+            (*path, "time_zone"), f"must be a time zone name such as Europe/Berlin, not {_show(values['time_zone'])}"
+        )
+    if per_metric:
+        for metric, spec in chk.table((*path, "metrics"), values.get("metrics", {})).items():
+            where = (*path, "metrics", metric)
+            if not CONTROL.search(metric) and not METRIC_NAME.fullmatch(metric):
+                chk.add(
+                    where, "metrics are named like connections or writes.update (see SELECT name FROM guardian.metrics)"
+                )
+            _check_anomalies(chk, where, spec, per_metric=False)
 
 
 def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -549,24 +587,118 @@ def problems(conn: psycopg.Connection, policy: Policy, name: str) -> list[str]:
     ).fetchall()
     found: list[str] = []
     for kind, item, problem in rows:
-        path: tuple[str, ...]
+        tail: tuple[str, ...]
         if kind == "rule":
-            path = ("environments", name, "rules", item)
+            tail = ("rules", item)
         elif kind == "pack":
-            path = ("environments", name, "packs")
+            tail = ("packs",)
         elif kind == "table":
-            path = ("environments", name, "tables", item)
+            tail = ("tables", item)
         elif kind == "column":
             table, _, column = item.rpartition(".")
-            path = ("environments", name, "tables", table, "columns", column)
+            tail = ("tables", table, "columns", column)
         elif kind == "activity rule":
-            path = ("environments", name, "activity", item)
+            tail = ("activity", item)
         else:
-            path = ("environments", name, "lockdown")
-        if path not in policy.lines and ("defaults", *path[2:]) in policy.lines:
-            path = ("defaults", *path[2:])
-        shown = ".".join(f'"{p}"' if "." in p else p for p in path)
-        found.append(f"{policy.where(path)}: {shown}: {problem}")
+            tail = ("lockdown",)
+        found.append(_problem_at(policy, name, tail, problem))
+    return found + _anomaly_problems(conn, policy, name)
+
+
+def _problem_at(policy: Policy, name: str, tail: tuple[str, ...], problem: str) -> str:
+    """A problem at ``environments.<name>.<tail>``, or at ``defaults.<tail>`` when that is
+    where the file says it."""
+    path = ("environments", name, *tail)
+    if path not in policy.lines and ("defaults", *tail) in policy.lines:
+        path = ("defaults", *tail)
+    shown = ".".join(f'"{p}"' if "." in p else p for p in path)
+    return f"{policy.where(path)}: {shown}: {problem}"
+
+
+def _has_anomaly_settings(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regclass('guardian.anomaly_settings') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _anomaly_problems(conn: psycopg.Connection, policy: Policy, name: str) -> list[str]:
+    """Anomaly settings this database cannot take: none at all before 0.2.0, unknown time
+    zones (pg_timezone_names) and metrics (neither in guardian.metrics nor sampled)."""
+    settings = _anomaly_settings(policy.environment(name))
+    if not settings:
+        return []
+    if not _has_anomaly_settings(conn):
+        row = conn.execute("SELECT guardian.version()").fetchone()
+        version = row[0] if row else "unknown"
+        return [
+            _problem_at(
+                policy,
+                name,
+                settings[0]["path"],
+                f"anomaly detection needs pg_guardian {_ANOMALY_VERSION} or later, and this database "
+                f"has {version}: upgrade it first (pg-guardian upgrade), or leave anomalies out of the policy",
+            )
+        ]
+    found = []
+    zones = sorted({s["settings"]["time_zone"] for s in settings if "time_zone" in s["settings"]})
+    unknown_zones = {
+        r[0]
+        for r in conn.execute(
+            """SELECT z FROM unnest(%s::text[]) AS z
+                WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names AS n WHERE n.name = z)""",
+            (zones,),
+        )
+    }
+    metrics = sorted({s["metric"] for s in settings if s["metric"] != "*"})
+    unknown_metrics = {
+        r[0]
+        for r in conn.execute(
+            """SELECT m FROM unnest(%s::text[]) AS m
+                WHERE NOT EXISTS (SELECT FROM guardian.metrics AS x WHERE x.name = m)
+                  AND NOT EXISTS (SELECT FROM guardian.metric_samples AS x WHERE x.metric = m)""",
+            (metrics,),
+        )
+    }
+    known = ""
+    if unknown_metrics:
+        row = conn.execute("SELECT string_agg(name, ', ' ORDER BY name) FROM guardian.metrics").fetchone()
+        known = row[0] if row and row[0] else "none"
+    for item in settings:
+        if item["metric"] in unknown_metrics:
+            found.append(
+                _problem_at(policy, name, item["path"], f"no metric named {item['metric']} (metrics: {known})")
+            )
+        zone = item["settings"].get("time_zone")
+        if zone in unknown_zones:
+            found.append(
+                _problem_at(
+                    policy,
+                    name,
+                    (*item["path"], "time_zone"),
+                    f"unknown time zone {zone!r}: use a name from pg_timezone_names, e.g. Europe/Berlin "
+                    "(not an abbreviation: seasons must follow daylight-saving changes)",
+                )
+            )
+    return found
+
+
+def _anomaly_settings(section: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The anomaly settings an environment makes, each for one (metric, table) in
+    guardian.anomaly_settings (metric ``*``: every metric; table ``None``: every subject):
+    the environment's, then per metric, then per table (its writes.* series), with the path of
+    its section in the file and the fields it sets."""
+    found = []
+    top = section.get("anomalies", {})
+    parts: list[tuple[tuple[str, ...], str, str | None, Mapping[str, Any]]] = [(("anomalies",), "*", None, top)]
+    parts += [(("anomalies", "metrics", m), m, None, top["metrics"][m]) for m in sorted(top.get("metrics", {}))]
+    parts += [
+        (("tables", t, "anomalies"), "*", t, section["tables"][t]["anomalies"])
+        for t in sorted(section.get("tables", {}))
+        if "anomalies" in section["tables"][t]
+    ]
+    for path, metric, table, spec in parts:
+        settings = {k: spec[k] for k in _ANOMALY_FIELDS if k in spec}
+        if settings:
+            found.append({"path": path, "metric": metric, "table": table, "settings": settings})
     return found
 
 
@@ -703,6 +835,7 @@ def _context(policy: Policy, name: str, force: bool) -> dict[str, Any]:
         "params": params,
         "role_lists": role_lists,
         "routes": routes,
+        "anomalies": _anomaly_settings(section),
     }
 
 
@@ -814,6 +947,28 @@ def _state(conn: psycopg.Connection, section: Mapping[str, Any]) -> dict[str, An
         key: cur.execute("SELECT guardian.setting(%s) AS v", (key,)).fetchone()["v"]  # type: ignore[index]
         for key in (*_ROLE_LISTS.values(), "alerts.routes")
     }
+    # Anomaly settings of this environment, by (metric, subject); None before 0.2.0 (problems()
+    # says so). A table's series are named by the table as format('%I.%I') writes it.
+    state["anomalies"] = None
+    state["subjects"] = {}
+    settings = _anomaly_settings(section)
+    if settings and _has_anomaly_settings(conn):
+        state["anomalies"] = {
+            (r["metric"], r["subject"]): r
+            for r in cur.execute(
+                """SELECT metric, subject, enabled, sensitivity, time_zone FROM guardian.anomaly_settings
+                    WHERE environment = guardian.current_environment()"""
+            )
+        }
+        for table in sorted({s["table"] for s in settings if s["table"] is not None}):
+            try:
+                with conn.transaction():
+                    row = cur.execute(
+                        "SELECT format('%%I.%%I', VARIADIC parse_ident(%s)) AS subject", (table,)
+                    ).fetchone()
+                state["subjects"][table] = row["subject"] if row else table
+            except psycopg.Error:  # not a name: problems() says so
+                state["subjects"][table] = table
     # What watch() would make of each table, to compare with what it has.
     state["plans"] = {}
     for table, spec in section.get("tables", {}).items():
@@ -921,6 +1076,14 @@ def diff(conn: psycopg.Connection, policy: Policy, name: str) -> list[Difference
         wanted_routes = [_route(r) for r in section["routes"]]
         if state["settings"]["alerts.routes"] != wanted_routes:
             out.append(Difference(f"{prefix}.routes", state["settings"]["alerts.routes"], wanted_routes))
+    if state["anomalies"] is not None:
+        for item in _anomaly_settings(section):
+            subject = "*" if item["table"] is None else state["subjects"][item["table"]]
+            row = state["anomalies"].get((item["metric"], subject)) or {}
+            where = ".".join([prefix, *(f'"{p}"' if "." in p else p for p in item["path"])])
+            for key, wanted in item["settings"].items():
+                if row.get(key) != wanted:
+                    out.append(Difference(f"{where}.{key}", row.get(key), wanted))
     return out
 
 
