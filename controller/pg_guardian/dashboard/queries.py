@@ -188,7 +188,9 @@ def activity(conn: psycopg.Connection, hours: int) -> dict[str, Any]:
                              substr(s.metric, 8), greatest(floor(s.lower_bound), 0)::bigint,
                              ceil(s.upper_bound)::bigint) END, ', ') AS what
              FROM guardian.anomaly_scores AS s
-             JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+             CROSS JOIN LATERAL (SELECT y.value FROM guardian.metric_samples AS y
+                                  WHERE y.metric = s.metric AND y.subject = s.subject
+                                    AND y.sampled_at = s.sampled_at LIMIT 1) AS x
             WHERE s.metric IN ('writes.insert', 'writes.update', 'writes.delete')
               AND s.sampled_at >= date_trunc('minute', now()) - make_interval(hours => %s) - interval '10 minutes'
               AND s.is_anomaly IS NOT NULL

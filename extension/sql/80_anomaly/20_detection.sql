@@ -328,21 +328,24 @@ BEGIN
         v_m := 0;
     ELSE
         v_scalars := v_series.scalars;
+        -- Two range scans of the same key order (no join: its plan would hinge on fresh
+        -- statistics, and a bulk load has none).
         SELECT array_agg(x.sampled_at ORDER BY x.sampled_at), array_agg(date_part('epoch', x.sampled_at) ORDER BY x.sampled_at),
-               array_agg(x.value ORDER BY x.sampled_at),
-               array_agg(s.state ORDER BY x.sampled_at) FILTER (WHERE x.sampled_at <= v_series.scored_to)
-          INTO v_at, v_times, v_values, v_state
+               array_agg(x.value ORDER BY x.sampled_at), count(*) FILTER (WHERE x.sampled_at <= v_series.scored_to)
+          INTO v_at, v_times, v_values, v_m
           FROM guardian.metric_samples AS x
-          LEFT JOIN guardian.anomaly_scores AS s
-            ON s.metric = x.metric AND s.subject = x.subject AND s.sampled_at = x.sampled_at
          WHERE x.metric = p_metric AND x.subject = p_subject
            AND x.sampled_at >= v_series.scored_to - v_series.history;
-        v_m := coalesce(cardinality(v_state), 0);
+        SELECT array_agg(s.state ORDER BY s.sampled_at) INTO v_state
+          FROM guardian.anomaly_scores AS s
+         WHERE s.metric = p_metric AND s.subject = p_subject
+           AND s.sampled_at >= v_series.scored_to - v_series.history AND s.sampled_at <= v_series.scored_to;
         IF coalesce(cardinality(v_at), 0) = v_m THEN
             RETURN 0;
         END IF;
-        IF array_position(v_state, NULL) IS NOT NULL THEN
-            -- A judged sample without its state (pruned or lost): start again.
+        IF coalesce(cardinality(v_state), 0) <> v_m OR array_position(v_state, NULL) IS NOT NULL THEN
+            -- A judged sample without its state (pruned, lost, or a sample and its verdict that
+            -- do not match): start again.
             UPDATE guardian.anomaly_series AS s SET dirty_from = s.scored_to
              WHERE s.metric = p_metric AND s.subject = p_subject;
             RETURN guardian._anomaly_score(p_metric, p_subject);
@@ -360,15 +363,16 @@ BEGIN
     IF v_full THEN
         DELETE FROM guardian.anomaly_scores AS s WHERE s.metric = p_metric AND s.subject = p_subject;
     ELSIF cardinality(v_step.changed) > 0 THEN
-        UPDATE guardian.anomaly_scores AS s SET state = v_step.state[c.i + 1]
-          FROM unnest(v_step.changed) AS c(i)
-         WHERE s.metric = p_metric AND s.subject = p_subject AND s.sampled_at = v_at[c.i + 1];
+        UPDATE guardian.anomaly_scores AS s SET state = u.state
+          FROM unnest(v_at, v_step.state) WITH ORDINALITY AS u(at, state, k)
+         WHERE u.k - 1 = ANY (v_step.changed)
+           AND s.metric = p_metric AND s.subject = p_subject AND s.sampled_at = u.at;
     END IF;
     INSERT INTO guardian.anomaly_scores
         (metric, subject, sampled_at, expected, lower_bound, upper_bound, score, is_anomaly, rule, predictor, note, state)
-    SELECT p_metric, p_subject, v_at[v_m + k], v_step.expected[k], v_step.lower_bound[k], v_step.upper_bound[k],
-           v_step.score[k], v_step.alarm[k], v_step.rule[k], v_step.predictor[k], v_step.note[k], v_step.state[v_m + k]
-      FROM generate_series(1, v_n) AS k;
+    SELECT p_metric, p_subject, u.*
+      FROM unnest(v_at[v_m + 1:], v_step.expected, v_step.lower_bound, v_step.upper_bound, v_step.score,
+                  v_step.alarm, v_step.rule, v_step.predictor, v_step.note, v_step.state[v_m + 1:]) AS u;
 
     -- States older than the trailing history are no longer needed.
     UPDATE guardian.anomaly_scores AS s SET state = NULL
@@ -426,6 +430,10 @@ CREATE TRIGGER metric_samples_updated AFTER UPDATE ON guardian.metric_samples
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION guardian._metric_samples_changed();
 CREATE TRIGGER metric_samples_deleted AFTER DELETE ON guardian.metric_samples
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION guardian._metric_samples_changed();
+
+-- Samples and verdicts share their key. Every join between them is a lookup by the whole key
+-- (LATERAL ... LIMIT 1, which the planner cannot flatten): right after a bulk load there are no
+-- statistics, and a planned join then scans the series once per sample.
 
 -- Arguments every reader of a series checks the same way.
 CREATE FUNCTION guardian._anomaly_check_series(p_metric text, p_subject text)
@@ -496,10 +504,9 @@ BEGIN
         RETURN;
     END IF;
     PERFORM guardian._anomaly_score(p_metric, p_subject);
-    SELECT max(x.sampled_at) INTO v_cold
-      FROM guardian.metric_samples AS x
-      JOIN guardian.anomaly_scores AS s USING (metric, subject, sampled_at)
-     WHERE x.metric = p_metric AND x.subject = p_subject AND x.sampled_at BETWEEN p_from AND p_to
+    SELECT max(s.sampled_at) INTO v_cold
+      FROM guardian.anomaly_scores AS s
+     WHERE s.metric = p_metric AND s.subject = p_subject AND s.sampled_at BETWEEN p_from AND p_to
        AND s.is_anomaly IS NULL;
     IF v_cold IS NOT NULL THEN
         RAISE NOTICE 'no verdicts for % of % up to %: the detector judges a series once it has a day of history and 24 samples',
@@ -508,8 +515,9 @@ BEGIN
     RETURN QUERY
     SELECT x.sampled_at, x.value, s.expected, s.lower_bound, s.upper_bound, s.score, s.is_anomaly
       FROM guardian.metric_samples AS x
-      LEFT JOIN guardian.anomaly_scores AS s
-        ON s.metric = x.metric AND s.subject = x.subject AND s.sampled_at = x.sampled_at
+      LEFT JOIN LATERAL (SELECT v.* FROM guardian.anomaly_scores AS v
+                          WHERE v.metric = x.metric AND v.subject = x.subject AND v.sampled_at = x.sampled_at LIMIT 1) AS s
+        ON true
      WHERE x.metric = p_metric AND x.subject = p_subject AND x.sampled_at BETWEEN p_from AND p_to
      ORDER BY x.sampled_at;
 END
@@ -574,9 +582,8 @@ BEGIN
         ARRAY(SELECT date_part('epoch', t) FROM unnest(v_at) WITH ORDINALITY AS u(t, k) ORDER BY k),
         v_vals, p_time_zone, p_kind, jsonb_build_object('sensitivity', p_sensitivity), NULL, NULL, '{}', '{}');
     RETURN QUERY
-    SELECT v_at[k], v_vals[k], v_step.expected[k], v_step.lower_bound[k], v_step.upper_bound[k], v_step.score[k],
-           v_step.alarm[k], v_step.rule[k], v_step.predictor[k], v_step.note[k]
-      FROM generate_series(1, cardinality(v_at)) AS k;
+    SELECT * FROM unnest(v_at, v_vals, v_step.expected, v_step.lower_bound, v_step.upper_bound, v_step.score,
+                         v_step.alarm, v_step.rule, v_step.predictor, v_step.note);
 END
 $$;
 COMMENT ON FUNCTION guardian.backtest_anomalies(timestamptz[], double precision[], text, text, double precision) IS
@@ -607,8 +614,8 @@ BEGIN
         jsonb_build_object('sensitivity', v_cfg.sensitivity), NULL, NULL,
         guardian._anomaly_windows(p_metric, p_subject, 'expected'), guardian._anomaly_windows(p_metric, p_subject, 'incident'));
     RETURN QUERY
-    SELECT v_at[k], v_vals[k], v_step.expected[k], v_step.lower_bound[k], v_step.upper_bound[k], v_step.score[k], v_step.alarm[k]
-      FROM generate_series(1, cardinality(v_at)) AS k;
+    SELECT * FROM unnest(v_at, v_vals, v_step.expected, v_step.lower_bound, v_step.upper_bound, v_step.score,
+                         v_step.alarm);
 END
 $$;
 COMMENT ON FUNCTION guardian._anomaly_backtest_series(text, text, timestamptz) IS
@@ -780,7 +787,8 @@ BEGIN
         FOR a IN
             SELECT s.sampled_at, x.value, s.expected, s.lower_bound, s.upper_bound, s.score, s.rule, s.predictor
               FROM guardian.anomaly_scores AS s
-              JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+              CROSS JOIN LATERAL (SELECT y.value FROM guardian.metric_samples AS y
+                           WHERE y.metric = s.metric AND y.subject = s.subject AND y.sampled_at = s.sampled_at LIMIT 1) AS x
              WHERE s.metric = r.metric AND s.subject = r.subject AND s.is_anomaly
                AND s.sampled_at > coalesce(r.scored_to, '-infinity') AND s.sampled_at >= v_at - interval '2 hours'
              ORDER BY s.sampled_at
@@ -865,7 +873,8 @@ BEGIN
            guardian._anomaly_sentence(s.metric, s.subject, coalesce(m.kind, 'gauge'), s.sampled_at, x.value,
                                       s.lower_bound, s.upper_bound, s.predictor, c.time_zone)
       FROM guardian.anomaly_scores AS s
-      JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+      CROSS JOIN LATERAL (SELECT y.value FROM guardian.metric_samples AS y
+                           WHERE y.metric = s.metric AND y.subject = s.subject AND y.sampled_at = s.sampled_at LIMIT 1) AS x
       LEFT JOIN guardian.metrics AS m ON m.name = s.metric
      CROSS JOIN LATERAL guardian._anomaly_config(s.metric, s.subject) AS c
      WHERE s.is_anomaly AND s.sampled_at BETWEEN p_since AND v_until
@@ -893,7 +902,8 @@ AS $$
         SELECT s.metric, s.subject, s.sampled_at, x.value, s.lower_bound, s.upper_bound, s.score,
                CASE WHEN s.metric LIKE 'writes.%' THEN 'ACTIVITY_ANOMALY' ELSE 'METRIC_ANOMALY' END AS type
           FROM guardian.anomaly_scores AS s
-          JOIN guardian.metric_samples AS x USING (metric, subject, sampled_at)
+          CROSS JOIN LATERAL (SELECT y.value FROM guardian.metric_samples AS y
+                           WHERE y.metric = s.metric AND y.subject = s.subject AND y.sampled_at = s.sampled_at LIMIT 1) AS x
          WHERE p_here AND s.is_anomaly AND s.sampled_at >= p_from AND s.sampled_at < p_to
     )
     SELECT jsonb_build_object(
