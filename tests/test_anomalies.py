@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from click.testing import CliRunner
+from pg_guardian import install as install_mod
 from pg_guardian.cli import main
 from support.queries import scalar
 
@@ -360,3 +361,25 @@ def test_backtest_a_csv_file_with_labels(db: psycopg.Connection, dsn: str, tmp_p
     path.write_text("time,value\n2026-03-01T00:00:00Z,NaN\n")
     code, _, err = cli("anomalies", "backtest", str(path), "--dsn", dsn)
     assert (code, err) == (2, "error: samples.csv data row 1: value 'NaN' is not finite; leave a missing sample out\n")
+
+
+def test_without_plpython_it_says_so_and_can_be_added_later(blank_dbname: str, cluster) -> None:
+    with psycopg.connect(cluster.dsn(blank_dbname), autocommit=True) as conn:
+        install_mod.install(conn)
+        assert scalar(conn, "SELECT guardian.anomaly_detection_available()") is False
+        load(conn, series(2))
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as info:
+            verdicts(conn)
+        assert (
+            "CREATE EXTENSION plpython3u; SELECT guardian.install_anomaly_detector();" in info.value.diag.message_hint
+        )
+        assert (
+            scalar(conn, "SELECT guardian.run_anomaly_detection()")
+            == "anomaly detection is unavailable here (no plpython3u)"
+        )
+        fix = scalar(conn, "SELECT metadata->>'fix' FROM guardian.monitoring_alerts WHERE type = 'CHECK_DEGRADED'")
+        assert "install_anomaly_detector()" in fix
+        conn.execute("CREATE EXTENSION plpython3u")
+        assert scalar(conn, "SELECT guardian.install_anomaly_detector()") == "anomaly detector: PL/Python"
+        assert scalar(conn, "SELECT guardian.anomaly_detection_available()") is True
+        assert len(verdicts(conn)) == 2 * 144

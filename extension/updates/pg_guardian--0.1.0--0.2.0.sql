@@ -3511,14 +3511,24 @@ CREATE TYPE guardian._anomaly_step AS (
 COMMENT ON TYPE guardian._anomaly_step IS
     'Internal: one call of the detector (verdicts for the new samples, the state of every sample given, which earlier states changed, the small state to pass on).';
 
--- The detector itself. With plpython3u: the embedded module, compiled once per session.
--- Without: a function that says what is missing. Either way it is the installer's (an
--- untrusted language), runs as its caller, and touches no table.
-DO $do$
+-- The detector itself. install_anomaly_detector() creates it with PL/Python where plpython3u
+-- exists and a superuser installs (the embedded module, compiled once per session), else a
+-- stand-in that says what is missing; a superuser runs it again after CREATE EXTENSION
+-- plpython3u. Either way the function is the installer's (an untrusted language), runs as its
+-- caller and touches no table.
+CREATE FUNCTION guardian.install_anomaly_detector()
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $install$
+DECLARE
+    v_python boolean := EXISTS (SELECT FROM pg_catalog.pg_language AS l WHERE l.lanname = 'plpython3u');
+    v_super  boolean := coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = CURRENT_USER), false);
+    v_exists boolean := to_regprocedure('guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[])') IS NOT NULL;
 BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_language WHERE lanname = 'plpython3u') THEN
+    IF v_python AND v_super THEN
         EXECUTE $fn$
-CREATE FUNCTION guardian._anomaly_resume(
+CREATE OR REPLACE FUNCTION guardian._anomaly_resume(
     p_times double precision[], p_values double precision[], p_time_zone text, p_kind text, p_params jsonb,
     p_scalars jsonb, p_state bytea[], p_expected double precision[], p_incidents double precision[])
 RETURNS guardian._anomaly_step
@@ -3579,7 +3589,14 @@ return {
 }
 $py$
 $fn$;
-    ELSE
+        RETURN 'anomaly detector: PL/Python';
+    ELSIF v_exists THEN
+        RAISE EXCEPTION '%', CASE WHEN NOT v_python
+                                  THEN format('PL/Python (plpython3u) is not installed in database %s', current_database())
+                                  ELSE format('role %s may not create PL/Python functions', CURRENT_USER) END
+            USING ERRCODE = CASE WHEN NOT v_python THEN 'feature_not_supported' ELSE 'insufficient_privilege' END,
+                  HINT = 'As a superuser: apt-get install postgresql-plpython3-15 python3-numpy; then in this database CREATE EXTENSION plpython3u; SELECT guardian.install_anomaly_detector();';
+    END IF;
         EXECUTE $fn$
 CREATE FUNCTION guardian._anomaly_resume(
     p_times double precision[], p_values double precision[], p_time_zone text, p_kind text, p_params jsonb,
@@ -3591,13 +3608,16 @@ AS $body$
 BEGIN
     RAISE EXCEPTION 'anomaly detection needs PL/Python (plpython3u), which this database did not have when pg_guardian was installed'
         USING ERRCODE = 'feature_not_supported',
-              HINT = 'As a superuser: apt-get install postgresql-plpython3-15 python3-numpy; CREATE EXTENSION plpython3u; then reinstall pg_guardian (pg-guardian install --reinstall keeps its configuration). Managed services without plpython3u cannot run it.';
+              HINT = 'As a superuser: apt-get install postgresql-plpython3-15 python3-numpy; then in this database CREATE EXTENSION plpython3u; SELECT guardian.install_anomaly_detector(); Managed services without plpython3u cannot run it.';
 END
 $body$
 $fn$;
-    END IF;
+    RETURN 'anomaly detector: unavailable (no plpython3u)';
 END
-$do$;
+$install$;
+COMMENT ON FUNCTION guardian.install_anomaly_detector() IS
+    'Create the anomaly detector (guardian._anomaly_resume): with PL/Python and numpy where plpython3u exists and a superuser runs it (run it again after CREATE EXTENSION plpython3u), else a stand-in that says what is missing.';
+SELECT guardian.install_anomaly_detector();
 COMMENT ON FUNCTION guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[]) IS
     'Internal: one step of the seasonal-analog detector over a series (epoch seconds, values, time zone, count or gauge, parameters, the state of earlier samples). Pure: reads and writes no table.';
 
@@ -4172,7 +4192,7 @@ BEGIN
             'anomaly detection cannot run: pg_guardian was installed where plpython3u did not exist',
             NULL, 'anomaly_detection',
             jsonb_build_object('check', 'anomaly_detection',
-                               'fix', 'As a superuser: apt-get install postgresql-plpython3-15 python3-numpy; CREATE EXTENSION plpython3u; then reinstall pg_guardian. Or switch the job off: SELECT guardian.set_job(''anomaly_detection'', enabled => false);'));
+                               'fix', 'As a superuser: apt-get install postgresql-plpython3-15 python3-numpy; then in this database CREATE EXTENSION plpython3u; SELECT guardian.install_anomaly_detector(); Or switch the job off: SELECT guardian.set_job(''anomaly_detection'', p_enabled => false);'));
         RETURN 'anomaly detection is unavailable here (no plpython3u)';
     END IF;
     FOR r IN
@@ -5029,6 +5049,7 @@ REVOKE EXECUTE ON FUNCTION
     guardian._metric_keep(),
     guardian._metric_retention(timestamptz),
     guardian.collect_metrics(timestamptz),
+    guardian.install_anomaly_detector(),
     guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[]),
     guardian.anomaly_detection_available(),
     guardian._anomaly_detector_version(),
@@ -5073,6 +5094,7 @@ GRANT EXECUTE ON FUNCTION
     guardian._metric_keep(),
     guardian._metric_retention(timestamptz),
     guardian.collect_metrics(timestamptz),
+    guardian.install_anomaly_detector(),
     guardian._anomaly_resume(double precision[], double precision[], text, text, jsonb, jsonb, bytea[], double precision[], double precision[]),
     guardian.anomaly_detection_available(),
     guardian._anomaly_detector_version(),
