@@ -35,7 +35,8 @@ def test_collect_samples_writes_alerts_and_gauges_of_the_finished_bucket(orders:
     bucket = scalar(orders, "SELECT date_bin('10 minutes', now(), 'epoch')")
     # The bucket is done two minutes after it ends.
     result = scalar(orders, "SELECT guardian.collect_metrics(%s)", (bucket + timedelta(minutes=12),))
-    assert result.endswith("gauge sample(s)") and int(result.split()[0]) >= 5
+    # (at the top of an hour the result also says what the roll-up did)
+    assert " gauge sample(s)" in result and int(result.split()[0]) >= 5
     assert samples(orders, "writes.insert", "public.orders") == [(bucket, 7.0)]
     assert samples(orders, "writes.update", "public.orders") == [(bucket, 2.0)]
     assert samples(orders, "writes.delete", "public.orders") == [(bucket, 0.0)]  # a quiet bucket is a sample
