@@ -383,3 +383,13 @@ def test_without_plpython_it_says_so_and_can_be_added_later(blank_dbname: str, c
         assert scalar(conn, "SELECT guardian.install_anomaly_detector()") == "anomaly detector: PL/Python"
         assert scalar(conn, "SELECT guardian.anomaly_detection_available()") is True
         assert len(verdicts(conn)) == 2 * 144
+
+
+def test_a_read_only_transaction_judges_without_keeping(db: psycopg.Connection) -> None:
+    load(db, series(10, spikes={SPIKE: 300}))
+    with db.transaction():
+        db.execute("SET TRANSACTION READ ONLY")
+        judged = verdicts(db)
+    assert flagged(judged) == [SPIKE]
+    assert scalar(db, "SELECT count(*) FROM guardian.anomaly_scores") == 0  # nothing kept
+    assert verdicts(db) == judged  # and the kept verdicts are the same

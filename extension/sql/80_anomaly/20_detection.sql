@@ -545,6 +545,31 @@ $$;
 COMMENT ON FUNCTION guardian.detect_anomalies(text, text, timestamptz, timestamptz) IS
     'Every sample of a series from p_from to p_to (both included) with its verdict: expected value, band, score (robust z) and is_anomaly (NULL while the series is too young). Causal: each verdict uses only earlier samples, so it is what the anomaly_detection job said or would have said.';
 
+-- One run of the detector from scratch over samples in time order, keeping nothing: what
+-- backtest_anomalies and a read-only detect_anomalies both return.
+CREATE FUNCTION guardian._anomaly_fresh(
+    p_at timestamptz[], p_values double precision[], p_kind text, p_time_zone text, p_sensitivity double precision,
+    p_expected double precision[], p_incidents double precision[])
+RETURNS TABLE (sampled_at timestamptz, value double precision, expected double precision,
+               lower_bound double precision, upper_bound double precision, score double precision,
+               is_anomaly boolean, rule text, predictor text, note text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_step guardian._anomaly_step := guardian._anomaly_resume(
+        ARRAY(SELECT date_part('epoch', t) FROM unnest(p_at) WITH ORDINALITY AS u(t, k) ORDER BY k),
+        p_values, p_time_zone, p_kind, jsonb_build_object('sensitivity', p_sensitivity), NULL, NULL,
+        p_expected, p_incidents);
+BEGIN
+    RETURN QUERY
+    SELECT * FROM unnest(p_at, p_values, v_step.expected, v_step.lower_bound, v_step.upper_bound, v_step.score,
+                         v_step.alarm, v_step.rule, v_step.predictor, v_step.note);
+END
+$$;
+COMMENT ON FUNCTION guardian._anomaly_fresh(timestamptz[], double precision[], text, text, double precision, double precision[], double precision[]) IS
+    'Internal: every verdict of one detector run from scratch over samples in time order (with declared windows), keeping nothing.';
+
 -- The detector over any samples, keeping nothing: backtests, tuning, read-only transactions.
 CREATE FUNCTION guardian.backtest_anomalies(
     p_times timestamptz[], p_values double precision[], p_kind text DEFAULT NULL, p_time_zone text DEFAULT 'UTC',
@@ -561,7 +586,6 @@ DECLARE
     v_bad  integer;
     v_at   timestamptz[];
     v_vals double precision[];
-    v_step guardian._anomaly_step;
 BEGIN
     IF p_times IS NULL OR p_values IS NULL OR cardinality(p_times) <> cardinality(p_values) THEN
         RAISE EXCEPTION 'backtest needs as many values as times (% times, % values)',
@@ -598,12 +622,7 @@ BEGIN
         RAISE EXCEPTION 'two samples fall in the same second' USING ERRCODE = 'invalid_parameter_value',
               HINT = 'Keep one sample per moment (the detector works to the second).';
     END IF;
-    v_step := guardian._anomaly_resume(
-        ARRAY(SELECT date_part('epoch', t) FROM unnest(v_at) WITH ORDINALITY AS u(t, k) ORDER BY k),
-        v_vals, p_time_zone, p_kind, jsonb_build_object('sensitivity', p_sensitivity), NULL, NULL, '{}', '{}');
-    RETURN QUERY
-    SELECT * FROM unnest(v_at, v_vals, v_step.expected, v_step.lower_bound, v_step.upper_bound, v_step.score,
-                         v_step.alarm, v_step.rule, v_step.predictor, v_step.note);
+    RETURN QUERY SELECT * FROM guardian._anomaly_fresh(v_at, v_vals, p_kind, p_time_zone, p_sensitivity, '{}', '{}');
 END
 $$;
 COMMENT ON FUNCTION guardian.backtest_anomalies(timestamptz[], double precision[], text, text, double precision) IS
@@ -620,7 +639,6 @@ DECLARE
     v_cfg  record;
     v_at   timestamptz[];
     v_vals double precision[];
-    v_step guardian._anomaly_step;
 BEGIN
     SELECT * INTO v_cfg FROM guardian._anomaly_config(p_metric, p_subject);
     SELECT array_agg(x.sampled_at ORDER BY x.sampled_at), array_agg(x.value ORDER BY x.sampled_at) INTO v_at, v_vals
@@ -628,14 +646,12 @@ BEGIN
     IF v_at IS NULL THEN
         RETURN;
     END IF;
-    v_step := guardian._anomaly_resume(
-        ARRAY(SELECT date_part('epoch', t) FROM unnest(v_at) WITH ORDINALITY AS u(t, k) ORDER BY k), v_vals,
-        v_cfg.time_zone, (SELECT m.kind FROM guardian.metrics AS m WHERE m.name = p_metric),
-        jsonb_build_object('sensitivity', v_cfg.sensitivity), NULL, NULL,
-        guardian._anomaly_windows(p_metric, p_subject, 'expected'), guardian._anomaly_windows(p_metric, p_subject, 'incident'));
     RETURN QUERY
-    SELECT * FROM unnest(v_at, v_vals, v_step.expected, v_step.lower_bound, v_step.upper_bound, v_step.score,
-                         v_step.alarm);
+    SELECT f.sampled_at, f.value, f.expected, f.lower_bound, f.upper_bound, f.score, f.is_anomaly
+      FROM guardian._anomaly_fresh(v_at, v_vals, (SELECT m.kind FROM guardian.metrics AS m WHERE m.name = p_metric),
+                                   v_cfg.time_zone, v_cfg.sensitivity,
+                                   guardian._anomaly_windows(p_metric, p_subject, 'expected'),
+                                   guardian._anomaly_windows(p_metric, p_subject, 'incident')) AS f;
 END
 $$;
 COMMENT ON FUNCTION guardian._anomaly_backtest_series(text, text, timestamptz) IS
