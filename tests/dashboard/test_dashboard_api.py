@@ -494,7 +494,7 @@ def test_overview_chart_draws_the_expected_band_and_marks_anomalies(admin: TestC
     )
     assert db.execute("SELECT count(*) FROM guardian.anomalies(now() - interval '1 hour')").fetchone()[0] == 1
     page = admin.get("/").text
-    chart = re.search(r'<svg class="activity"[^>]*to visits".*?</svg>', page, re.S)
+    chart = re.search(r'<svg class="activity"[^>]*to public\.visits".*?</svg>', page, re.S)
     assert chart is not None
     assert chart.group(0).count('class="band"') >= 6  # the last hour at least, per 10 minutes
     assert re.search(r'class="anomaly"[^>]*><title>anomaly \d\d:\d\d: 400 insert \(usually \d+-\d+\)', chart.group(0))

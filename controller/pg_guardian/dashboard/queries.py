@@ -158,11 +158,14 @@ def new_alerts(conn: psycopg.Connection, since: datetime, limit: int = 200) -> l
 
 def activity(conn: psycopg.Connection, hours: int) -> dict[str, Any]:
     """Rows written per table and minute over the last hours, with bulk and off-hours alerts, and
-    the anomaly detector's expected band per 10 minutes (all three operations together)."""
+    the anomaly detector's expected band per 10 minutes (all three operations together). Tables
+    are named schema-qualified whatever the session's search_path, as alerts and metrics name them."""
     series = _rows(
         conn,
-        """SELECT w.relid::text AS table_name, w.minute, w.inserts, w.updates, w.deletes
+        """SELECT format('%%I.%%I', n.nspname, c.relname) AS table_name, w.minute, w.inserts, w.updates, w.deletes
              FROM guardian.activity_windows AS w
+             JOIN pg_catalog.pg_class AS c ON c.oid = w.relid
+             JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
             WHERE w.minute >= date_trunc('minute', now()) - make_interval(hours => %s)
             ORDER BY 1, 2""",
         (hours,),
@@ -180,7 +183,7 @@ def activity(conn: psycopg.Connection, hours: int) -> dict[str, Any]:
     bands = (
         _rows(
             conn,
-            """SELECT to_regclass(s.subject)::text AS table_name, s.sampled_at, sum(x.value) AS value,
+            """SELECT s.subject AS table_name, s.sampled_at, sum(x.value) AS value,
                   sum(s.expected) AS expected,
                   sum(greatest(s.lower_bound, 0)) AS lower, sum(s.upper_bound) AS upper,
                   bool_or(s.is_anomaly) AS anomaly,

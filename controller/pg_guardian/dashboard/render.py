@@ -81,8 +81,10 @@ def activity_svg(entry: dict[str, Any], now: datetime | None, hours: int, width:
         if not band["anomaly"] or index <= -10 or index >= minutes:
             continue
         x = (max(index, 0) + 5) * step
+        # Just above the band it left (the top corner holds the peak label).
+        y = max(bottom - plot * min(band["upper"] / 10 / peak, 1) - 6, top)
         parts.append(
-            f'<circle class="anomaly" cx="{x:.1f}" cy="{top - 6}" r="4"><title>anomaly {band["sampled_at"]:%H:%M}: '
+            f'<circle class="anomaly" cx="{x:.1f}" cy="{y:.1f}" r="4"><title>anomaly {band["sampled_at"]:%H:%M}: '
             f"{escape(band['what'] or '')}</title></circle>"
         )
     parts.append(f'<text x="0" y="{height - 2}" class="tick">{start:%H:%M}</text>')
