@@ -3690,13 +3690,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a name from pg_timezone_names, e.g. Europe/Berlin or America/New_York (not an abbreviation: seasons must follow daylight-saving changes).';
     END IF;
-    INSERT INTO guardian.anomaly_settings AS s (environment, metric, subject, enabled, sensitivity, time_zone)
-    VALUES (p_environment, p_metric, p_subject, p_enabled, p_sensitivity, p_time_zone)
+    -- changed_by: the caller (and the person a front end acts for), not this function's owner.
+    INSERT INTO guardian.anomaly_settings AS s (environment, metric, subject, enabled, sensitivity, time_zone, changed_by)
+    VALUES (p_environment, p_metric, p_subject, p_enabled, p_sensitivity, p_time_zone, guardian._actor())
     ON CONFLICT (environment, metric, subject) DO UPDATE
        SET enabled = coalesce(EXCLUDED.enabled, s.enabled),
            sensitivity = coalesce(EXCLUDED.sensitivity, s.sensitivity),
            time_zone = coalesce(EXCLUDED.time_zone, s.time_zone),
-           changed_at = now(), changed_by = CURRENT_USER
+           changed_at = now(), changed_by = EXCLUDED.changed_by
     RETURNING * INTO v_row;
     RETURN v_row;
 END
