@@ -222,7 +222,8 @@ def test_switched_off_or_less_sensitive_series(db: psycopg.Connection) -> None:
     assert len(backtest(0.25)) <= len(backtest(1)) < len(backtest(4))
     db.execute("SELECT guardian.set_anomaly_settings('writes.update', 'public.patients', p_sensitivity => 4)")
     assert small in flagged(verdicts(db))  # scored again with the new setting
-    assert scalar(db, "SELECT changed_by FROM guardian.anomaly_settings WHERE subject = 'public.patients'") == "postgres"
+    who = "SELECT changed_by FROM guardian.anomaly_settings WHERE subject = 'public.patients'"
+    assert scalar(db, who) == "postgres"
 
 
 def test_an_edited_sample_is_judged_again(db: psycopg.Connection) -> None:
