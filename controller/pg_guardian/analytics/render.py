@@ -129,7 +129,7 @@ def _latest(items: list[dict[str, Any]]) -> str:
     if not items:
         return "-"
     top = items[0]
-    return f"{str(top['sampled_at'])[:16]} {top['metric']} {top['subject']}: {top['value']:g}"
+    return f"{str(top['sampled_at'])[:16].replace('T', ' ')} UTC {top['metric']} {top['subject']}: {top['value']:g}"
 
 
 def _pair(stats: dict[str, Any], key: str) -> str:
