@@ -229,13 +229,13 @@ def test_a_new_rule_applies_to_the_next_write(dental: psycopg.Connection) -> Non
     dental.execute(
         "INSERT INTO guardian.rules "
         "(name, kinds, match_type, terms, severity, description, example_match, example_nonmatch) "
-        "VALUES ('staging_domain', '{email}', 'domains', '{staging.kamdental.com}', 'HIGH', 'staging accounts', "
-        "'dr@staging.kamdental.com', 'dr@kamdental.com')"
+        "VALUES ('partner_domain', '{email}', 'domains', '{partners.kamdental.com}', 'HIGH', 'partner sandboxes', "
+        "'dr@partners.kamdental.com', 'dr@kamdental.com')"
     )
-    dental.execute("INSERT INTO dental.clinics (name, email) VALUES ('Real', 'ops@staging.kamdental.com')")
-    assert [r[0] for r in contamination_alerts(dental)] == ["staging_domain"]
-    dental.execute("UPDATE guardian.rules SET enabled = false WHERE name = 'staging_domain'")
-    dental.execute("INSERT INTO dental.clinics (name, email) VALUES ('Real 2', 'ops2@staging.kamdental.com')")
+    dental.execute("INSERT INTO dental.clinics (name, email) VALUES ('Real', 'ops@partners.kamdental.com')")
+    assert [r[0] for r in contamination_alerts(dental)] == ["partner_domain"]
+    dental.execute("UPDATE guardian.rules SET enabled = false WHERE name = 'partner_domain'")
+    dental.execute("INSERT INTO dental.clinics (name, email) VALUES ('Real 2', 'ops2@partners.kamdental.com')")
     assert contamination_alerts(dental)[0][4] == 1
 
 

@@ -88,6 +88,28 @@ CATCHES = [
     ("ident", "00000000-0000-0000-0000-000000000007", "degenerate_uuid"),
     ("ident", "11111111-1111-1111-1111-111111111111", "degenerate_uuid"),
     ("ident", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "degenerate_uuid"),
+    ("ident", "11111111-1111-1111-1111-111111111112", "degenerate_uuid"),
+    # documentation UUIDs and their sequential variants
+    ("ident", "3fa85f64-5717-4562-b3fc-2c963f66afa6", "example_uuid"),
+    ("ident", "123e4567-e89b-12d3-a456-426614174001", "example_uuid"),
+    ("ident", "f81d4fae-7dec-11d0-a765-00a0c91e6bf6", "example_uuid"),
+    # the curated disposable list: lesser-known providers and sub-domains
+    ("email", "me@0-mail.com", "disposable_mail_domain"),
+    ("email", "anyone@Sub.YopMail.fr", "disposable_mail_domain"),
+    # load-test and seed accounts
+    ("email", "loadtest_00042@brightsmiles.com", "qa_local_part"),
+    ("email", "seeduser7@acme.dev", "qa_local_part"),
+    # test_tools
+    ("email", "cypress+1702@brightsmiles.io", "test_tool_address"),
+    ("email", "playwright_user_3@acme.io", "test_tool_address"),
+    ("email", "Selenium@clinic.com", "test_tool_address"),
+    ("email", "ops+cypress@gmail.com", "qa_plus_tag"),
+    ("person", "Playwright User", "test_tool_name"),
+    ("org", "Selenium Bot Clinic", "test_tool_name"),
+    ("person", "pytest patient", "test_tool_name"),
+    ("email", "jane@staging.brightsmiles.com", "nonprod_mail_subdomain"),
+    ("email", "x@qa2.acme.co.uk", "nonprod_mail_subdomain"),
+    ("email", "dr@DEV.kamdental.com", "nonprod_mail_subdomain"),
 ]
 
 PASSES = [
@@ -136,6 +158,14 @@ PASSES = [
     ("phone", "(212) 736-5000"),
     ("ident", "7d1c2f0e-5b7a-4c1e-9d2a-3f4b5c6d7e81"),
     ("ident", "550e8401-e29b-41d4-a716-446655440000"),
+    ("ident", "3fa85f65-5717-4562-b3fc-2c963f66afa6"),
+    ("email", "cypresshill@gmail.com"),
+    ("email", "jasmine.lee@gmail.com"),
+    ("email", "jane@stagecoach.co.uk"),
+    ("email", "devon@testingtonclinic.com"),
+    ("email", "someone@mail.com"),
+    ("org", "Cypress Family Dentistry"),
+    ("person", "Jasmine Karma"),
     ("note", "Test results normal, follow-up in 6 months"),
     ("note", "Patient contested the invoice"),
     ("note", "Use floss daily; do not use whitening strips"),

@@ -49,6 +49,8 @@ NEEDLE_SETS = {
     "short": ["t", "^q", "e$", "^x$"],
     "mixed": ["^test$", "mailinator.com", "#55501", "@example$", "use"],
     "everything": ["", "^test$"],
+    # e-mail domains, looked up rather than searched for
+    "domains": ["@=mailinator.com", "@=example.com", "@=COM", "@=a", "^test$", "#5"],
     # needles with non-ASCII characters (also looked for in the lower-cased text), and needles
     # that are only their marks
     "unicode needles": ["^müller$", "zoë", "Ü", "^é$", "^", "$", "#", "^$"],

@@ -469,6 +469,78 @@ never_matches(const char *s, int len)
 	return false;
 }
 
+/* Domain needles in byte order, a shorter one before the longer ones it begins. */
+static int
+compare_domains(const void *a, const void *b)
+{
+	const DomainNeedle *x = (const DomainNeedle *) a;
+	const DomainNeedle *y = (const DomainNeedle *) b;
+	int			c = memcmp(x->name, y->name, Min(x->len, y->len));
+
+	return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Is h[0..n), lower-cased, one of the set's domains? (binary search, in compare_domains order) */
+static bool
+domain_listed(const NeedleSet *set, const unsigned char *h, int n)
+{
+	int			lo = 0;
+	int			hi = set->domain_count - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		const DomainNeedle *d = &set->domains[mid];
+		int			m = Min(d->len, n);
+		int			c = 0;
+		int			k;
+
+		for (k = 0; k < m && c == 0; k++)
+			c = (unsigned char) d->name[k] - (int) ascii_lower(h[k]);
+		if (c == 0)
+			c = (d->len > n) - (d->len < n);
+		if (c == 0)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return false;
+}
+
+/*
+ * The '@=' needles: the value's e-mail domain is the text after its last '@', without
+ * trailing white space, '.' or '>'. It matches when it, or a parent domain (the text after
+ * one of its dots), is a listed domain. A value with any non-ASCII byte matches whatever the
+ * list: folding could make it any address (a full-width '＠' is an '@'); the precise rules
+ * decide.
+ */
+static bool
+domain_match(const NeedleSet *set, const unsigned char *h, int hlen)
+{
+	int			at = -1;
+	int			end = hlen;
+	int			p;
+
+	for (p = 0; p < hlen; p++)
+	{
+		if (h[p] >= 0x80)
+			return true;
+		if (h[p] == '@')
+			at = p;
+	}
+	if (at < 0)
+		return false;
+	while (end > at + 1 && (h[end - 1] == ' ' || (h[end - 1] >= '\t' && h[end - 1] <= '\r') ||
+							(h[end - 1] >= 0x1C && h[end - 1] <= 0x1F) || h[end - 1] == '.' || h[end - 1] == '>'))
+		end--;
+	for (p = at + 1; p < end; p++)
+		if ((p == at + 1 || h[p - 1] == '.') && domain_listed(set, h + p, end - p))
+			return true;
+	return false;
+}
+
 NeedleSet *
 needles_build(char **elems, const int *elem_lengths, int n)
 {
@@ -485,6 +557,7 @@ needles_build(char **elems, const int *elem_lengths, int n)
 	set->digit_lengths = palloc0(sizeof(int) * (n + 1));
 	set->digit_ends = palloc0(sizeof(bool) * (n + 1));
 	set->order = palloc0(sizeof(int) * (n + 1));
+	set->domains = palloc0(sizeof(DomainNeedle) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
 		int			len;
@@ -498,6 +571,16 @@ needles_build(char **elems, const int *elem_lengths, int n)
 			continue;
 		len = elem_lengths[i];
 		src = elems[i];
+		if (len > 2 && src[0] == '@' && src[1] == '=')
+		{
+			s = palloc(len - 2);
+			for (j = 2; j < len; j++)
+				s[j - 2] = (char) ascii_lower((unsigned char) src[j]);
+			set->domains[set->domain_count].name = s;
+			set->domains[set->domain_count].len = len - 2;
+			set->domain_count++;
+			continue;
+		}
 		if (len > 1 && src[0] == '#')
 		{
 			int			d = 0;
@@ -561,6 +644,8 @@ needles_build(char **elems, const int *elem_lengths, int n)
 	index_second_bytes(set);
 	if (set->digit_count > 0)
 		set->digits = index_plain_needles(set->digit_needles, set->digit_lengths, set->digit_ends, set->digit_count);
+	if (set->domain_count > 1)
+		qsort(set->domains, set->domain_count, sizeof(DomainNeedle), compare_domains);
 	set->memo = palloc_aligned_memo();
 	return set;
 }
@@ -1251,6 +1336,8 @@ search_folding(NeedleSet *set, const unsigned char *h, int hlen)
 	int			n;
 	int			i;
 
+	if (set->domain_count > 0 && domain_match(set, h, hlen))
+		return true;
 	found = search_unfolded(set, h, hlen, false);
 	if (found != NEEDS_FOLD)
 		return found;

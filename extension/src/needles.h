@@ -7,6 +7,12 @@
 
 typedef struct MemoEntry MemoEntry;
 
+typedef struct DomainNeedle
+{
+	char	   *name;			/* lower case */
+	int			len;
+} DomainNeedle;
+
 typedef struct NeedleSet
 {
 	/* set by the caller that caches sets (pg_guardian.c): the context and the array it came from */
@@ -28,6 +34,13 @@ typedef struct NeedleSet
 	int		   *digit_lengths;
 	bool	   *digit_ends;		/* '$': the number's digits end with the needle */
 	struct NeedleSet *digits;	/* the same needles, indexed like the others */
+	/*
+	 * '@=' needles: e-mail domains (a list of thousands, such as disposable mailbox providers).
+	 * The value's domain, after its last '@', is looked up (and each parent domain) in this
+	 * sorted array instead of searching the value for every one of them.
+	 */
+	int			domain_count;
+	struct DomainNeedle *domains;
 	/* needle indexes by first byte: first[b] .. first[b + 1] in order[] */
 	int			first[257];
 	int		   *order;

@@ -2124,6 +2124,11 @@ BEGIN
             USING ERRCODE = 'no_data_found',
                   HINT = 'List open alerts with: SELECT id, type, message FROM guardian.open_alerts;';
     END IF;
+    -- A contamination alert's outcome labels its records for the rules learned from them
+    -- (62_learning/10_labels.sql).
+    IF v_outcome IS NOT NULL THEN
+        PERFORM guardian._label_alert(v_alert.id, v_outcome);
+    END IF;
     RETURN v_alert;
 END
 $$;
@@ -5181,6 +5186,1179 @@ GRANT EXECUTE ON FUNCTION guardian.anomalies(timestamptz, text, text, timestampt
 -- creates PL/Python code, so it only works for a superuser.
 GRANT EXECUTE ON FUNCTION guardian.forecast(text, text, interval), guardian.disk_probe_available()
     TO guardian_reader;
+
+-- >>> sql/20_contamination: e-mail domains are looked up, not searched for (curated lists run
+-- to thousands: '@=' needles, guardian._mail_domains), and the rule packs' curated lists and
+-- test-tool rules. Where the C library is not loaded, the SQL matcher learns '@=' too.
+DO $fallback$
+BEGIN
+    IF (SELECT l.lanname FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang
+         WHERE p.oid = 'guardian._contains_any(text, text[])'::pg_catalog.regprocedure) = 'sql' THEN
+        EXECUTE $create$
+CREATE OR REPLACE FUNCTION guardian._contains_any(p_value text, p_needles text[])
+    RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $sql$
+        -- The C search's meaning (extension/src/needles.c). Needles are looked for in the value's
+        -- folded text (v): what the precise rules see (NFKC, U+0130 lowered, runs of any white
+        -- space \s may match in some locale as one space), with every other non-ASCII character
+        -- as chr(127), which is no word character; ASCII letters compare case-insensitively. A
+        -- word character is an ASCII letter or digit, or any non-ASCII character. When the value
+        -- and a needle hold non-ASCII characters, lower(NFKC(value)) with white space collapsed
+        -- (v2) is searched too.
+        -- '@=' needles: the value's e-mail domain (after the last '@', without trailing white
+        -- space, '.' or '>') or a parent domain of it is the needle's; a value with non-ASCII
+        -- characters matches any (folding could make it any address).
+        SELECT EXISTS (
+            SELECT FROM (SELECT rtrim(substring(p_value FROM '@([^@]*)$'), E' \t\n\v\f\r\x1c\x1d\x1e\x1f.>') AS d) AS x,
+                 LATERAL (SELECT translate(x.d, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS d) AS l
+             WHERE (x.d IS NOT NULL OR p_value ~ '[^\x01-\x7f]')
+               AND EXISTS (SELECT FROM unnest(p_needles) AS n(needle)
+                            WHERE length(n.needle) > 2 AND left(n.needle, 2) = '@='
+                              AND (p_value ~ '[^\x01-\x7f]'
+                                   OR translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                                      = l.d
+                                   OR right(l.d, length(n.needle) - 1)
+                                      = '.' || translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'))))
+        OR EXISTS (
+            SELECT FROM (SELECT translate(regexp_replace(regexp_replace(
+                                    replace(normalize(p_value, NFKC), chr(304), lower(chr(304))),
+                                    '[\t\n\v\f\r\x1c-\x1f \u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u3000]+', ' ', 'g'),
+                                    '[^\x01-\x7f]', chr(127), 'g'),
+                                 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS v,
+                         CASE WHEN p_value ~ '[^\x01-\x7f]'
+                               AND EXISTS (SELECT FROM unnest(p_needles) AS x(needle) WHERE x.needle ~ '[^\x01-\x7f]')
+                              THEN translate(regexp_replace(lower(normalize(p_value, NFKC)),
+                                       '[\t\n\v\f\r\x1c-\x1f \u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u3000]+', ' ', 'g'),
+                                   'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') END AS v2) AS f,
+                 unnest(p_needles) AS n(needle),
+                 -- '#': digits, '?' any digit after the first digit, a trailing '$' the end of the digits
+                 LATERAL (SELECT length(n.needle) > 1 AND left(n.needle, 1) = '#' AS is_digits,
+                                 ltrim(regexp_replace(substr(n.needle, 2), '[^0-9?]', '', 'g'), '?') AS digits) AS d,
+                 -- else a leading '^' and then a trailing '$' (each on more than one character) ask for word boundaries
+                 LATERAL (SELECT length(n.needle) > 1 AND left(n.needle, 1) = '^' AS word_start,
+                                 CASE WHEN length(n.needle) > 1 AND left(n.needle, 1) = '^' THEN substr(n.needle, 2) ELSE n.needle END AS rest) AS s,
+                 LATERAL (SELECT length(s.rest) > 1 AND right(s.rest, 1) = '$' AS word_end,
+                                 CASE WHEN length(s.rest) > 1 AND right(s.rest, 1) = '$' THEN left(s.rest, -1) ELSE s.rest END AS body) AS e,
+                 LATERAL (SELECT CASE WHEN s.word_start THEN '(^|[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])' ELSE '' END
+                                 || regexp_replace(translate(e.body, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'),
+                                                   '([^[:alnum:][:space:]])', '\\\1', 'g')
+                                 || CASE WHEN e.word_end THEN '($|[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])' ELSE '' END AS pattern) AS r
+             WHERE n.needle IS NOT NULL
+               AND NOT (length(n.needle) > 2 AND left(n.needle, 2) = '@=')
+               AND CASE WHEN d.is_digits
+                        THEN d.digits = '' OR regexp_replace(f.v, '[^0-9]', '', 'g')
+                                              ~ (replace(d.digits, '?', '[0-9]') || CASE WHEN right(n.needle, 1) = '$' THEN '$' ELSE '' END)
+                        ELSE e.body = '' OR f.v ~ r.pattern OR coalesce(f.v2 ~ r.pattern, false) END)
+    $sql$;
+$create$;
+    END IF;
+END
+$fallback$;
+COMMENT ON FUNCTION guardian._contains_any(text, text[]) IS
+    'Internal prefilter: does the value contain any needle? Looked for in the value as the rules see it (NFKC, white space runs as one space; other non-ASCII characters allow a word boundary), ASCII case-insensitive. A leading ^ / trailing $ on a needle asks for a word boundary there; a leading # looks in the digits only; @=domain matches an e-mail address at that domain or a sub-domain of it (thousands of these cost one lookup); an empty needle matches everything.';
+CREATE FUNCTION guardian._mail_domains(p_value text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN x.d IS NULL THEN '{}'::text[]
+                ELSE ARRAY[x.d] || ARRAY(SELECT substr(x.d, g.i + 1) FROM generate_series(1, length(x.d)) AS g(i)
+                                          WHERE substr(x.d, g.i, 1) = '.' ORDER BY g.i) END
+      FROM (SELECT rtrim(substring(p_value FROM '@([^@]*)$'), '.>') AS d) AS x
+$$;
+COMMENT ON FUNCTION guardian._mail_domains(text) IS
+    'Internal: the domain after the last @ of a normalised value (trailing . and > dropped) and its parent domains.';
+CREATE OR REPLACE FUNCTION guardian._rule_matches(p_match_type text, p_matcher text, p_terms text[], p_value text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_value OPERATOR(pg_catalog.<>) ''
+       AND ((p_match_type OPERATOR(pg_catalog.=) 'exact' AND p_value OPERATOR(pg_catalog.=) ANY (p_terms))
+            OR (p_match_type OPERATOR(pg_catalog.=) 'domains'
+                AND guardian._mail_domains(p_value) OPERATOR(pg_catalog.&&) p_terms)
+            OR (p_match_type OPERATOR(pg_catalog.=) 'digits'
+                AND pg_catalog.regexp_replace(p_value, '[^0-9]', '', 'g') OPERATOR(pg_catalog.~) p_matcher)
+            OR (p_match_type OPERATOR(pg_catalog.<>) ALL (ARRAY['exact', 'digits', 'domains'])
+                AND p_value OPERATOR(pg_catalog.~*) p_matcher))
+$$;
+COMMENT ON FUNCTION guardian._rule_matches(text, text, text[], text) IS
+    'Internal: does a rule (match type, matcher, terms) match this normalised value?';
+CREATE OR REPLACE FUNCTION guardian._rule_anchors(p_rule guardian.rules)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- The C prefilter folds ASCII case only: add case variants of non-ASCII anchors.
+    SELECT ARRAY(
+        SELECT DISTINCT v.variant
+          FROM unnest(CASE
+                 WHEN p_rule.anchors IS NOT NULL THEN p_rule.anchors
+                 -- an e-mail domain is looked up, not searched for (lists run to thousands)
+                 WHEN p_rule.match_type = 'domains' THEN ARRAY(SELECT '@=' || t FROM unnest(p_rule.terms) AS t)
+                 WHEN p_rule.match_type = 'uuids' THEN p_rule.terms
+                 -- whole words: '^' and '$' ask the prefilter for word boundaries
+                 WHEN p_rule.match_type = 'words' THEN ARRAY(SELECT '^' || t || '$' FROM unnest(p_rule.terms) AS t)
+                 WHEN p_rule.match_type = 'exact' THEN
+                     ARRAY(SELECT '^' || (regexp_split_to_array(t, ' '))[cardinality(regexp_split_to_array(t, ' '))] || '$'
+                             FROM unnest(p_rule.terms) AS t)
+                 WHEN p_rule.match_type = 'prefix' THEN ARRAY[lower(p_rule.pattern)]
+                 ELSE ARRAY['']
+               END) AS a(anchor),
+               LATERAL unnest(CASE WHEN a.anchor ~ '[^\x01-\x7f]'
+                                   THEN ARRAY[lower(a.anchor), upper(a.anchor), initcap(a.anchor)]
+                                   ELSE ARRAY[lower(a.anchor)] END) AS v(variant)
+         ORDER BY 1)
+$$;
+COMMENT ON FUNCTION guardian._rule_anchors(guardian.rules) IS
+    'Internal: the literal substrings the prefilter looks for on behalf of a rule (^/$: word boundary; '''' = every value).';
+CREATE OR REPLACE FUNCTION guardian._validate_rule()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_kind  text;
+    v_regex text;
+BEGIN
+    NEW.severity := upper(btrim(NEW.severity));
+    NEW.match_type := lower(btrim(NEW.match_type));
+    NEW.updated_at := now();
+    NEW.updated_by := SESSION_USER;
+    FOREACH v_kind IN ARRAY NEW.kinds LOOP
+        IF NOT EXISTS (SELECT FROM guardian.kinds AS k WHERE k.kind = v_kind) THEN
+            RAISE EXCEPTION 'rule %: unknown kind %', NEW.name, quote_literal(v_kind)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Known kinds: ' || (SELECT string_agg(k.kind, ', ' ORDER BY k.kind) FROM guardian.kinds AS k);
+        END IF;
+    END LOOP;
+    IF NEW.match_type IN ('regex', 'prefix', 'digits') AND coalesce(NEW.pattern, '') = '' THEN
+        RAISE EXCEPTION 'rule %: match_type % needs a pattern', NEW.name, NEW.match_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set pattern, e.g. pattern => ''^test[0-9]*@''.';
+    END IF;
+    IF NEW.match_type IN ('words', 'exact', 'domains', 'uuids') AND coalesce(cardinality(NEW.terms), 0) = 0 THEN
+        RAISE EXCEPTION 'rule %: match_type % needs terms', NEW.name, NEW.match_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set terms, e.g. terms => ARRAY[''example.com''].';
+    END IF;
+    FOREACH v_regex IN ARRAY ARRAY[CASE WHEN NEW.match_type IN ('regex', 'digits') THEN NEW.pattern END,
+                                   NEW.column_pattern] LOOP
+        CONTINUE WHEN v_regex IS NULL;
+        BEGIN
+            PERFORM '' ~ v_regex;
+        EXCEPTION WHEN invalid_regular_expression THEN
+            RAISE EXCEPTION 'rule %: invalid regular expression %', NEW.name, quote_literal(v_regex)
+                USING ERRCODE = 'invalid_regular_expression',
+                      DETAIL = SQLERRM,
+                      HINT = 'Patterns use PostgreSQL POSIX regular expressions (\m and \M for word boundaries).';
+        END;
+    END LOOP;
+    -- Terms are compared with normalised values, so store them normalised.
+    IF NEW.terms IS NOT NULL THEN
+        NEW.terms := ARRAY(SELECT DISTINCT guardian._normalize(t) FROM unnest(NEW.terms) AS t
+                            WHERE guardian._normalize(t) <> '' ORDER BY 1);
+    END IF;
+    IF NEW.anchors IS NOT NULL THEN
+        NEW.anchors := ARRAY(SELECT DISTINCT lower(a) FROM unnest(NEW.anchors) AS a WHERE a IS NOT NULL ORDER BY 1);
+    END IF;
+    NEW.matcher := guardian._rule_matcher(NEW.match_type, NEW.pattern, NEW.terms);
+    BEGIN
+        -- (a domains rule's expression only shows what it means: domains are looked up)
+        PERFORM '' ~ NEW.matcher WHERE NEW.match_type <> 'domains';
+    EXCEPTION WHEN invalid_regular_expression THEN
+        RAISE EXCEPTION 'rule %: its terms do not make a valid expression: %', NEW.name, SQLERRM
+            USING ERRCODE = 'invalid_regular_expression', HINT = 'Check the terms for stray characters.';
+    END;
+    IF NEW.example_match IS NOT NULL
+       AND NOT guardian._rule_matches(NEW.match_type, NEW.matcher, NEW.terms, guardian._normalize(NEW.example_match)) THEN
+        RAISE EXCEPTION 'rule %: example_match % does not match the rule', NEW.name, quote_literal(NEW.example_match)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Fix the pattern or terms, or the example.';
+    END IF;
+    IF NEW.example_nonmatch IS NOT NULL
+       AND guardian._rule_matches(NEW.match_type, NEW.matcher, NEW.terms, guardian._normalize(NEW.example_nonmatch)) THEN
+        RAISE EXCEPTION 'rule %: example_nonmatch % matches the rule', NEW.name, quote_literal(NEW.example_nonmatch)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The rule is too broad: tighten the pattern or terms.';
+    END IF;
+    IF NEW.example_match IS NOT NULL
+       AND NOT guardian._contains_any(NEW.example_match, guardian._rule_anchors(NEW)) THEN
+        RAISE EXCEPTION 'rule %: example_match % contains none of the anchors %', NEW.name,
+                        quote_literal(NEW.example_match), NEW.anchors
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Every value the rule matches must contain one of its anchors; add one, or set anchors to NULL.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION guardian._validate_rule() IS
+    'Internal: rejects invalid rules (unknown kind, bad regex, examples that contradict the rule) on INSERT or UPDATE.';
+COMMENT ON COLUMN guardian.rules.anchors IS
+    'Literal substrings, one of which every matching value contains: the write-path prefilter. A leading ^ / trailing $ asks for a word boundary there; #digits is looked for in the value''s digits only, where ? stands for any digit and a trailing $ for the end of the digits (#55501??$); @=domain is an e-mail address at that domain or a sub-domain of it. NULL: derived from terms; for regex rules without anchors every value is checked (slower).';
+COMMENT ON COLUMN guardian.rules.matcher IS
+    'Derived on write: the one regular expression (or, for exact, nothing) that decides a match on the normalised value; a domains rule''s expression says what it means, but its domains are looked up (guardian._mail_domains).';
+REVOKE EXECUTE ON FUNCTION guardian._mail_domains(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian._mail_domains(text) TO guardian_owner, guardian_reader;
+-- Default rule packs. Precision is a feature: every rule matches on word boundaries or on
+-- structure (domains, digits, UUID ranges) of the normalised value, and carries an example it
+-- must catch and one it must not (both checked when the row is written, and by the tests).
+-- Anchors are the literal substrings the write-path prefilter looks for.
+INSERT INTO guardian.rules
+    (name, pack, kinds, match_type, pattern, terms, anchors, severity, safe_for_automation,
+     description, example_match, example_nonmatch, builtin)
+VALUES
+-- reserved_domains: RFC 2606 / RFC 6761 names that can never belong to a real person.
+('reserved_test_tld', 'reserved_domains', '{email}', 'domains', NULL,
+ '{test,example,invalid,localhost}', '{.test$,.example$,.invalid$,.localhost$,@test$,@example$,@invalid$,@localhost$}',
+ 'CRITICAL', true,
+ 'E-mail in a reserved top-level domain (.test, .example, .invalid, .localhost; RFC 2606, RFC 6761).',
+ 'user@tenant-a.test', 'celeste.testa@gmail.com', true),
+('reserved_example_domain', 'reserved_domains', '{email}', 'domains', NULL,
+ '{example.com,example.net,example.org,example.edu}', '{^example.com$,^example.net$,^example.org$,^example.edu$}',
+ 'CRITICAL', true,
+ 'E-mail at a reserved example domain (example.com, example.net, example.org; RFC 2606).',
+ 'jane.doe@example.com', 'ops@examplehealth.com', true),
+-- disposable_email: throwaway inboxes used by QA scripts and sign-up bots.
+('disposable_mail_domain', 'disposable_email', '{email}', 'domains', NULL,
+-- @@ list disposable_email_domains.txt except real_mail_providers.txt @@
+ , NULL, 'HIGH', false,
+ 'E-mail at a disposable mailbox provider (the disposable-email-domains list; `pg-guardian rules update` refreshes it).',
+ 'qa.signup@mailinator.com', 'celeste@mailbox.org', true),
+-- qa_addresses: the addresses QA teams and test suites write.
+('qa_local_part', 'qa_addresses', '{email}', 'regex',
+ '^(test|testing|qa|e2e|uat|autotest|automation|loadtest|perftest|stresstest|testuser|seeduser|fakeuser|dummyuser)([0-9]+|[+._-][^@]*)?@', NULL,
+ '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,^test@,^test+,^test.,^test_,^test-,^testing0,^testing1,^testing2,^testing3,^testing4,^testing5,^testing6,^testing7,^testing8,^testing9,^testing@,^testing+,^testing.,^testing_,^testing-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,^qa@,^qa+,^qa.,^qa_,^qa-,^e2e0,^e2e1,^e2e2,^e2e3,^e2e4,^e2e5,^e2e6,^e2e7,^e2e8,^e2e9,^e2e@,^e2e+,^e2e.,^e2e_,^e2e-,^uat0,^uat1,^uat2,^uat3,^uat4,^uat5,^uat6,^uat7,^uat8,^uat9,^uat@,^uat+,^uat.,^uat_,^uat-,^autotest0,^autotest1,^autotest2,^autotest3,^autotest4,^autotest5,^autotest6,^autotest7,^autotest8,^autotest9,^autotest@,^autotest+,^autotest.,^autotest_,^autotest-,^automation0,^automation1,^automation2,^automation3,^automation4,^automation5,^automation6,^automation7,^automation8,^automation9,^automation@,^automation+,^automation.,^automation_,^automation-,^loadtest0,^loadtest1,^loadtest2,^loadtest3,^loadtest4,^loadtest5,^loadtest6,^loadtest7,^loadtest8,^loadtest9,^loadtest@,^loadtest+,^loadtest.,^loadtest_,^loadtest-,^perftest0,^perftest1,^perftest2,^perftest3,^perftest4,^perftest5,^perftest6,^perftest7,^perftest8,^perftest9,^perftest@,^perftest+,^perftest.,^perftest_,^perftest-,^stresstest0,^stresstest1,^stresstest2,^stresstest3,^stresstest4,^stresstest5,^stresstest6,^stresstest7,^stresstest8,^stresstest9,^stresstest@,^stresstest+,^stresstest.,^stresstest_,^stresstest-,^testuser0,^testuser1,^testuser2,^testuser3,^testuser4,^testuser5,^testuser6,^testuser7,^testuser8,^testuser9,^testuser@,^testuser+,^testuser.,^testuser_,^testuser-,^seeduser0,^seeduser1,^seeduser2,^seeduser3,^seeduser4,^seeduser5,^seeduser6,^seeduser7,^seeduser8,^seeduser9,^seeduser@,^seeduser+,^seeduser.,^seeduser_,^seeduser-,^fakeuser0,^fakeuser1,^fakeuser2,^fakeuser3,^fakeuser4,^fakeuser5,^fakeuser6,^fakeuser7,^fakeuser8,^fakeuser9,^fakeuser@,^fakeuser+,^fakeuser.,^fakeuser_,^fakeuser-,^dummyuser0,^dummyuser1,^dummyuser2,^dummyuser3,^dummyuser4,^dummyuser5,^dummyuser6,^dummyuser7,^dummyuser8,^dummyuser9,^dummyuser@,^dummyuser+,^dummyuser.,^dummyuser_,^dummyuser-}', 'HIGH', false,
+ 'E-mail whose local part is a QA marker: test@, test123@, test+1@, qa+signup@, e2e-run7@, loadtest_042@, seeduser7@.',
+ 'test+123@gmail.com', 'testa.celeste@gmail.com', true),
+('qa_plus_tag', 'qa_addresses', '{email}', 'regex',
+ '\+(test|qa|e2e|fixture|seed|fake|dummy|cypress|playwright|selenium|jest|pytest|loadtest|k6)[^@]*@', NULL,
+ '{+test,+qa,+e2e,+fixture,+seed,+fake,+dummy,+cypress,+playwright,+selenium,+jest,+pytest,+loadtest,+k6}', 'HIGH', false,
+ 'E-mail with a QA or test-tool sub-address tag: jane+test@, bob+e2e42@, ops+cypress@.',
+ 'jane.doe+e2e42@gmail.com', 'jane+newsletter@gmail.com', true),
+-- test_tools: what test runners, browser drivers and data generators leave behind
+('test_tool_address', 'test_tools', '{email}', 'regex',
+ '^(cypress|playwright|selenium|puppeteer|webdriver|pytest|rspec|phpunit|testcafe|jmeter|gatling|vitest|factorybot|factory_bot|faker|mailhog|mailpit|mailtrap)([0-9]+|[+._-][^@]*)?@', NULL,
+ '{^cypress0,^cypress1,^cypress2,^cypress3,^cypress4,^cypress5,^cypress6,^cypress7,^cypress8,^cypress9,^cypress@,^cypress+,^cypress.,^cypress_,^cypress-,^playwright0,^playwright1,^playwright2,^playwright3,^playwright4,^playwright5,^playwright6,^playwright7,^playwright8,^playwright9,^playwright@,^playwright+,^playwright.,^playwright_,^playwright-,^selenium0,^selenium1,^selenium2,^selenium3,^selenium4,^selenium5,^selenium6,^selenium7,^selenium8,^selenium9,^selenium@,^selenium+,^selenium.,^selenium_,^selenium-,^puppeteer0,^puppeteer1,^puppeteer2,^puppeteer3,^puppeteer4,^puppeteer5,^puppeteer6,^puppeteer7,^puppeteer8,^puppeteer9,^puppeteer@,^puppeteer+,^puppeteer.,^puppeteer_,^puppeteer-,^webdriver0,^webdriver1,^webdriver2,^webdriver3,^webdriver4,^webdriver5,^webdriver6,^webdriver7,^webdriver8,^webdriver9,^webdriver@,^webdriver+,^webdriver.,^webdriver_,^webdriver-,^pytest0,^pytest1,^pytest2,^pytest3,^pytest4,^pytest5,^pytest6,^pytest7,^pytest8,^pytest9,^pytest@,^pytest+,^pytest.,^pytest_,^pytest-,^rspec0,^rspec1,^rspec2,^rspec3,^rspec4,^rspec5,^rspec6,^rspec7,^rspec8,^rspec9,^rspec@,^rspec+,^rspec.,^rspec_,^rspec-,^phpunit0,^phpunit1,^phpunit2,^phpunit3,^phpunit4,^phpunit5,^phpunit6,^phpunit7,^phpunit8,^phpunit9,^phpunit@,^phpunit+,^phpunit.,^phpunit_,^phpunit-,^testcafe0,^testcafe1,^testcafe2,^testcafe3,^testcafe4,^testcafe5,^testcafe6,^testcafe7,^testcafe8,^testcafe9,^testcafe@,^testcafe+,^testcafe.,^testcafe_,^testcafe-,^jmeter0,^jmeter1,^jmeter2,^jmeter3,^jmeter4,^jmeter5,^jmeter6,^jmeter7,^jmeter8,^jmeter9,^jmeter@,^jmeter+,^jmeter.,^jmeter_,^jmeter-,^gatling0,^gatling1,^gatling2,^gatling3,^gatling4,^gatling5,^gatling6,^gatling7,^gatling8,^gatling9,^gatling@,^gatling+,^gatling.,^gatling_,^gatling-,^vitest0,^vitest1,^vitest2,^vitest3,^vitest4,^vitest5,^vitest6,^vitest7,^vitest8,^vitest9,^vitest@,^vitest+,^vitest.,^vitest_,^vitest-,^factorybot0,^factorybot1,^factorybot2,^factorybot3,^factorybot4,^factorybot5,^factorybot6,^factorybot7,^factorybot8,^factorybot9,^factorybot@,^factorybot+,^factorybot.,^factorybot_,^factorybot-,^factory_bot0,^factory_bot1,^factory_bot2,^factory_bot3,^factory_bot4,^factory_bot5,^factory_bot6,^factory_bot7,^factory_bot8,^factory_bot9,^factory_bot@,^factory_bot+,^factory_bot.,^factory_bot_,^factory_bot-,^faker0,^faker1,^faker2,^faker3,^faker4,^faker5,^faker6,^faker7,^faker8,^faker9,^faker@,^faker+,^faker.,^faker_,^faker-,^mailhog0,^mailhog1,^mailhog2,^mailhog3,^mailhog4,^mailhog5,^mailhog6,^mailhog7,^mailhog8,^mailhog9,^mailhog@,^mailhog+,^mailhog.,^mailhog_,^mailhog-,^mailpit0,^mailpit1,^mailpit2,^mailpit3,^mailpit4,^mailpit5,^mailpit6,^mailpit7,^mailpit8,^mailpit9,^mailpit@,^mailpit+,^mailpit.,^mailpit_,^mailpit-,^mailtrap0,^mailtrap1,^mailtrap2,^mailtrap3,^mailtrap4,^mailtrap5,^mailtrap6,^mailtrap7,^mailtrap8,^mailtrap9,^mailtrap@,^mailtrap+,^mailtrap.,^mailtrap_,^mailtrap-}', 'HIGH', false,
+ 'E-mail whose local part is a test runner or data generator: cypress+1702@, playwright_user_3@, selenium@.',
+ 'cypress+1702@brightsmiles.io', 'cypresshill@gmail.com', true),
+('test_tool_name', 'test_tools', '{person_name,organization}', 'words', NULL,
+ '{playwright,selenium,puppeteer,webdriver,pytest,rspec,phpunit,testcafe,jmeter,vitest,factorybot,factory_bot,capybara,mailhog,mailpit,mailtrap}', NULL, 'HIGH', false,
+ 'A name naming a test runner, browser driver or mail catcher (Playwright User, Selenium Bot, Pytest Clinic); Cypress and Jasmine pass, they are real names.',
+ 'Selenium Bot', 'Cypress Family Dentistry', true),
+('nonprod_mail_subdomain', 'test_tools', '{email}', 'regex',
+ '@(staging|stage|stg|test|testing|qa|dev|develop|development|sandbox|uat|preprod|pre-prod|demo)[0-9]*\.([a-z0-9-]+\.)+[a-z]{2,}[.>]*$', NULL,
+ '{@staging,@stage,@stg,@test,@testing,@qa,@dev,@develop,@development,@sandbox,@uat,@preprod,@pre-prod,@demo}', 'HIGH', false,
+ 'E-mail at a non-production sub-domain of an organisation (jane@staging.brightsmiles.com, qa@dev.acme.io); guardian.set_nonprod_labels() changes the labels.',
+ 'jane@staging.brightsmiles.com', 'jane@stagecoach.co.uk', true),
+-- placeholder_names: the names people type when a form needs one.
+('placeholder_full_name', 'placeholder_names', '{person_name}', 'exact', NULL,
+ '{john doe,jane doe,john q public,jane q public,joe bloggs,joe public,fred nurk,max mustermann,erika mustermann,test user,test patient,test test,test account,test person,foo bar,lorem ipsum,first last,firstname lastname,first name last name,no name,unknown unknown,asdf asdf,jane roe,richard roe,baby doe,john doe jr}',
+ '{^doe$,^public$,^bloggs$,^nurk$,^mustermann$,^test$,^bar$,^ipsum$,^last$,^lastname$,^name$,^unknown$,^asdf$,^roe$,^doe jr$,^jr$}', 'HIGH', false,
+ 'A placeholder full name (John Doe, Test User, Foo Bar, Lorem Ipsum, Max Mustermann, ...); first and last name columns are checked together.',
+ 'John Doe', 'John Dobson', true),
+('placeholder_name_word', 'placeholder_names', '{person_name}', 'words', NULL,
+ '{test,testing,fake,dummy,placeholder,asdf,qwerty,lorem,ipsum,xxx,zzz,undefined,null,tbd}', NULL,
+ 'HIGH', false,
+ 'A name containing a placeholder word (Test, Fake, Dummy, Placeholder, Lorem, TBD) as a whole word: Celeste Testa, Martin Tester and Oliver Dummett pass.',
+ 'Test Patient', 'Celeste Testa', true),
+('numbered_test_name', 'placeholder_names', '{person_name,organization}', 'regex',
+ '(^|[^[:alnum:]])(test|user|patient|customer|qa|fake|dummy)[ _-]?[0-9]+($|[^[:alnum:]])', NULL,
+ '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,"^test ",^test_,^test-,^user0,^user1,^user2,^user3,^user4,^user5,^user6,^user7,^user8,^user9,"^user ",^user_,^user-,^patient0,^patient1,^patient2,^patient3,^patient4,^patient5,^patient6,^patient7,^patient8,^patient9,"^patient ",^patient_,^patient-,^customer0,^customer1,^customer2,^customer3,^customer4,^customer5,^customer6,^customer7,^customer8,^customer9,"^customer ",^customer_,^customer-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,"^qa ",^qa_,^qa-,^fake0,^fake1,^fake2,^fake3,^fake4,^fake5,^fake6,^fake7,^fake8,^fake9,"^fake ",^fake_,^fake-,^dummy0,^dummy1,^dummy2,^dummy3,^dummy4,^dummy5,^dummy6,^dummy7,^dummy8,^dummy9,"^dummy ",^dummy_,^dummy-}', 'HIGH', false,
+ 'A generated name with a sequence number: User 12, Patient_3, test1, Customer 7.',
+ 'Patient 42', 'Patience Okafor', true),
+-- keyboard_mash: what a hurried tester types.
+('keyboard_mash', 'keyboard_mash', '{person_name,organization}', 'regex',
+ '^((asdf|sdfg|dfgh|fghj|ghjk|hjkl|qwer|uiop|zxcv|xcvb|cvbn|vbnm|azerty)[a-z]*|([a-z])\3{2,}|(abc|xyz|asd|jkl)+)( [a-z]*)?$', NULL,
+ '{^asdf,^sdfg,^dfgh,^fghj,^ghjk,^hjkl,^qwer,^uiop,^zxcv,^xcvb,^cvbn,^vbnm,^azerty,^aaa,^bbb,^ccc,^ddd,^eee,^fff,^ggg,^hhh,^iii,^jjj,^kkk,^lll,^mmm,^nnn,^ooo,^ppp,^qqq,^rrr,^sss,^ttt,^uuu,^vvv,^www,^xxx,^yyy,^zzz,^abc,^xyz,^asd,^jkl}',
+ 'MEDIUM', false,
+ 'A keyboard mash or repeated letters as a name: Asdfgh, Qwerty, Zzz, Abcabc.',
+ 'Asdfgh Jkl', 'Ashford', true),
+-- fixture_markers: what fixture files and seed scripts leave behind.
+('tenant_fixture', 'fixture_markers', '{email,person_name,organization,free_text}', 'regex',
+ '(^|[^[:alnum:]])tenant([ _-]([a-z]|[0-9]+)|[0-9]+)($|[^[:alnum:]])', NULL,
+ '{^tenant}', 'CRITICAL', false,
+ 'A fixture tenant marker: tenant-a, Tenant B, tenant_1, user@tenant-a.test.',
+ 'Tenant A Dental', 'Tenants Association of Leeds', true),
+('test_marker', 'fixture_markers', '{person_name,organization,free_text}', 'regex',
+ '[\[(]\s*(test|testing|qa|e2e|fake|dummy|demo|do ?n.?t use)\s*[\])]|^(test|testing|fake|dummy|demo|qa|e2e|do ?n.?t use)\s*([:-]|$)|(^|[^[:alnum:]])(not a real (patient|person|clinic|user|account|customer|email|address)|lorem ipsum)($|[^[:alnum:]])', NULL,
+ '{^test$,^testing$,^qa$,^e2e$,^fake$,^dummy$,^demo$,t use$,^not a real,^lorem$}', 'CRITICAL', false,
+ 'An explicit test marker: (TEST), [QA], "TEST: ...", "DO NOT USE - ...", "not a real patient", lorem ipsum; "do not use whitening strips" passes.',
+ 'Bright Smiles (TEST)', 'Test results normal, follow-up in 6 months', true),
+('test_organization', 'fixture_markers', '{organization}', 'regex',
+ '(^|[^[:alnum:]])(test|testing|fake|dummy|demo|example|tenant|qa|e2e)\s+(clinic|practice|dental|dentistry|office|organi[sz]ation|company|corp|inc|llc|ltd|account|tenant|hospital|surgery|lab)($|[^[:alnum:]])|^(test|fake|dummy|demo|qa|e2e|example)$', NULL,
+ '{^test$,^testing$,^fake$,^dummy$,^demo$,^example$,^tenant$,^qa$,^e2e$}', 'CRITICAL', false,
+ 'A test organisation: Test Clinic, Fake Clinic, Demo Dental, Tenant Practice.',
+ 'Test Clinic', 'Greatest Smiles Dental', true),
+-- fictitious_phones: numbers reserved for fiction, and degenerate numbers.
+('nanp_fictional_phone', 'fictitious_phones', '{phone}', 'digits',
+ '^1?([2-9][0-9]{2})?5550(1[0-9]{2})$', NULL,
+ '{#55501??$}', 'MEDIUM', true,
+ 'A North American number in 555-0100..555-0199, reserved for fiction.',
+ '(415) 555-0123', '+1 415 555 8123', true),
+('uk_drama_phone', 'fictitious_phones', '{phone}', 'digits',
+ '^(44|0)?(2079460[0-9]{3}|7700900[0-9]{3}|1(1[3-8]|21|31|41|51|61)4960[0-9]{3}|1914980[0-9]{3}|2896496[0-9]{3}|2920180[0-9]{3}|8081570[0-9]{3}|9098790[0-9]{3})$', NULL,
+ '{#2079460???$,#7700900???$,#1134960???$,#1144960???$,#1154960???$,#1164960???$,#1174960???$,#1184960???$,#1214960???$,#1314960???$,#1414960???$,#1514960???$,#1614960???$,#1914980???$,#2896496???$,#2920180???$,#8081570???$,#9098790???$}', 'MEDIUM', true,
+ 'A UK number from Ofcom''s ranges for drama (020 7946 0xxx, 07700 900xxx, 0113 496 0xxx, ...).',
+ '+44 20 7946 0123', '+44 20 7946 5678', true),
+('au_fictional_phone', 'fictitious_phones', '{phone}', 'digits',
+ '^(61|0)?([2378]5550[0-9]{4}|491570(006|156|157|158|159|110|313|737))$', NULL,
+ '{#25550????$,#35550????$,#75550????$,#85550????$,#491570???$}', 'MEDIUM', true,
+ 'An Australian number from ACMA''s ranges for fiction (0491 570 156, 02 5550 xxxx, ...).',
+ '0491 570 156', '0491 571 156', true),
+('degenerate_phone', 'fictitious_phones', '{phone}', 'digits',
+ '^1?(0{7,}|1{7,}|2{7,}|3{7,}|4{7,}|5{7,}|6{7,}|7{7,}|8{7,}|9{7,}|0123456789|1234567890|123456789|12345678|9876543210|1231231234)$', NULL,
+ '{#0000000,#1111111,#2222222,#3333333,#4444444,#5555555,#6666666,#7777777,#8888888,#9999999,#12345678,#9876543210,#1231231234}',
+ 'MEDIUM', false,
+ 'A degenerate number: one digit repeated, or a counting sequence (000-000-0000, 123-456-7890).',
+ '123-456-7890', '+1 415 872 1930', true),
+-- example_uuids: UUIDs copied from documentation, and degenerate ones.
+('example_uuid', 'example_uuids', '{identifier}', 'uuids', NULL,
+ '{550e8400-e29b-41d4-a716-,123e4567-e89b-12d3-a456-,a0eebc99-9c0b-4ef8-bb6d-,f47ac10b-58cc-4372-a567-,12345678-1234-1234-1234-,12345678-1234-5678-1234-,12345678-90ab-cdef-1234-,01234567-89ab-cdef-0123-,3fa85f64-5717-4562-b3fc-,d290f1ee-6c54-4b01-90e6-,6f9619ff-8b86-d011-b42d-,38400000-8cf0-11bd-b23e-,f81d4fae-7dec-11d0-a765-,c232ab00-9414-11ec-b3c8-,5df41881-3aed-3515-88a7-,919108f7-52d1-4320-9bac-,2ed6657d-e927-568b-95e1-,1ec9414c-232a-6b00-b3c8-,017f22e2-79b0-7cc3-98c4-,2489e9ad-2ee2-8e00-8ec9-,deadbeef-,cafebabe-}',
+ NULL, 'HIGH', true,
+ 'A UUID copied from documentation, or a sequential variant of one (550e8400-e29b-41d4-a716-..., 123e4567-e89b-12d3-a456-426614174001, the PostgreSQL docs'' a0eebc99-..., OpenAPI''s 3fa85f64-..., the RFC 4122 and RFC 9562 examples).',
+ '123e4567-e89b-12d3-a456-426614174003', '7d1c2f0e-5b7a-4c1e-9d2a-3f4b5c6d7e81', true),
+('degenerate_uuid', 'example_uuids', '{identifier}', 'uuids', NULL,
+ '{00000000-0000-0000-0000-,11111111-1111-1111-1111-,22222222-2222-2222-2222-,33333333-3333-3333-3333-,44444444-4444-4444-4444-,55555555-5555-5555-5555-,66666666-6666-6666-6666-,77777777-7777-7777-7777-,88888888-8888-8888-8888-,99999999-9999-9999-9999-,aaaaaaaa-aaaa-aaaa-aaaa-,bbbbbbbb-bbbb-bbbb-bbbb-,cccccccc-cccc-cccc-cccc-,dddddddd-dddd-dddd-dddd-,eeeeeeee-eeee-eeee-eeee-,ffffffff-ffff-ffff-ffff-}',
+ NULL, 'MEDIUM', false,
+ 'A degenerate UUID: nil, max, a repeated digit, or a hand-numbered fixture id (00000000-0000-0000-0000-000000000001, 11111111-1111-1111-1111-111111111112).',
+ '00000000-0000-0000-0000-000000000001', '0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c62', true)
+ON CONFLICT (name) DO UPDATE
+   -- an upgrade brings the built-in rules' matching up to date; how they are used (enabled,
+   -- severity, environments, automation) stays as it was set
+   SET pack = EXCLUDED.pack, kinds = EXCLUDED.kinds, match_type = EXCLUDED.match_type,
+       pattern = EXCLUDED.pattern, terms = EXCLUDED.terms, anchors = EXCLUDED.anchors,
+       description = EXCLUDED.description, example_match = EXCLUDED.example_match,
+       example_nonmatch = EXCLUDED.example_nonmatch
+ WHERE rules.builtin;
+
+-- >>> sql/62_learning: labels and rules learned from them
+-- Labels: what people said about records of watched tables (test data or real), kept with the
+-- values that were seen, per table and column. Pattern induction (20_suggestions.sql) learns
+-- from them. A value is kept normalised (the form rules see) unless its column's kind asks for
+-- redaction (guardian.kinds.label_values): then only a masked sample stays.
+ALTER TABLE guardian.kinds
+    ADD COLUMN label_values text NOT NULL DEFAULT 'keep',
+    ADD CONSTRAINT kinds_label_values_chk CHECK (label_values IN ('keep', 'redact'));
+COMMENT ON COLUMN guardian.kinds.label_values IS
+    'What a label keeps of a value of this kind: keep (the normalised value, which rules can be learned from) or redact (a masked sample only; nothing is learned from the column).';
+UPDATE guardian.kinds SET label_values = 'redact' WHERE kind = 'free_text';
+
+CREATE TABLE guardian.labels (
+    relid       regclass NOT NULL,
+    record_id   text NOT NULL,
+    column_name text NOT NULL,
+    kind        text NOT NULL,
+    label       text NOT NULL,
+    value       text,
+    sample      text,
+    source      text NOT NULL DEFAULT 'manual',
+    alert_id    uuid REFERENCES guardian.monitoring_alerts (id) ON DELETE SET NULL,
+    labelled_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    labelled_by text NOT NULL,
+    CONSTRAINT labels_pkey PRIMARY KEY (relid, record_id, column_name),
+    CONSTRAINT labels_label_chk CHECK (label IN ('test', 'real')),
+    CONSTRAINT labels_source_chk CHECK (source IN ('manual', 'alert'))
+);
+COMMENT ON TABLE guardian.labels IS
+    'Records people labelled test or real (guardian.label_records(), or resolving a contamination alert), one row per watched column with the value seen (NULL where the kind redacts, or while the record has not been read yet).';
+COMMENT ON COLUMN guardian.labels.value IS
+    'The normalised value (what rules match); NULL where the kind''s label_values is redact, or until the record is read (labels from an alert are filled in by the next label_records() or suggest_rules() of someone who can read the table).';
+COMMENT ON COLUMN guardian.labels.source IS
+    'manual (guardian.label_records) or alert (resolving a contamination alert: cleaned or confirmed means test, false_positive means real).';
+SELECT pg_catalog.pg_extension_config_dump('guardian.labels', '');
+CREATE INDEX labels_kind_label_idx ON guardian.labels (kind, label);
+
+-- Keeps labels (as guardian_owner): p_rows is [{"record_id": ..., "row": {...}}] of rows read
+-- by the caller; a row NULL keeps a label whose values are still to be read.
+CREATE FUNCTION guardian._store_labels(
+    p_relid regclass, p_label text, p_rows jsonb, p_source text DEFAULT 'manual', p_alert uuid DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_watch guardian.watched_tables := guardian._scan_plan(p_relid);
+    v_count integer;
+BEGIN
+    INSERT INTO guardian.labels AS l (relid, record_id, column_name, kind, label, value, sample, source, alert_id,
+                                      labelled_by)
+    SELECT p_relid, r ->> 'record_id', c.column_name, c.kind, p_label,
+           CASE WHEN k.label_values = 'keep' THEN guardian._normalize(r -> 'row' ->> c.column_name) END,
+           CASE WHEN r -> 'row' ->> c.column_name IS NOT NULL
+                THEN guardian._redact(r -> 'row' ->> c.column_name, c.kind, guardian._anchors(c.kind, c.column_name)) END,
+           p_source, p_alert, guardian._actor()
+      FROM jsonb_array_elements(p_rows) AS r,
+           unnest(v_watch.column_names, v_watch.column_kinds) AS c(column_name, kind)
+      JOIN guardian.kinds AS k ON k.kind = c.kind
+     -- a row that was read keeps its non-empty values; one still to be read keeps a placeholder
+     WHERE jsonb_typeof(r -> 'row') IS DISTINCT FROM 'object' OR coalesce(r -> 'row' ->> c.column_name, '') <> ''
+    ON CONFLICT ON CONSTRAINT labels_pkey DO UPDATE
+       SET label = EXCLUDED.label,
+           kind = EXCLUDED.kind,
+           value = coalesce(EXCLUDED.value, CASE WHEN EXCLUDED.sample IS NULL THEN l.value END),
+           sample = coalesce(EXCLUDED.sample, l.sample),
+           source = EXCLUDED.source,
+           alert_id = coalesce(EXCLUDED.alert_id, l.alert_id),
+           labelled_at = EXCLUDED.labelled_at,
+           labelled_by = EXCLUDED.labelled_by;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION guardian._store_labels(regclass, text, jsonb, text, uuid) IS
+    'Internal: keeps the labels of rows the caller read ([{"record_id", "row"}]), one per watched column; a NULL row keeps a placeholder to be filled in.';
+
+-- The rows of a table with the given record ids, as a scan would name them, read as the caller
+-- without running application code (see guardian._scan_row_json), then from the quarantine
+-- (rows a cleanup removed).
+CREATE FUNCTION guardian._label_rows(p_table regclass, p_record_ids text[])
+RETURNS TABLE (record_id text, row_data jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_watch guardian.watched_tables := guardian._scan_plan(p_table);
+    v_key   text := v_watch.key_columns[1];
+    v_type  oid;
+    v_row   text := guardian._scan_row_json(p_table);
+BEGIN
+    SELECT a.atttypid INTO v_type
+      FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid = p_table AND a.attname = v_key AND NOT a.attisdropped;
+    IF cardinality(v_watch.key_columns) = 1 AND guardian._json_safe_type(v_type)
+       AND coalesce(v_watch.column_kinds[array_position(v_watch.column_names, v_key)], '')
+           NOT IN ('email', 'phone', 'person_name') THEN
+        -- the id is the key's own text: look the rows up by key (an index scan)
+        BEGIN
+            RETURN QUERY EXECUTE format(
+                'SELECT (guardian._record_ref($1, %1$s)).record_id, %1$s FROM %2$s AS t
+                  WHERE t.%3$I OPERATOR(pg_catalog.=) ANY ($2::%4$s[])',
+                v_row, p_table, v_key, pg_catalog.format_type(v_type, NULL))
+                USING v_watch, p_record_ids;
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range OR invalid_datetime_format THEN
+            RAISE EXCEPTION 'a record id of % is not a valid %', p_table, pg_catalog.format_type(v_type, NULL)
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM,
+                      HINT = format('Record ids are the values of %I, as guardian.scan() shows them.', v_key);
+        END;
+    ELSE
+        RETURN QUERY EXECUTE format(
+            'SELECT x.record_id, x.row_data
+               FROM (SELECT (guardian._record_ref($1, %1$s)).record_id, %1$s AS row_data FROM %2$s AS t) AS x
+              WHERE x.record_id OPERATOR(pg_catalog.=) ANY ($2)', v_row, p_table)
+            USING v_watch, p_record_ids;
+    END IF;
+    IF pg_catalog.has_table_privilege('guardian.quarantine', 'SELECT') THEN
+        RETURN QUERY
+            SELECT DISTINCT ON (x.record_id) x.record_id, x.row_data
+              FROM (SELECT (guardian._record_ref(v_watch, q.row_data)).record_id, q.row_data, q.seq
+                      FROM guardian.quarantine AS q
+                     WHERE q.relid = p_table AND q.action = 'delete') AS x
+             WHERE x.record_id = ANY (p_record_ids)
+             ORDER BY x.record_id, x.seq DESC;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._label_rows(regclass, text[]) IS
+    'Internal: the rows (as JSON) with these record ids, from the table as the caller reads it, else from the quarantine.';
+
+-- Labels from an alert are kept before anyone has read the rows: fill in their values.
+CREATE FUNCTION guardian._fill_labels(p_table regclass)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_group record;
+    v_count integer := 0;
+BEGIN
+    FOR v_group IN
+        SELECT l.label, l.source, l.alert_id, array_agg(DISTINCT l.record_id) AS ids
+          FROM guardian.labels AS l
+          JOIN guardian.kinds AS k ON k.kind = l.kind
+         WHERE l.relid = p_table AND l.value IS NULL AND l.sample IS NULL
+         GROUP BY l.label, l.source, l.alert_id
+    LOOP
+        v_count := v_count + guardian._store_labels(p_table, v_group.label,
+            (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('record_id', r.record_id, 'row', r.row_data)), '[]')
+               FROM guardian._label_rows(p_table, v_group.ids) AS r),
+            v_group.source, v_group.alert_id);
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION guardian._fill_labels(regclass) IS
+    'Internal: reads (as the caller) the values of labelled records that were labelled without them (from an alert).';
+
+CREATE FUNCTION guardian.label_records(p_table regclass, p_record_ids text[], p_label text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids     text[];
+    v_rows    jsonb;
+    v_missing text[];
+BEGIN
+    IF p_label IS NULL OR p_label NOT IN ('test', 'real') THEN
+        RAISE EXCEPTION 'unknown label %', coalesce(quote_literal(p_label), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Label records ''test'' (test data) or ''real'', e.g. SELECT guardian.label_records(''public.patients'', ARRAY[''42''], ''test'');';
+    END IF;
+    IF p_table IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. SELECT guardian.label_records(''public.patients'', ARRAY[''42''], ''test'');';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = p_table) NOT IN ('r', 'p', 'f', 'm') THEN
+        RAISE EXCEPTION '% is not a table', p_table
+            USING ERRCODE = 'wrong_object_type', HINT = 'Label the records of the table a view reads from.';
+    END IF;
+    v_ids := ARRAY(SELECT DISTINCT i FROM unnest(p_record_ids) AS i);
+    IF coalesce(cardinality(v_ids), 0) = 0 OR array_position(v_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'no record ids given (or a NULL among them) for %', p_table
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Record ids are primary keys as text, as guardian.scan() returns them.';
+    END IF;
+    IF jsonb_array_length((guardian._scan_plan(p_table)).columns) = 0 THEN
+        RAISE EXCEPTION '% has no column a rule could apply to', p_table
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Labels keep the values of watched columns: watch the table with column kinds, e.g. guardian.watch(''public.t'', ''{"note": "free_text"}'').';
+    END IF;
+    PERFORM guardian._refuse_app_code(ARRAY[p_table], format('guardian.label_records(%L)', p_table::text),
+                                      p_runs => ARRAY['read']);
+    SELECT coalesce(jsonb_agg(jsonb_build_object('record_id', r.record_id, 'row', r.row_data)), '[]')
+      INTO v_rows
+      FROM (SELECT DISTINCT ON (x.record_id) x.record_id, x.row_data
+              FROM guardian._label_rows(p_table, v_ids) AS x ORDER BY x.record_id) AS r;
+    v_missing := ARRAY(SELECT i FROM unnest(v_ids) AS i
+                        WHERE NOT v_rows @> jsonb_build_array(jsonb_build_object('record_id', i)) ORDER BY 1);
+    IF cardinality(v_missing) > 0 THEN
+        RAISE EXCEPTION '% of % record ids are not rows of %: %', cardinality(v_missing), cardinality(v_ids), p_table,
+                        array_to_string(ARRAY(SELECT quote_literal(m) FROM unnest(v_missing[1:5]) AS m), ', ')
+                        || CASE WHEN cardinality(v_missing) > 5 THEN ', ...' ELSE '' END
+            USING ERRCODE = 'no_data_found',
+                  DETAIL = 'Nothing was labelled.',
+                  HINT = 'Record ids are primary keys as text, as guardian.scan() returns them; list the table''s with SELECT DISTINCT record_id FROM guardian.scan(...).';
+    END IF;
+    PERFORM guardian._store_labels(p_table, p_label, v_rows);
+    PERFORM guardian._fill_labels(p_table);
+    RETURN jsonb_array_length(v_rows);
+END
+$$;
+COMMENT ON FUNCTION guardian.label_records(regclass, text[], text) IS
+    'Label records (primary keys as text, as guardian.scan() names them) ''test'' or ''real'': each watched column''s value is kept (normalised, or masked where the kind redacts) for guardian.suggest_rules() to learn from. Rows a cleanup quarantined can be labelled too. Returns the number of records labelled; unknown ids label nothing.';
+
+-- Resolving a contamination alert labels its records: cleaned or confirmed means test data,
+-- false_positive (an allowlist entry, or said so) means real. Values come from the quarantine
+-- when a cleanup removed the rows; the others are read by the next label_records() or
+-- suggest_rules() of someone who can read the table.
+CREATE FUNCTION guardian._label_alert(p_alert uuid, p_outcome text)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_table regclass;
+    v_ids   text[];
+    v_count integer := 0;
+BEGIN
+    IF p_outcome IS NULL OR p_outcome NOT IN ('cleaned', 'confirmed', 'false_positive') THEN
+        RETURN 0;
+    END IF;
+    FOR v_table, v_ids IN
+        SELECT f.relid, array_agg(DISTINCT f.record_id)
+          FROM guardian.findings AS f
+         WHERE f.alert_id = p_alert AND f.record_id IS NOT NULL
+           AND EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = f.relid)
+         GROUP BY f.relid
+    LOOP
+        v_count := v_count + guardian._store_labels(v_table,
+            CASE WHEN p_outcome = 'false_positive' THEN 'real' ELSE 'test' END,
+            (SELECT jsonb_agg(jsonb_build_object('record_id', i, 'row', q.row_data))
+               FROM unnest(v_ids) AS i
+               LEFT JOIN (SELECT DISTINCT ON (x.record_id) x.record_id, x.row_data
+                            FROM (SELECT (guardian._record_ref(guardian._scan_plan(v_table), q.row_data)).record_id,
+                                         q.row_data, q.seq
+                                    FROM guardian.quarantine AS q
+                                   WHERE q.relid = v_table AND q.action = 'delete') AS x
+                           ORDER BY x.record_id, x.seq DESC) AS q ON q.record_id = i),
+            'alert', p_alert);
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION guardian._label_alert(uuid, text) IS
+    'Internal: the labels a resolved contamination alert gives its records (cleaned/confirmed: test, false_positive: real).';
+
+-- Pattern induction: from the values labelled test, candidate rules in the rule language
+-- (domains, local-part shapes with digit runs generalised, name tokens, numbered templates,
+-- UUID families, phone ranges), each scored against the labels and the table's current data.
+-- Accepting one makes it an ordinary rule, examples included (the rule validator keeps it
+-- honest).
+INSERT INTO guardian.parameters (name, default_value, min_value, max_value, unit, description) VALUES
+    ('learning.sample_rows', 200000, 1000, 100000000, 'rows',
+     'guardian.suggest_rules() counts a suggestion''s matches on at most about this many rows of the table (a sample beyond)'),
+    ('learning.min_support', 2, 1, 1000, 'records',
+     'A suggested rule must match at least this many records labelled test');
+
+CREATE TABLE guardian.rule_suggestions (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    relid         regclass NOT NULL,
+    column_name   text NOT NULL,
+    kind          text NOT NULL,
+    match_type    text NOT NULL,
+    pattern       text,
+    terms         text[],
+    anchors       text[],
+    matcher       text NOT NULL,
+    examples      text[] NOT NULL,
+    nonmatch      text,
+    test_hits     integer NOT NULL,
+    real_hits     integer NOT NULL,
+    matches_now   bigint NOT NULL,
+    est_precision numeric(4, 3) NOT NULL,
+    status        text NOT NULL DEFAULT 'open',
+    rule_name     text,
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    decided_at    timestamptz,
+    decided_by    text,
+    CONSTRAINT rule_suggestions_status_chk CHECK (status IN ('open', 'accepted', 'dismissed'))
+);
+COMMENT ON TABLE guardian.rule_suggestions IS
+    'Rules induced from labelled test values by guardian.suggest_rules(): open ones are replaced on every call; accepted and dismissed ones stay (a dismissed rule is not suggested again).';
+COMMENT ON COLUMN guardian.rule_suggestions.est_precision IS
+    'Estimated share of the rule''s matches that are test data: labelled test hits against labelled real hits (of the kind, any table) and the matches in the table''s current data that the labelled sample does not explain.';
+COMMENT ON COLUMN guardian.rule_suggestions.nonmatch IS
+    'A value labelled real that the rule does not match: the rule''s example_nonmatch once accepted.';
+SELECT pg_catalog.pg_extension_config_dump('guardian.rule_suggestions', '');
+SELECT pg_catalog.pg_extension_config_dump('guardian.rule_suggestions_id_seq', '');
+CREATE INDEX rule_suggestions_relid_idx ON guardian.rule_suggestions (relid, status);
+
+-- The candidate rules one normalised test value suggests, from specific to general.
+CREATE FUNCTION guardian._induce(p_kind text, p_value text)
+RETURNS TABLE (match_type text, pattern text, terms text[], anchors text[])
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_local  text;
+    v_domain text;
+    v_labels text[];
+    v_parent text;
+    v_token  text;
+    v_prefix text;
+    v_digits text;
+    v_k      integer;
+    v_n      integer;
+BEGIN
+    IF p_value IS NULL OR p_value = '' THEN
+        RETURN;
+    END IF;
+    IF p_kind = 'email' THEN
+        v_local := substring(p_value FROM '^(.+)@[^@]+$');
+        v_domain := substring(p_value FROM '@([^@]+)$');
+        IF v_local IS NULL OR v_domain IS NULL THEN
+            RETURN;
+        END IF;
+        -- the domain, and the organisation's domain of a sub-domain (staging.acme.io: acme.io)
+        IF v_domain ~ '^[a-z0-9-]+(\.[a-z0-9-]+)+$' THEN
+            RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_domain], NULL::text[];
+            v_labels := string_to_array(v_domain, '.');
+            IF cardinality(v_labels) >= 3 THEN
+                v_parent := array_to_string(v_labels[2:], '.');
+                IF v_parent !~ '^(co|com|org|net|ac|gov|edu|ltd|plc|nhs|or|ne|go)\.[a-z]{2}$' THEN
+                    RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_parent], NULL::text[];
+                END IF;
+            END IF;
+        END IF;
+        -- the local part's shape, digit runs generalised: cypress+1702@ -> ^cypress\+[0-9]+@
+        v_prefix := substring(v_local FROM '^([a-z]{2,})');
+        IF v_local ~ '[0-9]' AND v_prefix IS NOT NULL THEN
+            RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(v_local), '[0-9]+', '[0-9]+', 'g') || '@',
+                                NULL::text[], ARRAY['^' || v_prefix];
+            RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(v_local), '[0-9]+', '[0-9]+', 'g') || '@'
+                                         || guardian._regex_literal(v_domain) || '$',
+                                NULL::text[], ARRAY['^' || v_prefix];
+        END IF;
+        -- each word of the local part as a marker: playwright_user_3@, jane.cypress@
+        FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(v_local, '([a-z]{3,})', 'g') AS m LOOP
+            RETURN QUERY SELECT 'regex', '(^|[^[:alnum:]@])' || v_token || '([^[:alpha:]@][^@]*)?@', NULL::text[],
+                                ARRAY['^' || v_token];
+        END LOOP;
+        -- a sub-address tag: jane+cypress42@
+        v_token := substring(v_local FROM '\+([a-z]{2,})');
+        IF v_token IS NOT NULL THEN
+            RETURN QUERY SELECT 'regex', '\+' || v_token || '[^@]*@', NULL::text[], ARRAY['+' || v_token];
+        END IF;
+    ELSIF p_kind = 'phone' THEN
+        -- the number's last ten digits with its last 2, 3 or 4 digits free: a range
+        v_digits := right(regexp_replace(p_value, '[^0-9]', '', 'g'), 10);
+        IF length(v_digits) >= 8 THEN
+            FOREACH v_k IN ARRAY ARRAY[2, 3, 4] LOOP
+                v_prefix := left(v_digits, length(v_digits) - v_k);
+                RETURN QUERY SELECT 'digits', v_prefix || '[0-9]{' || v_k || '}$', NULL::text[],
+                                    ARRAY['#' || v_prefix || repeat('?', v_k) || '$'];
+            END LOOP;
+        END IF;
+    ELSIF p_kind = 'identifier' THEN
+        IF p_value ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+            RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[p_value], NULL::text[];
+            -- a family: the same first groups (random UUIDs share 32 bits once in four billion)
+            FOREACH v_n IN ARRAY ARRAY[24, 19, 14, 9] LOOP
+                RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[left(p_value, v_n)], NULL::text[];
+            END LOOP;
+        END IF;
+    ELSE
+        -- names, organisations, text: the whole value, its words, numbered templates
+        RETURN QUERY SELECT 'exact', NULL::text, ARRAY[p_value], NULL::text[];
+        FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(p_value, '([[:alpha:]]{3,})', 'g') AS m LOOP
+            RETURN QUERY SELECT 'words', NULL::text, ARRAY[v_token], NULL::text[];
+        END LOOP;
+        FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(p_value, '([[:alpha:]]{2,})[ _-]?[0-9]+', 'g') AS m LOOP
+            RETURN QUERY SELECT 'regex', '(^|[^[:alnum:]])' || guardian._regex_literal(v_token) || '[ _-]?[0-9]+($|[^[:alnum:]])',
+                                NULL::text[], ARRAY['^' || v_token];
+        END LOOP;
+        v_prefix := substring(p_value FROM '^([[:alpha:]]{2,})');
+        IF p_value ~ '[0-9]' AND v_prefix IS NOT NULL THEN
+            RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(p_value), '[0-9]+', '[0-9]+', 'g') || '$',
+                                NULL::text[], ARRAY['^' || v_prefix];
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION guardian._induce(text, text) IS
+    'Internal: candidate rules (match type, pattern, terms, anchors) that one normalised value of a kind suggests.';
+
+-- The literal substrings a candidate's matches all contain (what _rule_anchors gives a rule).
+CREATE FUNCTION guardian._candidate_anchors(p_match_type text, p_pattern text, p_terms text[], p_anchors text[])
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN p_anchors IS NOT NULL THEN p_anchors
+        WHEN p_match_type = 'domains' THEN ARRAY(SELECT '@=' || t FROM unnest(p_terms) AS t)
+        WHEN p_match_type = 'uuids' THEN p_terms
+        WHEN p_match_type = 'words' THEN ARRAY(SELECT '^' || t || '$' FROM unnest(p_terms) AS t)
+        WHEN p_match_type = 'exact' THEN
+            ARRAY(SELECT '^' || (regexp_split_to_array(t, ' '))[cardinality(regexp_split_to_array(t, ' '))] || '$'
+                    FROM unnest(p_terms) AS t)
+        WHEN p_match_type = 'prefix' THEN ARRAY[lower(p_pattern)]
+        ELSE ARRAY['']
+    END
+$$;
+COMMENT ON FUNCTION guardian._candidate_anchors(text, text, text[], text[]) IS
+    'Internal: the prefilter anchors of a candidate rule.';
+
+CREATE FUNCTION guardian._suggest_for_column(p_table regclass, p_column text, p_kind text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_type      oid;
+    v_expr      text;
+    v_limit     numeric := guardian.param('learning.sample_rows');
+    v_support   numeric := guardian.param('learning.min_support');
+    v_estimate  numeric;
+    v_sample    text := '';
+    v_scale     numeric := 1;
+    v_values    text[];
+    v_counts    bigint[];
+    v_rows      numeric;
+    v_labelled  numeric;
+    v_has_real  boolean;
+    v_count     integer;
+BEGIN
+    SELECT a.atttypid INTO v_type
+      FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid = p_table AND a.attname = p_column AND NOT a.attisdropped;
+    IF v_type IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- The column's current values (a sample of a large table), read without application code.
+    v_expr := format(CASE WHEN guardian._json_safe_type(v_type) THEN 't.%I::pg_catalog.text'
+                          ELSE 'pg_catalog.format(''%%s'', t.%I)' END, p_column);
+    SELECT greatest(c.reltuples, 0) INTO v_estimate FROM pg_catalog.pg_class AS c WHERE c.oid = p_table;
+    IF v_estimate > v_limit THEN
+        v_sample := format(' TABLESAMPLE SYSTEM (%s)', round(100 * v_limit / v_estimate, 4));
+    END IF;
+    EXECUTE format('SELECT coalesce(array_agg(x.value), ''{}''), coalesce(array_agg(x.n), ''{}''), coalesce(sum(x.n), 0)
+                      FROM (SELECT guardian._normalize(%1$s) AS value, count(*) AS n
+                              FROM %2$s AS t%3$s GROUP BY 1) AS x', v_expr, p_table, v_sample)
+        INTO v_values, v_counts, v_rows;
+    IF v_sample <> '' AND v_rows > 0 THEN
+        v_scale := greatest(v_estimate / v_rows, 1);
+        v_rows := v_estimate;
+    END IF;
+    SELECT count(DISTINCT l.record_id), bool_or(l.label = 'real') INTO v_labelled, v_has_real
+      FROM guardian.labels AS l WHERE l.relid = p_table;
+
+    WITH tests AS (
+        SELECT l.record_id, l.value,
+               -- is the record already found by a rule (in any of its columns)?
+               EXISTS (SELECT FROM guardian.labels AS o, guardian._match(o.kind, o.column_name, o.value, p_table) AS m
+                        WHERE o.relid = p_table AND o.record_id = l.record_id AND o.value IS NOT NULL) AS covered
+          FROM guardian.labels AS l
+         WHERE l.relid = p_table AND l.column_name = p_column AND l.label = 'test' AND l.value IS NOT NULL
+    ), reals AS (
+        SELECT DISTINCT l.value FROM guardian.labels AS l
+         WHERE l.kind = p_kind AND l.label = 'real' AND l.value IS NOT NULL
+    ), candidates AS (
+        SELECT DISTINCT c.match_type, c.pattern, c.terms, c.anchors
+          FROM (SELECT DISTINCT t.value FROM tests AS t) AS t, guardian._induce(p_kind, t.value) AS c
+    ), compiled AS (
+        -- (an exact rule has no matcher: its equivalent expression names it)
+        SELECT c.*, coalesce(guardian._rule_matcher(c.match_type, c.pattern, c.terms),
+                             '^(' || (SELECT string_agg(guardian._regex_literal(x), '|') FROM unnest(c.terms) AS x) || ')$')
+                    AS matcher,
+               guardian._candidate_anchors(c.match_type, c.pattern, c.terms, c.anchors) AS prefilter
+          FROM candidates AS c
+    ), supported AS (
+        SELECT c.*, h.hits, h.new_hits, h.examples
+          FROM compiled AS c,
+               LATERAL (SELECT array_agg(DISTINCT t.record_id ORDER BY t.record_id) AS hits,
+                               count(DISTINCT t.record_id) FILTER (WHERE NOT t.covered) AS new_hits,
+                               (array_agg(DISTINCT t.value))[1:3] AS examples
+                          FROM tests AS t
+                         WHERE guardian._rule_matches(c.match_type, c.matcher, c.terms, t.value)) AS h
+         WHERE cardinality(h.hits) >= v_support AND h.new_hits > 0
+           -- not a rule that exists, nor one someone dismissed
+           AND NOT EXISTS (SELECT FROM guardian.rules AS r
+                            WHERE r.match_type = c.match_type AND r.kinds @> ARRAY[p_kind]
+                              AND (r.matcher = c.matcher OR (r.match_type = 'exact' AND r.terms @> c.terms)))
+           AND NOT EXISTS (SELECT FROM guardian.rule_suggestions AS s
+                            WHERE s.relid = p_table AND s.column_name = p_column AND s.status <> 'open'
+                              AND s.match_type = c.match_type AND s.matcher = c.matcher)
+    ), scored AS (
+        SELECT s.*, r.real_hits, r.nonmatch, n.matches_now
+          FROM supported AS s,
+               LATERAL (SELECT count(*) FILTER (WHERE m) AS real_hits, (array_agg(x.value) FILTER (WHERE NOT m))[1] AS nonmatch
+                          FROM (SELECT rv.value, guardian._rule_matches(s.match_type, s.matcher, s.terms, rv.value) AS m
+                                  FROM reals AS rv) AS x) AS r,
+               LATERAL (SELECT round(coalesce(sum(v.n), 0) * v_scale)::bigint AS matches_now
+                          FROM unnest(v_values, v_counts) AS v(value, n)
+                         WHERE guardian._contains_any(v.value, s.prefilter)
+                           AND guardian._rule_matches(s.match_type, s.matcher, s.terms, v.value)) AS n
+    ), estimated AS (
+        -- Matches now that neither labelled test hits nor what the unlabelled share of the test
+        -- data would add explain (three times the expected number, plus 3) count as real. Without
+        -- any real label, every unlabelled match does.
+        SELECT s.*,
+               round((cardinality(s.hits) / (cardinality(s.hits) + s.real_hits + 0.01 + CASE
+                   WHEN NOT coalesce(v_has_real, false)
+                       THEN greatest(s.matches_now - cardinality(s.hits), 0)
+                   ELSE greatest(s.matches_now - cardinality(s.hits) - s.real_hits
+                                 - 3 * cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1) - 3, 0)
+               END))::numeric, 3) AS est_precision
+          FROM scored AS s
+    ), kept AS (
+        -- a candidate whose test hits another as good (or better) also has is left out
+        SELECT e.* FROM estimated AS e
+         WHERE NOT EXISTS (
+               SELECT FROM estimated AS o
+                WHERE o.hits @> e.hits AND (o.match_type, o.matcher) IS DISTINCT FROM (e.match_type, e.matcher)
+                  AND (o.est_precision > e.est_precision
+                       OR (o.est_precision = e.est_precision AND cardinality(o.hits) > cardinality(e.hits))
+                       -- the same records: of one match type, the simplest stays (a domain and a
+                       -- local-part shape both stay: each catches what the other does not)
+                       OR (o.est_precision = e.est_precision AND cardinality(o.hits) = cardinality(e.hits)
+                           AND o.match_type = e.match_type
+                           AND (o.matches_now, -length(o.matcher), o.matcher)
+                               > (e.matches_now, -length(e.matcher), e.matcher))))
+         ORDER BY e.est_precision DESC, cardinality(e.hits) DESC
+         LIMIT 50
+    )
+    INSERT INTO guardian.rule_suggestions (relid, column_name, kind, match_type, pattern, terms, anchors, matcher,
+                                           examples, nonmatch, test_hits, real_hits, matches_now, est_precision)
+    SELECT p_table, p_column, p_kind, k.match_type, k.pattern, k.terms, k.anchors, k.matcher, k.examples,
+           k.nonmatch, cardinality(k.hits), k.real_hits, k.matches_now, k.est_precision
+      FROM kept AS k
+     WHERE k.est_precision >= 0.5;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION guardian._suggest_for_column(regclass, text, text) IS
+    'Internal: induces, scores and keeps the rule suggestions of one column from its labelled test values.';
+
+CREATE FUNCTION guardian.suggest_rules(p_table regclass DEFAULT NULL)
+RETURNS TABLE (suggestion_id bigint, column_name text, kind text, match_type text, matcher text, examples text[],
+               matches_now bigint, est_precision numeric)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_table  regclass;
+    v_column record;
+BEGIN
+    IF p_table IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.labels AS l WHERE l.relid = p_table) THEN
+        RAISE NOTICE 'no records of % are labelled: nothing to learn from', p_table
+            USING HINT = 'Label records with guardian.label_records(table, record_ids, ''test'' or ''real''), or resolve its contamination alerts with an outcome.';
+    END IF;
+    FOR v_table IN
+        SELECT DISTINCT l.relid FROM guardian.labels AS l
+         WHERE (p_table IS NULL OR l.relid = p_table) AND l.label = 'test'
+           AND EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = l.relid)
+         ORDER BY 1
+    LOOP
+        PERFORM guardian._refuse_app_code(ARRAY[v_table], format('guardian.suggest_rules(%L)', v_table::text),
+                                          p_runs => ARRAY['read']);
+        PERFORM guardian._fill_labels(v_table);
+        DELETE FROM guardian.rule_suggestions AS s WHERE s.relid = v_table AND s.status = 'open';
+        FOR v_column IN
+            SELECT l.column_name, l.kind FROM guardian.labels AS l
+             WHERE l.relid = v_table AND l.label = 'test' AND l.value IS NOT NULL
+             GROUP BY 1, 2 ORDER BY 1
+        LOOP
+            PERFORM guardian._suggest_for_column(v_table, v_column.column_name, v_column.kind);
+        END LOOP;
+    END LOOP;
+    RETURN QUERY
+        SELECT s.id, s.column_name, s.kind, s.match_type, s.matcher, s.examples, s.matches_now, s.est_precision
+          FROM guardian.rule_suggestions AS s
+         WHERE s.status = 'open' AND (p_table IS NULL OR s.relid = p_table)
+         ORDER BY s.est_precision DESC, s.test_hits DESC, s.id;
+END
+$$;
+COMMENT ON FUNCTION guardian.suggest_rules(regclass) IS
+    'Rules learned from labelled test values (guardian.label_records, resolved alerts): for each, the column, the match, examples, how many rows of the table it would flag now and its estimated precision (against real labels and the table''s data). Replaces the open suggestions of the tables it looks at. Accept one with guardian.accept_rule_suggestion(id).';
+
+CREATE FUNCTION guardian._open_suggestion(p_suggestion_id bigint)
+RETURNS guardian.rule_suggestions
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_suggestion guardian.rule_suggestions;
+BEGIN
+    SELECT s.* INTO v_suggestion FROM guardian.rule_suggestions AS s WHERE s.id = p_suggestion_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no rule suggestion with id %', coalesce(p_suggestion_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List suggestions with: SELECT * FROM guardian.suggest_rules();';
+    END IF;
+    IF v_suggestion.status <> 'open' THEN
+        RAISE EXCEPTION 'rule suggestion % is already %', p_suggestion_id,
+                        v_suggestion.status || coalesce(' (rule ' || v_suggestion.rule_name || ')', '')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List the open ones with: SELECT * FROM guardian.suggest_rules();';
+    END IF;
+    RETURN v_suggestion;
+END
+$$;
+COMMENT ON FUNCTION guardian._open_suggestion(bigint) IS 'Internal: an open rule suggestion, locked, or an error.';
+
+CREATE FUNCTION guardian.accept_rule_suggestion(p_suggestion_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_suggestion guardian.rule_suggestions := guardian._open_suggestion(p_suggestion_id);
+    v_name       text := format('learned_%s_%s', v_suggestion.kind, v_suggestion.id);
+BEGIN
+    INSERT INTO guardian.rules (name, pack, kinds, match_type, pattern, terms, anchors, severity, description,
+                                example_match, example_nonmatch)
+    VALUES (v_name, 'learned', ARRAY[v_suggestion.kind], v_suggestion.match_type, v_suggestion.pattern,
+            v_suggestion.terms, v_suggestion.anchors, 'MEDIUM',
+            format('Learned from %s records of %s labelled test (%s %s on %s; suggestion %s, estimated precision %s).',
+                   v_suggestion.test_hits, v_suggestion.relid, v_suggestion.match_type,
+                   coalesce(v_suggestion.pattern, array_to_string(v_suggestion.terms, ', ')), v_suggestion.column_name,
+                   v_suggestion.id, v_suggestion.est_precision),
+            v_suggestion.examples[1], v_suggestion.nonmatch);
+    UPDATE guardian.rule_suggestions AS s
+       SET status = 'accepted', rule_name = v_name, decided_at = now(), decided_by = guardian._actor()
+     WHERE s.id = v_suggestion.id;
+    RETURN v_name;
+END
+$$;
+COMMENT ON FUNCTION guardian.accept_rule_suggestion(bigint) IS
+    'Turn a rule suggestion into an ordinary rule (pack learned, severity MEDIUM, with its first example as example_match and a real labelled value it does not match as example_nonmatch); returns the rule''s name. Edit or disable it like any rule.';
+
+CREATE FUNCTION guardian.dismiss_rule_suggestion(p_suggestion_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_suggestion guardian.rule_suggestions := guardian._open_suggestion(p_suggestion_id);
+BEGIN
+    UPDATE guardian.rule_suggestions AS s
+       SET status = 'dismissed', decided_at = now(), decided_by = guardian._actor()
+     WHERE s.id = v_suggestion.id;
+END
+$$;
+COMMENT ON FUNCTION guardian.dismiss_rule_suggestion(bigint) IS
+    'Dismiss a rule suggestion: the same rule is not suggested again for that column.';
+
+-- Curated lists: rules whose terms come from a maintained source (a package's list of
+-- disposable mailbox domains), where each came from and when it was last refreshed.
+-- `pg-guardian rules update` refreshes them through guardian.update_rule_list().
+CREATE TABLE guardian.rule_lists (
+    rule       text PRIMARY KEY REFERENCES guardian.rules (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    source     text NOT NULL,
+    version    text,
+    entries    integer NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_by text NOT NULL
+);
+COMMENT ON TABLE guardian.rule_lists IS
+    'Rules whose terms are a curated list: the source and version the terms came from, how many, when and by whom they were last refreshed (pg-guardian rules update).';
+SELECT pg_catalog.pg_extension_config_dump('guardian.rule_lists', '');
+INSERT INTO guardian.rule_lists (rule, source, version, entries, updated_by)
+SELECT r.name, 'disposable-email-domains (PyPI), as shipped with pg_guardian',
+-- @@ list version disposable_email_domains.txt @@
+       , cardinality(r.terms), 'pg_guardian'
+  FROM guardian.rules AS r
+ WHERE r.name = 'disposable_mail_domain'
+ON CONFLICT (rule) DO NOTHING;
+
+CREATE FUNCTION guardian.update_rule_list(p_rule text, p_terms text[], p_source text, p_version text DEFAULT NULL)
+RETURNS TABLE (added integer, removed integer, entries integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule guardian.rules;
+    v_new  text[];
+BEGIN
+    SELECT r.* INTO v_rule FROM guardian.rules AS r WHERE r.name = p_rule FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no rule named %', coalesce(quote_literal(p_rule), 'NULL')
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List the rules with: SELECT name, match_type FROM guardian.rules ORDER BY name;';
+    END IF;
+    IF v_rule.match_type NOT IN ('domains', 'words', 'exact', 'uuids') THEN
+        RAISE EXCEPTION 'rule % matches by %, not by a list of terms', p_rule, v_rule.match_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Lists replace the terms of domains, words, exact and uuids rules.';
+    END IF;
+    IF coalesce(cardinality(p_terms), 0) = 0 OR array_position(p_terms, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'the new list of % is empty or holds a NULL', p_rule
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A list replaces the rule''s terms: give at least one, or disable the rule with UPDATE guardian.rules SET enabled = false.';
+    END IF;
+    IF coalesce(p_source, '') = '' THEN
+        RAISE EXCEPTION 'say where the list of % comes from (p_source)', p_rule
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. p_source => ''disposable-email-domains (PyPI)''.';
+    END IF;
+    -- the rule's validator normalises the terms and checks its examples against them
+    UPDATE guardian.rules AS r SET terms = p_terms WHERE r.name = p_rule RETURNING r.terms INTO v_new;
+    INSERT INTO guardian.rule_lists AS l (rule, source, version, entries, updated_by)
+    VALUES (p_rule, p_source, p_version, cardinality(v_new), guardian._actor())
+    ON CONFLICT (rule) DO UPDATE
+       SET source = EXCLUDED.source, version = EXCLUDED.version, entries = EXCLUDED.entries,
+           updated_at = now(), updated_by = EXCLUDED.updated_by;
+    added := (SELECT count(*) FROM unnest(v_new) AS t WHERE NOT t = ANY (v_rule.terms));
+    removed := (SELECT count(*) FROM unnest(v_rule.terms) AS t WHERE NOT t = ANY (v_new));
+    entries := cardinality(v_new);
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION guardian.update_rule_list(text, text[], text, text) IS
+    'Replace the terms of a list rule (e.g. disposable_mail_domain) with a curated list, recording its source and version in guardian.rule_lists; the rule''s examples must still match and pass. Returns how many terms were added and removed. pg-guardian rules update calls it.';
+
+-- The labels that mark a non-production sub-domain (staging.acme.com) for the
+-- nonprod_mail_subdomain rule.
+CREATE FUNCTION guardian.set_nonprod_labels(p_labels text[])
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_labels text[];
+    v_bad    text;
+BEGIN
+    v_labels := ARRAY(SELECT DISTINCT lower(btrim(l)) FROM unnest(p_labels) AS l WHERE btrim(l) <> '' ORDER BY 1);
+    IF coalesce(cardinality(v_labels), 0) = 0 THEN
+        RAISE EXCEPTION 'no labels given'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. SELECT guardian.set_nonprod_labels(ARRAY[''staging'', ''qa'', ''dev'']); to stop the rule: UPDATE guardian.rules SET enabled = false WHERE name = ''nonprod_mail_subdomain'';';
+    END IF;
+    SELECT l INTO v_bad FROM unnest(v_labels) AS l WHERE l !~ '^[a-z0-9][a-z0-9-]*$' LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'label % is not a domain label', quote_literal(v_bad)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A label is letters, digits and hyphens, like staging or pre-prod (without dots).';
+    END IF;
+    UPDATE guardian.rules AS r
+       SET pattern = '@(' || array_to_string(v_labels, '|') || ')[0-9]*\.([a-z0-9-]+\.)+[a-z]{2,}[.>]*$',
+           anchors = ARRAY(SELECT '@' || l FROM unnest(v_labels) AS l),
+           example_match = 'jane@' || v_labels[1] || '.brightsmiles.com'
+     WHERE r.name = 'nonprod_mail_subdomain';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rule nonprod_mail_subdomain does not exist'
+            USING ERRCODE = 'undefined_object', HINT = 'It is a built-in rule: reinstall or upgrade pg_guardian.';
+    END IF;
+    RETURN array_to_string(v_labels, ', ');
+END
+$$;
+COMMENT ON FUNCTION guardian.set_nonprod_labels(text[]) IS
+    'Set the sub-domain labels (staging, qa, dev, sandbox, ...) that make an e-mail domain non-production for the nonprod_mail_subdomain rule; returns them.';
+
+-- >>> sql/99_finish: owners and grants of the learned detection
+-- As a fresh install hands them over (99_finish/10_ownership.sql): tables and SECURITY
+-- DEFINER functions to guardian_owner.
+ALTER TABLE guardian.labels OWNER TO guardian_owner;
+ALTER TABLE guardian.rule_suggestions OWNER TO guardian_owner;
+ALTER TABLE guardian.rule_lists OWNER TO guardian_owner;
+ALTER FUNCTION guardian._store_labels(regclass, text, jsonb, text, uuid) OWNER TO guardian_owner;
+ALTER FUNCTION guardian._label_alert(uuid, text) OWNER TO guardian_owner;
+REVOKE EXECUTE ON FUNCTION
+    guardian._store_labels(regclass, text, jsonb, text, uuid),
+    guardian._label_rows(regclass, text[]),
+    guardian._fill_labels(regclass),
+    guardian.label_records(regclass, text[], text),
+    guardian._label_alert(uuid, text),
+    guardian._induce(text, text),
+    guardian._candidate_anchors(text, text, text[], text[]),
+    guardian._suggest_for_column(regclass, text, text),
+    guardian.suggest_rules(regclass),
+    guardian._open_suggestion(bigint),
+    guardian.accept_rule_suggestion(bigint),
+    guardian.dismiss_rule_suggestion(bigint),
+    guardian.update_rule_list(text, text[], text, text),
+    guardian.set_nonprod_labels(text[])
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    guardian._store_labels(regclass, text, jsonb, text, uuid),
+    guardian._label_rows(regclass, text[]),
+    guardian._fill_labels(regclass),
+    guardian.label_records(regclass, text[], text),
+    guardian._label_alert(uuid, text),
+    guardian._induce(text, text),
+    guardian._candidate_anchors(text, text, text[], text[]),
+    guardian._suggest_for_column(regclass, text, text),
+    guardian.suggest_rules(regclass),
+    guardian._open_suggestion(bigint),
+    guardian.accept_rule_suggestion(bigint),
+    guardian.dismiss_rule_suggestion(bigint),
+    guardian.update_rule_list(text, text[], text, text),
+    guardian.set_nonprod_labels(text[])
+    TO guardian_owner;
+-- Learned detection: labels keep application values, so only admins read them; the guardian's
+-- own functions (resolving an alert) keep labels through SECURITY DEFINER helpers.
+GRANT SELECT, DELETE ON guardian.labels TO guardian_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON guardian.rule_suggestions TO guardian_admin;
+GRANT UPDATE (label_values) ON guardian.kinds TO guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian.label_records(regclass, text[], text), guardian.suggest_rules(regclass),
+    guardian.accept_rule_suggestion(bigint), guardian.dismiss_rule_suggestion(bigint),
+    guardian._store_labels(regclass, text, jsonb, text, uuid), guardian._label_rows(regclass, text[]),
+    guardian._fill_labels(regclass), guardian._suggest_for_column(regclass, text, text),
+    guardian._induce(text, text), guardian._candidate_anchors(text, text, text[], text[]),
+    guardian._open_suggestion(bigint)
+    TO guardian_admin;
+GRANT SELECT ON guardian.rule_lists TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian.update_rule_list(text, text[], text, text), guardian.set_nonprod_labels(text[])
+    TO guardian_admin;
+GRANT INSERT, UPDATE ON guardian.rule_lists TO guardian_admin;
 
 -- >>> sql/99_finish/80_no_create.sql and 90_security_baseline.sql: guardian_owner may create
 -- nothing again, and the new objects' privileges are the ones the security checks expect.

@@ -179,6 +179,42 @@ ref_digits_at(const char *digits, int nd, const char *pat, int plen, bool end)
 	return false;
 }
 
+/* '@=' needles: the value's domain (after its last '@', without trailing white space, '.' or
+ * '>') is the domain or a sub-domain of it; a value with a non-ASCII byte matches any. */
+static bool
+ref_domain(const char *domain, int dlen, const unsigned char *h, int hlen)
+{
+	int			at = -1;
+	int			end = hlen;
+	int			i;
+
+	for (i = 0; i < hlen; i++)
+		if (h[i] >= 0x80)
+			return true;
+	for (i = 0; i < hlen; i++)
+		if (h[i] == '@')
+			at = i;
+	if (at < 0)
+		return false;
+	while (end > at + 1 && strchr(" \t\n\v\f\r\x1c\x1d\x1e\x1f.>", h[end - 1]) != NULL && h[end - 1] != 0)
+		end--;
+	for (i = at + 1; i <= end - dlen; i++)
+	{
+		int			k;
+		bool		same = true;
+
+		if (i != at + 1 && h[i - 1] != '.')
+			continue;
+		if (end - i != dlen)
+			continue;
+		for (k = 0; k < dlen && same; k++)
+			same = ref_lower(h[i + k]) == ref_lower((unsigned char) domain[k]);
+		if (same)
+			return true;
+	}
+	return false;
+}
+
 static bool
 ref_contains(char **needles, const int *lens, int count, const unsigned char *h, int hlen)
 {
@@ -214,6 +250,11 @@ ref_contains(char **needles, const int *lens, int count, const unsigned char *h,
 
 		if (s == NULL)
 			continue;
+		if (len > 2 && s[0] == '@' && s[1] == '=')
+		{
+			found = ref_domain(s + 2, len - 2, h, hlen);
+			continue;
+		}
 		if (len > 1 && s[0] == '#')
 		{
 			char		pat[256];
@@ -284,6 +325,7 @@ static const char *const anchors[] = {
 	"^test ", "^not a real", "^doe jr$", "^lorem$", "^example.com$", "+fixture", "^test+", "^test@",
 	"^tenant$", "^jr$", "^bar$", "do not", "a b", "^müller$", "zoë", "ÉCOLE", "ıst", "é", "^é$",
 	"^", "$", "#", "^$", "$$", "#?", "#a", "", "a\tb", "a  b", " ", "^ x", "x $", "\x7f", "İ",
+	"@=mailinator.com", "@=example.com", "@=com", "@=gmail.com", "@=a", "@=MAIL", "@=", "@=x@a",
 };
 
 static const char *const ascii_tokens[] = {

@@ -86,6 +86,10 @@ def reference_contains_any(
     for raw in needles:
         if raw is None:
             continue
+        if len(raw) > 2 and raw.startswith("@="):
+            if _domain_match(value, raw[2:]):
+                return True
+            continue
         if len(raw) > 1 and raw.startswith("#"):
             # digits only; '?' any digit (a leading one is dropped); a trailing '$': the end
             wanted = "".join(c for c in raw[1:] if c in "0123456789?").lstrip("?")
@@ -105,6 +109,20 @@ def reference_contains_any(
         if lowered_text is not None and _text_match(lowered_text, needle, start, end):
             return True
     return False
+
+
+def _domain_match(value: str, domain: str) -> bool:
+    """An '@=' needle: the value's e-mail domain (after its last '@', without trailing white space,
+    '.' or '>') is the needle's domain or one of its sub-domains; a value with any non-ASCII
+    character matches whatever the needle (folding could make it any address)."""
+    if not value.isascii():
+        return True
+    if "@" not in value:
+        return False
+    part = value.rsplit("@", 1)[1]
+    part = _ascii_lower(part.rstrip(" \t\n\v\f\r\x1c\x1d\x1e\x1f.>").encode()).decode()
+    wanted = _ascii_lower(domain.encode()).decode()
+    return part == wanted or part.endswith("." + wanted)
 
 
 def sql_fallback(db: psycopg.Connection) -> str:

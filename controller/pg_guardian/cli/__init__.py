@@ -54,6 +54,7 @@ COMMAND_MODULES = {
     "dashboard": "dashboard",
     "report": "report",
     "anomalies": "anomalies",
+    "rules": "rules",
 }
 
 

@@ -146,6 +146,11 @@ BEGIN
             USING ERRCODE = 'no_data_found',
                   HINT = 'List open alerts with: SELECT id, type, message FROM guardian.open_alerts;';
     END IF;
+    -- A contamination alert's outcome labels its records for the rules learned from them
+    -- (62_learning/10_labels.sql).
+    IF v_outcome IS NOT NULL THEN
+        PERFORM guardian._label_alert(v_alert.id, v_outcome);
+    END IF;
     RETURN v_alert;
 END
 $$;

@@ -51,7 +51,21 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
         -- word character is an ASCII letter or digit, or any non-ASCII character. When the value
         -- and a needle hold non-ASCII characters, lower(NFKC(value)) with white space collapsed
         -- (v2) is searched too.
+        -- '@=' needles: the value's e-mail domain (after the last '@', without trailing white
+        -- space, '.' or '>') or a parent domain of it is the needle's; a value with non-ASCII
+        -- characters matches any (folding could make it any address).
         SELECT EXISTS (
+            SELECT FROM (SELECT rtrim(substring(p_value FROM '@([^@]*)$'), E' \t\n\v\f\r\x1c\x1d\x1e\x1f.>') AS d) AS x,
+                 LATERAL (SELECT translate(x.d, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS d) AS l
+             WHERE (x.d IS NOT NULL OR p_value ~ '[^\x01-\x7f]')
+               AND EXISTS (SELECT FROM unnest(p_needles) AS n(needle)
+                            WHERE length(n.needle) > 2 AND left(n.needle, 2) = '@='
+                              AND (p_value ~ '[^\x01-\x7f]'
+                                   OR translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                                      = l.d
+                                   OR right(l.d, length(n.needle) - 1)
+                                      = '.' || translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'))))
+        OR EXISTS (
             SELECT FROM (SELECT translate(regexp_replace(regexp_replace(
                                     replace(normalize(p_value, NFKC), chr(304), lower(chr(304))),
                                     '[\t\n\v\f\r\x1c-\x1f \u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u3000]+', ' ', 'g'),
@@ -76,6 +90,7 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
                                                    '([^[:alnum:][:space:]])', '\\\1', 'g')
                                  || CASE WHEN e.word_end THEN '($|[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])' ELSE '' END AS pattern) AS r
              WHERE n.needle IS NOT NULL
+               AND NOT (length(n.needle) > 2 AND left(n.needle, 2) = '@=')
                AND CASE WHEN d.is_digits
                         THEN d.digits = '' OR regexp_replace(f.v, '[^0-9]', '', 'g')
                                               ~ (replace(d.digits, '?', '[0-9]') || CASE WHEN right(n.needle, 1) = '$' THEN '$' ELSE '' END)
@@ -92,6 +107,6 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
 END
 $matchers$;
 COMMENT ON FUNCTION guardian._contains_any(text, text[]) IS
-    'Internal prefilter: does the value contain any needle? Looked for in the value as the rules see it (NFKC, white space runs as one space; other non-ASCII characters allow a word boundary), ASCII case-insensitive. A leading ^ / trailing $ on a needle asks for a word boundary there; a leading # looks in the digits only; an empty needle matches everything.';
+    'Internal prefilter: does the value contain any needle? Looked for in the value as the rules see it (NFKC, white space runs as one space; other non-ASCII characters allow a word boundary), ASCII case-insensitive. A leading ^ / trailing $ on a needle asks for a word boundary there; a leading # looks in the digits only; @=domain matches an e-mail address at that domain or a sub-domain of it (thousands of these cost one lookup); an empty needle matches everything.';
 COMMENT ON FUNCTION guardian._uuid_matches(uuid, uuid[]) IS
     'Internal prefilter: does the uuid fall in any [low, high] pair of the bounds array?';

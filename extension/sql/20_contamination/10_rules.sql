@@ -44,9 +44,9 @@ COMMENT ON TABLE guardian.rules IS
 COMMENT ON COLUMN guardian.rules.match_type IS
     'regex: pattern (case-insensitive) on the normalised value; words: any term as a whole word; exact: the whole normalised value is a term; prefix: starts with pattern; domains: e-mail domain equals or ends with a term; uuids: value equals a term or starts with a term ending in ''-''; digits: pattern (regex) on the value''s digits only.';
 COMMENT ON COLUMN guardian.rules.anchors IS
-    'Literal substrings, one of which every matching value contains: the write-path prefilter. A leading ^ / trailing $ asks for a word boundary there; #digits is looked for in the value''s digits only, where ? stands for any digit and a trailing $ for the end of the digits (#55501??$). NULL: derived from terms; for regex rules without anchors every value is checked (slower).';
+    'Literal substrings, one of which every matching value contains: the write-path prefilter. A leading ^ / trailing $ asks for a word boundary there; #digits is looked for in the value''s digits only, where ? stands for any digit and a trailing $ for the end of the digits (#55501??$); @=domain is an e-mail address at that domain or a sub-domain of it. NULL: derived from terms; for regex rules without anchors every value is checked (slower).';
 COMMENT ON COLUMN guardian.rules.matcher IS
-    'Derived on write: the one regular expression (or, for exact, nothing) that decides a match on the normalised value.';
+    'Derived on write: the one regular expression (or, for exact, nothing) that decides a match on the normalised value; a domains rule''s expression says what it means, but its domains are looked up (guardian._mail_domains).';
 COMMENT ON COLUMN guardian.rules.environments IS 'Environments the rule applies to; NULL means every environment.';
 SELECT pg_catalog.pg_extension_config_dump('guardian.rules', 'WHERE NOT builtin');
 
@@ -108,6 +108,21 @@ AS $$
 $$;
 COMMENT ON FUNCTION guardian._rule_matcher(text, text, text[]) IS 'Internal: the regular expression that decides a rule.';
 
+-- The e-mail domain of a normalised value and each of its parent domains: what a domains rule
+-- looks up (a list of thousands of domains is a lookup, not a regular expression).
+CREATE FUNCTION guardian._mail_domains(p_value text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN x.d IS NULL THEN '{}'::text[]
+                ELSE ARRAY[x.d] || ARRAY(SELECT substr(x.d, g.i + 1) FROM generate_series(1, length(x.d)) AS g(i)
+                                          WHERE substr(x.d, g.i, 1) = '.' ORDER BY g.i) END
+      FROM (SELECT rtrim(substring(p_value FROM '@([^@]*)$'), '.>') AS d) AS x
+$$;
+COMMENT ON FUNCTION guardian._mail_domains(text) IS
+    'Internal: the domain after the last @ of a normalised value (trailing . and > dropped) and its parent domains.';
+
 -- The precise test. Deliberately without SET search_path so that it inlines into its callers,
 -- all of which pin search_path; every operator is schema-qualified.
 CREATE FUNCTION guardian._rule_matches(p_match_type text, p_matcher text, p_terms text[], p_value text)
@@ -116,9 +131,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT p_value OPERATOR(pg_catalog.<>) ''
        AND ((p_match_type OPERATOR(pg_catalog.=) 'exact' AND p_value OPERATOR(pg_catalog.=) ANY (p_terms))
+            OR (p_match_type OPERATOR(pg_catalog.=) 'domains'
+                AND guardian._mail_domains(p_value) OPERATOR(pg_catalog.&&) p_terms)
             OR (p_match_type OPERATOR(pg_catalog.=) 'digits'
                 AND pg_catalog.regexp_replace(p_value, '[^0-9]', '', 'g') OPERATOR(pg_catalog.~) p_matcher)
-            OR (p_match_type OPERATOR(pg_catalog.<>) 'exact' AND p_match_type OPERATOR(pg_catalog.<>) 'digits'
+            OR (p_match_type OPERATOR(pg_catalog.<>) ALL (ARRAY['exact', 'digits', 'domains'])
                 AND p_value OPERATOR(pg_catalog.~*) p_matcher))
 $$;
 COMMENT ON FUNCTION guardian._rule_matches(text, text, text[], text) IS
@@ -134,7 +151,9 @@ AS $$
         SELECT DISTINCT v.variant
           FROM unnest(CASE
                  WHEN p_rule.anchors IS NOT NULL THEN p_rule.anchors
-                 WHEN p_rule.match_type IN ('domains', 'uuids') THEN p_rule.terms
+                 -- an e-mail domain is looked up, not searched for (lists run to thousands)
+                 WHEN p_rule.match_type = 'domains' THEN ARRAY(SELECT '@=' || t FROM unnest(p_rule.terms) AS t)
+                 WHEN p_rule.match_type = 'uuids' THEN p_rule.terms
                  -- whole words: '^' and '$' ask the prefilter for word boundaries
                  WHEN p_rule.match_type = 'words' THEN ARRAY(SELECT '^' || t || '$' FROM unnest(p_rule.terms) AS t)
                  WHEN p_rule.match_type = 'exact' THEN
@@ -203,7 +222,8 @@ BEGIN
     END IF;
     NEW.matcher := guardian._rule_matcher(NEW.match_type, NEW.pattern, NEW.terms);
     BEGIN
-        PERFORM '' ~ NEW.matcher;
+        -- (a domains rule's expression only shows what it means: domains are looked up)
+        PERFORM '' ~ NEW.matcher WHERE NEW.match_type <> 'domains';
     EXCEPTION WHEN invalid_regular_expression THEN
         RAISE EXCEPTION 'rule %: its terms do not make a valid expression: %', NEW.name, SQLERRM
             USING ERRCODE = 'invalid_regular_expression', HINT = 'Check the terms for stray characters.';

@@ -19,21 +19,36 @@ VALUES
  'jane.doe@example.com', 'ops@examplehealth.com', true),
 -- disposable_email: throwaway inboxes used by QA scripts and sign-up bots.
 ('disposable_mail_domain', 'disposable_email', '{email}', 'domains', NULL,
- '{mailinator.com,guerrillamail.com,guerrillamail.net,guerrillamailblock.com,sharklasers.com,grr.la,10minutemail.com,10minutemail.net,yopmail.com,yopmail.fr,yopmail.net,tempmail.com,temp-mail.org,temp-mail.io,tempmail.net,trashmail.com,trashmail.de,getnada.com,nada.email,maildrop.cc,dispostable.com,throwawaymail.com,fakeinbox.com,mailnesia.com,mintemail.com,mohmal.com,emailondeck.com,mytemp.email,spamgourmet.com,tempr.email,discard.email,burnermail.io,inboxkitten.com,mailcatch.com,spam4.me,pokemail.net,tempinbox.com,harakirimail.com,mailpoof.com,moakt.com,tempail.com,fakemail.net,emailfake.com,33mail.com,mailsac.com,testmail.app,mail.tm}',
- NULL, 'HIGH', false,
- 'E-mail at a well-known disposable mailbox provider.',
+-- @@ list disposable_email_domains.txt except real_mail_providers.txt @@
+ , NULL, 'HIGH', false,
+ 'E-mail at a disposable mailbox provider (the disposable-email-domains list; `pg-guardian rules update` refreshes it).',
  'qa.signup@mailinator.com', 'celeste@mailbox.org', true),
 -- qa_addresses: the addresses QA teams and test suites write.
 ('qa_local_part', 'qa_addresses', '{email}', 'regex',
- '^(test|testing|qa|e2e|uat|autotest|automation)([0-9]+|[+._-][^@]*)?@', NULL,
- '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,^test@,^test+,^test.,^test_,^test-,^testing0,^testing1,^testing2,^testing3,^testing4,^testing5,^testing6,^testing7,^testing8,^testing9,^testing@,^testing+,^testing.,^testing_,^testing-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,^qa@,^qa+,^qa.,^qa_,^qa-,^e2e0,^e2e1,^e2e2,^e2e3,^e2e4,^e2e5,^e2e6,^e2e7,^e2e8,^e2e9,^e2e@,^e2e+,^e2e.,^e2e_,^e2e-,^uat0,^uat1,^uat2,^uat3,^uat4,^uat5,^uat6,^uat7,^uat8,^uat9,^uat@,^uat+,^uat.,^uat_,^uat-,^autotest0,^autotest1,^autotest2,^autotest3,^autotest4,^autotest5,^autotest6,^autotest7,^autotest8,^autotest9,^autotest@,^autotest+,^autotest.,^autotest_,^autotest-,^automation0,^automation1,^automation2,^automation3,^automation4,^automation5,^automation6,^automation7,^automation8,^automation9,^automation@,^automation+,^automation.,^automation_,^automation-}', 'HIGH', false,
- 'E-mail whose local part is a QA marker: test@, test123@, test+1@, qa+signup@, e2e-run7@.',
+ '^(test|testing|qa|e2e|uat|autotest|automation|loadtest|perftest|stresstest|testuser|seeduser|fakeuser|dummyuser)([0-9]+|[+._-][^@]*)?@', NULL,
+ '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,^test@,^test+,^test.,^test_,^test-,^testing0,^testing1,^testing2,^testing3,^testing4,^testing5,^testing6,^testing7,^testing8,^testing9,^testing@,^testing+,^testing.,^testing_,^testing-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,^qa@,^qa+,^qa.,^qa_,^qa-,^e2e0,^e2e1,^e2e2,^e2e3,^e2e4,^e2e5,^e2e6,^e2e7,^e2e8,^e2e9,^e2e@,^e2e+,^e2e.,^e2e_,^e2e-,^uat0,^uat1,^uat2,^uat3,^uat4,^uat5,^uat6,^uat7,^uat8,^uat9,^uat@,^uat+,^uat.,^uat_,^uat-,^autotest0,^autotest1,^autotest2,^autotest3,^autotest4,^autotest5,^autotest6,^autotest7,^autotest8,^autotest9,^autotest@,^autotest+,^autotest.,^autotest_,^autotest-,^automation0,^automation1,^automation2,^automation3,^automation4,^automation5,^automation6,^automation7,^automation8,^automation9,^automation@,^automation+,^automation.,^automation_,^automation-,^loadtest0,^loadtest1,^loadtest2,^loadtest3,^loadtest4,^loadtest5,^loadtest6,^loadtest7,^loadtest8,^loadtest9,^loadtest@,^loadtest+,^loadtest.,^loadtest_,^loadtest-,^perftest0,^perftest1,^perftest2,^perftest3,^perftest4,^perftest5,^perftest6,^perftest7,^perftest8,^perftest9,^perftest@,^perftest+,^perftest.,^perftest_,^perftest-,^stresstest0,^stresstest1,^stresstest2,^stresstest3,^stresstest4,^stresstest5,^stresstest6,^stresstest7,^stresstest8,^stresstest9,^stresstest@,^stresstest+,^stresstest.,^stresstest_,^stresstest-,^testuser0,^testuser1,^testuser2,^testuser3,^testuser4,^testuser5,^testuser6,^testuser7,^testuser8,^testuser9,^testuser@,^testuser+,^testuser.,^testuser_,^testuser-,^seeduser0,^seeduser1,^seeduser2,^seeduser3,^seeduser4,^seeduser5,^seeduser6,^seeduser7,^seeduser8,^seeduser9,^seeduser@,^seeduser+,^seeduser.,^seeduser_,^seeduser-,^fakeuser0,^fakeuser1,^fakeuser2,^fakeuser3,^fakeuser4,^fakeuser5,^fakeuser6,^fakeuser7,^fakeuser8,^fakeuser9,^fakeuser@,^fakeuser+,^fakeuser.,^fakeuser_,^fakeuser-,^dummyuser0,^dummyuser1,^dummyuser2,^dummyuser3,^dummyuser4,^dummyuser5,^dummyuser6,^dummyuser7,^dummyuser8,^dummyuser9,^dummyuser@,^dummyuser+,^dummyuser.,^dummyuser_,^dummyuser-}', 'HIGH', false,
+ 'E-mail whose local part is a QA marker: test@, test123@, test+1@, qa+signup@, e2e-run7@, loadtest_042@, seeduser7@.',
  'test+123@gmail.com', 'testa.celeste@gmail.com', true),
 ('qa_plus_tag', 'qa_addresses', '{email}', 'regex',
- '\+(test|qa|e2e|fixture|seed|fake|dummy)[^@]*@', NULL,
- '{+test,+qa,+e2e,+fixture,+seed,+fake,+dummy}', 'HIGH', false,
- 'E-mail with a QA sub-address tag: jane+test@, bob+e2e42@.',
+ '\+(test|qa|e2e|fixture|seed|fake|dummy|cypress|playwright|selenium|jest|pytest|loadtest|k6)[^@]*@', NULL,
+ '{+test,+qa,+e2e,+fixture,+seed,+fake,+dummy,+cypress,+playwright,+selenium,+jest,+pytest,+loadtest,+k6}', 'HIGH', false,
+ 'E-mail with a QA or test-tool sub-address tag: jane+test@, bob+e2e42@, ops+cypress@.',
  'jane.doe+e2e42@gmail.com', 'jane+newsletter@gmail.com', true),
+-- test_tools: what test runners, browser drivers and data generators leave behind
+('test_tool_address', 'test_tools', '{email}', 'regex',
+ '^(cypress|playwright|selenium|puppeteer|webdriver|pytest|rspec|phpunit|testcafe|jmeter|gatling|vitest|factorybot|factory_bot|faker|mailhog|mailpit|mailtrap)([0-9]+|[+._-][^@]*)?@', NULL,
+ '{^cypress0,^cypress1,^cypress2,^cypress3,^cypress4,^cypress5,^cypress6,^cypress7,^cypress8,^cypress9,^cypress@,^cypress+,^cypress.,^cypress_,^cypress-,^playwright0,^playwright1,^playwright2,^playwright3,^playwright4,^playwright5,^playwright6,^playwright7,^playwright8,^playwright9,^playwright@,^playwright+,^playwright.,^playwright_,^playwright-,^selenium0,^selenium1,^selenium2,^selenium3,^selenium4,^selenium5,^selenium6,^selenium7,^selenium8,^selenium9,^selenium@,^selenium+,^selenium.,^selenium_,^selenium-,^puppeteer0,^puppeteer1,^puppeteer2,^puppeteer3,^puppeteer4,^puppeteer5,^puppeteer6,^puppeteer7,^puppeteer8,^puppeteer9,^puppeteer@,^puppeteer+,^puppeteer.,^puppeteer_,^puppeteer-,^webdriver0,^webdriver1,^webdriver2,^webdriver3,^webdriver4,^webdriver5,^webdriver6,^webdriver7,^webdriver8,^webdriver9,^webdriver@,^webdriver+,^webdriver.,^webdriver_,^webdriver-,^pytest0,^pytest1,^pytest2,^pytest3,^pytest4,^pytest5,^pytest6,^pytest7,^pytest8,^pytest9,^pytest@,^pytest+,^pytest.,^pytest_,^pytest-,^rspec0,^rspec1,^rspec2,^rspec3,^rspec4,^rspec5,^rspec6,^rspec7,^rspec8,^rspec9,^rspec@,^rspec+,^rspec.,^rspec_,^rspec-,^phpunit0,^phpunit1,^phpunit2,^phpunit3,^phpunit4,^phpunit5,^phpunit6,^phpunit7,^phpunit8,^phpunit9,^phpunit@,^phpunit+,^phpunit.,^phpunit_,^phpunit-,^testcafe0,^testcafe1,^testcafe2,^testcafe3,^testcafe4,^testcafe5,^testcafe6,^testcafe7,^testcafe8,^testcafe9,^testcafe@,^testcafe+,^testcafe.,^testcafe_,^testcafe-,^jmeter0,^jmeter1,^jmeter2,^jmeter3,^jmeter4,^jmeter5,^jmeter6,^jmeter7,^jmeter8,^jmeter9,^jmeter@,^jmeter+,^jmeter.,^jmeter_,^jmeter-,^gatling0,^gatling1,^gatling2,^gatling3,^gatling4,^gatling5,^gatling6,^gatling7,^gatling8,^gatling9,^gatling@,^gatling+,^gatling.,^gatling_,^gatling-,^vitest0,^vitest1,^vitest2,^vitest3,^vitest4,^vitest5,^vitest6,^vitest7,^vitest8,^vitest9,^vitest@,^vitest+,^vitest.,^vitest_,^vitest-,^factorybot0,^factorybot1,^factorybot2,^factorybot3,^factorybot4,^factorybot5,^factorybot6,^factorybot7,^factorybot8,^factorybot9,^factorybot@,^factorybot+,^factorybot.,^factorybot_,^factorybot-,^factory_bot0,^factory_bot1,^factory_bot2,^factory_bot3,^factory_bot4,^factory_bot5,^factory_bot6,^factory_bot7,^factory_bot8,^factory_bot9,^factory_bot@,^factory_bot+,^factory_bot.,^factory_bot_,^factory_bot-,^faker0,^faker1,^faker2,^faker3,^faker4,^faker5,^faker6,^faker7,^faker8,^faker9,^faker@,^faker+,^faker.,^faker_,^faker-,^mailhog0,^mailhog1,^mailhog2,^mailhog3,^mailhog4,^mailhog5,^mailhog6,^mailhog7,^mailhog8,^mailhog9,^mailhog@,^mailhog+,^mailhog.,^mailhog_,^mailhog-,^mailpit0,^mailpit1,^mailpit2,^mailpit3,^mailpit4,^mailpit5,^mailpit6,^mailpit7,^mailpit8,^mailpit9,^mailpit@,^mailpit+,^mailpit.,^mailpit_,^mailpit-,^mailtrap0,^mailtrap1,^mailtrap2,^mailtrap3,^mailtrap4,^mailtrap5,^mailtrap6,^mailtrap7,^mailtrap8,^mailtrap9,^mailtrap@,^mailtrap+,^mailtrap.,^mailtrap_,^mailtrap-}', 'HIGH', false,
+ 'E-mail whose local part is a test runner or data generator: cypress+1702@, playwright_user_3@, selenium@.',
+ 'cypress+1702@brightsmiles.io', 'cypresshill@gmail.com', true),
+('test_tool_name', 'test_tools', '{person_name,organization}', 'words', NULL,
+ '{playwright,selenium,puppeteer,webdriver,pytest,rspec,phpunit,testcafe,jmeter,vitest,factorybot,factory_bot,capybara,mailhog,mailpit,mailtrap}', NULL, 'HIGH', false,
+ 'A name naming a test runner, browser driver or mail catcher (Playwright User, Selenium Bot, Pytest Clinic); Cypress and Jasmine pass, they are real names.',
+ 'Selenium Bot', 'Cypress Family Dentistry', true),
+('nonprod_mail_subdomain', 'test_tools', '{email}', 'regex',
+ '@(staging|stage|stg|test|testing|qa|dev|develop|development|sandbox|uat|preprod|pre-prod|demo)[0-9]*\.([a-z0-9-]+\.)+[a-z]{2,}[.>]*$', NULL,
+ '{@staging,@stage,@stg,@test,@testing,@qa,@dev,@develop,@development,@sandbox,@uat,@preprod,@pre-prod,@demo}', 'HIGH', false,
+ 'E-mail at a non-production sub-domain of an organisation (jane@staging.brightsmiles.com, qa@dev.acme.io); guardian.set_nonprod_labels() changes the labels.',
+ 'jane@staging.brightsmiles.com', 'jane@stagecoach.co.uk', true),
 -- placeholder_names: the names people type when a form needs one.
 ('placeholder_full_name', 'placeholder_names', '{person_name}', 'exact', NULL,
  '{john doe,jane doe,john q public,jane q public,joe bloggs,joe public,fred nurk,max mustermann,erika mustermann,test user,test patient,test test,test account,test person,foo bar,lorem ipsum,first last,firstname lastname,first name last name,no name,unknown unknown,asdf asdf,jane roe,richard roe,baby doe,john doe jr}',
@@ -97,12 +112,20 @@ VALUES
  '123-456-7890', '+1 415 872 1930', true),
 -- example_uuids: UUIDs copied from documentation, and degenerate ones.
 ('example_uuid', 'example_uuids', '{identifier}', 'uuids', NULL,
- '{550e8400-e29b-41d4-a716-,123e4567-e89b-12d3-a456-426614174000,a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,f47ac10b-58cc-4372-a567-0e02b2c3d479,12345678-1234-1234-1234-123456789012,12345678-1234-5678-1234-567812345678,12345678-90ab-cdef-1234-567890abcdef,01234567-89ab-cdef-0123-456789abcdef,deadbeef-,cafebabe-}',
+ '{550e8400-e29b-41d4-a716-,123e4567-e89b-12d3-a456-,a0eebc99-9c0b-4ef8-bb6d-,f47ac10b-58cc-4372-a567-,12345678-1234-1234-1234-,12345678-1234-5678-1234-,12345678-90ab-cdef-1234-,01234567-89ab-cdef-0123-,3fa85f64-5717-4562-b3fc-,d290f1ee-6c54-4b01-90e6-,6f9619ff-8b86-d011-b42d-,38400000-8cf0-11bd-b23e-,f81d4fae-7dec-11d0-a765-,c232ab00-9414-11ec-b3c8-,5df41881-3aed-3515-88a7-,919108f7-52d1-4320-9bac-,2ed6657d-e927-568b-95e1-,1ec9414c-232a-6b00-b3c8-,017f22e2-79b0-7cc3-98c4-,2489e9ad-2ee2-8e00-8ec9-,deadbeef-,cafebabe-}',
  NULL, 'HIGH', true,
- 'A UUID copied from documentation (550e8400-e29b-41d4-a716-..., 123e4567-e89b-12d3-a456-426614174000, the PostgreSQL docs'' a0eebc99-...).',
- '550e8400-e29b-41d4-a716-446655440000', '7d1c2f0e-5b7a-4c1e-9d2a-3f4b5c6d7e81', true),
+ 'A UUID copied from documentation, or a sequential variant of one (550e8400-e29b-41d4-a716-..., 123e4567-e89b-12d3-a456-426614174001, the PostgreSQL docs'' a0eebc99-..., OpenAPI''s 3fa85f64-..., the RFC 4122 and RFC 9562 examples).',
+ '123e4567-e89b-12d3-a456-426614174003', '7d1c2f0e-5b7a-4c1e-9d2a-3f4b5c6d7e81', true),
 ('degenerate_uuid', 'example_uuids', '{identifier}', 'uuids', NULL,
- '{00000000-0000-0000-0000-,ffffffff-ffff-ffff-ffff-ffffffffffff,11111111-1111-1111-1111-111111111111,22222222-2222-2222-2222-222222222222,33333333-3333-3333-3333-333333333333,44444444-4444-4444-4444-444444444444,55555555-5555-5555-5555-555555555555,66666666-6666-6666-6666-666666666666,77777777-7777-7777-7777-777777777777,88888888-8888-8888-8888-888888888888,99999999-9999-9999-9999-999999999999,aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa,bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb,cccccccc-cccc-cccc-cccc-cccccccccccc,dddddddd-dddd-dddd-dddd-dddddddddddd,eeeeeeee-eeee-eeee-eeee-eeeeeeeeeeee}',
+ '{00000000-0000-0000-0000-,11111111-1111-1111-1111-,22222222-2222-2222-2222-,33333333-3333-3333-3333-,44444444-4444-4444-4444-,55555555-5555-5555-5555-,66666666-6666-6666-6666-,77777777-7777-7777-7777-,88888888-8888-8888-8888-,99999999-9999-9999-9999-,aaaaaaaa-aaaa-aaaa-aaaa-,bbbbbbbb-bbbb-bbbb-bbbb-,cccccccc-cccc-cccc-cccc-,dddddddd-dddd-dddd-dddd-,eeeeeeee-eeee-eeee-eeee-,ffffffff-ffff-ffff-ffff-}',
  NULL, 'MEDIUM', false,
- 'A degenerate UUID: nil, max, a repeated digit, or a hand-numbered fixture id (00000000-0000-0000-0000-000000000001).',
- '00000000-0000-0000-0000-000000000001', '0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c62', true);
+ 'A degenerate UUID: nil, max, a repeated digit, or a hand-numbered fixture id (00000000-0000-0000-0000-000000000001, 11111111-1111-1111-1111-111111111112).',
+ '00000000-0000-0000-0000-000000000001', '0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c62', true)
+ON CONFLICT (name) DO UPDATE
+   -- an upgrade brings the built-in rules' matching up to date; how they are used (enabled,
+   -- severity, environments, automation) stays as it was set
+   SET pack = EXCLUDED.pack, kinds = EXCLUDED.kinds, match_type = EXCLUDED.match_type,
+       pattern = EXCLUDED.pattern, terms = EXCLUDED.terms, anchors = EXCLUDED.anchors,
+       description = EXCLUDED.description, example_match = EXCLUDED.example_match,
+       example_nonmatch = EXCLUDED.example_nonmatch
+ WHERE rules.builtin;
