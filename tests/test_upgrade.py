@@ -26,7 +26,7 @@ CURRENT = scripts.default_version()
 # What 0.2.0 adds to the configuration tables (the digest, the metric history, anomaly detection
 # and the forecasts), row by row.
 ADDED = {
-    "jobs": ("(report_digest,", "(metrics_collect,", "(anomaly_detection,"),
+    "jobs": ("(report_digest,", "(metrics_collect,", "(anomaly_detection,", "(source_risk,"),
     "parameters": (
         "(report.digest_days,",
         "(forecast.hysteresis_pct,",
@@ -55,6 +55,8 @@ ADDED = {
         "(health.xid_wraparound_forecast.warn_days,",
         "(learning.min_support,",
         "(learning.sample_rows,",
+        "(learning.risk_threshold,",
+        "(learning.risk_window_days,",
     ),
     "checks": (
         "(connections_forecast,",

@@ -67,15 +67,67 @@ bool		guardian_suspect_seen = false;	/* a row passed the prefilter in this trans
 static int	n_baselines = 0;
 static bool callback_registered = false;
 
+/*
+ * Sources with an alert of their own: a test tool or CI runner writing to production, or a
+ * source whose writes brought test data before. guardian._source_verdict() says whether this
+ * session's next write raises one today; it is asked once per application name, session user
+ * and generation of the compiled rules (a change of test sources, risky sources or the
+ * environment recompiles them). Once the follow-up has raised the day's alert and that
+ * transaction committed, the session is not asked again until the next day.
+ */
+static bool source_known = false;
+static bool source_flagged = false;
+static char *source_app = NULL;
+static Oid	source_user = InvalidOid;
+static uint64 source_generation = 0;
+static int64 announced_day = -1;
+static int64 pending_day = -1;
+
+static int64
+current_day(void)
+{
+	return (int64) (GetCurrentTimestamp() / USECS_PER_DAY);
+}
+
+static bool
+source_needs_followup(void)
+{
+	uint64		generation = guardian_spec_generation();
+	const char *app = application_name != NULL ? application_name : "";
+	int64		today = current_day();
+
+	if (!source_known || generation != source_generation || GetSessionUserId() != source_user ||
+		strcmp(app, source_app) != 0)
+	{
+		List	   *names = list_make2(makeString("guardian"), makeString("_source_verdict"));
+		Oid			fn = LookupFuncName(names, 0, NULL, true);
+		bool		flagged = OidIsValid(fn) && DatumGetBool(OidFunctionCall0(fn));
+		char	   *copy = MemoryContextStrdup(TopMemoryContext, app);
+
+		if (source_app != NULL)
+			pfree(source_app);
+		source_app = copy;
+		source_user = GetSessionUserId();
+		source_generation = generation;
+		source_flagged = flagged;
+		source_known = true;
+		announced_day = -1;
+	}
+	return source_flagged && announced_day != today && pending_day != today;
+}
+
 static void
 reset_baselines(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		announced_day = pending_day >= 0 ? pending_day : announced_day;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{
 		n_baselines = 0;
 		guardian_suspect_seen = false;
+		pending_day = -1;
 	}
 }
 
@@ -307,6 +359,7 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 	int64		base = 0;
 	int64		rows;
 	int			i;
+	bool		announce;
 
 	check_statement_trigger(fcinfo, "guardian._activity_end()", false);
 	trigdata = (TriggerData *) fcinfo->context;
@@ -363,7 +416,10 @@ pg_guardian_activity_end(PG_FUNCTION_ARGS)
 	 * Findings wait for grouping only after a row passed the prefilter in this transaction;
 	 * the follow-up looks for them in guardian.findings (no setting the session could clear).
 	 */
-	if (rows > 1 || guardian_suspect_seen)
+	announce = rows > 0 && source_needs_followup();
+	if (announce)
+		pending_day = current_day();	/* the follow-up raises the source's alert */
+	if (rows > 1 || guardian_suspect_seen || announce)
 	{
 		Oid			argtypes[3] = {REGCLASSOID, TEXTOID, INT8OID};
 		List	   *names = list_make2(makeString("guardian"), makeString("_statement_followup"));

@@ -15,5 +15,7 @@ extern NeedleSet *guardian_build_needles(ArrayType *arr, MemoryContext cxt);
 
 /* activity.c: a row passed the prefilter (prefilter.c) in this transaction. */
 extern bool guardian_suspect_seen;
+/* bumped whenever the compiled rules (or any function) change: cached verdicts are asked again */
+extern uint64 guardian_spec_generation(void);
 
 #endif							/* PG_GUARDIAN_H */

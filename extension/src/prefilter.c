@@ -208,6 +208,29 @@ spec_owner(void)
 	return owner;
 }
 
+static void
+register_spec_callbacks(void)
+{
+	if (!spec_callbacks)
+	{
+		spec_cxt = AllocSetContextCreate(TopMemoryContext, "pg_guardian prefilter specs",
+										 ALLOCSET_SMALL_SIZES);
+		CacheRegisterSyscacheCallback(PROCOID, spec_proc_callback, (Datum) 0);
+		CacheRegisterRelcacheCallback(spec_rel_callback, (Datum) 0);
+		spec_callbacks = true;
+	}
+}
+
+/* The generation of the compiled rules this backend knows (see activity.c's source verdict). */
+uint64
+guardian_spec_generation(void)
+{
+	register_spec_callbacks();
+	if (specs_stale)
+		reset_specs();
+	return spec_generation;
+}
+
 static TableSpec *
 load_spec(Oid relid, bool any_mode)
 {
@@ -220,14 +243,7 @@ load_spec(Oid relid, bool any_mode)
 	Oid			save_userid;
 	int			save_sec;
 
-	if (!spec_callbacks)
-	{
-		spec_cxt = AllocSetContextCreate(TopMemoryContext, "pg_guardian prefilter specs",
-										 ALLOCSET_SMALL_SIZES);
-		CacheRegisterSyscacheCallback(PROCOID, spec_proc_callback, (Datum) 0);
-		CacheRegisterRelcacheCallback(spec_rel_callback, (Datum) 0);
-		spec_callbacks = true;
-	}
+	register_spec_callbacks();
 	if (n_specs >= MAX_SPECS)
 		reset_specs();
 

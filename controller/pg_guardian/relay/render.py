@@ -49,6 +49,9 @@ ACTIONS = {
     "then review and run the cleanup script.",
     "TEST_DATA_PATTERN": "Test data reached this database. Find how it got in, stop the source, "
     "then review and run the cleanup script.",
+    "TEST_TOOL_WRITE": "A test tool or CI job wrote to production: find the job behind this session, point it at a "
+    "test database, and scan the table for what it wrote.",
+    "CONTAMINATION_RISK": "This source brought test data before: check what it writes today.",
     "BULK_OPERATION": "Check that this bulk change was intended and who made it.",
     "ACTIVITY_ANOMALY": "Check who wrote this and why; if it was planned, declare such windows with "
     "guardian.expect so they are not flagged again.",

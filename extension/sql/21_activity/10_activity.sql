@@ -211,6 +211,11 @@ BEGIN
                 WHERE f.backend_pid = pg_backend_pid() AND f.relid = p_relid AND f.alert_id IS NULL) THEN
         PERFORM guardian._flush_findings(p_relid);
     END IF;
+    -- A test tool, or a source that brought test data before, writing to production: the
+    -- day's first write raises its alert (62_learning/40_sources.sql).
+    IF p_rows > 0 AND guardian._source_verdict() THEN
+        PERFORM guardian._source_alert(p_relid, p_op, p_rows);
+    END IF;
     IF p_rows <= 1 THEN
         RETURN;
     END IF;
@@ -239,7 +244,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION guardian._statement_followup(regclass, text, bigint) IS
-    'Internal: after a write to a watched table: groups its findings into alerts and raises BULK_OPERATION / UNFILTERED_WRITE at once.';
+    'Internal: after a write to a watched table: groups its findings into alerts and raises BULK_OPERATION / UNFILTERED_WRITE, and TEST_TOOL_WRITE / CONTAMINATION_RISK for a source''s first write of the day, at once.';
 
 -- The statement trigger in PL/pgSQL: used where the C library is not installed.
 CREATE FUNCTION guardian._on_statement()
@@ -264,7 +269,8 @@ BEGIN
                 clock_timestamp());
     END IF;
     IF v_rows > 1 OR EXISTS (SELECT FROM guardian.findings AS f
-                              WHERE f.backend_pid = pg_backend_pid() AND f.relid = v_relid AND f.alert_id IS NULL) THEN
+                              WHERE f.backend_pid = pg_backend_pid() AND f.relid = v_relid AND f.alert_id IS NULL)
+       OR (v_rows > 0 AND guardian._source_verdict()) THEN
         PERFORM guardian._statement_followup(v_relid, TG_OP, v_rows);
     END IF;
     RETURN NULL;

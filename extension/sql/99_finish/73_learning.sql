@@ -14,3 +14,10 @@ GRANT SELECT ON guardian.rule_lists TO guardian_reader;
 GRANT EXECUTE ON FUNCTION guardian.update_rule_list(text, text[], text, text), guardian.set_nonprod_labels(text[])
     TO guardian_admin;
 GRANT INSERT, UPDATE ON guardian.rule_lists TO guardian_admin;
+
+-- Sources: admins say what a test tool looks like; readers see the scores. The write path asks
+-- guardian._source_verdict() (SECURITY DEFINER) as whoever writes.
+GRANT SELECT ON guardian.test_sources, guardian.source_risk TO guardian_reader;
+GRANT INSERT, UPDATE, DELETE ON guardian.test_sources TO guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian._source_verdict() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian.score_sources() TO guardian_admin;
