@@ -100,7 +100,7 @@ def test_test_sources_reject_bad_patterns_and_networks(clinic: psycopg.Connectio
         clinic.execute(
             "INSERT INTO guardian.test_sources (name, source, pattern, description) VALUES ('bad', 'role', '(', 'x')"
         )
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="'10.0.0.300/8' is not a network") as err:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"'10\.0\.0\.300/8' is not a network") as err:
         clinic.execute(
             "INSERT INTO guardian.test_sources (name, source, pattern, description) "
             "VALUES ('net', 'client', '10.0.0.300/8', 'x')"
