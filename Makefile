@@ -56,6 +56,9 @@ lint: setup build ## pgspot on the built script, ruff and mypy on the controller
 		--proc-without-search-path 'guardian._rule_matches(p_match_type text,p_matcher text,p_terms text[],p_value text)' \
 		--proc-without-search-path 'guardian._anchors(p_kind text,p_column text)' \
 		--proc-without-search-path 'guardian._uuid_bounds(p_column text)' \
+	--proc-without-search-path 'guardian._gate(p_kind text,p_digits boolean)' \
+	--proc-without-search-path 'guardian._listed_domains(p_domains text[])' \
+	--proc-without-search-path 'guardian._surprise(p_count bigint,p_total bigint)' \
 		build/extension/pg_guardian--$$(sed -n "s/^default_version = '\(.*\)'/\1/p" extension/pg_guardian.control).sql
 	$(VENV)/bin/ruff check controller tests bench
 	$(VENV)/bin/ruff format --check controller tests bench

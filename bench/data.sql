@@ -18,5 +18,6 @@ SELECT gen_random_uuid() AS id,
        (ARRAY['gmail.com','outlook.com','yahoo.co.uk','icloud.com','hotmail.com','proton.me','btinternet.com','web.de'])[1 + (random() * 7)::int] AS email,
        (ARRAY['Greatest Smiles Dental','Harbour Family Dentistry','Bright Teeth Clinic','Riverside Dental Care',
               'Oak Street Orthodontics','Sunrise Dental Studio','Northgate Dental Practice','Testament Dental Group'])[1 + (random() * 7)::int] AS clinic,
-       '+1 ' || (200 + (random() * 799)::int) || ' ' || (200 + (random() * 799)::int) || ' ' || lpad((random() * 9999)::int::text, 4, '0') AS phone
+       -- area codes 200..554: 555 is not assigned, and numbers in it are fiction
+       '+1 ' || (200 + (random() * 354)::int) || ' ' || (200 + (random() * 799)::int) || ' ' || lpad((random() * 9999)::int::text, 4, '0') AS phone
   FROM generate_series(1, :rows);

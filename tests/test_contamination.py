@@ -130,7 +130,7 @@ def test_update_checks_only_changed_columns(dental: psycopg.Connection) -> None:
     dental.execute("SELECT guardian.set_mode('warn')")
     dental.execute("UPDATE dental.patients SET balance = 10, last_name = 'Lopes' WHERE id = %s", (pid,))
     assert scalar(dental, "SELECT count(*) FROM guardian.findings") == 0
-    dental.execute("UPDATE dental.patients SET email = 'qa+7@gmail.com' WHERE id = %s", (pid,))
+    dental.execute("UPDATE dental.patients SET email = 'qa.7@gmail.com' WHERE id = %s", (pid,))
     assert dental.execute("SELECT column_name, rule, operation FROM guardian.findings").fetchall() == [
         ("email", "qa_local_part", "UPDATE")
     ]
@@ -171,7 +171,7 @@ def test_partitioned_table_is_watched_through_its_root(db: psycopg.Connection) -
     db.execute("CREATE TABLE public.visits_us PARTITION OF public.visits FOR VALUES IN ('us')")
     db.execute("SELECT guardian.watch('public.visits')")
     db.execute("INSERT INTO public.visits VALUES (1, 'eu', 'a@example.com'), (2, 'us', 'b@x.test')")
-    db.execute("INSERT INTO public.visits_us VALUES (3, 'us', 'qa+1@gmail.com')")
+    db.execute("INSERT INTO public.visits_us VALUES (3, 'us', 'qa.1@gmail.com')")
     rows = db.execute(
         "SELECT record_id, rule FROM guardian.findings WHERE relid = 'public.visits'::regclass ORDER BY record_id, rule"
     ).fetchall()
@@ -422,7 +422,7 @@ def test_application_role_may_check_payloads_but_not_see_rules(
 def test_copy_stream_of_many_rows_is_grouped(dental: psycopg.Connection) -> None:
     buf = io.StringIO()
     for i in range(500):
-        buf.write(f"Clinic {i}\tqa+{i}@mailinator.com\n")
+        buf.write(f"Clinic Smile {i}\tqa.{i}@mailinator.com\n")
     with dental.cursor().copy("COPY dental.clinics (name, email) FROM STDIN") as copy:
         copy.write(buf.getvalue())
     alerts = contamination_alerts(dental)

@@ -106,7 +106,7 @@ def test_managed_install_falls_back_to_plain_sql_and_says_what_jobs_need(managed
         su.execute(grant.group(1))
     code, out = run_cli("jobs", "register", "--dsn", dsn)
     assert code == 0, out
-    assert "jobs: 13 job(s) scheduled with pg_cron from database guarded" in out
+    assert "jobs: 15 job(s) scheduled with pg_cron from database guarded" in out
     code, out = run_cli("status", "--dsn", dsn)
     assert code == 0, out
     assert "guarded: yes (jobs run by pg_cron in database guarded)" in out
@@ -114,7 +114,7 @@ def test_managed_install_falls_back_to_plain_sql_and_says_what_jobs_need(managed
         rows = cron.execute(
             "SELECT jobname, username FROM cron.job WHERE database = 'app1' ORDER BY jobname"
         ).fetchall()
-    assert ("guardian_security_events@app1", "rds_master") in rows and len(rows) == 13
+    assert ("guardian_security_events@app1", "rds_master") in rows and len(rows) == 15
 
     # The guardian works for the master user: watch, detect, and the checks that need more
     # than it has say so (CHECK_DEGRADED with the fix) while the others run.
@@ -183,11 +183,11 @@ def test_pg_cron_runs_the_jobs_here_and_from_its_own_database(new_cluster: Calla
     # In pg_cron's own database: the install creates the extension and schedules there.
     code, out = run_cli("install", "--dsn", pg.dsn(CRON_DB))
     assert code == 0, out
-    assert "jobs: 13 job(s) scheduled with pg_cron in this database" in out
+    assert "jobs: 15 job(s) scheduled with pg_cron in this database" in out
     # In another database: scheduled from pg_cron's database with cron.schedule_in_database.
     code, out = run_cli("install", "--dsn", pg.dsn("remote"))
     assert code == 0, out
-    assert "jobs: 13 job(s) scheduled with pg_cron from database guarded (cron.schedule_in_database)" in out
+    assert "jobs: 15 job(s) scheduled with pg_cron from database guarded (cron.schedule_in_database)" in out
     with psycopg.connect(pg.dsn(CRON_DB)) as cron:
         names = {r[0]: r[1] for r in cron.execute("SELECT jobname, database FROM cron.job").fetchall()}
     assert names["guardian_security_events"] == CRON_DB
@@ -216,7 +216,7 @@ def test_pg_cron_runs_the_jobs_here_and_from_its_own_database(new_cluster: Calla
     assert code == 0, out
     with psycopg.connect(pg.dsn(CRON_DB)) as cron:
         assert scalar(cron, "SELECT count(*) FROM cron.job WHERE database = 'remote'") == 0
-        assert scalar(cron, "SELECT count(*) FROM cron.job WHERE database = %s", (CRON_DB,)) == 13
+        assert scalar(cron, "SELECT count(*) FROM cron.job WHERE database = %s", (CRON_DB,)) == 15
 
 
 def test_without_pg_cron_status_exits_1_until_jobs_serve_runs(new_cluster: Callable[..., LocalCluster]) -> None:

@@ -185,7 +185,10 @@ def test_every_function_pins_search_path(db: psycopg.Connection) -> None:
     # inlined into callers that pin search_path).
     assert sorted(r[0] for r in unpinned) == [
         "guardian._anchors(text,text)",
+        "guardian._gate(text,boolean)",
+        "guardian._listed_domains(text[])",
         "guardian._rule_matches(text,text,text[],text)",
+        "guardian._surprise(bigint,bigint)",
         "guardian._uuid_bounds(text)",
     ]
 

@@ -18,7 +18,12 @@ from support.response import SNAPSHOT, TEST_CLINIC, contamination_alert, load_de
 
 RELEASED = "0.1.0"
 # Generated from the rules (guardian._compile_rules): their bodies are data, compared by name.
-COMPILED = ("guardian._anchors(text,text)", "guardian._uuid_bounds(text)")
+COMPILED = (
+    "guardian._anchors(text,text)",
+    "guardian._uuid_bounds(text)",
+    "guardian._gate(text,boolean)",
+    "guardian._listed_domains(text[])",
+)
 CURRENT = scripts.default_version()
 
 # The privilege snapshot is renewed by an upgrade (the guardian's own functions come and go):
@@ -26,7 +31,14 @@ CURRENT = scripts.default_version()
 # What 0.2.0 adds to the configuration tables (the digest, the metric history, anomaly detection
 # and the forecasts), row by row.
 ADDED = {
-    "jobs": ("(report_digest,", "(metrics_collect,", "(anomaly_detection,", "(source_risk,"),
+    "jobs": (
+        "(report_digest,",
+        "(metrics_collect,",
+        "(anomaly_detection,",
+        "(source_risk,",
+        "(column_models,",
+        "(suspect_scan,",
+    ),
     "parameters": (
         "(report.digest_days,",
         "(forecast.hysteresis_pct,",
@@ -57,6 +69,9 @@ ADDED = {
         "(learning.sample_rows,",
         "(learning.risk_threshold,",
         "(learning.risk_window_days,",
+        "(learning.model_sample_rows,",
+        "(learning.model_grams,",
+        "(learning.suspect_margin,",
     ),
     "checks": (
         "(connections_forecast,",

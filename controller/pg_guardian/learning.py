@@ -88,8 +88,9 @@ def dismiss(conn: psycopg.Connection, suggestion_id: int) -> None:
 
 
 def disposable_domains() -> tuple[str, list[str]]:
-    """The installed disposable-email-domains package's version and domains, less the mailbox
-    providers real people use (extension/lists/real_mail_providers.txt)."""
+    """The installed disposable-email-domains package's version and domains, with pg_guardian's
+    own additions (extension/lists/disposable_extra.txt), less the mailbox providers real people
+    use (extension/lists/real_mail_providers.txt)."""
     try:
         from disposable_email_domains import blocklist
     except ImportError as exc:  # pragma: no cover - a dependency of the package
@@ -97,8 +98,9 @@ def disposable_domains() -> tuple[str, list[str]]:
             "the disposable-email-domains package is not installed; pip install disposable-email-domains"
         ) from exc
     real = set(scripts.list_entries("real_mail_providers.txt"))
+    extra = set(scripts.list_entries("disposable_extra.txt"))
     return importlib.metadata.version("disposable-email-domains"), sorted(
-        {d.strip().lower() for d in blocklist if d.strip()} - real
+        ({d.strip().lower() for d in blocklist if d.strip()} | extra) - real
     )
 
 

@@ -19,9 +19,10 @@ _SPLICE = re.compile(r"^-- @@ install script (\S+) @@$", re.M)
 # A PL/Python body may embed a module of extension/python: the line
 # ``-- @@ python NAME.py @@`` becomes ``SOURCE = '<the file>'`` (a Python string literal).
 _PYTHON = re.compile(r"^-- @@ python (\S+\.py) @@$", re.M)
-# A rule's curated list: the line ``-- @@ list NAME.txt except OTHER.txt @@`` becomes the SQL
-# array literal of extension/lists/NAME.txt (one entry a line, # comments) less OTHER.txt.
-_LIST = re.compile(r"^-- @@ list (\S+\.txt)(?: except (\S+\.txt))? @@$", re.M)
+# A rule's curated list: the line ``-- @@ list NAME.txt + MORE.txt except OTHER.txt @@`` becomes
+# the SQL array literal of extension/lists/NAME.txt and MORE.txt (one entry a line, # comments)
+# less OTHER.txt.
+_LIST = re.compile(r"^-- @@ list ((?:\S+\.txt)(?: \+ \S+\.txt)*)(?: except (\S+\.txt))? @@$", re.M)
 # ``-- @@ list version NAME.txt @@`` becomes the ``# version: X`` the list records, quoted.
 _LIST_VERSION = re.compile(r"^-- @@ list version (\S+\.txt) @@$", re.M)
 _HEADER = (
@@ -87,10 +88,10 @@ def list_version(name: str, ext_dir: Path | None = None) -> str | None:
 
 
 def embed_lists(text: str, ext_dir: Path | None = None) -> str:
-    """Replace each ``-- @@ list NAME.txt [except OTHER.txt] @@`` line by an array literal."""
+    """Replace each ``-- @@ list NAME.txt [+ MORE.txt] [except OTHER.txt] @@`` line by an array literal."""
 
     def literal(match: re.Match[str]) -> str:
-        entries = list_entries(match.group(1), ext_dir)
+        entries = sorted({e for name in match.group(1).split(" + ") for e in list_entries(name, ext_dir)})
         if match.group(2):
             left_out = set(list_entries(match.group(2), ext_dir))
             entries = [e for e in entries if e not in left_out]

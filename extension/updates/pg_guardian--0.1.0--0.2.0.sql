@@ -5411,31 +5411,66 @@ INSERT INTO guardian.rules
 VALUES
 -- reserved_domains: RFC 2606 / RFC 6761 names that can never belong to a real person.
 ('reserved_test_tld', 'reserved_domains', '{email}', 'domains', NULL,
- '{test,example,invalid,localhost}', '{.test$,.example$,.invalid$,.localhost$,@test$,@example$,@invalid$,@localhost$}',
+ '{test,example,invalid,localhost,local,localdomain,internal,home.arpa}', NULL,
  'CRITICAL', true,
- 'E-mail in a reserved top-level domain (.test, .example, .invalid, .localhost; RFC 2606, RFC 6761).',
+ 'E-mail in a reserved or internal-only top-level domain (.test, .example, .invalid, .localhost; RFC 2606, RFC 6761; .local, .localdomain, .internal, .home.arpa).',
  'user@tenant-a.test', 'celeste.testa@gmail.com', true),
 ('reserved_example_domain', 'reserved_domains', '{email}', 'domains', NULL,
- '{example.com,example.net,example.org,example.edu}', '{^example.com$,^example.net$,^example.org$,^example.edu$}',
+ '{example.com,example.net,example.org,example.edu}', NULL,
  'CRITICAL', true,
  'E-mail at a reserved example domain (example.com, example.net, example.org; RFC 2606).',
  'jane.doe@example.com', 'ops@examplehealth.com', true),
 -- disposable_email: throwaway inboxes used by QA scripts and sign-up bots.
 ('disposable_mail_domain', 'disposable_email', '{email}', 'domains', NULL,
--- @@ list disposable_email_domains.txt except real_mail_providers.txt @@
+-- @@ list disposable_email_domains.txt + disposable_extra.txt except real_mail_providers.txt @@
  , NULL, 'HIGH', false,
  'E-mail at a disposable mailbox provider (the disposable-email-domains list; `pg-guardian rules update` refreshes it).',
  'qa.signup@mailinator.com', 'celeste@mailbox.org', true),
 -- qa_addresses: the addresses QA teams and test suites write.
+('placeholder_mail_domain', 'reserved_domains', '{email}', 'domains', NULL,
+ '{test.com,foo.com,bar.com,foobar.com,domain.com,yourdomain.com,mydomain.com,yourcompany.com,example.co.uk,example.de,example.fr,example.es,example.it,example.nl,example.com.au,beispiel.de,beispiel.com,exemple.fr,exemple.com,ejemplo.com,ejemplo.es,esempio.com,esempio.it,voorbeeld.nl,voorbeeld.com,przyklad.pl,exemplo.com,exemplo.com.br}',
+ NULL, 'HIGH', false,
+ 'E-mail at a domain that stands for "some domain" in forms and fixtures, in English and other languages (test.com, domain.com, beispiel.de, ejemplo.com, esempio.com, voorbeeld.nl, przyklad.pl).',
+ 'fulano.detal@ejemplo.com', 'jane@ejemplos-dental.com', true),
+('mail_ip_literal', 'reserved_domains', '{email}', 'regex',
+ '@\[?[0-9]{1,3}(\.[0-9]{1,3}){3}\]?[.>]*$', NULL,
+ '{@0,@1,@2,@3,@4,@5,@6,@7,@8,@9,@[}', 'HIGH', false,
+ 'E-mail at an IP address instead of a domain (admin@127.0.0.1).',
+ 'admin@127.0.0.1', 'admin@1und1.de', true),
+('test_mail_service', 'disposable_email', '{email}', 'domains', NULL,
+ '{mailtrap.io,mailslurp.com,mailslurp.net,mailosaur.net,mailosaur.io,ethereal.email,mail7.io,putsbox.com,testmail.app,mailhog.local}',
+ NULL, 'HIGH', true,
+ 'E-mail at a mailbox service made for testing e-mail (Mailtrap, MailSlurp, Mailosaur, Ethereal).',
+ 'jnguyen@inbox.mailtrap.io', 'info@mailtrack.io', true),
+('probe_mail_domain', 'security_probes', '{email}', 'domains', NULL,
+ '{burpcollaborator.net,oastify.com,interact.sh,oast.fun,oast.pro,oast.live,oast.site,oast.online,oast.me,canarytokens.com,dnslog.cn,xss.ht,bxss.me}',
+ NULL, 'HIGH', false,
+ 'E-mail at an out-of-band testing domain of security scanners (Burp Collaborator, interactsh): a probe, not a person.',
+ 'sqli86@burpcollaborator.net', 'anna@burpham.co.uk', true),
+('placeholder_mail_local', 'qa_addresses', '{email}', 'regex',
+ '^(null|none|nobody|noemail|no-email|no\.email|nomail|noreply|no-reply|donotreply|do-not-reply|dontreply|email|e-mail|changeme|placeholder|xxx+|n/a)@', NULL,
+ '{^null@,^none@,^nobody@,^noemail@,^no-email@,^no.email@,^nomail@,^noreply@,^no-reply@,^donotreply@,^do-not-reply@,^dontreply@,^email@,^e-mail@,^changeme@,^placeholder@,^xxx@,^n/a@}', 'HIGH', false,
+ 'E-mail whose local part says there is no address: null@, noreply@, email@, n/a@.',
+ 'null@null.com', 'nulla.rossi@libero.it', true),
+('numbered_mail_local', 'qa_addresses', '{email}', 'regex',
+ '^(email|user|person|patient|customer|member|client|account|guest|demo|perf)[._-]?[0-9]+@', NULL,
+ '{^email0,^email1,^email2,^email3,^email4,^email5,^email6,^email7,^email8,^email9,^email.,^email_,^email-,^user0,^user1,^user2,^user3,^user4,^user5,^user6,^user7,^user8,^user9,^user.,^user_,^user-,^person0,^person1,^person2,^person3,^person4,^person5,^person6,^person7,^person8,^person9,^person.,^person_,^person-,^patient0,^patient1,^patient2,^patient3,^patient4,^patient5,^patient6,^patient7,^patient8,^patient9,^patient.,^patient_,^patient-,^customer0,^customer1,^customer2,^customer3,^customer4,^customer5,^customer6,^customer7,^customer8,^customer9,^customer.,^customer_,^customer-,^member0,^member1,^member2,^member3,^member4,^member5,^member6,^member7,^member8,^member9,^member.,^member_,^member-,^client0,^client1,^client2,^client3,^client4,^client5,^client6,^client7,^client8,^client9,^client.,^client_,^client-,^account0,^account1,^account2,^account3,^account4,^account5,^account6,^account7,^account8,^account9,^account.,^account_,^account-,^guest0,^guest1,^guest2,^guest3,^guest4,^guest5,^guest6,^guest7,^guest8,^guest9,^guest.,^guest_,^guest-,^demo0,^demo1,^demo2,^demo3,^demo4,^demo5,^demo6,^demo7,^demo8,^demo9,^demo.,^demo_,^demo-,^perf0,^perf1,^perf2,^perf3,^perf4,^perf5,^perf6,^perf7,^perf8,^perf9,^perf.,^perf_,^perf-}', 'HIGH', false,
+ 'E-mail of a numbered generated account: email37@, user_12@, patient24@, demo52@.',
+ 'email37@factory.com', 'emma37@gmail.com', true),
+('qa_local_suffix', 'qa_addresses', '{email}', 'regex',
+ '[._-](test|testing|qa|e2e|demo|dummy|fake)[0-9]*@', NULL,
+ '{.test,_test,-test,.testing,_testing,-testing,.qa,_qa,-qa,.e2e,_e2e,-e2e,.demo,_demo,-demo,.dummy,_dummy,-dummy,.fake,_fake,-fake}', 'HIGH', false,
+ 'E-mail whose local part ends in a QA marker: james.test@, ops-qa2@, jane_demo@.',
+ 'shannon.test@brightsmiles.com', 'shannon.testa@brightsmiles.com', true),
 ('qa_local_part', 'qa_addresses', '{email}', 'regex',
- '^(test|testing|qa|e2e|uat|autotest|automation|loadtest|perftest|stresstest|testuser|seeduser|fakeuser|dummyuser)([0-9]+|[+._-][^@]*)?@', NULL,
- '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,^test@,^test+,^test.,^test_,^test-,^testing0,^testing1,^testing2,^testing3,^testing4,^testing5,^testing6,^testing7,^testing8,^testing9,^testing@,^testing+,^testing.,^testing_,^testing-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,^qa@,^qa+,^qa.,^qa_,^qa-,^e2e0,^e2e1,^e2e2,^e2e3,^e2e4,^e2e5,^e2e6,^e2e7,^e2e8,^e2e9,^e2e@,^e2e+,^e2e.,^e2e_,^e2e-,^uat0,^uat1,^uat2,^uat3,^uat4,^uat5,^uat6,^uat7,^uat8,^uat9,^uat@,^uat+,^uat.,^uat_,^uat-,^autotest0,^autotest1,^autotest2,^autotest3,^autotest4,^autotest5,^autotest6,^autotest7,^autotest8,^autotest9,^autotest@,^autotest+,^autotest.,^autotest_,^autotest-,^automation0,^automation1,^automation2,^automation3,^automation4,^automation5,^automation6,^automation7,^automation8,^automation9,^automation@,^automation+,^automation.,^automation_,^automation-,^loadtest0,^loadtest1,^loadtest2,^loadtest3,^loadtest4,^loadtest5,^loadtest6,^loadtest7,^loadtest8,^loadtest9,^loadtest@,^loadtest+,^loadtest.,^loadtest_,^loadtest-,^perftest0,^perftest1,^perftest2,^perftest3,^perftest4,^perftest5,^perftest6,^perftest7,^perftest8,^perftest9,^perftest@,^perftest+,^perftest.,^perftest_,^perftest-,^stresstest0,^stresstest1,^stresstest2,^stresstest3,^stresstest4,^stresstest5,^stresstest6,^stresstest7,^stresstest8,^stresstest9,^stresstest@,^stresstest+,^stresstest.,^stresstest_,^stresstest-,^testuser0,^testuser1,^testuser2,^testuser3,^testuser4,^testuser5,^testuser6,^testuser7,^testuser8,^testuser9,^testuser@,^testuser+,^testuser.,^testuser_,^testuser-,^seeduser0,^seeduser1,^seeduser2,^seeduser3,^seeduser4,^seeduser5,^seeduser6,^seeduser7,^seeduser8,^seeduser9,^seeduser@,^seeduser+,^seeduser.,^seeduser_,^seeduser-,^fakeuser0,^fakeuser1,^fakeuser2,^fakeuser3,^fakeuser4,^fakeuser5,^fakeuser6,^fakeuser7,^fakeuser8,^fakeuser9,^fakeuser@,^fakeuser+,^fakeuser.,^fakeuser_,^fakeuser-,^dummyuser0,^dummyuser1,^dummyuser2,^dummyuser3,^dummyuser4,^dummyuser5,^dummyuser6,^dummyuser7,^dummyuser8,^dummyuser9,^dummyuser@,^dummyuser+,^dummyuser.,^dummyuser_,^dummyuser-}', 'HIGH', false,
- 'E-mail whose local part is a QA marker: test@, test123@, test+1@, qa+signup@, e2e-run7@, loadtest_042@, seeduser7@.',
+ '^(test|testing|qa|e2e|uat|autotest|automation|loadtest|perftest|stresstest|testuser|seeduser|fakeuser|dummyuser|perf|k6|demo)([0-9]+|[+._-][^@]*)?@', NULL,
+ '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,^test@,^test+,^test.,^test_,^test-,^testing0,^testing1,^testing2,^testing3,^testing4,^testing5,^testing6,^testing7,^testing8,^testing9,^testing@,^testing+,^testing.,^testing_,^testing-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,^qa@,^qa+,^qa.,^qa_,^qa-,^e2e0,^e2e1,^e2e2,^e2e3,^e2e4,^e2e5,^e2e6,^e2e7,^e2e8,^e2e9,^e2e@,^e2e+,^e2e.,^e2e_,^e2e-,^uat0,^uat1,^uat2,^uat3,^uat4,^uat5,^uat6,^uat7,^uat8,^uat9,^uat@,^uat+,^uat.,^uat_,^uat-,^autotest0,^autotest1,^autotest2,^autotest3,^autotest4,^autotest5,^autotest6,^autotest7,^autotest8,^autotest9,^autotest@,^autotest+,^autotest.,^autotest_,^autotest-,^automation0,^automation1,^automation2,^automation3,^automation4,^automation5,^automation6,^automation7,^automation8,^automation9,^automation@,^automation+,^automation.,^automation_,^automation-,^loadtest0,^loadtest1,^loadtest2,^loadtest3,^loadtest4,^loadtest5,^loadtest6,^loadtest7,^loadtest8,^loadtest9,^loadtest@,^loadtest+,^loadtest.,^loadtest_,^loadtest-,^perftest0,^perftest1,^perftest2,^perftest3,^perftest4,^perftest5,^perftest6,^perftest7,^perftest8,^perftest9,^perftest@,^perftest+,^perftest.,^perftest_,^perftest-,^stresstest0,^stresstest1,^stresstest2,^stresstest3,^stresstest4,^stresstest5,^stresstest6,^stresstest7,^stresstest8,^stresstest9,^stresstest@,^stresstest+,^stresstest.,^stresstest_,^stresstest-,^testuser0,^testuser1,^testuser2,^testuser3,^testuser4,^testuser5,^testuser6,^testuser7,^testuser8,^testuser9,^testuser@,^testuser+,^testuser.,^testuser_,^testuser-,^seeduser0,^seeduser1,^seeduser2,^seeduser3,^seeduser4,^seeduser5,^seeduser6,^seeduser7,^seeduser8,^seeduser9,^seeduser@,^seeduser+,^seeduser.,^seeduser_,^seeduser-,^fakeuser0,^fakeuser1,^fakeuser2,^fakeuser3,^fakeuser4,^fakeuser5,^fakeuser6,^fakeuser7,^fakeuser8,^fakeuser9,^fakeuser@,^fakeuser+,^fakeuser.,^fakeuser_,^fakeuser-,^dummyuser0,^dummyuser1,^dummyuser2,^dummyuser3,^dummyuser4,^dummyuser5,^dummyuser6,^dummyuser7,^dummyuser8,^dummyuser9,^dummyuser@,^dummyuser+,^dummyuser.,^dummyuser_,^dummyuser-,^perf0,^perf1,^perf2,^perf3,^perf4,^perf5,^perf6,^perf7,^perf8,^perf9,^perf@,^perf+,^perf.,^perf_,^perf-,^k60,^k61,^k62,^k63,^k64,^k65,^k66,^k67,^k68,^k69,^k6@,^k6+,^k6.,^k6_,^k6-,^demo0,^demo1,^demo2,^demo3,^demo4,^demo5,^demo6,^demo7,^demo8,^demo9,^demo@,^demo+,^demo.,^demo_,^demo-}', 'HIGH', false,
+ 'E-mail whose local part is a QA marker: test@, test123@, test+1@, qa+signup@, e2e-run7@, loadtest_042@, seeduser7@, k6-vu3@, demo.patient@.',
  'test+123@gmail.com', 'testa.celeste@gmail.com', true),
 ('qa_plus_tag', 'qa_addresses', '{email}', 'regex',
- '\+(test|qa|e2e|fixture|seed|fake|dummy|cypress|playwright|selenium|jest|pytest|loadtest|k6)[^@]*@', NULL,
- '{+test,+qa,+e2e,+fixture,+seed,+fake,+dummy,+cypress,+playwright,+selenium,+jest,+pytest,+loadtest,+k6}', 'HIGH', false,
- 'E-mail with a QA or test-tool sub-address tag: jane+test@, bob+e2e42@, ops+cypress@.',
+ '\+((test|qa|e2e|fixture|seed|fake|dummy|cypress|playwright|selenium|jest|pytest|loadtest|k6|dev|staging|stage|demo|uat|sandbox|preprod)[^@]*|[0-9]+)@', NULL,
+ '{+test,+qa,+e2e,+fixture,+seed,+fake,+dummy,+cypress,+playwright,+selenium,+jest,+pytest,+loadtest,+k6,+dev,+staging,+stage,+demo,+uat,+sandbox,+preprod,+0,+1,+2,+3,+4,+5,+6,+7,+8,+9}', 'HIGH', false,
+ 'E-mail with a QA, test-tool, environment or numbered sub-address tag: jane+test@, bob+e2e42@, ops+cypress@, ann+staging@, lee+18@.',
  'jane.doe+e2e42@gmail.com', 'jane+newsletter@gmail.com', true),
 -- test_tools: what test runners, browser drivers and data generators leave behind
 ('test_tool_address', 'test_tools', '{email}', 'regex',
@@ -5444,30 +5479,77 @@ VALUES
  'E-mail whose local part is a test runner or data generator: cypress+1702@, playwright_user_3@, selenium@.',
  'cypress+1702@brightsmiles.io', 'cypresshill@gmail.com', true),
 ('test_tool_name', 'test_tools', '{person_name,organization}', 'words', NULL,
- '{playwright,selenium,puppeteer,webdriver,pytest,rspec,phpunit,testcafe,jmeter,vitest,factorybot,factory_bot,capybara,mailhog,mailpit,mailtrap}', NULL, 'HIGH', false,
+ '{playwright,selenium,puppeteer,webdriver,pytest,rspec,phpunit,testcafe,jmeter,vitest,factorybot,factory_bot,capybara,mailhog,mailpit,mailtrap,k6}', NULL, 'HIGH', false,
  'A name naming a test runner, browser driver or mail catcher (Playwright User, Selenium Bot, Pytest Clinic); Cypress and Jasmine pass, they are real names.',
  'Selenium Bot', 'Cypress Family Dentistry', true),
 ('nonprod_mail_subdomain', 'test_tools', '{email}', 'regex',
- '@(staging|stage|stg|test|testing|qa|dev|develop|development|sandbox|uat|preprod|pre-prod|demo)[0-9]*\.([a-z0-9-]+\.)+[a-z]{2,}[.>]*$', NULL,
- '{@staging,@stage,@stg,@test,@testing,@qa,@dev,@develop,@development,@sandbox,@uat,@preprod,@pre-prod,@demo}', 'HIGH', false,
+ '@(staging|stage|stg|test|testing|qa|dev|develop|development|sandbox|uat|preprod|pre-prod|demo|perf|loadtest)[0-9]*\.([a-z0-9-]+\.)+[a-z]{2,}[.>]*$', NULL,
+ '{@staging,@stage,@stg,@test,@testing,@qa,@dev,@develop,@development,@sandbox,@uat,@preprod,@pre-prod,@demo,@perf,@loadtest}', 'HIGH', false,
  'E-mail at a non-production sub-domain of an organisation (jane@staging.brightsmiles.com, qa@dev.acme.io); guardian.set_nonprod_labels() changes the labels.',
  'jane@staging.brightsmiles.com', 'jane@stagecoach.co.uk', true),
 -- placeholder_names: the names people type when a form needs one.
 ('placeholder_full_name', 'placeholder_names', '{person_name}', 'exact', NULL,
- '{john doe,jane doe,john q public,jane q public,joe bloggs,joe public,fred nurk,max mustermann,erika mustermann,test user,test patient,test test,test account,test person,foo bar,lorem ipsum,first last,firstname lastname,first name last name,no name,unknown unknown,asdf asdf,jane roe,richard roe,baby doe,john doe jr}',
- '{^doe$,^public$,^bloggs$,^nurk$,^mustermann$,^test$,^bar$,^ipsum$,^last$,^lastname$,^name$,^unknown$,^asdf$,^roe$,^doe jr$,^jr$}', 'HIGH', false,
+ '{john doe,jane doe,john q public,jane q public,john q. public,jane q. public,joe bloggs,fred bloggs,joe public,joe schmoe,joe sixpack,fred nurk,max mustermann,erika mustermann,otto normalverbraucher,fulano de tal,fulana de tal,john appleseed,hank zakroff,hank m. zakroff,testy mctestface,tester one,test tester,test user,test patient,test test,test account,test person,admin user,admin admin,demo user,demo patient,sample patient,new patient,foo bar,lorem ipsum,first last,firstname lastname,first name last name,no name,unknown unknown,asdf asdf,jane roe,richard roe,baby doe,john doe jr}',
+ NULL, 'HIGH', false,
  'A placeholder full name (John Doe, Test User, Foo Bar, Lorem Ipsum, Max Mustermann, ...); first and last name columns are checked together.',
  'John Doe', 'John Dobson', true),
 ('placeholder_name_word', 'placeholder_names', '{person_name}', 'words', NULL,
- '{test,testing,fake,dummy,placeholder,asdf,qwerty,lorem,ipsum,xxx,zzz,undefined,null,tbd}', NULL,
+ '{test,testing,testy,mctestface,fake,dummy,placeholder,example,asdf,qwerty,lorem,ipsum,xxx,zzz,undefined,null,tbd}', NULL,
  'HIGH', false,
  'A name containing a placeholder word (Test, Fake, Dummy, Placeholder, Lorem, TBD) as a whole word: Celeste Testa, Martin Tester and Oliver Dummett pass.',
  'Test Patient', 'Celeste Testa', true),
 ('numbered_test_name', 'placeholder_names', '{person_name,organization}', 'regex',
- '(^|[^[:alnum:]])(test|user|patient|customer|qa|fake|dummy)[ _-]?[0-9]+($|[^[:alnum:]])', NULL,
- '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,"^test ",^test_,^test-,^user0,^user1,^user2,^user3,^user4,^user5,^user6,^user7,^user8,^user9,"^user ",^user_,^user-,^patient0,^patient1,^patient2,^patient3,^patient4,^patient5,^patient6,^patient7,^patient8,^patient9,"^patient ",^patient_,^patient-,^customer0,^customer1,^customer2,^customer3,^customer4,^customer5,^customer6,^customer7,^customer8,^customer9,"^customer ",^customer_,^customer-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,"^qa ",^qa_,^qa-,^fake0,^fake1,^fake2,^fake3,^fake4,^fake5,^fake6,^fake7,^fake8,^fake9,"^fake ",^fake_,^fake-,^dummy0,^dummy1,^dummy2,^dummy3,^dummy4,^dummy5,^dummy6,^dummy7,^dummy8,^dummy9,"^dummy ",^dummy_,^dummy-}', 'HIGH', false,
- 'A generated name with a sequence number: User 12, Patient_3, test1, Customer 7.',
+ '(^|[^[:alnum:]])(test|user|patient|customer|qa|fake|dummy|loadtest|perf|vu|pw|firstname|lastname|first|last)[ _-]?[0-9]+($|[^[:alnum:]])', NULL,
+ '{^test0,^test1,^test2,^test3,^test4,^test5,^test6,^test7,^test8,^test9,"^test ",^test_,^test-,^user0,^user1,^user2,^user3,^user4,^user5,^user6,^user7,^user8,^user9,"^user ",^user_,^user-,^patient0,^patient1,^patient2,^patient3,^patient4,^patient5,^patient6,^patient7,^patient8,^patient9,"^patient ",^patient_,^patient-,^customer0,^customer1,^customer2,^customer3,^customer4,^customer5,^customer6,^customer7,^customer8,^customer9,"^customer ",^customer_,^customer-,^qa0,^qa1,^qa2,^qa3,^qa4,^qa5,^qa6,^qa7,^qa8,^qa9,"^qa ",^qa_,^qa-,^fake0,^fake1,^fake2,^fake3,^fake4,^fake5,^fake6,^fake7,^fake8,^fake9,"^fake ",^fake_,^fake-,^dummy0,^dummy1,^dummy2,^dummy3,^dummy4,^dummy5,^dummy6,^dummy7,^dummy8,^dummy9,"^dummy ",^dummy_,^dummy-,^loadtest0,^loadtest1,^loadtest2,^loadtest3,^loadtest4,^loadtest5,^loadtest6,^loadtest7,^loadtest8,^loadtest9,"^loadtest ",^loadtest_,^loadtest-,^perf0,^perf1,^perf2,^perf3,^perf4,^perf5,^perf6,^perf7,^perf8,^perf9,"^perf ",^perf_,^perf-,^vu0,^vu1,^vu2,^vu3,^vu4,^vu5,^vu6,^vu7,^vu8,^vu9,"^vu ",^vu_,^vu-,^pw0,^pw1,^pw2,^pw3,^pw4,^pw5,^pw6,^pw7,^pw8,^pw9,"^pw ",^pw_,^pw-,^firstname0,^firstname1,^firstname2,^firstname3,^firstname4,^firstname5,^firstname6,^firstname7,^firstname8,^firstname9,"^firstname ",^firstname_,^firstname-,^lastname0,^lastname1,^lastname2,^lastname3,^lastname4,^lastname5,^lastname6,^lastname7,^lastname8,^lastname9,"^lastname ",^lastname_,^lastname-,^first0,^first1,^first2,^first3,^first4,^first5,^first6,^first7,^first8,^first9,"^first ",^first_,^first-,^last0,^last1,^last2,^last3,^last4,^last5,^last6,^last7,^last8,^last9,"^last ",^last_,^last-}', 'HIGH', false,
+ 'A generated name with a sequence number: User 12, Patient_3, test1, Customer 7, loadtest_00065, First110.',
  'Patient 42', 'Patience Okafor', true),
+('numeric_name', 'placeholder_names', '{person_name}', 'regex',
+ '^[#]?[0-9][0-9 ._/-]*$', NULL,
+ '{#0,#1,#2,#3,#4,#5,#6,#7,#8,#9}', 'MEDIUM', false,
+ 'A name that is only a number (a generated row''s 37 or 0024).',
+ '0024', 'Louis XIV', true),
+('placeholder_value', 'placeholder_names', '{person_name}', 'exact', NULL,
+ '{n/a,none,null,nil,tbd,tba,-,.,?,??,...,first_name,firstname,"first name",last_name,lastname,"last name",surname,"given name","family name","full name",fullname,name,email,e-mail,"email address","e-mail address",phone,"phone number",telephone,mobile,clinic,practice,company,organization,organisation,"clinic name","practice name"}',
+ NULL, 'HIGH', false,
+ 'A value that says there is none (N/A, NULL, TBD, -) or that is a column header imported as data (First Name, Surname, E-mail address).',
+ 'Surname', 'Surnamer', true),
+('placeholder_org_value', 'placeholder_names', '{organization}', 'exact', NULL,
+ '{n/a,none,null,tbd,tba,-,.,?,??,...,clinic name,practice name,company name,organization name,organisation name}',
+ NULL, 'HIGH', false,
+ 'An organisation that says there is none (N/A, NULL, TBD, -) or is a column header imported as data (Clinic Name).',
+ 'N/A', 'NA Dental', true),
+('column_header_value', 'placeholder_names', '{email,phone}', 'exact', NULL,
+ '{email,e-mail,"email address","e-mail address",mail,phone,"phone number",telephone,mobile,n/a,none,null}',
+ NULL, 'HIGH', false,
+ 'An e-mail or phone column holding a column header or a word for none (E-mail address, Phone Number, N/A).',
+ 'E-mail address', 'email@brightsmiles.com', true),
+('numbered_org_name', 'placeholder_names', '{organization}', 'regex',
+ '^(clinic|practice|company|organi[sz]ation|org|tenant|account|office|dental|test clinic)[ _-]?[0-9]+$', NULL,
+ '{#0,#1,#2,#3,#4,#5,#6,#7,#8,#9}', 'HIGH', false,
+ 'A generated organisation with a sequence number: Clinic 37, Practice_2, Org 12 (Smile Clinic 2 passes).',
+ 'Clinic 37', 'Smile Clinic 2', true),
+('copied_record_name', 'fixture_markers', '{organization}', 'regex',
+ '^copy of |\((copy|copy [0-9]+)\)$|^(new|untitled) (clinic|practice|organi[sz]ation|company|account)( [0-9]+)?$|(^|[^[:alnum:]])(sandbox|staging)($|[^[:alnum:]])', NULL,
+ '{"^copy of",(copy,"^new clinic","^new practice","^new organization","^new organisation","^new company","^new account",^untitled,^sandbox,^staging}', 'MEDIUM', false,
+ 'An organisation made by copying or creating one in a hurry, or named for an environment: Copy of Bright Smiles, New Clinic (copy), Untitled Practice, Sandbox Dental.',
+ 'Copy of Bright Smiles Dental', 'New Haven Dental', true),
+-- security_probes: what scanners and penetration tests type into forms
+('security_probe', 'security_probes', '{person_name,organization,free_text,email}', 'regex',
+ '''\s*or\s*''?[0-9a-z]''?\s*=\s*''?[0-9a-z]|''\s*--\s*$|"\s*or\s*"|<\s*(script|img|svg|iframe)[^>]*|javascript:|\$\{jndi:|\.\./\.\./|\{\{\s*7\s*\*\s*7\s*\}\}|\$\{7\s*\*\s*7\}|;\s*drop\s+table|union\s+(all\s+)?select|/etc/passwd', NULL,
+ '{"'' or","''or","''--","'' --","\" or","\"or",<script,"< script",<img,<svg,<iframe,javascript:,"${jndi",../..,"{{","${7","drop table","union select","union all select",/etc/passwd}', 'HIGH', false,
+ 'A security scanner''s probe: SQL injection ('' OR ''1''=''1, admin''--), script tags, path traversal, Log4Shell, template injection.',
+ ''' OR ''1''=''1', 'Mrs O''Brien or her son', true),
+-- lorem_ipsum: the filler text of mock-ups and generators
+('lorem_ipsum_words', 'fixture_markers', '{free_text,organization,person_name}', 'words', NULL,
+ '{lorem,consectetur,adipiscing,eiusmod,incididunt,exercitation,ullamco,laboris,aliquip,reprehenderit,voluptate,cupidatat,occaecat,proident,laborum,nostrud}',
+ NULL, 'HIGH', false,
+ 'Lorem ipsum filler: words of it only filler text uses (consectetur, eiusmod, reprehenderit, cupidatat, ...); dolor, Spanish for pain, passes.',
+ 'Duis aute irure dolor in reprehenderit.', 'Dolor en el molar inferior derecho.', true),
+('test_note', 'fixture_markers', '{free_text}', 'regex',
+ '(^|[^[:alnum:]])((internal|load|perf|performance|smoke|e2e|qa|uat|integration|regression|automated) test(ing|s)?|test (data|record|account|entry|row|user|booking|customer)s?|(testing|test) (the )?(online booking|booking flow|checkout|sign-?up|registration|import|migration|sync)|seeded by|seed data|(dummy|fake|mock|demo|placeholder) (data|account|record|patient|entry|user|row)s?|for testing( purposes)?)($|[^[:alnum:]])', NULL,
+ '{^test,^seeded,"^seed data","^dummy ","^fake ","^mock ","^demo ","^placeholder "}', 'HIGH', false,
+ 'A note that says the row is a test: internal test, load test data, seeded by db/seeds.rb, testing online booking, demo account; "blood test results normal" passes.',
+ 'internal test, ignore', 'Blood test results normal; pulp test positive.', true),
 -- keyboard_mash: what a hurried tester types.
 ('keyboard_mash', 'keyboard_mash', '{person_name,organization}', 'regex',
  '^((asdf|sdfg|dfgh|fghj|ghjk|hjkl|qwer|uiop|zxcv|xcvb|cvbn|vbnm|azerty)[a-z]*|([a-z])\3{2,}|(abc|xyz|asd|jkl)+)( [a-z]*)?$', NULL,
@@ -5498,29 +5580,39 @@ VALUES
  'A North American number in 555-0100..555-0199, reserved for fiction.',
  '(415) 555-0123', '+1 415 555 8123', true),
 ('uk_drama_phone', 'fictitious_phones', '{phone}', 'digits',
- '^(44|0)?(2079460[0-9]{3}|7700900[0-9]{3}|1(1[3-8]|21|31|41|51|61)4960[0-9]{3}|1914980[0-9]{3}|2896496[0-9]{3}|2920180[0-9]{3}|8081570[0-9]{3}|9098790[0-9]{3})$', NULL,
- '{#2079460???$,#7700900???$,#1134960???$,#1144960???$,#1154960???$,#1164960???$,#1174960???$,#1184960???$,#1214960???$,#1314960???$,#1414960???$,#1514960???$,#1614960???$,#1914980???$,#2896496???$,#2920180???$,#8081570???$,#9098790???$}', 'MEDIUM', true,
- 'A UK number from Ofcom''s ranges for drama (020 7946 0xxx, 07700 900xxx, 0113 496 0xxx, ...).',
+ '^(44|0)?(2079460[0-9]{3}|7700900[0-9]{3}|1(1[3-8]|21|31|41|51|61)4960[0-9]{3}|1914980[0-9]{3}|2896496[0-9]{3}|2920180[0-9]{3}|8081570[0-9]{3}|9098790[0-9]{3}|1632960[0-9]{3})$', NULL,
+ '{#2079460???$,#7700900???$,#1134960???$,#1144960???$,#1154960???$,#1164960???$,#1174960???$,#1184960???$,#1214960???$,#1314960???$,#1414960???$,#1514960???$,#1614960???$,#1914980???$,#2896496???$,#2920180???$,#8081570???$,#9098790???$,#1632960???$}', 'MEDIUM', true,
+ 'A UK number from Ofcom''s ranges for drama (020 7946 0xxx, 07700 900xxx, 0113 496 0xxx, 01632 960xxx, ...).',
  '+44 20 7946 0123', '+44 20 7946 5678', true),
 ('au_fictional_phone', 'fictitious_phones', '{phone}', 'digits',
- '^(61|0)?([2378]5550[0-9]{4}|491570(006|156|157|158|159|110|313|737))$', NULL,
- '{#25550????$,#35550????$,#75550????$,#85550????$,#491570???$}', 'MEDIUM', true,
- 'An Australian number from ACMA''s ranges for fiction (0491 570 156, 02 5550 xxxx, ...).',
+ '^(61|0)?([2378]5550[0-9]{4}|[2378]7010[0-9]{4}|491570(006|156|157|158|159|110|313|737)|1800160401|1[38]0097570[7-9])$', NULL,
+ '{#25550????$,#35550????$,#75550????$,#85550????$,#27010????$,#37010????$,#77010????$,#87010????$,#491570???$,#1800160401$,#180097570?$,#130097570?$}', 'MEDIUM', true,
+ 'An Australian number from ACMA''s ranges for fiction (0491 570 156, 02 5550 xxxx, 02 7010 xxxx, 1800 975 707, ...).',
  '0491 570 156', '0491 571 156', true),
+('vendor_test_phone', 'fictitious_phones', '{phone}', 'digits',
+ '^1?5005550[0-9]{3}$', NULL,
+ '{#5005550???$}', 'HIGH', true,
+ 'A provider''s magic test number (Twilio''s +1 500 555 0001..0009), which no phone has.',
+ '+15005550006', '+1 500 556 0006', true),
+('nanp_fictional_area', 'fictitious_phones', '{phone}', 'digits',
+ '^1?555[2-9][0-9]{6}$', NULL,
+ '{#555}', 'MEDIUM', false,
+ 'A North American number in area code 555, which is not assigned (the contacts of Apple''s simulator use it).',
+ '555-610-6679', '+1 415 555 8123', true),
 ('degenerate_phone', 'fictitious_phones', '{phone}', 'digits',
- '^1?(0{7,}|1{7,}|2{7,}|3{7,}|4{7,}|5{7,}|6{7,}|7{7,}|8{7,}|9{7,}|0123456789|1234567890|123456789|12345678|9876543210|1231231234)$', NULL,
+ '^([0-9]{1,3})?(0{7,}|1{7,}|2{7,}|3{7,}|4{7,}|5{7,}|6{7,}|7{7,}|8{7,}|9{7,}|0123456789|1234567890|123456789|12345678|9876543210|1231231234)$', NULL,
  '{#0000000,#1111111,#2222222,#3333333,#4444444,#5555555,#6666666,#7777777,#8888888,#9999999,#12345678,#9876543210,#1231231234}',
  'MEDIUM', false,
- 'A degenerate number: one digit repeated, or a counting sequence (000-000-0000, 123-456-7890).',
+ 'A degenerate number: one digit repeated, or a counting sequence, after any country code (000-000-0000, +44 0000 000000, 123-456-7890).',
  '123-456-7890', '+1 415 872 1930', true),
 -- example_uuids: UUIDs copied from documentation, and degenerate ones.
 ('example_uuid', 'example_uuids', '{identifier}', 'uuids', NULL,
- '{550e8400-e29b-41d4-a716-,123e4567-e89b-12d3-a456-,a0eebc99-9c0b-4ef8-bb6d-,f47ac10b-58cc-4372-a567-,12345678-1234-1234-1234-,12345678-1234-5678-1234-,12345678-90ab-cdef-1234-,01234567-89ab-cdef-0123-,3fa85f64-5717-4562-b3fc-,d290f1ee-6c54-4b01-90e6-,6f9619ff-8b86-d011-b42d-,38400000-8cf0-11bd-b23e-,f81d4fae-7dec-11d0-a765-,c232ab00-9414-11ec-b3c8-,5df41881-3aed-3515-88a7-,919108f7-52d1-4320-9bac-,2ed6657d-e927-568b-95e1-,1ec9414c-232a-6b00-b3c8-,017f22e2-79b0-7cc3-98c4-,2489e9ad-2ee2-8e00-8ec9-,deadbeef-,cafebabe-}',
+ '{550e8400-e29b-41d4-a716-,123e4567-e89b-12d3-a456-,a0eebc99-9c0b-4ef8-bb6d-,f47ac10b-58cc-4372-a567-,12345678-1234-1234-1234-,12345678-1234-5678-1234-,12345678-90ab-cdef-1234-,01234567-89ab-cdef-0123-,3fa85f64-5717-4562-b3fc-,d290f1ee-6c54-4b01-90e6-,6f9619ff-8b86-d011-b42d-,38400000-8cf0-11bd-b23e-,f81d4fae-7dec-11d0-a765-,c232ab00-9414-11ec-b3c8-,5df41881-3aed-3515-88a7-,919108f7-52d1-4320-9bac-,2ed6657d-e927-568b-95e1-,1ec9414c-232a-6b00-b3c8-,017f22e2-79b0-7cc3-98c4-,2489e9ad-2ee2-8e00-8ec9-,6ba7b810-9dad-11d1-80b4-00c04fd430c8,6ba7b811-9dad-11d1-80b4-00c04fd430c8,6ba7b812-9dad-11d1-80b4-00c04fd430c8,6ba7b814-9dad-11d1-80b4-00c04fd430c8,deadbeef-,cafebabe-}',
  NULL, 'HIGH', true,
  'A UUID copied from documentation, or a sequential variant of one (550e8400-e29b-41d4-a716-..., 123e4567-e89b-12d3-a456-426614174001, the PostgreSQL docs'' a0eebc99-..., OpenAPI''s 3fa85f64-..., the RFC 4122 and RFC 9562 examples).',
  '123e4567-e89b-12d3-a456-426614174003', '7d1c2f0e-5b7a-4c1e-9d2a-3f4b5c6d7e81', true),
 ('degenerate_uuid', 'example_uuids', '{identifier}', 'uuids', NULL,
- '{00000000-0000-0000-0000-,11111111-1111-1111-1111-,22222222-2222-2222-2222-,33333333-3333-3333-3333-,44444444-4444-4444-4444-,55555555-5555-5555-5555-,66666666-6666-6666-6666-,77777777-7777-7777-7777-,88888888-8888-8888-8888-,99999999-9999-9999-9999-,aaaaaaaa-aaaa-aaaa-aaaa-,bbbbbbbb-bbbb-bbbb-bbbb-,cccccccc-cccc-cccc-cccc-,dddddddd-dddd-dddd-dddd-,eeeeeeee-eeee-eeee-eeee-,ffffffff-ffff-ffff-ffff-}',
+ '{00000000-,11111111-1111-1111-1111-,22222222-2222-2222-2222-,33333333-3333-3333-3333-,44444444-4444-4444-4444-,55555555-5555-5555-5555-,66666666-6666-6666-6666-,77777777-7777-7777-7777-,88888888-8888-8888-8888-,99999999-9999-9999-9999-,aaaaaaaa-aaaa-aaaa-aaaa-,bbbbbbbb-bbbb-bbbb-bbbb-,cccccccc-cccc-cccc-cccc-,dddddddd-dddd-dddd-dddd-,eeeeeeee-eeee-eeee-eeee-,ffffffff-ffff-ffff-ffff-}',
  NULL, 'MEDIUM', false,
  'A degenerate UUID: nil, max, a repeated digit, or a hand-numbered fixture id (00000000-0000-0000-0000-000000000001, 11111111-1111-1111-1111-111111111112).',
  '00000000-0000-0000-0000-000000000001', '0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c62', true)
@@ -5613,6 +5705,173 @@ END
 $$;
 COMMENT ON FUNCTION guardian._on_statement() IS
     'Statement trigger on watched tables (PL/pgSQL fallback of guardian._activity_end): logs the statement''s row count and follows up.';
+-- >>> sql/20_contamination/30_compile.sql, 50_detect.sql: a gate expression per kind and compiled
+-- domain lists keep a value's check to one expression when no rule matches it
+CREATE FUNCTION guardian._gate(p_kind text, p_digits boolean)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION guardian._gate(text, boolean) IS
+    'Generated by guardian._compile_rules(): the alternation of the expressions of a kind''s rules (that have no back-references), to rule most values out at once. Do not edit.';
+CREATE FUNCTION guardian._listed_domains(p_domains text[])
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+BEGIN
+    RETURN '{}'::pg_catalog.text[];
+END
+$$;
+COMMENT ON FUNCTION guardian._listed_domains(text[]) IS
+    'Generated by guardian._compile_rules(): the names of the domains rules that list any of these domains. Do not edit.';
+REVOKE EXECUTE ON FUNCTION guardian._gate(text, boolean), guardian._listed_domains(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION guardian._gate(text, boolean), guardian._listed_domains(text[]) TO guardian_owner, guardian_reader;
+CREATE OR REPLACE FUNCTION guardian._compile_rules()
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_kinds   text := '';
+    v_columns text := '';
+    v_bounds  uuid[];
+    v_row     record;
+    v_gates   text := '';
+    v_domains jsonb;
+BEGIN
+    BEGIN
+        FOR v_row IN
+            SELECT k.kind, ARRAY(SELECT DISTINCT a FROM guardian._applicable_rules() AS r,
+                                        unnest(guardian._rule_anchors(r)) AS a
+                                  WHERE k.kind = ANY (r.kinds) ORDER BY 1) AS anchors
+              FROM guardian.kinds AS k ORDER BY k.kind
+        LOOP
+            v_kinds := v_kinds || format(E'\n        WHEN p_kind OPERATOR(pg_catalog.=) %L THEN %L::pg_catalog.text[]',
+                                         v_row.kind, v_row.anchors);
+        END LOOP;
+        FOR v_row IN
+            SELECT r.column_pattern, guardian._rule_anchors(r) AS anchors
+              FROM guardian._applicable_rules() AS r
+             WHERE r.column_pattern IS NOT NULL ORDER BY r.name
+        LOOP
+            v_columns := v_columns || format(
+                E'\n        OPERATOR(pg_catalog.||) CASE WHEN p_column OPERATOR(pg_catalog.~*) %L THEN %L::pg_catalog.text[] ELSE %L::pg_catalog.text[] END',
+                v_row.column_pattern, v_row.anchors, '{}');
+        END LOOP;
+        FOR v_row IN
+            SELECT k.kind, g.digits,
+                   (SELECT string_agg('(?:' || r.matcher || ')', '|' ORDER BY r.name)
+                      FROM guardian._applicable_rules() AS r
+                     WHERE k.kind = ANY (r.kinds) AND r.matcher !~ '\\[1-9]'
+                       AND CASE WHEN g.digits THEN r.match_type = 'digits'
+                                ELSE r.match_type IN ('regex', 'words', 'prefix', 'uuids') END) AS gate
+              FROM guardian.kinds AS k, (VALUES (false), (true)) AS g(digits)
+             ORDER BY 1, 2
+        LOOP
+            CONTINUE WHEN v_row.gate IS NULL;
+            v_gates := v_gates || format(E'\n        WHEN p_kind OPERATOR(pg_catalog.=) %L AND p_digits OPERATOR(pg_catalog.=) %L THEN %L',
+                                         v_row.kind, v_row.digits, v_row.gate);
+        END LOOP;
+        SELECT jsonb_object_agg(x.term, x.rules) INTO v_domains
+          FROM (SELECT t.term, jsonb_agg(DISTINCT r.name) AS rules
+                  FROM guardian._applicable_rules() AS r, unnest(r.terms) AS t(term)
+                 WHERE r.match_type = 'domains'
+                 GROUP BY t.term) AS x;
+        SELECT coalesce(array_agg(b ORDER BY ord), '{}') INTO v_bounds
+          FROM (SELECT b, row_number() OVER () AS ord
+                  FROM guardian._applicable_rules() AS r, unnest(r.terms) AS t,
+                       unnest(guardian._uuid_range(t)) AS b
+                 WHERE r.match_type = 'uuids' AND 'identifier' = ANY (r.kinds)) AS x;
+    END;
+
+    EXECUTE format(
+        $ddl$CREATE OR REPLACE FUNCTION guardian._anchors(p_kind text, p_column text)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS %L$ddl$,
+        CASE WHEN v_kinds = '' THEN E'\nBEGIN\n    RETURN ''{}''::pg_catalog.text[];\nEND\n'
+             ELSE format(E'\nBEGIN\n    RETURN CASE%s\n        ELSE %L::pg_catalog.text[] END%s;\nEND\n', v_kinds, '{}', v_columns) END);
+    EXECUTE format(
+        $ddl$CREATE OR REPLACE FUNCTION guardian._gate(p_kind text, p_digits boolean)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS %L$ddl$,
+        CASE WHEN v_gates = '' THEN E'\nBEGIN\n    RETURN NULL;\nEND\n'
+             ELSE format(E'\nBEGIN\n    RETURN CASE%s\n    END;\nEND\n', v_gates) END);
+    EXECUTE format(
+        $ddl$CREATE OR REPLACE FUNCTION guardian._listed_domains(p_domains text[])
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS %L$ddl$,
+        CASE WHEN v_domains IS NULL THEN E'\nBEGIN\n    RETURN ''{}''::pg_catalog.text[];\nEND\n'
+             ELSE format(E'\nBEGIN\n    RETURN ARRAY(SELECT DISTINCT pg_catalog.jsonb_array_elements_text(%L::pg_catalog.jsonb OPERATOR(pg_catalog.->) d.d)\n                   FROM pg_catalog.unnest(p_domains) AS d(d));\nEND\n', v_domains) END);
+    EXECUTE format(
+        $ddl$CREATE OR REPLACE FUNCTION guardian._uuid_bounds(p_column text)
+RETURNS uuid[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS %L$ddl$,
+        format(E'\nBEGIN\n    RETURN %L::pg_catalog.uuid[];\nEND\n', coalesce(v_bounds, '{}')));
+END
+$$;
+COMMENT ON FUNCTION guardian._compile_rules() IS
+    'Internal: regenerates guardian._anchors(), guardian._gate(), guardian._listed_domains() and guardian._uuid_bounds() from the rules that apply in this environment. Replacing them also tells every backend to reload its prefilter (guard modes are applied there).';
+CREATE OR REPLACE FUNCTION guardian._match(
+    p_kind text, p_column text, p_value text, p_relid regclass DEFAULT NULL, p_exact_only boolean DEFAULT false)
+RETURNS TABLE (rule text, severity text, sample text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+-- Planning the query below for each value's parameters took 1.7 ms, running it 0.05 ms.
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_norm   text := guardian._normalize(p_value);
+    v_text   boolean;
+    v_digits boolean;
+    v_listed text[];
+BEGIN
+    IF v_norm IS NULL OR v_norm = '' THEN
+        RETURN;
+    END IF;
+    -- does any of the kind's expressions match at all? (see guardian._gate)
+    v_text := coalesce(v_norm ~* guardian._gate(p_kind, false), false);
+    v_digits := coalesce(regexp_replace(v_norm, '[^0-9]', '', 'g') ~ guardian._gate(p_kind, true), false);
+    v_listed := CASE WHEN strpos(v_norm, '@') > 0 THEN guardian._listed_domains(guardian._mail_domains(v_norm)) END;
+    -- One static query (its plan is cached for the session); _rule_matches inlines into it.
+    RETURN QUERY
+        -- (a domain rule's anchors, thousands of domains, show nothing in the local part)
+        SELECT r.name, r.severity,
+               guardian._redact(p_value, p_kind, CASE WHEN r.match_type = 'domains' THEN '{}'::text[]
+                                                      ELSE guardian._rule_anchors(r) END)
+          FROM guardian.rules AS r
+         WHERE r.enabled
+           AND (r.environments IS NULL OR guardian.current_environment() = ANY (r.environments))
+           AND (p_kind = ANY (r.kinds) OR (r.column_pattern IS NOT NULL AND p_column ~* r.column_pattern))
+           AND (NOT p_exact_only OR r.match_type = 'exact')
+           -- a domain rule is looked up in the compiled lists (its terms are not read here);
+           -- the others first pass their kind's gate (guardian._gate)
+           AND CASE WHEN r.match_type = 'domains' THEN r.name = ANY (v_listed)
+                    WHEN p_kind = ANY (r.kinds) AND r.match_type IN ('regex', 'words', 'prefix', 'uuids')
+                         AND NOT v_text AND r.matcher !~ '\\[1-9]' THEN false
+                    WHEN p_kind = ANY (r.kinds) AND r.match_type = 'digits'
+                         AND NOT v_digits AND r.matcher !~ '\\[1-9]' THEN false
+                    ELSE guardian._rule_matches(r.match_type, r.matcher, r.terms, v_norm) END
+           AND NOT EXISTS (
+                SELECT FROM guardian.allowlist AS a
+                 WHERE (a.rule IS NULL OR a.rule = r.name)
+                   AND (a.relid IS NULL OR a.relid = p_relid)
+                   AND (a.column_name IS NULL OR a.column_name = p_column)
+                   AND (a.value IS NULL OR a.value = v_norm)
+                   AND (a.expires_at IS NULL OR a.expires_at > now()))
+         ORDER BY array_position(ARRAY['CRITICAL','HIGH','MEDIUM','LOW','INFO'], r.severity), r.name;
+END
+$$;
+COMMENT ON FUNCTION guardian._match(text, text, text, regclass, boolean) IS
+    'Internal: the rules a value matches (allowlist applied), with a redacted sample.';
+SELECT guardian._compile_rules();
 
 -- >>> sql/62_learning: labels and rules learned from them
 -- Labels: what people said about records of watched tables (test data or real), kept with the
@@ -5922,7 +6181,7 @@ CREATE INDEX rule_suggestions_relid_idx ON guardian.rule_suggestions (relid, sta
 
 -- The candidate rules one normalised test value suggests, from specific to general.
 CREATE FUNCTION guardian._induce(p_kind text, p_value text)
-RETURNS TABLE (match_type text, pattern text, terms text[], anchors text[])
+RETURNS TABLE (match_type text, pattern text, terms text[], anchors text[], family text)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -5947,13 +6206,14 @@ BEGIN
             RETURN;
         END IF;
         -- the domain, and the organisation's domain of a sub-domain (staging.acme.io: acme.io)
-        IF v_domain ~ '^[a-z0-9-]+(\.[a-z0-9-]+)+$' THEN
-            RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_domain], NULL::text[];
+        IF v_domain ~ '^[a-z0-9-]+(\.[a-z0-9-]+)+$' AND NOT guardian._real_mail_provider(v_domain) THEN
+            RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_domain], NULL::text[], 'domain'::text;
             v_labels := string_to_array(v_domain, '.');
             IF cardinality(v_labels) >= 3 THEN
                 v_parent := array_to_string(v_labels[2:], '.');
-                IF v_parent !~ '^(co|com|org|net|ac|gov|edu|ltd|plc|nhs|or|ne|go)\.[a-z]{2}$' THEN
-                    RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_parent], NULL::text[];
+                IF v_parent !~ '^(co|com|org|net|ac|gov|edu|ltd|plc|nhs|or|ne|go)\.[a-z]{2}$'
+                   AND NOT guardian._real_mail_provider(v_parent) THEN
+                    RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_parent], NULL::text[], 'domain'::text;
                 END IF;
             END IF;
         END IF;
@@ -5961,20 +6221,20 @@ BEGIN
         v_prefix := substring(v_local FROM '^([a-z]{2,})');
         IF v_local ~ '[0-9]' AND v_prefix IS NOT NULL THEN
             RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(v_local), '[0-9]+', '[0-9]+', 'g') || '@',
-                                NULL::text[], ARRAY['^' || v_prefix];
+                                NULL::text[], ARRAY['^' || v_prefix], 'shape'::text;
             RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(v_local), '[0-9]+', '[0-9]+', 'g') || '@'
                                          || guardian._regex_literal(v_domain) || '$',
-                                NULL::text[], ARRAY['^' || v_prefix];
+                                NULL::text[], ARRAY['^' || v_prefix], 'shape'::text;
         END IF;
         -- each word of the local part as a marker: playwright_user_3@, jane.cypress@
         FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(v_local, '([a-z]{3,})', 'g') AS m LOOP
             RETURN QUERY SELECT 'regex', '(^|[^[:alnum:]@])' || v_token || '([^[:alpha:]@][^@]*)?@', NULL::text[],
-                                ARRAY['^' || v_token];
+                                ARRAY['^' || v_token], 'token'::text;
         END LOOP;
         -- a sub-address tag: jane+cypress42@
         v_token := substring(v_local FROM '\+([a-z]{2,})');
         IF v_token IS NOT NULL THEN
-            RETURN QUERY SELECT 'regex', '\+' || v_token || '[^@]*@', NULL::text[], ARRAY['+' || v_token];
+            RETURN QUERY SELECT 'regex', '\+' || v_token || '[^@]*@', NULL::text[], ARRAY['+' || v_token], 'tag'::text;
         END IF;
     ELSIF p_kind = 'phone' THEN
         -- the number's last ten digits with its last 2, 3 or 4 digits free: a range
@@ -5983,37 +6243,37 @@ BEGIN
             FOREACH v_k IN ARRAY ARRAY[2, 3, 4] LOOP
                 v_prefix := left(v_digits, length(v_digits) - v_k);
                 RETURN QUERY SELECT 'digits', v_prefix || '[0-9]{' || v_k || '}$', NULL::text[],
-                                    ARRAY['#' || v_prefix || repeat('?', v_k) || '$'];
+                                    ARRAY['#' || v_prefix || repeat('?', v_k) || '$'], 'range'::text;
             END LOOP;
         END IF;
     ELSIF p_kind = 'identifier' THEN
         IF p_value ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-            RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[p_value], NULL::text[];
+            RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[p_value], NULL::text[], 'uuid'::text;
             -- a family: the same first groups (random UUIDs share 32 bits once in four billion)
             FOREACH v_n IN ARRAY ARRAY[24, 19, 14, 9] LOOP
-                RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[left(p_value, v_n)], NULL::text[];
+                RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[left(p_value, v_n)], NULL::text[], 'uuid'::text;
             END LOOP;
         END IF;
     ELSE
         -- names, organisations, text: the whole value, its words, numbered templates
-        RETURN QUERY SELECT 'exact', NULL::text, ARRAY[p_value], NULL::text[];
+        RETURN QUERY SELECT 'exact', NULL::text, ARRAY[p_value], NULL::text[], 'exact'::text;
         FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(p_value, '([[:alpha:]]{3,})', 'g') AS m LOOP
-            RETURN QUERY SELECT 'words', NULL::text, ARRAY[v_token], NULL::text[];
+            RETURN QUERY SELECT 'words', NULL::text, ARRAY[v_token], NULL::text[], 'word'::text;
         END LOOP;
         FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(p_value, '([[:alpha:]]{2,})[ _-]?[0-9]+', 'g') AS m LOOP
             RETURN QUERY SELECT 'regex', '(^|[^[:alnum:]])' || guardian._regex_literal(v_token) || '[ _-]?[0-9]+($|[^[:alnum:]])',
-                                NULL::text[], ARRAY['^' || v_token];
+                                NULL::text[], ARRAY['^' || v_token], 'template'::text;
         END LOOP;
         v_prefix := substring(p_value FROM '^([[:alpha:]]{2,})');
         IF p_value ~ '[0-9]' AND v_prefix IS NOT NULL THEN
             RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(p_value), '[0-9]+', '[0-9]+', 'g') || '$',
-                                NULL::text[], ARRAY['^' || v_prefix];
+                                NULL::text[], ARRAY['^' || v_prefix], 'template'::text;
         END IF;
     END IF;
 END
 $$;
 COMMENT ON FUNCTION guardian._induce(text, text) IS
-    'Internal: candidate rules (match type, pattern, terms, anchors) that one normalised value of a kind suggests.';
+    'Internal: candidate rules (match type, pattern, terms, anchors) that one normalised value of a kind suggests, with their family (domain, shape, token, tag, range, uuid, exact, word, template).';
 
 -- The literal substrings a candidate's matches all contain (what _rule_anchors gives a rule).
 CREATE FUNCTION guardian._candidate_anchors(p_match_type text, p_pattern text, p_terms text[], p_anchors text[])
@@ -6036,7 +6296,7 @@ $$;
 COMMENT ON FUNCTION guardian._candidate_anchors(text, text, text[], text[]) IS
     'Internal: the prefilter anchors of a candidate rule.';
 
-CREATE FUNCTION guardian._suggest_for_column(p_table regclass, p_column text, p_kind text)
+CREATE FUNCTION guardian._suggest_for_column(p_table regclass, p_column text, p_kind text, p_covered text[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -6082,18 +6342,16 @@ BEGIN
       FROM guardian.labels AS l WHERE l.relid = p_table;
 
     WITH tests AS (
-        SELECT l.record_id, l.value,
-               -- is the record already found by a rule (in any of its columns)?
-               EXISTS (SELECT FROM guardian.labels AS o, guardian._match(o.kind, o.column_name, o.value, p_table) AS m
-                        WHERE o.relid = p_table AND o.record_id = l.record_id AND o.value IS NOT NULL) AS covered
+        SELECT l.record_id, l.value, l.record_id = ANY (p_covered) AS covered
           FROM guardian.labels AS l
          WHERE l.relid = p_table AND l.column_name = p_column AND l.label = 'test' AND l.value IS NOT NULL
     ), reals AS (
         SELECT DISTINCT l.value FROM guardian.labels AS l
          WHERE l.kind = p_kind AND l.label = 'real' AND l.value IS NOT NULL
     ), candidates AS (
-        SELECT DISTINCT c.match_type, c.pattern, c.terms, c.anchors
+        SELECT c.match_type, c.pattern, c.terms, c.anchors, min(c.family) AS family
           FROM (SELECT DISTINCT t.value FROM tests AS t) AS t, guardian._induce(p_kind, t.value) AS c
+         GROUP BY 1, 2, 3, 4
     ), compiled AS (
         -- (an exact rule has no matcher: its equivalent expression names it)
         SELECT c.*, coalesce(guardian._rule_matcher(c.match_type, c.pattern, c.terms),
@@ -6106,10 +6364,14 @@ BEGIN
           FROM compiled AS c,
                LATERAL (SELECT array_agg(DISTINCT t.record_id ORDER BY t.record_id) AS hits,
                                count(DISTINCT t.record_id) FILTER (WHERE NOT t.covered) AS new_hits,
+                               count(DISTINCT t.value) AS distinct_values,
                                (array_agg(DISTINCT t.value))[1:3] AS examples
                           FROM tests AS t
                          WHERE guardian._rule_matches(c.match_type, c.matcher, c.terms, t.value)) AS h
          WHERE cardinality(h.hits) >= v_support AND h.new_hits > 0
+           -- a name or a word is a pattern only when different test values share it (fixture rows
+           -- often carry a realistic name whose record is test for another column's sake)
+           AND (c.family NOT IN ('token', 'word', 'exact') OR h.distinct_values >= 2)
            -- not a rule that exists, nor one someone dismissed
            AND NOT EXISTS (SELECT FROM guardian.rules AS r
                             WHERE r.match_type = c.match_type AND r.kinds @> ARRAY[p_kind]
@@ -6135,6 +6397,11 @@ BEGIN
                round((cardinality(s.hits) / (cardinality(s.hits) + s.real_hits + 0.01 + CASE
                    WHEN NOT coalesce(v_has_real, false)
                        THEN greatest(s.matches_now - cardinality(s.hits), 0)
+                   -- names and words: the expected number plus two standard deviations, plus 2
+                   WHEN s.family IN ('token', 'word', 'exact')
+                       THEN greatest(s.matches_now - cardinality(s.hits) - s.real_hits
+                                     - cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1)
+                                     - 2 * sqrt(cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1)) - 2, 0)
                    ELSE greatest(s.matches_now - cardinality(s.hits) - s.real_hits
                                  - 3 * cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1) - 3, 0)
                END))::numeric, 3) AS est_precision
@@ -6166,8 +6433,8 @@ BEGIN
     RETURN v_count;
 END
 $$;
-COMMENT ON FUNCTION guardian._suggest_for_column(regclass, text, text) IS
-    'Internal: induces, scores and keeps the rule suggestions of one column from its labelled test values.';
+COMMENT ON FUNCTION guardian._suggest_for_column(regclass, text, text, text[]) IS
+    'Internal: induces, scores and keeps the rule suggestions of one column from its labelled test values (p_covered: the test records a rule already finds).';
 
 CREATE FUNCTION guardian.suggest_rules(p_table regclass DEFAULT NULL)
 RETURNS TABLE (suggestion_id bigint, column_name text, kind text, match_type text, matcher text, examples text[],
@@ -6176,8 +6443,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_table  regclass;
-    v_column record;
+    v_table   regclass;
+    v_column  record;
+    v_covered text[];
 BEGIN
     IF p_table IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.labels AS l WHERE l.relid = p_table) THEN
         RAISE NOTICE 'no records of % are labelled: nothing to learn from', p_table
@@ -6193,12 +6461,16 @@ BEGIN
                                           p_runs => ARRAY['read']);
         PERFORM guardian._fill_labels(v_table);
         DELETE FROM guardian.rule_suggestions AS s WHERE s.relid = v_table AND s.status = 'open';
+        -- the test records a rule already finds (in any of their columns)
+        v_covered := ARRAY(SELECT DISTINCT o.record_id FROM guardian.labels AS o
+                            WHERE o.relid = v_table AND o.label = 'test' AND o.value IS NOT NULL
+                              AND EXISTS (SELECT FROM guardian._match(o.kind, o.column_name, o.value, v_table)));
         FOR v_column IN
             SELECT l.column_name, l.kind FROM guardian.labels AS l
              WHERE l.relid = v_table AND l.label = 'test' AND l.value IS NOT NULL
              GROUP BY 1, 2 ORDER BY 1
         LOOP
-            PERFORM guardian._suggest_for_column(v_table, v_column.column_name, v_column.kind);
+            PERFORM guardian._suggest_for_column(v_table, v_column.column_name, v_column.kind, v_covered);
         END LOOP;
     END LOOP;
     RETURN QUERY
@@ -6383,6 +6655,20 @@ END
 $$;
 COMMENT ON FUNCTION guardian.set_nonprod_labels(text[]) IS
     'Set the sub-domain labels (staging, qa, dev, sandbox, ...) that make an e-mail domain non-production for the nonprod_mail_subdomain rule; returns them.';
+
+-- Mailbox providers real people use (extension/lists/real_mail_providers.txt): never a list's
+-- entry, never a learned rule's domain.
+CREATE FUNCTION guardian._real_mail_provider(p_domain text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_domain = ANY (
+-- @@ list real_mail_providers.txt @@
+    ::text[])
+$$;
+COMMENT ON FUNCTION guardian._real_mail_provider(text) IS
+    'Internal: is this a mailbox provider real people use (gmail.com, outlook.com, mail.com, ...)?';
 
 -- Predicting contamination from where writes come from. A session whose application, role
 -- or client looks like a test tool or CI runner raises TEST_TOOL_WRITE on its first write of
@@ -6679,6 +6965,402 @@ $$;
 COMMENT ON FUNCTION guardian._source_alert(regclass, text, bigint) IS
     'Internal: raises TEST_TOOL_WRITE or CONTAMINATION_RISK for this session''s first write of the day to a watched table in production.';
 
+-- Column models: what the real values of a watched column look like (character trigrams and
+-- shapes), trained by a job from the column's own data less its labelled test values, and a
+-- model of test data per kind (labelled test values and the rules' examples). A value that is
+-- a strong outlier of its column (trigrams rarer than 99.9 % of the column's own values, and
+-- a shape fewer than 1 % of them have) is SUSPECTED_TEST_DATA: MEDIUM when the test model also
+-- explains it better, else LOW; found by scans and a job over recent writes, never a
+-- strict-mode rejection, and nothing on the write path.
+INSERT INTO guardian.parameters (name, default_value, min_value, max_value, unit, description) VALUES
+    ('learning.model_sample_rows', 100000, 1000, 100000000, 'rows',
+     'A column model is trained on at most about this many rows of its table (a sample beyond)'),
+    ('learning.model_grams', 20000, 100, 1000000, 'trigrams',
+     'A column model keeps the counts of at most this many trigrams (the most frequent)'),
+    ('learning.suspect_margin', 0.5, 0, 20, 'nats',
+     'A suspected value is MEDIUM (else LOW) when the test model explains its trigrams better than its column''s model by at least this much on average');
+
+CREATE TABLE guardian.column_models (
+    relid       regclass NOT NULL,
+    column_name text NOT NULL,
+    kind        text NOT NULL,
+    rows_seen   bigint NOT NULL,
+    gram_total  bigint NOT NULL,
+    shapes      jsonb NOT NULL,
+    shape_total bigint NOT NULL,
+    median_nll  double precision NOT NULL DEFAULT 0,
+    cutoff_nll  double precision NOT NULL DEFAULT 0,
+    trained_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT column_models_pkey PRIMARY KEY (relid, column_name)
+);
+COMMENT ON TABLE guardian.column_models IS
+    'Per watched column, a model of its real values: how many trigrams it saw (gram_total; the counts are in guardian.column_model_grams), shapes (letters as a, digit runs as 9: jane.doe42@x.io is a.a9@a.a), and the median and 99.9th percentile of its own values'' mean trigram surprise (nats). Trained by guardian.train_column_models() (job column_models).';
+SELECT pg_catalog.pg_extension_config_dump('guardian.column_models', '');
+
+CREATE TABLE guardian.column_model_grams (
+    relid       regclass NOT NULL,
+    column_name text NOT NULL,
+    gram        text NOT NULL,
+    n           bigint NOT NULL,
+    CONSTRAINT column_model_grams_pkey PRIMARY KEY (relid, column_name, gram),
+    CONSTRAINT column_model_grams_model_fkey FOREIGN KEY (relid, column_name)
+        REFERENCES guardian.column_models (relid, column_name) ON DELETE CASCADE
+);
+COMMENT ON TABLE guardian.column_model_grams IS
+    'The trigram counts of each column model (the learning.model_grams most frequent).';
+SELECT pg_catalog.pg_extension_config_dump('guardian.column_model_grams', '');
+
+CREATE TABLE guardian.test_models (
+    kind        text PRIMARY KEY,
+    gram_total  bigint NOT NULL,
+    values_seen integer NOT NULL,
+    trained_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE guardian.test_models IS
+    'Per kind, what test data looks like: values labelled test (any table) and the rules'' examples; counts in guardian.test_model_grams.';
+SELECT pg_catalog.pg_extension_config_dump('guardian.test_models', '');
+
+CREATE TABLE guardian.test_model_grams (
+    kind text NOT NULL REFERENCES guardian.test_models (kind) ON DELETE CASCADE,
+    gram text NOT NULL,
+    n    bigint NOT NULL,
+    CONSTRAINT test_model_grams_pkey PRIMARY KEY (kind, gram)
+);
+COMMENT ON TABLE guardian.test_model_grams IS 'The trigram counts of each kind''s test model.';
+SELECT pg_catalog.pg_extension_config_dump('guardian.test_model_grams', '');
+
+CREATE TABLE guardian.suspect_watermarks (
+    relid      regclass PRIMARY KEY,
+    last_xid   xid8 NOT NULL,
+    scanned_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE guardian.suspect_watermarks IS
+    'Internal: the transaction up to which the suspect_scan job has looked at a table''s rows.';
+
+CREATE FUNCTION guardian._shape(p_value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT regexp_replace(regexp_replace(p_value, '[[:alpha:]]+', 'a', 'g'), '[0-9]+', '9', 'g')
+$$;
+COMMENT ON FUNCTION guardian._shape(text) IS 'Internal: a value''s shape: runs of letters as a, runs of digits as 9.';
+
+-- A model's probability of a trigram mixes its counts (0.9) with one background over 2^16
+-- trigrams (0.1), so that models of different sizes compare fairly: a trigram neither has seen
+-- costs both the same. Surprise is the mean negative log of it over a value's trigrams (nats).
+-- Deliberately without SET search_path so that it inlines into its callers (millions of
+-- trigrams a scan), all of which pin search_path; every function is schema-qualified.
+CREATE FUNCTION guardian._surprise(p_count bigint, p_total bigint)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT OPERATOR(pg_catalog.-) pg_catalog.ln(0.9::double precision OPERATOR(pg_catalog.*) COALESCE(p_count, 0)
+               OPERATOR(pg_catalog./) GREATEST(COALESCE(p_total, 1), 1)
+               OPERATOR(pg_catalog.+) (0.1::double precision OPERATOR(pg_catalog./) 65536))
+$$;
+COMMENT ON FUNCTION guardian._surprise(bigint, bigint) IS
+    'Internal: the surprise (nats) of a trigram seen p_count times in a model of p_total trigrams.';
+
+CREATE FUNCTION guardian._test_examples()
+RETURNS TABLE (kind text, value text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT l.kind, l.value FROM guardian.labels AS l WHERE l.label = 'test' AND l.value IS NOT NULL AND l.value <> ''
+    UNION ALL
+    SELECT k.kind, guardian._normalize(r.example_match)
+      FROM guardian.rules AS r, unnest(r.kinds) AS k(kind)
+     WHERE r.enabled AND coalesce(r.example_match, '') <> ''
+$$;
+COMMENT ON FUNCTION guardian._test_examples() IS
+    'Internal: what test data looks like, per kind: values labelled test and the rules'' examples.';
+
+CREATE FUNCTION guardian._train_test_models()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    DELETE FROM guardian.test_models;
+    INSERT INTO guardian.test_models (kind, gram_total, values_seen)
+    SELECT e.kind, sum(length(e.value)), count(*) FROM guardian._test_examples() AS e GROUP BY e.kind;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    INSERT INTO guardian.test_model_grams (kind, gram, n)
+    SELECT e.kind, substr('^' || e.value || '$', g.i, 3), count(*)
+      FROM guardian._test_examples() AS e, generate_series(1, length(e.value)) AS g(i)
+     GROUP BY 1, 2;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION guardian._train_test_models() IS
+    'Internal: the per-kind model of test data, from values labelled test and the rules'' examples.';
+
+CREATE FUNCTION guardian.train_column_models(p_table regclass DEFAULT NULL)
+RETURNS TABLE (table_name text, column_name text, kind text, rows_seen bigint, grams integer,
+               median_nll double precision, cutoff_nll double precision)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_limit  numeric := guardian.param('learning.model_sample_rows');
+    v_keep   integer := guardian.param('learning.model_grams')::integer;
+    v_watch  guardian.watched_tables;
+    v_column record;
+    v_sample text;
+    v_total  double precision;
+    v_values text[];
+BEGIN
+    IF p_table IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.watched_tables AS w WHERE w.relid = p_table) THEN
+        RAISE EXCEPTION '% is not watched', p_table
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Column models are trained for watched tables: SELECT guardian.watch(%L);', p_table::text);
+    END IF;
+    PERFORM guardian._train_test_models();
+    FOR v_watch IN
+        SELECT w.* FROM guardian.watched_tables AS w
+         WHERE (p_table IS NULL OR w.relid = p_table)
+           AND EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = w.relid)
+         ORDER BY w.relid::text
+    LOOP
+        PERFORM guardian._refuse_app_code(ARRAY[v_watch.relid], format('guardian.train_column_models(%L)', v_watch.relid::text),
+                                          p_runs => ARRAY['read']);
+        SELECT greatest(c.reltuples, 0) INTO v_total FROM pg_catalog.pg_class AS c WHERE c.oid = v_watch.relid;
+        v_sample := CASE WHEN v_total > v_limit
+                         THEN format(' TABLESAMPLE SYSTEM (%s)', round((100 * v_limit / v_total)::numeric, 4)) ELSE '' END;
+        FOR v_column IN
+            SELECT c.column_name, c.kind, a.atttypid
+              FROM unnest(v_watch.column_names, v_watch.column_kinds) AS c(column_name, kind)
+              JOIN pg_catalog.pg_attribute AS a
+                ON a.attrelid = v_watch.relid AND a.attname = c.column_name AND NOT a.attisdropped
+             WHERE c.kind IN ('email', 'person_name', 'organization', 'phone')
+        LOOP
+            -- the column's values, less those labelled test
+            EXECUTE format(
+                'SELECT coalesce(array_agg(x.v), ''{}'') FROM (
+                    SELECT guardian._normalize(%1$s) AS v FROM %2$s AS t%3$s WHERE %1$s IS NOT NULL) AS x
+                  WHERE x.v <> '''' AND NOT EXISTS (SELECT FROM guardian.labels AS l
+                                                     WHERE l.relid = $1 AND l.column_name = $2 AND l.label = ''test''
+                                                       AND l.value = x.v)',
+                format(CASE WHEN guardian._json_safe_type(v_column.atttypid) THEN 't.%I::pg_catalog.text'
+                            ELSE 'pg_catalog.format(''%%s'', t.%I)' END, v_column.column_name),
+                v_watch.relid, v_sample)
+                INTO v_values USING v_watch.relid, v_column.column_name;
+            CONTINUE WHEN cardinality(v_values) < 20;
+            DELETE FROM guardian.column_models AS m WHERE m.relid = v_watch.relid AND m.column_name = v_column.column_name;
+            INSERT INTO guardian.column_models (relid, column_name, kind, rows_seen, gram_total, shapes, shape_total)
+            SELECT v_watch.relid, v_column.column_name, v_column.kind, cardinality(v_values),
+                   (SELECT sum(length(v.v)) FROM unnest(v_values) AS v(v)),
+                   (SELECT jsonb_object_agg(s.shape, s.n)
+                      FROM (SELECT guardian._shape(v.v) AS shape, count(*) AS n FROM unnest(v_values) AS v(v)
+                             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 500) AS s),
+                   cardinality(v_values);
+            INSERT INTO guardian.column_model_grams (relid, column_name, gram, n)
+            SELECT v_watch.relid, v_column.column_name, c.gram, c.n
+              FROM (SELECT substr('^' || v.v || '$', g.i, 3) AS gram, count(*) AS n
+                      FROM unnest(v_values) AS v(v), generate_series(1, length(v.v)) AS g(i)
+                     GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT v_keep) AS c;
+            -- how surprising the column's own values are: the median and the 99.9th percentile
+            UPDATE guardian.column_models AS m
+               SET median_nll = s.median, cutoff_nll = s.cutoff
+              FROM (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x.nll) AS median,
+                           percentile_cont(0.999) WITHIN GROUP (ORDER BY x.nll) AS cutoff
+                      FROM (SELECT avg(guardian._surprise(cg.n, m2.gram_total)) AS nll
+                              FROM unnest(v_values[1:20000]) WITH ORDINALITY AS v(v, k)
+                              CROSS JOIN generate_series(1, length(v.v)) AS g(i)
+                              JOIN guardian.column_models AS m2
+                                ON m2.relid = v_watch.relid AND m2.column_name = v_column.column_name
+                              LEFT JOIN guardian.column_model_grams AS cg
+                                ON cg.relid = v_watch.relid AND cg.column_name = v_column.column_name
+                               AND cg.gram = substr('^' || v.v || '$', g.i, 3)
+                             GROUP BY v.k) AS x) AS s
+             WHERE m.relid = v_watch.relid AND m.column_name = v_column.column_name;
+            RETURN QUERY
+                SELECT m.relid::text, m.column_name, m.kind, m.rows_seen,
+                       (SELECT count(*) FROM guardian.column_model_grams AS cg
+                         WHERE cg.relid = m.relid AND cg.column_name = m.column_name)::integer,
+                       m.median_nll, m.cutoff_nll
+                  FROM guardian.column_models AS m
+                 WHERE m.relid = v_watch.relid AND m.column_name = v_column.column_name;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian.train_column_models(regclass) IS
+    'Train the model of each watched column''s real values (email, name, organisation and phone columns with at least 20 values) from the table (a sample of learning.model_sample_rows beyond) less its labelled test values, and the per-kind test models. Returns one row per model. Run by the column_models job.';
+
+-- Scores of values against their columns' models, in one pass: each value's trigrams joined to
+-- the column's counts and its kind's test counts. p_values: (record_id, column_name, value).
+CREATE FUNCTION guardian._model_scores(p_table regclass, p_values jsonb, p_all boolean DEFAULT false)
+RETURNS TABLE (record_id text, column_name text, value text, nll double precision, cutoff_nll double precision,
+               shape_share double precision, test_advantage double precision, suspected boolean, severity text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    WITH vals AS (
+        SELECT x.record_id, x.column_name, guardian._normalize(x.value) AS v, m.kind, m.gram_total, m.cutoff_nll,
+               coalesce((m.shapes ->> guardian._shape(guardian._normalize(x.value)))::double precision, 0)
+                   / greatest(m.shape_total, 1) AS shape_share
+          FROM jsonb_to_recordset(p_values) AS x(record_id text, column_name text, value text)
+          JOIN guardian.column_models AS m ON m.relid = p_table AND m.column_name = x.column_name
+         WHERE coalesce(x.value, '') <> ''
+    ), scored AS (
+        SELECT v.record_id, v.column_name, v.v, v.cutoff_nll, v.shape_share,
+               avg(guardian._surprise(cg.n, v.gram_total)) AS nll,
+               CASE WHEN bool_or(tm.kind IS NOT NULL) THEN avg(guardian._surprise(tg.n, tm.gram_total)) END AS nll_test
+          FROM vals AS v
+          CROSS JOIN generate_series(1, length(v.v)) AS g(i)
+          LEFT JOIN guardian.column_model_grams AS cg
+            ON cg.relid = p_table AND cg.column_name = v.column_name AND cg.gram = substr('^' || v.v || '$', g.i, 3)
+          LEFT JOIN guardian.test_models AS tm ON tm.kind = v.kind
+          LEFT JOIN guardian.test_model_grams AS tg ON tg.kind = v.kind AND tg.gram = substr('^' || v.v || '$', g.i, 3)
+         -- only a value of a rare shape can be suspected: the others are not scored (p_all: all)
+         WHERE v.v <> '' AND (p_all OR v.shape_share < 0.01)
+         GROUP BY v.record_id, v.column_name, v.v, v.cutoff_nll, v.shape_share
+    ), judged AS (
+        SELECT s.*, s.nll - s.nll_test AS advantage, s.nll > s.cutoff_nll AND s.shape_share < 0.01 AS suspect
+          FROM scored AS s
+    )
+    SELECT j.record_id, j.column_name, j.v, j.nll, j.cutoff_nll, j.shape_share, j.advantage, j.suspect,
+           CASE WHEN NOT j.suspect THEN NULL
+                WHEN j.advantage >= guardian.param('learning.suspect_margin') THEN 'MEDIUM'
+                ELSE 'LOW' END
+      FROM judged AS j
+$$;
+COMMENT ON FUNCTION guardian._model_scores(regclass, jsonb, boolean) IS
+    'Internal: values ([{"record_id", "column_name", "value"}]) scored against their columns'' models (only those of a rare shape unless p_all).';
+
+-- How a value scores against its column's model: its surprise, the column's cutoff, how
+-- common its shape is there, and how much better the test model explains it.
+CREATE FUNCTION guardian.score_value(p_table regclass, p_column text, p_value text)
+RETURNS TABLE (nll double precision, cutoff_nll double precision, shape_share double precision,
+               test_advantage double precision, suspected boolean, severity text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM guardian.column_models AS m WHERE m.relid = p_table AND m.column_name = p_column) THEN
+        RAISE EXCEPTION 'no model of %.%', p_table, p_column
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('Train it with SELECT * FROM guardian.train_column_models(%L);', p_table::text);
+    END IF;
+    RETURN QUERY
+        SELECT s.nll, s.cutoff_nll, s.shape_share, s.test_advantage, s.suspected, s.severity
+          FROM guardian._model_scores(p_table, jsonb_build_array(jsonb_build_object(
+                   'record_id', '', 'column_name', p_column, 'value', p_value)), true) AS s;
+END
+$$;
+COMMENT ON FUNCTION guardian.score_value(regclass, text, text) IS
+    'Score a value against the model of a watched column: its mean trigram surprise (nats) against the column''s 99.9th-percentile cutoff, the share of the column''s values with its shape, and how much better (nats a trigram) the test model explains it. Suspected: rarer trigrams than 99.9 % of the column''s own values and a shape under 1 % of them; MEDIUM when the test model also explains it better by learning.suspect_margin, else LOW.';
+
+-- The suspects among rows of a table (all, or those written since a transaction), skipping
+-- values a rule already flags.
+CREATE FUNCTION guardian.scan_suspects(p_table regclass, p_record boolean DEFAULT false, p_since xid8 DEFAULT NULL)
+RETURNS TABLE (record_id text, column_name text, sample text, severity text, nll double precision,
+               test_advantage double precision)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_watch  guardian.watched_tables := guardian._watch_of(p_table);
+    v_values jsonb;
+    v_found  record;
+BEGIN
+    IF v_watch.relid IS NULL THEN
+        RAISE EXCEPTION '% is not watched', p_table
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Watch it and train its models: SELECT guardian.watch(%L); SELECT * FROM guardian.train_column_models(%L);',
+                                p_table::text, p_table::text);
+    END IF;
+    PERFORM guardian._refuse_app_code(ARRAY[p_table], format('guardian.scan_suspects(%L)', p_table::text), p_runs => ARRAY['read']);
+    EXECUTE format(
+        'SELECT coalesce(jsonb_agg(jsonb_build_object(''record_id'', r.record_id, ''column_name'', m.column_name,
+                                                      ''value'', j.row_data ->> m.column_name)), ''[]'')
+           FROM %1$s AS t
+           CROSS JOIN LATERAL (SELECT %2$s AS row_data) AS j
+           CROSS JOIN LATERAL guardian._record_ref($1, j.row_data) AS r
+           JOIN guardian.column_models AS m ON m.relid = $2
+          WHERE j.row_data ->> m.column_name IS NOT NULL%3$s',
+        p_table, guardian._scan_row_json(p_table),
+        CASE WHEN p_since IS NOT NULL
+             THEN ' AND pg_catalog.age(t.xmin) <= (pg_catalog.pg_current_xact_id()::text::bigint - $3::text::bigint)' ELSE '' END)
+        INTO v_values USING v_watch, p_table, p_since;
+    FOR v_found IN
+        SELECT s.*, m.kind FROM guardian._model_scores(p_table, v_values) AS s
+          JOIN guardian.column_models AS m ON m.relid = p_table AND m.column_name = s.column_name
+         WHERE s.suspected
+           AND NOT EXISTS (SELECT FROM guardian._match(m.kind, s.column_name, s.value, p_table))
+         ORDER BY s.test_advantage DESC
+    LOOP
+        record_id := v_found.record_id;
+        column_name := v_found.column_name;
+        sample := guardian._redact(v_found.value, v_found.kind, '{}'::text[]);
+        severity := v_found.severity;
+        nll := v_found.nll;
+        test_advantage := v_found.test_advantage;
+        RETURN NEXT;
+        IF p_record THEN
+            PERFORM guardian.raise_alert('SUSPECTED_TEST_DATA', v_found.severity,
+                format('%s.%s holds a value unlike its real data and like test data: %s', p_table, v_found.column_name,
+                       sample),
+                p_table::text, v_found.record_id,
+                jsonb_build_object('column', v_found.column_name, 'sample', sample,
+                                   'surprise_nats', round(v_found.nll::numeric, 2),
+                                   'cutoff_nats', round(v_found.cutoff_nll::numeric, 2),
+                                   'test_advantage_nats', round(v_found.test_advantage::numeric, 2),
+                                   'action_required', 'Review the record; label it with guardian.label_records so that the next models learn from it.',
+                                   'fix', format('SELECT guardian.label_records(%L, ARRAY[%L], ''test'');', p_table::text, v_found.record_id)),
+                md5(concat_ws('|', 'SUSPECTED_TEST_DATA', guardian.current_environment(), p_table::text, v_found.column_name,
+                              v_found.record_id)));
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION guardian.scan_suspects(regclass, boolean, xid8) IS
+    'Values of a watched table that its column models find unlike real data and like test data, and that no rule flags: one row per value (record_id, column, redacted sample, LOW or MEDIUM). p_record => true raises SUSPECTED_TEST_DATA alerts; p_since looks only at rows written after that transaction.';
+
+-- The job: rows written since its last run, in every watched table with models.
+CREATE FUNCTION guardian.run_suspect_scan()
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_table regclass;
+    v_now   xid8 := pg_current_xact_id();
+    v_found integer := 0;
+    v_tables integer := 0;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RETURN 'skipped: a replica';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('guardian.run_suspect_scan'));
+    FOR v_table IN SELECT DISTINCT m.relid FROM guardian.column_models AS m
+                    WHERE EXISTS (SELECT FROM guardian.watched_tables AS w WHERE w.relid = m.relid) ORDER BY 1
+    LOOP
+        v_found := v_found + (SELECT count(*) FROM guardian.scan_suspects(v_table, true,
+                                  (SELECT w.last_xid FROM guardian.suspect_watermarks AS w WHERE w.relid = v_table)))::integer;
+        INSERT INTO guardian.suspect_watermarks AS w (relid, last_xid) VALUES (v_table, v_now)
+        ON CONFLICT (relid) DO UPDATE SET last_xid = EXCLUDED.last_xid, scanned_at = now();
+        v_tables := v_tables + 1;
+    END LOOP;
+    RETURN format('%s suspect value(s) in %s table(s)', v_found, v_tables);
+END
+$$;
+COMMENT ON FUNCTION guardian.run_suspect_scan() IS
+    'The suspect_scan job: scores the rows written to each modelled table since its last run (all rows the first time), raising SUSPECTED_TEST_DATA.';
+
+INSERT INTO guardian.jobs (name, schedule, command, description, max_lag, builtin) VALUES
+    ('column_models', '23 2 * * *', 'SELECT count(*) FROM guardian.train_column_models()',
+     'Train the models of watched columns'' real values (SUSPECTED_TEST_DATA)', '2 days', true),
+    ('suspect_scan', '*/10 * * * *', 'SELECT guardian.run_suspect_scan()',
+     'Score recent writes to modelled tables against their column models: SUSPECTED_TEST_DATA', '1 hour', true);
+
 -- >>> sql/99_finish: owners and grants of the learned detection
 -- As a fresh install hands them over (99_finish/10_ownership.sql): tables and SECURITY
 -- DEFINER functions to guardian_owner.
@@ -6687,6 +7369,11 @@ ALTER TABLE guardian.rule_suggestions OWNER TO guardian_owner;
 ALTER TABLE guardian.rule_lists OWNER TO guardian_owner;
 ALTER TABLE guardian.test_sources OWNER TO guardian_owner;
 ALTER TABLE guardian.source_risk OWNER TO guardian_owner;
+ALTER TABLE guardian.column_models OWNER TO guardian_owner;
+ALTER TABLE guardian.column_model_grams OWNER TO guardian_owner;
+ALTER TABLE guardian.test_models OWNER TO guardian_owner;
+ALTER TABLE guardian.test_model_grams OWNER TO guardian_owner;
+ALTER TABLE guardian.suspect_watermarks OWNER TO guardian_owner;
 ALTER FUNCTION guardian._store_labels(regclass, text, jsonb, text, uuid) OWNER TO guardian_owner;
 ALTER FUNCTION guardian._label_alert(uuid, text) OWNER TO guardian_owner;
 ALTER FUNCTION guardian._source_verdict() OWNER TO guardian_owner;
@@ -6698,18 +7385,28 @@ REVOKE EXECUTE ON FUNCTION
     guardian._label_alert(uuid, text),
     guardian._induce(text, text),
     guardian._candidate_anchors(text, text, text[], text[]),
-    guardian._suggest_for_column(regclass, text, text),
+    guardian._suggest_for_column(regclass, text, text, text[]),
     guardian.suggest_rules(regclass),
     guardian._open_suggestion(bigint),
     guardian.accept_rule_suggestion(bigint),
     guardian.dismiss_rule_suggestion(bigint),
     guardian.update_rule_list(text, text[], text, text),
     guardian.set_nonprod_labels(text[]),
+    guardian._real_mail_provider(text),
     guardian._validate_test_source(),
     guardian.score_sources(),
     guardian._session_source(),
     guardian._source_verdict(),
-    guardian._source_alert(regclass, text, bigint)
+    guardian._source_alert(regclass, text, bigint),
+    guardian._shape(text),
+    guardian._surprise(bigint, bigint),
+    guardian._test_examples(),
+    guardian._train_test_models(),
+    guardian.train_column_models(regclass),
+    guardian._model_scores(regclass, jsonb, boolean),
+    guardian.score_value(regclass, text, text),
+    guardian.scan_suspects(regclass, boolean, xid8),
+    guardian.run_suspect_scan()
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     guardian._store_labels(regclass, text, jsonb, text, uuid),
@@ -6719,18 +7416,28 @@ GRANT EXECUTE ON FUNCTION
     guardian._label_alert(uuid, text),
     guardian._induce(text, text),
     guardian._candidate_anchors(text, text, text[], text[]),
-    guardian._suggest_for_column(regclass, text, text),
+    guardian._suggest_for_column(regclass, text, text, text[]),
     guardian.suggest_rules(regclass),
     guardian._open_suggestion(bigint),
     guardian.accept_rule_suggestion(bigint),
     guardian.dismiss_rule_suggestion(bigint),
     guardian.update_rule_list(text, text[], text, text),
     guardian.set_nonprod_labels(text[]),
+    guardian._real_mail_provider(text),
     guardian._validate_test_source(),
     guardian.score_sources(),
     guardian._session_source(),
     guardian._source_verdict(),
-    guardian._source_alert(regclass, text, bigint)
+    guardian._source_alert(regclass, text, bigint),
+    guardian._shape(text),
+    guardian._surprise(bigint, bigint),
+    guardian._test_examples(),
+    guardian._train_test_models(),
+    guardian.train_column_models(regclass),
+    guardian._model_scores(regclass, jsonb, boolean),
+    guardian.score_value(regclass, text, text),
+    guardian.scan_suspects(regclass, boolean, xid8),
+    guardian.run_suspect_scan()
     TO guardian_owner;
 -- Learned detection: labels keep application values, so only admins read them; the guardian's
 -- own functions (resolving an alert) keep labels through SECURITY DEFINER helpers.
@@ -6740,21 +7447,39 @@ GRANT UPDATE (label_values) ON guardian.kinds TO guardian_admin;
 GRANT EXECUTE ON FUNCTION guardian.label_records(regclass, text[], text), guardian.suggest_rules(regclass),
     guardian.accept_rule_suggestion(bigint), guardian.dismiss_rule_suggestion(bigint),
     guardian._store_labels(regclass, text, jsonb, text, uuid), guardian._label_rows(regclass, text[]),
-    guardian._fill_labels(regclass), guardian._suggest_for_column(regclass, text, text),
+    guardian._fill_labels(regclass), guardian._suggest_for_column(regclass, text, text, text[]),
     guardian._induce(text, text), guardian._candidate_anchors(text, text, text[], text[]),
     guardian._open_suggestion(bigint)
     TO guardian_admin;
 GRANT SELECT ON guardian.rule_lists TO guardian_reader;
-GRANT EXECUTE ON FUNCTION guardian.update_rule_list(text, text[], text, text), guardian.set_nonprod_labels(text[])
+GRANT EXECUTE ON FUNCTION guardian.update_rule_list(text, text[], text, text), guardian.set_nonprod_labels(text[]),
+    guardian._real_mail_provider(text)
     TO guardian_admin;
 GRANT INSERT, UPDATE ON guardian.rule_lists TO guardian_admin;
 
 -- Sources: admins say what a test tool looks like; readers see the scores. The write path asks
--- guardian._source_verdict() (SECURITY DEFINER) as whoever writes.
+-- guardian._source_verdict() from the C statement trigger (a direct call) or the PL/pgSQL one
+-- (SECURITY DEFINER): PUBLIC needs no right to it.
 GRANT SELECT ON guardian.test_sources, guardian.source_risk TO guardian_reader;
 GRANT INSERT, UPDATE, DELETE ON guardian.test_sources TO guardian_admin;
-GRANT EXECUTE ON FUNCTION guardian._source_verdict() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION guardian.score_sources() TO guardian_admin;
+
+-- Column models: readers inspect them and score values; admins train them and scan.
+GRANT SELECT ON guardian.column_models, guardian.column_model_grams, guardian.test_models, guardian.test_model_grams,
+    guardian.suspect_watermarks TO guardian_reader;
+GRANT EXECUTE ON FUNCTION guardian._shape(text), guardian._surprise(bigint, bigint),
+    guardian._model_scores(regclass, jsonb, boolean), guardian.score_value(regclass, text, text)
+    TO guardian_reader;
+GRANT INSERT, UPDATE, DELETE ON guardian.column_models, guardian.column_model_grams, guardian.test_models,
+    guardian.test_model_grams, guardian.suspect_watermarks TO guardian_admin;
+GRANT EXECUTE ON FUNCTION guardian.train_column_models(regclass), guardian._train_test_models(), guardian._test_examples(),
+    guardian.scan_suspects(regclass, boolean, xid8), guardian.run_suspect_scan()
+    TO guardian_admin;
+
+-- The dashboard lists open suggestions to readers, without their examples (values).
+GRANT SELECT (id, relid, column_name, kind, match_type, pattern, terms, anchors, matcher, test_hits, real_hits,
+              matches_now, est_precision, status, rule_name, created_at, decided_at, decided_by)
+    ON guardian.rule_suggestions TO guardian_reader;
 
 -- >>> sql/99_finish/80_no_create.sql and 90_security_baseline.sql: guardian_owner may create
 -- nothing again, and the new objects' privileges are the ones the security checks expect.

@@ -498,3 +498,26 @@ def test_overview_chart_draws_the_expected_band_and_marks_anomalies(admin: TestC
     assert chart is not None
     assert chart.group(0).count('class="band"') >= 6  # the last hour at least, per 10 minutes
     assert re.search(r'class="anomaly"[^>]*><title>anomaly \d\d:\d\d: 400 insert \(usually \d+-\d+\)', chart.group(0))
+
+
+def test_contamination_lists_open_rule_suggestions_without_their_examples(
+    admin: TestClient, db: psycopg.Connection
+) -> None:
+    db.execute("CREATE TABLE public.people (id int PRIMARY KEY, email text)")
+    db.execute(
+        "INSERT INTO public.people SELECT i, CASE WHEN i <= 6 THEN 'synth' || i || '@acme-fixtures.io' "
+        "ELSE 'person' || chr(97 + i % 26) || '.x@gmail.com' END FROM generate_series(1, 40) AS i"
+    )
+    db.execute("SELECT guardian.watch('public.people')")
+    db.execute("SELECT guardian.label_records('public.people', ARRAY['1', '2', '3', '4', '5', '6'], 'test')")
+    db.execute("SELECT guardian.label_records('public.people', ARRAY['10', '11', '12', '13'], 'real')")
+    assert db.execute("SELECT count(*) FROM guardian.suggest_rules('public.people')").fetchone()[0] > 0  # type: ignore[index]
+
+    data = admin.get("/api/contamination").json()
+    page = admin.get("/contamination").text
+
+    production = next(r for r in data["environments"] if r["environment"] == "production")
+    shown = {(s["column_name"], s["match_type"], s["match"]) for s in production["data"]["suggestions"]}
+    assert ("email", "domains", "acme-fixtures.io") in shown
+    assert "acme-fixtures.io" in page and "pg-guardian rules accept ID" in page
+    assert "synth1@" not in str(data)  # examples (values) stay out of the dashboard

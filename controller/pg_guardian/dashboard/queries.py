@@ -442,7 +442,28 @@ def contamination(conn: psycopg.Connection, days: int = 30) -> dict[str, Any]:
                   created_by
              FROM guardian.allowlist ORDER BY created_at DESC LIMIT 500""",
     )
-    return {"days": days, "watched": watched, "findings_by_rule": by_rule, "rules": rules, "allowlist": allowlist}
+    # rules learned from labels (0.2.0): the open suggestions, without their examples (values)
+    suggestions = (
+        _rows(
+            conn,
+            """SELECT s.id, s.relid::text AS table_name, s.column_name, s.kind, s.match_type,
+                      coalesce(s.pattern, array_to_string(s.terms, ', ')) AS match, s.test_hits, s.real_hits,
+                      s.matches_now, s.est_precision::float AS est_precision, s.created_at
+                 FROM guardian.rule_suggestions AS s
+                WHERE s.status = 'open'
+                ORDER BY s.est_precision DESC, s.test_hits DESC, s.id LIMIT 100""",
+        )
+        if _row(conn, "SELECT to_regclass('guardian.rule_suggestions') IS NOT NULL AS ok") == {"ok": True}
+        else []
+    )
+    return {
+        "days": days,
+        "watched": watched,
+        "findings_by_rule": by_rule,
+        "rules": rules,
+        "allowlist": allowlist,
+        "suggestions": suggestions,
+    }
 
 
 def watched_table(conn: psycopg.Connection, table: str) -> str | None:

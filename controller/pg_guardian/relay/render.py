@@ -52,6 +52,8 @@ ACTIONS = {
     "TEST_TOOL_WRITE": "A test tool or CI job wrote to production: find the job behind this session, point it at a "
     "test database, and scan the table for what it wrote.",
     "CONTAMINATION_RISK": "This source brought test data before: check what it writes today.",
+    "SUSPECTED_TEST_DATA": "A value looks unlike the column's real data: review the record, then label it test or "
+    "real with guardian.label_records.",
     "BULK_OPERATION": "Check that this bulk change was intended and who made it.",
     "ACTIVITY_ANOMALY": "Check who wrote this and why; if it was planned, declare such windows with "
     "guardian.expect so they are not flagged again.",

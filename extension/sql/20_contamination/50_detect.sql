@@ -27,22 +27,41 @@ CREATE FUNCTION guardian._match(
 RETURNS TABLE (rule text, severity text, sample text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+-- Planning the query below for each value's parameters took 1.7 ms, running it 0.05 ms.
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_norm text := guardian._normalize(p_value);
+    v_norm   text := guardian._normalize(p_value);
+    v_text   boolean;
+    v_digits boolean;
+    v_listed text[];
 BEGIN
     IF v_norm IS NULL OR v_norm = '' THEN
         RETURN;
     END IF;
+    -- does any of the kind's expressions match at all? (see guardian._gate)
+    v_text := coalesce(v_norm ~* guardian._gate(p_kind, false), false);
+    v_digits := coalesce(regexp_replace(v_norm, '[^0-9]', '', 'g') ~ guardian._gate(p_kind, true), false);
+    v_listed := CASE WHEN strpos(v_norm, '@') > 0 THEN guardian._listed_domains(guardian._mail_domains(v_norm)) END;
     -- One static query (its plan is cached for the session); _rule_matches inlines into it.
     RETURN QUERY
-        SELECT r.name, r.severity, guardian._redact(p_value, p_kind, guardian._rule_anchors(r))
+        -- (a domain rule's anchors, thousands of domains, show nothing in the local part)
+        SELECT r.name, r.severity,
+               guardian._redact(p_value, p_kind, CASE WHEN r.match_type = 'domains' THEN '{}'::text[]
+                                                      ELSE guardian._rule_anchors(r) END)
           FROM guardian.rules AS r
          WHERE r.enabled
            AND (r.environments IS NULL OR guardian.current_environment() = ANY (r.environments))
            AND (p_kind = ANY (r.kinds) OR (r.column_pattern IS NOT NULL AND p_column ~* r.column_pattern))
            AND (NOT p_exact_only OR r.match_type = 'exact')
-           AND guardian._rule_matches(r.match_type, r.matcher, r.terms, v_norm)
+           -- a domain rule is looked up in the compiled lists (its terms are not read here);
+           -- the others first pass their kind's gate (guardian._gate)
+           AND CASE WHEN r.match_type = 'domains' THEN r.name = ANY (v_listed)
+                    WHEN p_kind = ANY (r.kinds) AND r.match_type IN ('regex', 'words', 'prefix', 'uuids')
+                         AND NOT v_text AND r.matcher !~ '\\[1-9]' THEN false
+                    WHEN p_kind = ANY (r.kinds) AND r.match_type = 'digits'
+                         AND NOT v_digits AND r.matcher !~ '\\[1-9]' THEN false
+                    ELSE guardian._rule_matches(r.match_type, r.matcher, r.terms, v_norm) END
            AND NOT EXISTS (
                 SELECT FROM guardian.allowlist AS a
                  WHERE (a.rule IS NULL OR a.rule = r.name)

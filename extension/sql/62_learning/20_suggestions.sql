@@ -44,7 +44,7 @@ CREATE INDEX rule_suggestions_relid_idx ON guardian.rule_suggestions (relid, sta
 
 -- The candidate rules one normalised test value suggests, from specific to general.
 CREATE FUNCTION guardian._induce(p_kind text, p_value text)
-RETURNS TABLE (match_type text, pattern text, terms text[], anchors text[])
+RETURNS TABLE (match_type text, pattern text, terms text[], anchors text[], family text)
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -69,13 +69,14 @@ BEGIN
             RETURN;
         END IF;
         -- the domain, and the organisation's domain of a sub-domain (staging.acme.io: acme.io)
-        IF v_domain ~ '^[a-z0-9-]+(\.[a-z0-9-]+)+$' THEN
-            RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_domain], NULL::text[];
+        IF v_domain ~ '^[a-z0-9-]+(\.[a-z0-9-]+)+$' AND NOT guardian._real_mail_provider(v_domain) THEN
+            RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_domain], NULL::text[], 'domain'::text;
             v_labels := string_to_array(v_domain, '.');
             IF cardinality(v_labels) >= 3 THEN
                 v_parent := array_to_string(v_labels[2:], '.');
-                IF v_parent !~ '^(co|com|org|net|ac|gov|edu|ltd|plc|nhs|or|ne|go)\.[a-z]{2}$' THEN
-                    RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_parent], NULL::text[];
+                IF v_parent !~ '^(co|com|org|net|ac|gov|edu|ltd|plc|nhs|or|ne|go)\.[a-z]{2}$'
+                   AND NOT guardian._real_mail_provider(v_parent) THEN
+                    RETURN QUERY SELECT 'domains', NULL::text, ARRAY[v_parent], NULL::text[], 'domain'::text;
                 END IF;
             END IF;
         END IF;
@@ -83,20 +84,20 @@ BEGIN
         v_prefix := substring(v_local FROM '^([a-z]{2,})');
         IF v_local ~ '[0-9]' AND v_prefix IS NOT NULL THEN
             RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(v_local), '[0-9]+', '[0-9]+', 'g') || '@',
-                                NULL::text[], ARRAY['^' || v_prefix];
+                                NULL::text[], ARRAY['^' || v_prefix], 'shape'::text;
             RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(v_local), '[0-9]+', '[0-9]+', 'g') || '@'
                                          || guardian._regex_literal(v_domain) || '$',
-                                NULL::text[], ARRAY['^' || v_prefix];
+                                NULL::text[], ARRAY['^' || v_prefix], 'shape'::text;
         END IF;
         -- each word of the local part as a marker: playwright_user_3@, jane.cypress@
         FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(v_local, '([a-z]{3,})', 'g') AS m LOOP
             RETURN QUERY SELECT 'regex', '(^|[^[:alnum:]@])' || v_token || '([^[:alpha:]@][^@]*)?@', NULL::text[],
-                                ARRAY['^' || v_token];
+                                ARRAY['^' || v_token], 'token'::text;
         END LOOP;
         -- a sub-address tag: jane+cypress42@
         v_token := substring(v_local FROM '\+([a-z]{2,})');
         IF v_token IS NOT NULL THEN
-            RETURN QUERY SELECT 'regex', '\+' || v_token || '[^@]*@', NULL::text[], ARRAY['+' || v_token];
+            RETURN QUERY SELECT 'regex', '\+' || v_token || '[^@]*@', NULL::text[], ARRAY['+' || v_token], 'tag'::text;
         END IF;
     ELSIF p_kind = 'phone' THEN
         -- the number's last ten digits with its last 2, 3 or 4 digits free: a range
@@ -105,37 +106,37 @@ BEGIN
             FOREACH v_k IN ARRAY ARRAY[2, 3, 4] LOOP
                 v_prefix := left(v_digits, length(v_digits) - v_k);
                 RETURN QUERY SELECT 'digits', v_prefix || '[0-9]{' || v_k || '}$', NULL::text[],
-                                    ARRAY['#' || v_prefix || repeat('?', v_k) || '$'];
+                                    ARRAY['#' || v_prefix || repeat('?', v_k) || '$'], 'range'::text;
             END LOOP;
         END IF;
     ELSIF p_kind = 'identifier' THEN
         IF p_value ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-            RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[p_value], NULL::text[];
+            RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[p_value], NULL::text[], 'uuid'::text;
             -- a family: the same first groups (random UUIDs share 32 bits once in four billion)
             FOREACH v_n IN ARRAY ARRAY[24, 19, 14, 9] LOOP
-                RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[left(p_value, v_n)], NULL::text[];
+                RETURN QUERY SELECT 'uuids', NULL::text, ARRAY[left(p_value, v_n)], NULL::text[], 'uuid'::text;
             END LOOP;
         END IF;
     ELSE
         -- names, organisations, text: the whole value, its words, numbered templates
-        RETURN QUERY SELECT 'exact', NULL::text, ARRAY[p_value], NULL::text[];
+        RETURN QUERY SELECT 'exact', NULL::text, ARRAY[p_value], NULL::text[], 'exact'::text;
         FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(p_value, '([[:alpha:]]{3,})', 'g') AS m LOOP
-            RETURN QUERY SELECT 'words', NULL::text, ARRAY[v_token], NULL::text[];
+            RETURN QUERY SELECT 'words', NULL::text, ARRAY[v_token], NULL::text[], 'word'::text;
         END LOOP;
         FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(p_value, '([[:alpha:]]{2,})[ _-]?[0-9]+', 'g') AS m LOOP
             RETURN QUERY SELECT 'regex', '(^|[^[:alnum:]])' || guardian._regex_literal(v_token) || '[ _-]?[0-9]+($|[^[:alnum:]])',
-                                NULL::text[], ARRAY['^' || v_token];
+                                NULL::text[], ARRAY['^' || v_token], 'template'::text;
         END LOOP;
         v_prefix := substring(p_value FROM '^([[:alpha:]]{2,})');
         IF p_value ~ '[0-9]' AND v_prefix IS NOT NULL THEN
             RETURN QUERY SELECT 'regex', '^' || regexp_replace(guardian._regex_literal(p_value), '[0-9]+', '[0-9]+', 'g') || '$',
-                                NULL::text[], ARRAY['^' || v_prefix];
+                                NULL::text[], ARRAY['^' || v_prefix], 'template'::text;
         END IF;
     END IF;
 END
 $$;
 COMMENT ON FUNCTION guardian._induce(text, text) IS
-    'Internal: candidate rules (match type, pattern, terms, anchors) that one normalised value of a kind suggests.';
+    'Internal: candidate rules (match type, pattern, terms, anchors) that one normalised value of a kind suggests, with their family (domain, shape, token, tag, range, uuid, exact, word, template).';
 
 -- The literal substrings a candidate's matches all contain (what _rule_anchors gives a rule).
 CREATE FUNCTION guardian._candidate_anchors(p_match_type text, p_pattern text, p_terms text[], p_anchors text[])
@@ -158,7 +159,7 @@ $$;
 COMMENT ON FUNCTION guardian._candidate_anchors(text, text, text[], text[]) IS
     'Internal: the prefilter anchors of a candidate rule.';
 
-CREATE FUNCTION guardian._suggest_for_column(p_table regclass, p_column text, p_kind text)
+CREATE FUNCTION guardian._suggest_for_column(p_table regclass, p_column text, p_kind text, p_covered text[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -204,18 +205,16 @@ BEGIN
       FROM guardian.labels AS l WHERE l.relid = p_table;
 
     WITH tests AS (
-        SELECT l.record_id, l.value,
-               -- is the record already found by a rule (in any of its columns)?
-               EXISTS (SELECT FROM guardian.labels AS o, guardian._match(o.kind, o.column_name, o.value, p_table) AS m
-                        WHERE o.relid = p_table AND o.record_id = l.record_id AND o.value IS NOT NULL) AS covered
+        SELECT l.record_id, l.value, l.record_id = ANY (p_covered) AS covered
           FROM guardian.labels AS l
          WHERE l.relid = p_table AND l.column_name = p_column AND l.label = 'test' AND l.value IS NOT NULL
     ), reals AS (
         SELECT DISTINCT l.value FROM guardian.labels AS l
          WHERE l.kind = p_kind AND l.label = 'real' AND l.value IS NOT NULL
     ), candidates AS (
-        SELECT DISTINCT c.match_type, c.pattern, c.terms, c.anchors
+        SELECT c.match_type, c.pattern, c.terms, c.anchors, min(c.family) AS family
           FROM (SELECT DISTINCT t.value FROM tests AS t) AS t, guardian._induce(p_kind, t.value) AS c
+         GROUP BY 1, 2, 3, 4
     ), compiled AS (
         -- (an exact rule has no matcher: its equivalent expression names it)
         SELECT c.*, coalesce(guardian._rule_matcher(c.match_type, c.pattern, c.terms),
@@ -228,10 +227,14 @@ BEGIN
           FROM compiled AS c,
                LATERAL (SELECT array_agg(DISTINCT t.record_id ORDER BY t.record_id) AS hits,
                                count(DISTINCT t.record_id) FILTER (WHERE NOT t.covered) AS new_hits,
+                               count(DISTINCT t.value) AS distinct_values,
                                (array_agg(DISTINCT t.value))[1:3] AS examples
                           FROM tests AS t
                          WHERE guardian._rule_matches(c.match_type, c.matcher, c.terms, t.value)) AS h
          WHERE cardinality(h.hits) >= v_support AND h.new_hits > 0
+           -- a name or a word is a pattern only when different test values share it (fixture rows
+           -- often carry a realistic name whose record is test for another column's sake)
+           AND (c.family NOT IN ('token', 'word', 'exact') OR h.distinct_values >= 2)
            -- not a rule that exists, nor one someone dismissed
            AND NOT EXISTS (SELECT FROM guardian.rules AS r
                             WHERE r.match_type = c.match_type AND r.kinds @> ARRAY[p_kind]
@@ -257,6 +260,11 @@ BEGIN
                round((cardinality(s.hits) / (cardinality(s.hits) + s.real_hits + 0.01 + CASE
                    WHEN NOT coalesce(v_has_real, false)
                        THEN greatest(s.matches_now - cardinality(s.hits), 0)
+                   -- names and words: the expected number plus two standard deviations, plus 2
+                   WHEN s.family IN ('token', 'word', 'exact')
+                       THEN greatest(s.matches_now - cardinality(s.hits) - s.real_hits
+                                     - cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1)
+                                     - 2 * sqrt(cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1)) - 2, 0)
                    ELSE greatest(s.matches_now - cardinality(s.hits) - s.real_hits
                                  - 3 * cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1) - 3, 0)
                END))::numeric, 3) AS est_precision
@@ -288,8 +296,8 @@ BEGIN
     RETURN v_count;
 END
 $$;
-COMMENT ON FUNCTION guardian._suggest_for_column(regclass, text, text) IS
-    'Internal: induces, scores and keeps the rule suggestions of one column from its labelled test values.';
+COMMENT ON FUNCTION guardian._suggest_for_column(regclass, text, text, text[]) IS
+    'Internal: induces, scores and keeps the rule suggestions of one column from its labelled test values (p_covered: the test records a rule already finds).';
 
 CREATE FUNCTION guardian.suggest_rules(p_table regclass DEFAULT NULL)
 RETURNS TABLE (suggestion_id bigint, column_name text, kind text, match_type text, matcher text, examples text[],
@@ -298,8 +306,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_table  regclass;
-    v_column record;
+    v_table   regclass;
+    v_column  record;
+    v_covered text[];
 BEGIN
     IF p_table IS NOT NULL AND NOT EXISTS (SELECT FROM guardian.labels AS l WHERE l.relid = p_table) THEN
         RAISE NOTICE 'no records of % are labelled: nothing to learn from', p_table
@@ -315,12 +324,16 @@ BEGIN
                                           p_runs => ARRAY['read']);
         PERFORM guardian._fill_labels(v_table);
         DELETE FROM guardian.rule_suggestions AS s WHERE s.relid = v_table AND s.status = 'open';
+        -- the test records a rule already finds (in any of their columns)
+        v_covered := ARRAY(SELECT DISTINCT o.record_id FROM guardian.labels AS o
+                            WHERE o.relid = v_table AND o.label = 'test' AND o.value IS NOT NULL
+                              AND EXISTS (SELECT FROM guardian._match(o.kind, o.column_name, o.value, v_table)));
         FOR v_column IN
             SELECT l.column_name, l.kind FROM guardian.labels AS l
              WHERE l.relid = v_table AND l.label = 'test' AND l.value IS NOT NULL
              GROUP BY 1, 2 ORDER BY 1
         LOOP
-            PERFORM guardian._suggest_for_column(v_table, v_column.column_name, v_column.kind);
+            PERFORM guardian._suggest_for_column(v_table, v_column.column_name, v_column.kind, v_covered);
         END LOOP;
     END LOOP;
     RETURN QUERY

@@ -102,3 +102,17 @@ END
 $$;
 COMMENT ON FUNCTION guardian.set_nonprod_labels(text[]) IS
     'Set the sub-domain labels (staging, qa, dev, sandbox, ...) that make an e-mail domain non-production for the nonprod_mail_subdomain rule; returns them.';
+
+-- Mailbox providers real people use (extension/lists/real_mail_providers.txt): never a list's
+-- entry, never a learned rule's domain.
+CREATE FUNCTION guardian._real_mail_provider(p_domain text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_domain = ANY (
+-- @@ list real_mail_providers.txt @@
+    ::text[])
+$$;
+COMMENT ON FUNCTION guardian._real_mail_provider(text) IS
+    'Internal: is this a mailbox provider real people use (gmail.com, outlook.com, mail.com, ...)?';

@@ -15,7 +15,7 @@ GRANT SELECT ON guardian.kinds, guardian.rules, guardian.allowlist, guardian.wat
     TO guardian_reader;
 GRANT EXECUTE ON FUNCTION guardian.scan(regclass, boolean, bigint, bigint), guardian._scan_plan(regclass),
     guardian._row_findings(guardian.watched_tables, jsonb, jsonb, jsonb), guardian._match(text, text, text, regclass, boolean),
-    guardian._rule_matches(text, text, text[], text), guardian._mail_domains(text), guardian._rule_matcher(text, text, text[]), guardian._regex_literal(text), guardian._normalize(text), guardian._redact(text, text, text[]),
+    guardian._rule_matches(text, text, text[], text), guardian._mail_domains(text), guardian._gate(text, boolean), guardian._listed_domains(text[]), guardian._rule_matcher(text, text, text[]), guardian._regex_literal(text), guardian._normalize(text), guardian._redact(text, text, text[]),
     guardian._record_ref(guardian.watched_tables, jsonb), guardian._rule_anchors(guardian.rules),
     guardian._uuid_range(text), guardian._applicable_rules(), guardian._plan_watch(regclass, jsonb),
     guardian._record_key(regclass), guardian._infer_kind(text, text, regtype), guardian._watch_of(regclass),
