@@ -159,6 +159,13 @@ CATCHES = [
     ("note", "seeded by db/seeds.rb", "test_note"),
     ("note", "James testing online booking", "test_note"),
     ("note", "dummy record for sales demo", "test_note"),
+    ("note", "DELETE ME", "test_note"),
+    ("note", "Paziente di prova.", "test_note"),
+    ("note", "Testpatiënt.", "test_note"),
+    ("note", "TEST TEST TEST", "test_note"),
+    ("note", "created by QA for regression run", "test_note"),
+    ("note", "visit #test", "test_note"),
+    ("phone", "tbd", "column_header_value"),
     # phones
     ("phone", "01632 960366", "uk_drama_phone"),
     ("phone", "(02) 7010 0201", "au_fictional_phone"),
@@ -246,6 +253,8 @@ PASSES = [
     ("note", "Dolor en el molar inferior derecho."),
     ("note", "Blood test results normal; pulp test positive."),
     ("note", "Allergy test booked for next week"),
+    ("note", "Asked us to delete me from SMS reminders, says the patient"),
+    ("note", "Patch test positive; created by Dr Lee"),
     ("note", "Patient's mother or father must attend"),
     ("phone", "+1 500 556 0006"),
     ("phone", "+49 30 1234567"),
@@ -332,3 +341,12 @@ def test_false_positive_rate_on_realistic_data_is_far_below_five_percent(db: psy
     # The data holds only real-looking people (Testa, Tester, Dummett, Sample, Celeste ...);
     # a random phone number may land in a reserved fiction range (1 in ~10,000).
     assert flagged / 20000 < 0.001
+
+
+def test_an_anchor_that_would_let_every_value_through_is_refused(db: psycopg.Connection) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="anchor '#test' has no digit") as err:
+        db.execute(
+            "INSERT INTO guardian.rules (name, kinds, match_type, pattern, anchors, description) "
+            "VALUES ('hashtag', '{free_text}', 'regex', '#test', ARRAY['#test'], 'hashtags')"
+        )
+    assert "digits" in (err.value.diag.message_hint or "")

@@ -219,6 +219,13 @@ BEGIN
     END IF;
     IF NEW.anchors IS NOT NULL THEN
         NEW.anchors := ARRAY(SELECT DISTINCT lower(a) FROM unnest(NEW.anchors) AS a WHERE a IS NOT NULL ORDER BY 1);
+        -- '#' looks in the digits: without a digit such an anchor would let every value through
+        SELECT a INTO v_regex FROM unnest(NEW.anchors) AS a WHERE length(a) > 1 AND left(a, 1) = '#' AND a !~ '[0-9]' LIMIT 1;
+        IF v_regex IS NOT NULL THEN
+            RAISE EXCEPTION 'rule %: anchor % has no digit', NEW.name, quote_literal(v_regex)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An anchor starting with # is looked for in the value''s digits (#55501??$); for a literal #, anchor on what follows it.';
+        END IF;
     END IF;
     NEW.matcher := guardian._rule_matcher(NEW.match_type, NEW.pattern, NEW.terms);
     BEGIN

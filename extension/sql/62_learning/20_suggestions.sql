@@ -212,9 +212,15 @@ BEGIN
         SELECT DISTINCT l.value FROM guardian.labels AS l
          WHERE l.kind = p_kind AND l.label = 'real' AND l.value IS NOT NULL
     ), candidates AS (
+        -- only what at least v_support labelled records suggest is worth matching against them all
+        -- (a candidate's matches are mostly the records that suggest it: this spares compiling
+        -- one expression per value)
         SELECT c.match_type, c.pattern, c.terms, c.anchors, min(c.family) AS family
-          FROM (SELECT DISTINCT t.value FROM tests AS t) AS t, guardian._induce(p_kind, t.value) AS c
+          FROM (SELECT t.value, array_agg(t.record_id) AS records FROM tests AS t GROUP BY t.value) AS t,
+               guardian._induce(p_kind, t.value) AS c,
+               unnest(t.records) AS r(record_id)
          GROUP BY 1, 2, 3, 4
+        HAVING count(DISTINCT r.record_id) >= v_support
     ), compiled AS (
         -- (an exact rule has no matcher: its equivalent expression names it)
         SELECT c.*, coalesce(guardian._rule_matcher(c.match_type, c.pattern, c.terms),
