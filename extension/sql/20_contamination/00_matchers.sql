@@ -54,19 +54,27 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
         -- '@=' needles: the value's e-mail domain (after the last '@', without trailing white
         -- space, '.' or '>') or a parent domain of it is the needle's; a value with non-ASCII
         -- characters matches any (folding could make it any address).
-        SELECT EXISTS (
-            SELECT FROM (SELECT rtrim(substring(p_value FROM '@([^@]*)$'), E' \t\n\v\f\r\x1c\x1d\x1e\x1f.>') AS d) AS x,
-                 LATERAL (SELECT translate(x.d, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS d) AS l
-             WHERE (x.d IS NOT NULL OR p_value ~ '[^\x01-\x7f]')
-               AND EXISTS (SELECT FROM unnest(p_needles) AS n(needle)
-                            WHERE length(n.needle) > 2 AND left(n.needle, 2) = '@='
-                              AND (p_value ~ '[^\x01-\x7f]'
-                                   OR translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
-                                      = l.d
-                                   OR right(l.d, length(n.needle) - 1)
-                                      = '.' || translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'))))
+        -- The domain and its parents are looked up among the needles (a list of thousands costs
+        -- a few comparisons a needle); needles with capitals, which rules' anchors never have,
+        -- are compared folded.
+        SELECT (p_value ~ '[^\x01-\x7f]'
+                AND EXISTS (SELECT FROM unnest(p_needles) AS n(needle) WHERE length(n.needle) > 2 AND left(n.needle, 2) = '@='))
+            OR EXISTS (
+            SELECT FROM (SELECT translate(rtrim(substring(p_value FROM '@([^@]*)$'), E' \t\n\v\f\r\x1c\x1d\x1e\x1f.>'),
+                                          'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') AS d) AS x,
+                 LATERAL (SELECT x.d AS s
+                          UNION ALL
+                          SELECT substr(x.d, g.i + 1) FROM generate_series(1, length(x.d)) AS g(i)
+                           WHERE substr(x.d, g.i, 1) = '.') AS sfx
+             WHERE x.d IS NOT NULL AND sfx.s <> ''
+               AND ('@=' || sfx.s = ANY (p_needles)
+                    OR (array_to_string(p_needles, ' ') ~ '@=[^ ]*[A-Z]'
+                        AND EXISTS (SELECT FROM unnest(p_needles) AS n(needle)
+                                     WHERE length(n.needle) > 2 AND left(n.needle, 2) = '@='
+                                       AND translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                                           = sfx.s))))
         OR EXISTS (
-            SELECT FROM (SELECT translate(regexp_replace(regexp_replace(
+            SELECT FROM (SELECT f0.*, regexp_replace(f0.v, '[^0-9]', '', 'g') AS dg FROM (SELECT translate(regexp_replace(regexp_replace(
                                     replace(normalize(p_value, NFKC), chr(304), lower(chr(304))),
                                     '[\t\n\v\f\r\x1c-\x1f \u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u3000]+', ' ', 'g'),
                                     '[^\x01-\x7f]', chr(127), 'g'),
@@ -75,7 +83,7 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
                                AND EXISTS (SELECT FROM unnest(p_needles) AS x(needle) WHERE x.needle ~ '[^\x01-\x7f]')
                               THEN translate(regexp_replace(lower(normalize(p_value, NFKC)),
                                        '[\t\n\v\f\r\x1c-\x1f \u0085\u00a0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u3000]+', ' ', 'g'),
-                                   'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') END AS v2) AS f,
+                                   'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') END AS v2) AS f0) AS f,
                  unnest(p_needles) AS n(needle),
                  -- '#': digits, '?' any digit after the first digit, a trailing '$' the end of the digits
                  LATERAL (SELECT length(n.needle) > 1 AND left(n.needle, 1) = '#' AS is_digits,
@@ -91,10 +99,15 @@ EXCEPTION WHEN undefined_file OR insufficient_privilege OR undefined_function TH
                                  || CASE WHEN e.word_end THEN '($|[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f])' ELSE '' END AS pattern) AS r
              WHERE n.needle IS NOT NULL
                AND NOT (length(n.needle) > 2 AND left(n.needle, 2) = '@=')
+               -- a literal part of the needle must occur before its expression is tried
                AND CASE WHEN d.is_digits
-                        THEN d.digits = '' OR regexp_replace(f.v, '[^0-9]', '', 'g')
-                                              ~ (replace(d.digits, '?', '[0-9]') || CASE WHEN right(n.needle, 1) = '$' THEN '$' ELSE '' END)
-                        ELSE e.body = '' OR f.v ~ r.pattern OR coalesce(f.v2 ~ r.pattern, false) END)
+                        THEN d.digits = ''
+                             OR (strpos(f.dg, split_part(d.digits, '?', 1)) > 0
+                                 AND f.dg ~ (replace(d.digits, '?', '[0-9]') || CASE WHEN right(n.needle, 1) = '$' THEN '$' ELSE '' END))
+                        ELSE e.body = ''
+                             OR (strpos(f.v, translate(e.body, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')) > 0
+                                 AND f.v ~ r.pattern)
+                             OR coalesce(f.v2 ~ r.pattern, false) END)
     $sql$;
     CREATE FUNCTION guardian._uuid_matches(p_value uuid, p_bounds uuid[])
     RETURNS boolean
