@@ -575,7 +575,7 @@ needles_build(char **elems, const int *elem_lengths, int n)
 		{
 			s = palloc(len - 2);
 			for (j = 2; j < len; j++)
-				s[j - 2] = (char) ascii_lower((unsigned char) src[j]);
+				s[j - 2] = src[j];	/* written in lower case: one with capitals never matches */
 			set->domains[set->domain_count].name = s;
 			set->domains[set->domain_count].len = len - 2;
 			set->domain_count++;

@@ -9,7 +9,7 @@ typedef struct MemoEntry MemoEntry;
 
 typedef struct DomainNeedle
 {
-	char	   *name;			/* lower case */
+	char	   *name;			/* as written: lower case (rules' anchors are), else it never matches */
 	int			len;
 } DomainNeedle;
 

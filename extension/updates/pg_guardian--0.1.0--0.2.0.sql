@@ -5210,9 +5210,8 @@ CREATE OR REPLACE FUNCTION guardian._contains_any(p_value text, p_needles text[]
         -- '@=' needles: the value's e-mail domain (after the last '@', without trailing white
         -- space, '.' or '>') or a parent domain of it is the needle's; a value with non-ASCII
         -- characters matches any (folding could make it any address).
-        -- The domain and its parents are looked up among the needles (a list of thousands costs
-        -- a few comparisons a needle); needles with capitals, which rules' anchors never have,
-        -- are compared folded.
+        -- The domain (in lower case) and its parents are looked up among the needles, which are
+        -- written in lower case as rules' anchors are: a needle with capitals never matches.
         SELECT (p_value ~ '[^\x01-\x7f]'
                 AND EXISTS (SELECT FROM unnest(p_needles) AS n(needle) WHERE length(n.needle) > 2 AND left(n.needle, 2) = '@='))
             OR EXISTS (
@@ -5223,12 +5222,7 @@ CREATE OR REPLACE FUNCTION guardian._contains_any(p_value text, p_needles text[]
                           SELECT substr(x.d, g.i + 1) FROM generate_series(1, length(x.d)) AS g(i)
                            WHERE substr(x.d, g.i, 1) = '.') AS sfx
              WHERE x.d IS NOT NULL AND sfx.s <> ''
-               AND ('@=' || sfx.s = ANY (p_needles)
-                    OR (array_to_string(p_needles, ' ') ~ '@=[^ ]*[A-Z]'
-                        AND EXISTS (SELECT FROM unnest(p_needles) AS n(needle)
-                                     WHERE length(n.needle) > 2 AND left(n.needle, 2) = '@='
-                                       AND translate(substr(n.needle, 3), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
-                                           = sfx.s))))
+               AND '@=' || sfx.s = ANY (p_needles))
         OR EXISTS (
             SELECT FROM (SELECT f0.*, regexp_replace(f0.v, '[^0-9]', '', 'g') AS dg FROM (SELECT translate(regexp_replace(regexp_replace(
                                     replace(normalize(p_value, NFKC), chr(304), lower(chr(304))),
@@ -5263,14 +5257,14 @@ CREATE OR REPLACE FUNCTION guardian._contains_any(p_value text, p_needles text[]
                         ELSE e.body = ''
                              OR (strpos(f.v, translate(e.body, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')) > 0
                                  AND f.v ~ r.pattern)
-                             OR coalesce(f.v2 ~ r.pattern, false) END)
+                             OR (f.v2 IS NOT NULL AND f.v2 ~ r.pattern) END)
     $sql$;
 $create$;
     END IF;
 END
 $fallback$;
 COMMENT ON FUNCTION guardian._contains_any(text, text[]) IS
-    'Internal prefilter: does the value contain any needle? Looked for in the value as the rules see it (NFKC, white space runs as one space; other non-ASCII characters allow a word boundary), ASCII case-insensitive. A leading ^ / trailing $ on a needle asks for a word boundary there; a leading # looks in the digits only; @=domain matches an e-mail address at that domain or a sub-domain of it (thousands of these cost one lookup); an empty needle matches everything.';
+    'Internal prefilter: does the value contain any needle? Looked for in the value as the rules see it (NFKC, white space runs as one space; other non-ASCII characters allow a word boundary), ASCII case-insensitive. A leading ^ / trailing $ on a needle asks for a word boundary there; a leading # looks in the digits only; @=domain (in lower case) matches an e-mail address at that domain or a sub-domain of it (thousands of these cost one lookup); an empty needle matches everything.';
 CREATE FUNCTION guardian._mail_domains(p_value text)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE

@@ -180,7 +180,8 @@ ref_digits_at(const char *digits, int nd, const char *pat, int plen, bool end)
 }
 
 /* '@=' needles: the value's domain (after its last '@', without trailing white space, '.' or
- * '>') is the domain or a sub-domain of it; a value with a non-ASCII byte matches any. */
+ * '>'), in lower case, is the needle's domain (as written) or a sub-domain of it; a value with a
+ * non-ASCII byte matches any. */
 static bool
 ref_domain(const char *domain, int dlen, const unsigned char *h, int hlen)
 {
@@ -208,7 +209,7 @@ ref_domain(const char *domain, int dlen, const unsigned char *h, int hlen)
 		if (end - i != dlen)
 			continue;
 		for (k = 0; k < dlen && same; k++)
-			same = ref_lower(h[i + k]) == ref_lower((unsigned char) domain[k]);
+			same = ref_lower(h[i + k]) == (unsigned char) domain[k];
 		if (same)
 			return true;
 	}

@@ -113,16 +113,16 @@ def reference_contains_any(
 
 def _domain_match(value: str, domain: str) -> bool:
     """An '@=' needle: the value's e-mail domain (after its last '@', without trailing white space,
-    '.' or '>') is the needle's domain or one of its sub-domains; a value with any non-ASCII
-    character matches whatever the needle (folding could make it any address)."""
+    '.' or '>'), in lower case, is the needle's domain as written (a needle with capitals never
+    matches) or one of its sub-domains; a value with any non-ASCII character matches whatever the
+    needle (folding could make it any address)."""
     if not value.isascii():
         return True
     if "@" not in value:
         return False
     part = value.rsplit("@", 1)[1]
     part = _ascii_lower(part.rstrip(" \t\n\v\f\r\x1c\x1d\x1e\x1f.>").encode()).decode()
-    wanted = _ascii_lower(domain.encode()).decode()
-    return part == wanted or part.endswith("." + wanted)
+    return part == domain or part.endswith("." + domain)
 
 
 def sql_fallback(db: psycopg.Connection) -> str:
