@@ -6269,8 +6269,8 @@ BEGIN
             END LOOP;
         END IF;
     ELSE
-        -- names, organisations, text: the whole value, its words, numbered templates
-        RETURN QUERY SELECT 'exact', NULL::text, ARRAY[p_value], NULL::text[], 'exact'::text;
+        -- names, organisations, text: its words, numbered templates (not the whole value: a name
+        -- is a pattern only when different test values share it, and a whole value is one)
         FOR v_token IN SELECT DISTINCT m[1] FROM regexp_matches(p_value, '([[:alpha:]]{3,})', 'g') AS m LOOP
             RETURN QUERY SELECT 'words', NULL::text, ARRAY[v_token], NULL::text[], 'word'::text;
         END LOOP;
@@ -6287,7 +6287,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION guardian._induce(text, text) IS
-    'Internal: candidate rules (match type, pattern, terms, anchors) that one normalised value of a kind suggests, with their family (domain, shape, token, tag, range, uuid, exact, word, template).';
+    'Internal: candidate rules (match type, pattern, terms, anchors) that one normalised value of a kind suggests, with their family (domain, shape, token, tag, range, uuid, word, template).';
 
 -- The literal substrings a candidate's matches all contain (what _rule_anchors gives a rule).
 CREATE FUNCTION guardian._candidate_anchors(p_match_type text, p_pattern text, p_terms text[], p_anchors text[])
@@ -6373,10 +6373,7 @@ BEGIN
          GROUP BY 1, 2, 3, 4
         HAVING count(DISTINCT r.record_id) >= v_support
     ), compiled AS (
-        -- (an exact rule has no matcher: its equivalent expression names it)
-        SELECT c.*, coalesce(guardian._rule_matcher(c.match_type, c.pattern, c.terms),
-                             '^(' || (SELECT string_agg(guardian._regex_literal(x), '|') FROM unnest(c.terms) AS x) || ')$')
-                    AS matcher,
+        SELECT c.*, guardian._rule_matcher(c.match_type, c.pattern, c.terms) AS matcher,
                guardian._candidate_anchors(c.match_type, c.pattern, c.terms, c.anchors) AS prefilter
           FROM candidates AS c
     ), supported AS (
@@ -6391,11 +6388,11 @@ BEGIN
          WHERE cardinality(h.hits) >= v_support AND h.new_hits > 0
            -- a name or a word is a pattern only when different test values share it (fixture rows
            -- often carry a realistic name whose record is test for another column's sake)
-           AND (c.family NOT IN ('token', 'word', 'exact') OR h.distinct_values >= 2)
+           AND (c.family NOT IN ('token', 'word') OR h.distinct_values >= 2)
            -- not a rule that exists, nor one someone dismissed
            AND NOT EXISTS (SELECT FROM guardian.rules AS r
                             WHERE r.match_type = c.match_type AND r.kinds @> ARRAY[p_kind]
-                              AND (r.matcher = c.matcher OR (r.match_type = 'exact' AND r.terms @> c.terms)))
+                              AND r.matcher = c.matcher)
            AND NOT EXISTS (SELECT FROM guardian.rule_suggestions AS s
                             WHERE s.relid = p_table AND s.column_name = p_column AND s.status <> 'open'
                               AND s.match_type = c.match_type AND s.matcher = c.matcher)
@@ -6418,7 +6415,7 @@ BEGIN
                    WHEN NOT coalesce(v_has_real, false)
                        THEN greatest(s.matches_now - cardinality(s.hits), 0)
                    -- names and words: the expected number plus two standard deviations, plus 2
-                   WHEN s.family IN ('token', 'word', 'exact')
+                   WHEN s.family IN ('token', 'word')
                        THEN greatest(s.matches_now - cardinality(s.hits) - s.real_hits
                                      - cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1)
                                      - 2 * sqrt(cardinality(s.hits) * (v_rows - v_labelled) / greatest(v_labelled, 1)) - 2, 0)
